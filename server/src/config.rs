@@ -1,0 +1,222 @@
+//! Configuration: command-line options, each also an environment variable
+//! `MARQUEE_*`, over an optional TOML file, over built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::store::TableDecl;
+
+/// Everything `marquee serve` needs, after merging all sources.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub mqtt: SocketAddr,
+    /// Where the built web app (`pkg/`, CSS, assets) is served from.
+    pub site_dir: PathBuf,
+    pub change_log_window: u64,
+    pub body_limit: usize,
+    pub subscriber_queue: usize,
+    pub tables: Vec<TableDecl>,
+}
+
+pub const DEFAULT_HTTP: &str = "127.0.0.1:3000";
+pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
+pub const DEFAULT_CHANGE_LOG_WINDOW: u64 = 1_000_000;
+pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "marquee",
+    version,
+    about = "Marquee: a sign and pub/sub runtime. One process stores records durably and serves them over REST, Server-Sent Events, WebSockets and MQTT, with a web app for LED signs.",
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    after_help = "With no subcommand, `marquee` runs `serve`. Every option can also be set as an environment variable (shown in brackets) or in the TOML file given by --config; the command line wins over the environment, which wins over the file.\n\nConfig file example:\n  data_dir = \"./data\"\n  http = \"127.0.0.1:3000\"\n  change_log_window = 1000000\n\n  [[tables]]\n  name = \"Sensors\"\n  schema = { type = \"object\", required = [\"temp\"], properties = { temp = { type = \"number\" } } }"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Where the store keeps its files [default: ./data]
+    #[arg(long, env = "MARQUEE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address for HTTP: REST, SSE, WebSockets and the web app [default: 127.0.0.1:3000]; port 0 picks a free port
+    #[arg(long, env = "MARQUEE_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Address for the MQTT broker [default: 127.0.0.1:1883]
+    #[arg(long, env = "MARQUEE_MQTT", value_name = "ADDR")]
+    pub mqtt: Option<SocketAddr>,
+    /// A TOML file with settings and [[tables]] declarations
+    #[arg(long, env = "MARQUEE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The built web app [default: ../site next to the executable, else ./target/site]
+    #[arg(long, env = "MARQUEE_SITE_DIR", value_name = "DIR")]
+    pub site_dir: Option<PathBuf>,
+    /// How many recent changes are kept for clients to resume from [default: 1000000]
+    #[arg(long, env = "MARQUEE_CHANGE_LOG_WINDOW", value_name = "N")]
+    pub change_log_window: Option<u64>,
+    /// Largest request body or WebSocket message, in bytes [default: 1048576]
+    #[arg(long, env = "MARQUEE_BODY_LIMIT", value_name = "BYTES")]
+    pub body_limit: Option<usize>,
+    /// Changes queued for one subscriber before it is cut off as too slow [default: 4096]
+    #[arg(long, env = "MARQUEE_SUBSCRIBER_QUEUE", value_name = "N")]
+    pub subscriber_queue: Option<usize>,
+}
+
+/// The TOML file: the same settings as the options, plus table declarations.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<SocketAddr>,
+    pub mqtt: Option<SocketAddr>,
+    pub site_dir: Option<PathBuf>,
+    pub change_log_window: Option<u64>,
+    pub body_limit: Option<usize>,
+    pub subscriber_queue: Option<usize>,
+    #[serde(default)]
+    pub tables: Vec<TableDecl>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid config file: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ServeArgs {
+    /// Merges the options with the config file they name and the defaults.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let parse = |s: &str| s.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid(e.to_string()));
+        let config = Config {
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
+            http: match self.http.or(file.http) {
+                Some(addr) => addr,
+                None => parse(DEFAULT_HTTP)?,
+            },
+            mqtt: match self.mqtt.or(file.mqtt) {
+                Some(addr) => addr,
+                None => parse(DEFAULT_MQTT)?,
+            },
+            site_dir: self.site_dir.or(file.site_dir).unwrap_or_else(default_site_dir),
+            change_log_window: self
+                .change_log_window
+                .or(file.change_log_window)
+                .unwrap_or(DEFAULT_CHANGE_LOG_WINDOW),
+            body_limit: self.body_limit.or(file.body_limit).unwrap_or(DEFAULT_BODY_LIMIT),
+            subscriber_queue: self
+                .subscriber_queue
+                .or(file.subscriber_queue)
+                .unwrap_or(crate::bus::DEFAULT_QUEUE),
+            tables: file.tables,
+        };
+        if config.change_log_window == 0 {
+            return Err(ConfigError::Invalid("change_log_window must be at least 1".into()));
+        }
+        if config.body_limit < 1024 {
+            return Err(ConfigError::Invalid("body_limit must be at least 1024 bytes".into()));
+        }
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Defaults, with the given data directory and HTTP address (for tests and embedding).
+    pub fn new(data_dir: impl Into<PathBuf>, http: SocketAddr) -> Result<Self, ConfigError> {
+        ServeArgs {
+            data_dir: Some(data_dir.into()),
+            http: Some(http),
+            ..ServeArgs::default()
+        }
+        .resolve()
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// A release build lives at `target/release/marquee` and its site at
+/// `target/site`: look next to the executable first.
+fn default_site_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().and_then(Path::parent).map(|p| p.join("site")))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| PathBuf::from("target/site"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_settings_apply_and_options_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("marquee.toml");
+        std::fs::write(
+            &path,
+            "http = \"127.0.0.1:4000\"\nchange_log_window = 50\n[[tables]]\nname = \"Sensors\"\nschema = { required = [\"temp\"] }\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            change_log_window: Some(7),
+            ..ServeArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.http, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(config.change_log_window, 7);
+        assert_eq!(config.tables.len(), 1);
+        assert_eq!(config.tables[0].name, "Sensors");
+        assert_eq!(config.mqtt, DEFAULT_MQTT.parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "htp = \"x\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
+    }
+}

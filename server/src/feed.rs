@@ -1,0 +1,178 @@
+//! A feed is one client's ordered view of the change stream: for each filter it
+//! holds, first a backfill (the current state, or the changes since a `seq`),
+//! then live changes — with no gap and no duplicate between the two. SSE, the
+//! per-record WebSocket and the multiplexed `/api/ws` all stream through it.
+
+use std::sync::Arc;
+
+use app::event::ChangeEvent;
+
+use crate::bus::{RecvError, Subscriber};
+use crate::store::{ReadView, Store, StoreError};
+use crate::topic::TopicFilter;
+
+/// Records or changes read per backfill page.
+const PAGE: usize = 256;
+
+/// Where a new filter's stream begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The current state of every matching record, then changes.
+    State,
+    /// Every committed change after this `seq`, then live changes.
+    Since(u64),
+}
+
+pub struct Feed {
+    store: Store,
+    subscriber: Subscriber,
+    /// Filters whose backfill is done, with the `seq` it covered.
+    synced: Vec<(TopicFilter, u64)>,
+    /// The highest `seq` this feed has delivered or synced through.
+    position: u64,
+}
+
+/// A filter's backfill, read page by page.
+pub struct Backfill {
+    filter: TopicFilter,
+    source: Source,
+    until: u64,
+    done: bool,
+}
+
+enum Source {
+    State { view: ReadView, after: Option<String> },
+    Replay { after: u64 },
+}
+
+impl Backfill {
+    /// The next page of backfill events, or `None` when it is complete.
+    pub async fn next_page(&mut self, store: &Store) -> Result<Option<Vec<ChangeEvent>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        match &mut self.source {
+            Source::State { view, after } => {
+                let (events, next) = store.read_state(view, &self.filter, after.take(), PAGE).await?;
+                self.done = next.is_none();
+                *after = next;
+                Ok(Some(events))
+            }
+            Source::Replay { after } => {
+                if *after >= self.until {
+                    self.done = true;
+                    return Ok(None);
+                }
+                let (mut events, scanned) = store.changes_since(*after, Some(&self.filter), PAGE).await?;
+                events.retain(|e| e.seq.is_some_and(|s| s <= self.until));
+                *after = scanned.min(self.until);
+                if scanned >= self.until {
+                    self.done = true;
+                }
+                Ok(Some(events))
+            }
+        }
+    }
+
+    /// Whether this backfill replays changes (each with its `seq`) rather than state.
+    pub fn is_replay(&self) -> bool {
+        matches!(self.source, Source::Replay { .. })
+    }
+}
+
+impl Feed {
+    pub fn new(store: Store) -> Self {
+        let subscriber = store.bus().subscribe();
+        Self {
+            store,
+            subscriber,
+            synced: Vec::new(),
+            position: 0,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Starts routing `filter` to this feed and returns its backfill. Call
+    /// [`Feed::synced`] once the backfill has been sent.
+    pub async fn begin(&mut self, filter: TopicFilter, start: Start) -> Result<Backfill, StoreError> {
+        // Subscribe before reading, so every change after the backfill is queued.
+        self.subscriber.add_filter(&filter);
+        let began = match start {
+            Start::State => self.store.view().await.map(|view| {
+                let until = view.seq;
+                (Source::State { view, after: None }, until)
+            }),
+            Start::Since(since) => {
+                let until = self.store.last_seq();
+                // Validates that the log still reaches back to `since`.
+                self.store
+                    .changes_since(since, Some(&filter), 1)
+                    .await
+                    .map(|_| (Source::Replay { after: since }, until))
+            }
+        };
+        match began {
+            Ok((source, until)) => Ok(Backfill {
+                filter,
+                source,
+                until,
+                done: false,
+            }),
+            Err(e) => {
+                if !self.synced.iter().any(|(f, _)| *f == filter) {
+                    self.subscriber.remove_filter(&filter);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Marks a backfill as delivered; returns the `seq` it covered.
+    pub fn synced(&mut self, backfill: Backfill) -> u64 {
+        let through = backfill.until;
+        self.synced.retain(|(f, _)| *f != backfill.filter);
+        self.synced.push((backfill.filter, through));
+        self.position = self.position.max(through);
+        through
+    }
+
+    /// Stops a filter; returns whether it was held.
+    pub fn remove(&mut self, filter: &TopicFilter) -> bool {
+        self.synced.retain(|(f, _)| f != filter);
+        self.subscriber.remove_filter(filter)
+    }
+
+    pub fn filter_count(&self) -> usize {
+        self.synced.len()
+    }
+
+    /// The highest `seq` delivered: where a resume should start.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The next live event to deliver. Changes a backfill already covered are
+    /// skipped, so each change reaches the client once.
+    pub async fn next(&mut self) -> Result<Arc<ChangeEvent>, RecvError> {
+        loop {
+            let event = self.subscriber.recv().await?;
+            let topic = event.topic();
+            let mut matching = self.synced.iter().filter(|(f, _)| f.matches(&topic)).peekable();
+            if matching.peek().is_none() {
+                continue;
+            }
+            match event.seq {
+                None => return Ok(event),
+                Some(seq) => {
+                    if matching.all(|(_, through)| *through < seq) {
+                        self.position = self.position.max(seq);
+                        return Ok(event);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The HTTP side: REST, Server-Sent Events and WebSockets over the same
+//! records, plus `/healthz`, `/metrics` and the web app itself.
+
+mod error;
+mod rest;
+mod sse;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::routing::{MethodRouter, get};
+use leptos::prelude::LeptosOptions;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use serde_json::Value;
+use tokio::sync::watch;
+
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    /// Largest request body (and WebSocket message) accepted, in bytes.
+    pub body_limit: usize,
+    /// Flips to `true` when the server begins shutting down; streams end then.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Every route: the API under `/api`, health and metrics, then the web app.
+pub fn router(state: AppState, leptos_options: LeptosOptions) -> Router {
+    let api = Router::new()
+        .route("/_tables", only(get(rest::list_tables).post(rest::declare_table)))
+        .route(
+            "/_tables/{name}",
+            only(get(rest::get_table).delete(rest::drop_table)),
+        )
+        .route("/changes", only(get(rest::changes)))
+        .route("/ws", only(get(ws::multiplexed)))
+        .route("/{table}", collection())
+        .route("/{table}/", collection())
+        .route(
+            "/{table}/{id}",
+            only(
+                get(rest::get_record)
+                    .put(rest::put_record)
+                    .patch(rest::patch_record)
+                    .delete(rest::delete_record),
+            ),
+        )
+        .route("/{table}/{id}/publish", only(axum::routing::post(rest::publish)))
+        .fallback(unknown_api_path);
+    let service = Router::new()
+        .route("/healthz", only(get(rest::health)))
+        .route("/metrics", only(get(rest::metrics)))
+        .nest("/api", api)
+        .with_state(state);
+
+    let routes = generate_route_list(app::App);
+    let site = Router::new()
+        .leptos_routes(&leptos_options, routes, {
+            let options = leptos_options.clone();
+            move || app::shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler(app::shell))
+        .with_state(leptos_options);
+
+    service.merge(site)
+}
+
+fn collection() -> MethodRouter<AppState> {
+    only(
+        get(rest::list_records)
+            .post(rest::create_record)
+            .delete(rest::delete_collection),
+    )
+}
+
+/// Answers methods a path does not support with a JSON 405.
+fn only(route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    route.fallback(|method: Method| async move {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not supported here"),
+        )
+    })
+}
+
+async fn unknown_api_path() -> ApiError {
+    ApiError::not_found("no such API path")
+}
+
+/// Reads a JSON request body: the media type must be JSON, the size within the
+/// limit, the text well-formed.
+pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize, patch: bool) -> Result<Value, ApiError> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let accepted = match media.as_deref() {
+        Some("application/json") => true,
+        Some("application/merge-patch+json") => patch,
+        _ => false,
+    };
+    if !accepted {
+        let expected = if patch {
+            "application/json or application/merge-patch+json"
+        } else {
+            "application/json"
+        };
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("the body must be {expected}"),
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}")))
+}
+
+/// Whether the client asked for an event stream.
+pub fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+/// Whether the request is a WebSocket upgrade.
+pub fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Parses a version precondition (`If-Match: "7"`); `*` means "any version", given as `None`.
+pub fn parse_version_header(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<Precondition>, ApiError> {
+    let Some(raw) = headers.get(&name) else {
+        return Ok(None);
+    };
+    let text = raw
+        .to_str()
+        .map_err(|_| ApiError::bad_request(format!("{name} is not readable text")))?
+        .trim();
+    if text == "*" {
+        return Ok(Some(Precondition::Any));
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    tag.parse::<u64>()
+        .map(|v| Some(Precondition::Version(v)))
+        .map_err(|_| ApiError::bad_request(format!("{name} must be a version ETag such as \"3\" or *")))
+}
+
+/// A parsed `If-Match` / `If-None-Match` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    Any,
+    Version(u64),
+}
+
+/// The ETag for a record version.
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// Resolves once the server has begun shutting down.
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}

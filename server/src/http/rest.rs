@@ -1,0 +1,344 @@
+//! REST over records and tables: `/api/{table}/{id}`, `/api/{table}/`,
+//! `/api/_tables`, `/api/changes`, plus health and metrics. GETs that ask for
+//! an event stream or a WebSocket are handed to `sse` and `ws`.
+
+use std::collections::HashMap;
+
+use app::event::{ChangeEvent, Origin, TableList};
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{
+    ApiError, AppState, Precondition, etag, is_websocket, parse_version_header, read_json, sse,
+    wants_event_stream, ws,
+};
+use crate::feed::Start;
+use crate::metrics::Protocol;
+use crate::store::{MAX_PAGE, TableDecl, WriteOp};
+use crate::topic::TopicFilter;
+
+/// Path parameters, with a JSON error when they cannot be read.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| ApiPath(value))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// Query parameters, with a JSON error when they cannot be read.
+pub struct ApiQuery(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+impl ApiQuery {
+    fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.0
+            .get(name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("?{name}= must be a non-negative integer")))
+            })
+            .transpose()
+    }
+}
+
+/// `GET /api/changes`: a page of the change log; pass `next` as `since` to go on.
+#[derive(serde::Serialize)]
+struct ChangePage {
+    changes: Vec<ChangeEvent>,
+    next: u64,
+    last_seq: u64,
+}
+
+pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({"status": "ok", "last_seq": state.store.last_seq()}))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state
+        .metrics
+        .render(state.store.last_seq(), state.store.bus().subscriber_count());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}
+
+pub async fn list_tables(State(state): State<AppState>) -> Json<TableList> {
+    Json(TableList {
+        tables: state.store.tables(),
+    })
+}
+
+pub async fn declare_table(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Result<Response, ApiError> {
+    let body = read_json(&headers, request.into_body(), state.body_limit, false).await?;
+    let decl: TableDecl = serde_json::from_value(body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_table", format!("not a table declaration: {e}")))?;
+    let info = state.store.declare_table(decl).await?;
+    let location = format!("/api/_tables/{}", info.name);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(info)).into_response())
+}
+
+pub async fn get_table(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> Result<Response, ApiError> {
+    state
+        .store
+        .table_info(&name)
+        .map(|info| Json(info).into_response())
+        .ok_or_else(|| ApiError::not_found(format!("there is no table named '{name}'")))
+}
+
+/// Removing a table takes its name twice (`?confirm={name}`) and only works once it is empty.
+pub async fn drop_table(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    query: ApiQuery,
+) -> Result<StatusCode, ApiError> {
+    if query.0.get("confirm") != Some(&name) {
+        return Err(ApiError::bad_request(format!(
+            "to remove a table, repeat its name: DELETE /api/_tables/{name}?confirm={name}"
+        )));
+    }
+    state.store.drop_table(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn changes(State(state): State<AppState>, query: ApiQuery) -> Result<Response, ApiError> {
+    let since = query.number("since")?.unwrap_or(0);
+    let limit = query.number("limit")?.map_or(MAX_PAGE, |l| l as usize);
+    let (changes, next) = state.store.changes_since(since, None, limit).await?;
+    let last_seq = state.store.last_seq();
+    Ok(Json(ChangePage { changes, next, last_seq }).into_response())
+}
+
+pub async fn list_records(
+    State(state): State<AppState>,
+    ApiPath(table): ApiPath<String>,
+    query: ApiQuery,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    state.store.require_table(&table)?;
+    let filter = TopicFilter::parse(&format!("{table}/+")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if is_websocket(&headers) {
+        let start = start_from(&query, &headers)?;
+        return ws::scoped(state, request, ws::Scope::Table(table), filter, start).await;
+    }
+    if wants_event_stream(&headers) {
+        let start = start_from(&query, &headers)?;
+        return Ok(sse::stream(state, filter, start));
+    }
+    state.metrics.message_in(Protocol::Rest);
+    let limit = query.number("limit")?.map_or(100, |l| l as usize);
+    let after = query.0.get("after").cloned();
+    let page = state.store.list(&table, after, limit).await?;
+    Ok(Json(page).into_response())
+}
+
+pub async fn get_record(
+    State(state): State<AppState>,
+    ApiPath((table, id)): ApiPath<(String, String)>,
+    query: ApiQuery,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    if is_websocket(&headers) || wants_event_stream(&headers) {
+        state.store.require_table(&table)?;
+        crate::store::validate_id(&id)?;
+        let filter = TopicFilter::exact(&table, &id);
+        let start = start_from(&query, &headers)?;
+        if is_websocket(&headers) {
+            return ws::scoped(state, request, ws::Scope::Record(table, id), filter, start).await;
+        }
+        return Ok(sse::stream(state, filter, start));
+    }
+    state.metrics.message_in(Protocol::Rest);
+    let record = state
+        .store
+        .get(&table, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("there is no record '{table}/{id}'")))?;
+    let tag = etag(record.version);
+    if let Some(wanted) = parse_version_header(&headers, header::IF_NONE_MATCH)? {
+        let unchanged = match wanted {
+            Precondition::Any => true,
+            Precondition::Version(v) => v == record.version,
+        };
+        if unchanged {
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
+        }
+    }
+    let mut response = Json(record.value).into_response();
+    set_header(&mut response, header::ETAG, &tag);
+    set_header(&mut response, header::HeaderName::from_static("x-marquee-seq"), &record.seq.to_string());
+    Ok(response)
+}
+
+pub async fn put_record(
+    State(state): State<AppState>,
+    ApiPath((table, id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    state.metrics.message_in(Protocol::Rest);
+    let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
+    let if_match = match parse_version_header(&headers, header::IF_NONE_MATCH)? {
+        // `If-None-Match: *` = create only: the record must not exist (version 0).
+        Some(Precondition::Any) => Some(0),
+        Some(Precondition::Version(_)) => {
+            return Err(ApiError::bad_request("If-None-Match on a write only takes *"));
+        }
+        None => if_match(&state, &table, &id, &headers).await?,
+    };
+    let op = WriteOp::Put {
+        table,
+        id: Some(id),
+        value,
+        if_match,
+    };
+    let event = state.store.write(op, Origin::Rest).await?;
+    Ok(written(&event, false))
+}
+
+pub async fn patch_record(
+    State(state): State<AppState>,
+    ApiPath((table, id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    state.metrics.message_in(Protocol::Rest);
+    let patch = read_json(&headers, request.into_body(), state.body_limit, true).await?;
+    let if_match = if_match(&state, &table, &id, &headers).await?;
+    let op = WriteOp::Patch {
+        table,
+        id,
+        patch,
+        if_match,
+    };
+    let event = state.store.write(op, Origin::Rest).await?;
+    Ok(written(&event, false))
+}
+
+pub async fn delete_record(
+    State(state): State<AppState>,
+    ApiPath((table, id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.metrics.message_in(Protocol::Rest);
+    let if_match = if_match(&state, &table, &id, &headers).await?;
+    let op = WriteOp::Delete { table, id, if_match };
+    let event = state.store.write(op, Origin::Rest).await?;
+    Ok(written(&event, false))
+}
+
+pub async fn create_record(
+    State(state): State<AppState>,
+    ApiPath(table): ApiPath<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    state.metrics.message_in(Protocol::Rest);
+    let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
+    let op = WriteOp::Put {
+        table,
+        id: None,
+        value,
+        if_match: Some(0),
+    };
+    let event = state.store.write(op, Origin::Rest).await?;
+    Ok(written(&event, true))
+}
+
+pub async fn delete_collection(ApiPath(table): ApiPath<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "a whole table is not deleted by DELETE on its collection; delete its records, then DELETE /api/_tables/{table}?confirm={table}"
+        ),
+    )
+}
+
+pub async fn publish(
+    State(state): State<AppState>,
+    ApiPath((table, id)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    state.metrics.message_in(Protocol::Rest);
+    let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
+    state.store.publish(&table, &id, value, Origin::Rest)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"published": true}))).into_response())
+}
+
+/// The version a write must find, from `If-Match`; `*` means "whatever version exists now".
+async fn if_match(state: &AppState, table: &str, id: &str, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    match parse_version_header(headers, header::IF_MATCH)? {
+        None => Ok(None),
+        Some(Precondition::Version(v)) => Ok(Some(v)),
+        Some(Precondition::Any) => match state.store.get(table, id).await? {
+            Some(record) => Ok(Some(record.version)),
+            None => Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                format!("If-Match: * but there is no record '{table}/{id}'"),
+            )),
+        },
+    }
+}
+
+/// Where a stream starts: `Last-Event-ID`, else `?since=`, else the current state.
+fn start_from(query: &ApiQuery, headers: &HeaderMap) -> Result<Start, ApiError> {
+    if let Some(last) = headers.get("last-event-id") {
+        let seq = last
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be a seq number"))?;
+        return Ok(Start::Since(seq));
+    }
+    Ok(query.number("since")?.map_or(Start::State, Start::Since))
+}
+
+/// The answer to a successful write: the change event, its ETag, and for a
+/// creation `201` with the record's `Location`.
+fn written(event: &ChangeEvent, created_by_post: bool) -> Response {
+    let created = created_by_post || event.version == Some(1) && event.value.is_some();
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let mut response = (status, Json(event)).into_response();
+    if let Some(version) = event.version
+        && event.value.is_some()
+    {
+        set_header(&mut response, header::ETAG, &etag(version));
+    }
+    if created {
+        set_header(&mut response, header::LOCATION, &format!("/api/{}/{}", event.table, event.id));
+    }
+    response
+}
+
+fn set_header(response: &mut Response, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
+}

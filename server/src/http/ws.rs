@@ -1,0 +1,331 @@
+//! WebSockets: the multiplexed `/api/ws` (subscribe to many topic filters,
+//! write, get an ack or an error for each request) and the same protocol
+//! scoped to one table (`/api/{table}/`) or one record (`/api/{table}/{id}`).
+
+use std::pin::Pin;
+
+use app::event::{ChangeEvent, ClientMessage, ErrorBody, Origin, ServerReply};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{FuturesUnordered, SplitSink};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+
+use super::{ApiError, AppState};
+use crate::bus::RecvError;
+use crate::feed::{Feed, Start};
+use crate::metrics::Protocol;
+use crate::store::{Store, StoreError, WriteOp};
+use crate::topic::TopicFilter;
+
+/// Writes one socket may have waiting for their commit before it stops reading.
+const MAX_INFLIGHT: usize = 256;
+/// Topic filters one socket may hold.
+const MAX_FILTERS: usize = 256;
+
+/// What a socket's writes may touch without naming it.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    All,
+    Table(String),
+    Record(String, String),
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+type PendingReply = Pin<Box<dyn Future<Output = ServerReply> + Send>>;
+
+/// `GET /api/ws`.
+pub async fn multiplexed(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    upgrade(state, request, Scope::All, None).await
+}
+
+/// A WebSocket on a table or record path, starting with that path's stream.
+pub async fn scoped(
+    state: AppState,
+    request: Request,
+    scope: Scope,
+    filter: TopicFilter,
+    start: Start,
+) -> Result<Response, ApiError> {
+    upgrade(state, request, scope, Some((filter, start))).await
+}
+
+async fn upgrade(
+    state: AppState,
+    request: Request,
+    scope: Scope,
+    initial: Option<(TopicFilter, Start)>,
+) -> Result<Response, ApiError> {
+    let (mut parts, _) = request.into_parts();
+    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &state)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("this path needs a WebSocket upgrade: {}", e.body_text())))?;
+    let limit = state.body_limit;
+    Ok(upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| session(socket, state, scope, initial))
+        .into_response())
+}
+
+async fn session(socket: WebSocket, state: AppState, scope: Scope, initial: Option<(TopicFilter, Start)>) {
+    let _connection = state.metrics.connection(Protocol::Ws);
+    let mut shutdown = state.shutdown.clone();
+    let (mut sink, mut incoming) = socket.split();
+    let mut feed = Feed::new(state.store.clone());
+    let mut writes: FuturesUnordered<PendingReply> = FuturesUnordered::new();
+
+    if let Some((filter, start)) = initial
+        && subscribe(&state, &mut feed, &mut sink, None, filter, start).await.is_err()
+    {
+        return;
+    }
+
+    loop {
+        tokio::select! {
+            message = incoming.next(), if writes.len() < MAX_INFLIGHT => {
+                let text = match message {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        let reply = error_reply(None, "bad_message", "send JSON text messages");
+                        if send(&state, &mut sink, &reply).await.is_err() { return; }
+                        continue;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                };
+                state.metrics.message_in(Protocol::Ws);
+                match handle(&state, &scope, &mut feed, &mut sink, text.as_str()).await {
+                    Ok(Some(pending)) => writes.push(pending),
+                    Ok(None) => {}
+                    Err(()) => return,
+                }
+            }
+            Some(reply) = writes.next(), if !writes.is_empty() => {
+                if send(&state, &mut sink, &reply).await.is_err() { return; }
+            }
+            next = feed.next(), if feed.filter_count() > 0 => match next {
+                Ok(change) => {
+                    if send(&state, &mut sink, change.as_ref()).await.is_err() { return; }
+                }
+                Err(RecvError::Lagged) => {
+                    let message = format!(
+                        "this socket fell too far behind and was closed; reconnect and subscribe with since={}",
+                        feed.position()
+                    );
+                    let _ = send(&state, &mut sink, &error_reply(None, "lagged", &message)).await;
+                    let _ = sink.close().await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = super::stopped(&mut shutdown) => break,
+        }
+    }
+    // Let writes already sent finish and be acknowledged before closing.
+    while let Some(reply) = writes.next().await {
+        if send(&state, &mut sink, &reply).await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Handles one client message. Writes are returned as a pending reply so
+/// several can wait for their commit at once; `Err` means the socket is gone.
+async fn handle(
+    state: &AppState,
+    scope: &Scope,
+    feed: &mut Feed,
+    sink: &mut Sink,
+    text: &str,
+) -> Result<Option<PendingReply>, ()> {
+    let message: ClientMessage = match serde_json::from_str(text) {
+        Ok(message) => message,
+        Err(e) => {
+            let req = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.get("req").and_then(Value::as_str).map(str::to_owned));
+            let reply = error_reply(req, "bad_message", &format!("not a valid message: {e}"));
+            send(state, sink, &reply).await?;
+            return Ok(None);
+        }
+    };
+    match message {
+        ClientMessage::Subscribe { req, filter, since } => {
+            let filter = match scope {
+                Scope::All => TopicFilter::parse(&filter),
+                _ => {
+                    let reply = error_reply(req, "bad_message", "subscribe is only available on /api/ws");
+                    send(state, sink, &reply).await?;
+                    return Ok(None);
+                }
+            };
+            let filter = match filter {
+                Ok(filter) if feed.filter_count() < MAX_FILTERS => filter,
+                Ok(_) => {
+                    let reply = error_reply(req, "too_many_filters", &format!("a socket may hold at most {MAX_FILTERS} filters"));
+                    send(state, sink, &reply).await?;
+                    return Ok(None);
+                }
+                Err(e) => {
+                    send(state, sink, &error_reply(req, "bad_filter", &e.to_string())).await?;
+                    return Ok(None);
+                }
+            };
+            let start = since.map_or(Start::State, Start::Since);
+            subscribe(state, feed, sink, req, filter, start).await?;
+            Ok(None)
+        }
+        ClientMessage::Unsubscribe { req, filter } => {
+            let reply = match TopicFilter::parse(&filter) {
+                Ok(filter) if feed.remove(&filter) => ack(req),
+                Ok(_) => error_reply(req, "not_subscribed", "this socket holds no such filter"),
+                Err(e) => error_reply(req, "bad_filter", &e.to_string()),
+            };
+            send(state, sink, &reply).await?;
+            Ok(None)
+        }
+        ClientMessage::Publish { req, table, id, value } => {
+            let reply = match target(scope, table, id, false) {
+                Ok((table, Some(id))) => match state.store.publish(&table, &id, value, Origin::Ws) {
+                    Ok(()) => ack(req),
+                    Err(e) => store_error(req, &e),
+                },
+                Ok((_, None)) => error_reply(req, "bad_message", "a publish needs an id"),
+                Err(message) => error_reply(req, "bad_message", &message),
+            };
+            send(state, sink, &reply).await?;
+            Ok(None)
+        }
+        ClientMessage::Put { req, table, id, value, if_match } => {
+            let op = target(scope, table, id, true).map(|(table, id)| WriteOp::Put { table, id, value, if_match });
+            Ok(Some(pending_write(state.store.clone(), req, op)))
+        }
+        ClientMessage::Patch { req, table, id, value, if_match } => {
+            let op = target(scope, table, id, false).and_then(|(table, id)| {
+                let id = id.ok_or("a patch needs an id")?;
+                Ok(WriteOp::Patch { table, id, patch: value, if_match })
+            });
+            Ok(Some(pending_write(state.store.clone(), req, op)))
+        }
+        ClientMessage::Delete { req, table, id, if_match } => {
+            let op = target(scope, table, id, false).and_then(|(table, id)| {
+                let id = id.ok_or("a delete needs an id")?;
+                Ok(WriteOp::Delete { table, id, if_match })
+            });
+            Ok(Some(pending_write(state.store.clone(), req, op)))
+        }
+    }
+}
+
+/// Adds a filter to the feed and sends its backfill, framed by an ack and a `sync`.
+async fn subscribe(
+    state: &AppState,
+    feed: &mut Feed,
+    sink: &mut Sink,
+    req: Option<String>,
+    filter: TopicFilter,
+    start: Start,
+) -> Result<(), ()> {
+    let mut backfill = match feed.begin(filter, start).await {
+        Ok(backfill) => backfill,
+        Err(e) => return send(state, sink, &store_error(req, &e)).await,
+    };
+    if req.is_some() {
+        send(state, sink, &ack(req.clone())).await?;
+    }
+    loop {
+        match backfill.next_page(feed.store()).await {
+            Ok(Some(page)) => {
+                for change in &page {
+                    send(state, sink, change).await?;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return send(state, sink, &store_error(req, &e)).await,
+        }
+    }
+    let seq = feed.synced(backfill);
+    send(state, sink, &ServerReply::Sync { req, seq }).await
+}
+
+/// The table and id a write names, checked against the socket's scope.
+fn target(
+    scope: &Scope,
+    table: Option<String>,
+    id: Option<String>,
+    id_optional: bool,
+) -> Result<(String, Option<String>), String> {
+    let (table, id) = match scope {
+        Scope::All => (table.ok_or("name the table")?, id),
+        Scope::Table(own) => {
+            if table.as_ref().is_some_and(|t| t != own) {
+                return Err(format!("this socket writes only to table '{own}'"));
+            }
+            (own.clone(), id)
+        }
+        Scope::Record(own_table, own_id) => {
+            if table.as_ref().is_some_and(|t| t != own_table) || id.as_ref().is_some_and(|i| i != own_id) {
+                return Err(format!("this socket writes only to '{own_table}/{own_id}'"));
+            }
+            (own_table.clone(), Some(own_id.clone()))
+        }
+    };
+    if id.is_none() && !id_optional {
+        return Err("name the record id".into());
+    }
+    Ok((table, id))
+}
+
+fn pending_write(store: Store, req: Option<String>, op: Result<WriteOp, String>) -> PendingReply {
+    Box::pin(async move {
+        let op = match op {
+            Ok(op) => op,
+            Err(message) => return error_reply(req, "bad_message", &message),
+        };
+        match store.write(op, Origin::Ws).await {
+            Ok(event) => written(req, &event),
+            Err(e) => store_error(req, &e),
+        }
+    })
+}
+
+fn written(req: Option<String>, event: &ChangeEvent) -> ServerReply {
+    ServerReply::Ack {
+        req,
+        seq: event.seq,
+        id: Some(event.id.clone()),
+        version: event.version,
+    }
+}
+
+fn ack(req: Option<String>) -> ServerReply {
+    ServerReply::Ack {
+        req,
+        seq: None,
+        id: None,
+        version: None,
+    }
+}
+
+fn error_reply(req: Option<String>, code: &str, message: &str) -> ServerReply {
+    ServerReply::Error {
+        req,
+        error: ErrorBody {
+            code: code.into(),
+            message: message.into(),
+        },
+    }
+}
+
+fn store_error(req: Option<String>, e: &StoreError) -> ServerReply {
+    error_reply(req, e.code(), &e.to_string())
+}
+
+async fn send<T: serde::Serialize>(state: &AppState, sink: &mut Sink, message: &T) -> Result<(), ()> {
+    let text = serde_json::to_string(message).map_err(|_| ())?;
+    state.metrics.message_out(Protocol::Ws);
+    sink.send(Message::Text(text.into())).await.map_err(|_| ())
+}

@@ -1,0 +1,133 @@
+//! Marquee: one process that owns a durable table store and serves it over
+//! REST, Server-Sent Events and WebSockets, with the web app on top.
+//!
+//! Data flows one way: protocol modules (`http`) write through `store`, whose
+//! single writer commits and then publishes on `bus`; every stream reads from
+//! the bus through a `feed`.
+
+pub mod bus;
+pub mod clock;
+pub mod config;
+pub mod feed;
+pub mod http;
+pub mod metrics;
+pub mod schema;
+pub mod store;
+pub mod topic;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use leptos::config::{Env, LeptosOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+
+use crate::bus::Bus;
+use crate::http::AppState;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError, StoreOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started server. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    http_addr: SocketAddr,
+    store: Store,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the store and starts listening.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::default());
+        let bus = Bus::new(config.subscriber_queue, metrics.clone());
+        let store = Store::open(
+            StoreOptions {
+                data_dir: config.data_dir.clone(),
+                change_log_window: config.change_log_window,
+                tables: config.tables.clone(),
+            },
+            bus,
+            metrics.clone(),
+        )?;
+        let listener = TcpListener::bind(config.http)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.http,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.http,
+            source,
+        })?;
+
+        let (stop, stopping) = watch::channel(false);
+        let state = AppState {
+            store: store.clone(),
+            metrics,
+            body_limit: config.body_limit,
+            shutdown: stopping.clone(),
+        };
+        let router = http::router(state, leptos_options(&config, http_addr));
+        let mut until_stopped = stopping;
+        let http = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = until_stopped.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("HTTP server failed: {e}");
+            }
+        });
+        tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "marquee started");
+        Ok(Self {
+            http_addr,
+            store,
+            stop,
+            http,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stops accepting, ends streams, lets in-flight requests finish, commits
+    /// every queued write, and closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.http.await;
+        self.store.shutdown().await;
+        tracing::info!(last_seq = self.store.last_seq(), "marquee stopped");
+    }
+}
+
+fn leptos_options(config: &Config, addr: SocketAddr) -> LeptosOptions {
+    let env = match std::env::var("LEPTOS_ENV").as_deref() {
+        Ok("DEV") | Ok("dev") | Ok("development") => Env::DEV,
+        _ => Env::PROD,
+    };
+    LeptosOptions::builder()
+        .output_name("marquee")
+        .site_root(config.site_dir.to_string_lossy().into_owned())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .env(env)
+        .build()
+}

@@ -1,0 +1,690 @@
+//! The table store: every record, the change log and the table declarations,
+//! kept in fjall. All writes go through one writer thread (see `writer`) that
+//! group-commits them with one fsync; reads go straight to fjall but never
+//! return anything that is not yet durable.
+
+mod patch;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use app::event::{ChangeEvent, ChangeType, Origin, RecordItem, RecordPage, TableInfo};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::bus::Bus;
+use crate::clock;
+use crate::metrics::Metrics;
+use crate::schema::Schema;
+use crate::topic::TopicFilter;
+
+pub use patch::merge_patch;
+
+/// Tables every Marquee has.
+pub const BUILTIN_TABLES: &[&str] = &["signs", "messages", "devices"];
+/// Names taken by API paths (`/api/changes`, `/api/ws`).
+const RESERVED_TABLES: &[&str] = &["changes", "ws"];
+/// Longest record id, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+/// Longest table name, in bytes.
+pub const MAX_TABLE_LEN: usize = 64;
+/// Largest page a list or a backfill reads at once.
+pub const MAX_PAGE: usize = 1000;
+
+/// How the store is opened.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub data_dir: PathBuf,
+    /// How many of the most recent changes the change log keeps for resuming.
+    pub change_log_window: u64,
+    /// Tables declared by the config file.
+    pub tables: Vec<TableDecl>,
+}
+
+/// A table declaration, from the config file or `POST /api/_tables`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableDecl {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+}
+
+/// A write as every protocol expresses it.
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    /// Create or replace; `id: None` lets the store choose one.
+    Put {
+        table: String,
+        id: Option<String>,
+        value: Value,
+        if_match: Option<u64>,
+    },
+    Patch {
+        table: String,
+        id: String,
+        patch: Value,
+        if_match: Option<u64>,
+    },
+    Delete {
+        table: String,
+        id: String,
+        if_match: Option<u64>,
+    },
+}
+
+/// A record as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub version: u64,
+    pub seq: u64,
+    pub ts: String,
+    pub value: Value,
+}
+
+/// Why a write or a read was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error("there is no table named '{0}'")]
+    NoSuchTable(String),
+    #[error("there is no record '{0}'")]
+    NotFound(String),
+    #[error("the record is at version {current}, not {expected}")]
+    VersionMismatch { expected: u64, current: u64 },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    BadName(String),
+    #[error("table '{0}' already exists")]
+    TableExists(String),
+    #[error("table '{0}' still has records; delete them first")]
+    TableNotEmpty(String),
+    #[error("table '{0}' is built in and cannot be removed")]
+    BuiltIn(String),
+    #[error("changes after seq {since} are no longer all in the change log (it starts at {oldest}); read the current state instead")]
+    ResumeGap { since: u64, oldest: u64 },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl StoreError {
+    /// A stable, machine-readable name for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::NoSuchTable(_) => "no_such_table",
+            StoreError::NotFound(_) => "not_found",
+            StoreError::VersionMismatch { .. } => "version_mismatch",
+            StoreError::Invalid(_) => "invalid_record",
+            StoreError::BadName(_) => "bad_name",
+            StoreError::TableExists(_) => "table_exists",
+            StoreError::TableNotEmpty(_) => "table_not_empty",
+            StoreError::BuiltIn(_) => "builtin_table",
+            StoreError::ResumeGap { .. } => "resume_gap",
+            StoreError::ShuttingDown => "shutting_down",
+            StoreError::Storage(_) => "storage",
+        }
+    }
+}
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        StoreError::Storage(e.to_string())
+    }
+}
+
+/// A declared table and its schema.
+#[derive(Clone, Debug)]
+struct TableDef {
+    builtin: bool,
+    schema: Option<Schema>,
+}
+
+/// The declared tables, shared by readers and the writer.
+type Tables = Arc<RwLock<BTreeMap<String, TableDef>>>;
+
+/// A consistent, durable view of every record at one `seq`.
+pub struct ReadView {
+    snapshot: fjall::Snapshot,
+    pub seq: u64,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    db: Database,
+    records: Keyspace,
+    changes: Keyspace,
+    meta: Keyspace,
+    tables: Tables,
+    writes: mpsc::Sender<writer::Request>,
+    durable: watch::Receiver<u64>,
+    log_start: Arc<AtomicU64>,
+    bus: Bus,
+    metrics: Arc<Metrics>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+const LAST_SEQ_KEY: &[u8] = b"last_seq";
+const TABLE_KEY_PREFIX: &str = "table:";
+/// Writes waiting for the writer before callers wait for room.
+const WRITE_QUEUE: usize = 16_384;
+
+impl Store {
+    /// Opens (or creates) the store; fjall's journal recovery restores every
+    /// acknowledged write.
+    pub fn open(options: StoreOptions, bus: Bus, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&options.data_dir).map_err(|e| {
+            StoreError::Storage(format!("cannot create {}: {e}", options.data_dir.display()))
+        })?;
+        restrict_permissions(&options.data_dir);
+        let db = Database::builder(&options.data_dir).open()?;
+        let records = db.keyspace("records", KeyspaceCreateOptions::default)?;
+        let changes = db.keyspace("changes", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+
+        let last_seq = meta
+            .get(LAST_SEQ_KEY)?
+            .map(|v| decode_seq(&v))
+            .unwrap_or(0);
+        let first_logged = match changes.first_key_value() {
+            Some(guard) => decode_seq(&guard.key()?),
+            None => last_seq + 1,
+        };
+
+        let mut tables = BTreeMap::new();
+        for name in BUILTIN_TABLES {
+            tables.insert(
+                (*name).to_owned(),
+                TableDef {
+                    builtin: true,
+                    schema: None,
+                },
+            );
+        }
+        for guard in meta.prefix(TABLE_KEY_PREFIX) {
+            let (_, value) = guard.into_inner()?;
+            let decl: TableDecl = serde_json::from_slice(&value)
+                .map_err(|e| StoreError::Storage(format!("corrupt table declaration: {e}")))?;
+            let def = table_def(&decl)?;
+            tables.insert(decl.name, def);
+        }
+        // Tables in the config file are (re)declared on every start; the file wins.
+        for decl in &options.tables {
+            validate_table_name(&decl.name)?;
+            if BUILTIN_TABLES.contains(&decl.name.as_str()) {
+                return Err(StoreError::BadName(format!(
+                    "table '{}' is built in and cannot be declared in the config",
+                    decl.name
+                )));
+            }
+            let def = table_def(decl)?;
+            tables.insert(decl.name.clone(), def);
+        }
+
+        let (durable_tx, durable) = watch::channel(last_seq);
+        let (writes, requests) = mpsc::channel(WRITE_QUEUE);
+        let log_start = Arc::new(AtomicU64::new(first_logged));
+        let tables: Tables = Arc::new(RwLock::new(tables));
+        let shared = {
+            let state = writer::Writer {
+                db: db.clone(),
+                records: records.clone(),
+                changes: changes.clone(),
+                meta: meta.clone(),
+                tables: tables.clone(),
+                last_seq,
+                window: options.change_log_window.max(1),
+                log_start: log_start.clone(),
+                durable: durable_tx,
+                bus: bus.clone(),
+                metrics: metrics.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name("marquee-writer".into())
+                .spawn(move || state.run(requests))
+                .ok();
+            Arc::new(Shared {
+                db,
+                records,
+                changes,
+                meta,
+                tables,
+                writes,
+                durable,
+                log_start,
+                bus,
+                metrics,
+                writer: Mutex::new(handle),
+            })
+        };
+        if shared.writer.lock().map(|w| w.is_none()).unwrap_or(true) {
+            return Err(StoreError::Storage("cannot start the writer thread".into()));
+        }
+        let store = Store { shared };
+        store.persist_config_tables(&options.tables)?;
+        Ok(store)
+    }
+
+    fn persist_config_tables(&self, decls: &[TableDecl]) -> Result<(), StoreError> {
+        let mut batch = self.shared.db.batch();
+        for decl in decls {
+            let bytes = serde_json::to_vec(decl).map_err(|e| StoreError::Storage(e.to_string()))?;
+            batch.insert(&self.shared.meta, table_key(&decl.name), bytes);
+        }
+        batch.commit()?;
+        self.shared.db.persist(fjall::PersistMode::SyncData)?;
+        Ok(())
+    }
+
+    /// Commits `op` durably and returns the change it made. The change is on
+    /// the bus by the time this returns.
+    pub async fn write(&self, op: WriteOp, origin: Origin) -> Result<Arc<ChangeEvent>, StoreError> {
+        self.submit(writer::Command::Write(op, origin))
+            .await?
+            .ok_or_else(|| StoreError::Storage("the writer made no change".into()))
+    }
+
+    /// Declares a table at runtime (durably).
+    pub async fn declare_table(&self, decl: TableDecl) -> Result<TableInfo, StoreError> {
+        validate_table_name(&decl.name)?;
+        table_def(&decl)?;
+        let name = decl.name.clone();
+        self.submit(writer::Command::DeclareTable(decl)).await?;
+        self.table_info(&name)
+            .ok_or_else(|| StoreError::Storage("table vanished after declaration".into()))
+    }
+
+    /// Removes an empty, non-built-in table.
+    pub async fn drop_table(&self, name: &str) -> Result<(), StoreError> {
+        self.submit(writer::Command::DropTable(name.to_owned())).await?;
+        Ok(())
+    }
+
+    async fn submit(&self, command: writer::Command) -> Result<Option<Arc<ChangeEvent>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let request = writer::Request {
+            command,
+            reply,
+            queued: std::time::Instant::now(),
+        };
+        self.shared
+            .writes
+            .send(request)
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        answer.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Delivers a transient message to subscribers on every protocol; nothing is stored.
+    pub fn publish(&self, table: &str, id: &str, value: Value, origin: Origin) -> Result<(), StoreError> {
+        self.require_table(table)?;
+        validate_id(id)?;
+        if !value.is_object() {
+            return Err(StoreError::Invalid("a message must be a JSON object".into()));
+        }
+        self.shared.bus.publish(Arc::new(ChangeEvent {
+            seq: None,
+            kind: ChangeType::Publish,
+            table: table.to_owned(),
+            id: id.to_owned(),
+            version: None,
+            ts: clock::now_rfc3339(),
+            origin,
+            value: Some(value),
+        }));
+        Ok(())
+    }
+
+    /// The record as last made durable.
+    pub async fn get(&self, table: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
+        self.require_table(table)?;
+        validate_id(id)?;
+        let records = self.shared.records.clone();
+        let key = record_key(table, id);
+        let found = blocking(move || Ok(records.get(key)?)).await?;
+        let record = found.map(|bytes| decode_record(&bytes)).transpose()?;
+        if let Some(record) = &record {
+            self.wait_durable(record.seq).await?;
+        }
+        Ok(record)
+    }
+
+    /// One page of a table, in id order, starting after `after`.
+    pub async fn list(&self, table: &str, after: Option<String>, limit: usize) -> Result<RecordPage, StoreError> {
+        self.require_table(table)?;
+        let view = self.view().await?;
+        let filter = TopicFilter::parse(&format!("{table}/+"))
+            .map_err(|e| StoreError::BadName(e.to_string()))?;
+        let (events, next) = self.read_state(&view, &filter, after, limit).await?;
+        let items = events
+            .into_iter()
+            .filter_map(|e| {
+                Some(RecordItem {
+                    version: e.version?,
+                    seq: e.seq?,
+                    id: e.id,
+                    ts: e.ts,
+                    value: e.value?,
+                })
+            })
+            .collect();
+        Ok(RecordPage { items, next })
+    }
+
+    /// A consistent view of all durable records.
+    pub async fn view(&self) -> Result<ReadView, StoreError> {
+        let db = self.shared.db.clone();
+        let meta = self.shared.meta.clone();
+        let view = blocking(move || {
+            let snapshot = db.snapshot();
+            let seq = snapshot
+                .get(&meta, LAST_SEQ_KEY)?
+                .map(|v| decode_seq(&v))
+                .unwrap_or(0);
+            Ok(ReadView { snapshot, seq })
+        })
+        .await?;
+        self.wait_durable(view.seq).await?;
+        Ok(view)
+    }
+
+    /// Current records matching `filter` as `put` events, in key order, up to
+    /// `limit`, starting after the record id `after` (only with a one-table filter)
+    /// or the topic `after`. Returns the events and where the next page starts.
+    pub async fn read_state(
+        &self,
+        view: &ReadView,
+        filter: &TopicFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<ChangeEvent>, Option<String>), StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let snapshot = view.snapshot.clone();
+        let records = self.shared.records.clone();
+        let filter = filter.clone();
+        blocking(move || {
+            let prefix = match filter.literal_table() {
+                Some(table) => {
+                    let mut p = table.as_bytes().to_vec();
+                    p.push(0);
+                    p
+                }
+                None => Vec::new(),
+            };
+            let start = match &after {
+                Some(cursor) if filter.literal_table().is_some() => {
+                    let mut k = prefix.clone();
+                    k.extend_from_slice(cursor.as_bytes());
+                    k.push(0);
+                    k
+                }
+                Some(cursor) => {
+                    let mut k = cursor.replacen('/', "\0", 1).into_bytes();
+                    k.push(0);
+                    k
+                }
+                None => prefix.clone(),
+            };
+            let mut out = Vec::new();
+            let mut next = None;
+            for guard in snapshot.range(&records, start..) {
+                let (key, bytes) = guard.into_inner()?;
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                let Some((table, id)) = split_record_key(&key) else {
+                    continue;
+                };
+                let topic = format!("{table}/{id}");
+                if !filter.matches(&topic) {
+                    continue;
+                }
+                if out.len() == limit {
+                    next = Some(match filter.literal_table() {
+                        Some(_) => out.last().map(|e: &ChangeEvent| e.id.clone()).unwrap_or_default(),
+                        None => out.last().map(|e: &ChangeEvent| e.topic()).unwrap_or_default(),
+                    });
+                    break;
+                }
+                let record = decode_record(&bytes)?;
+                out.push(ChangeEvent {
+                    seq: Some(record.seq),
+                    kind: ChangeType::Put,
+                    table: table.to_owned(),
+                    id: id.to_owned(),
+                    version: Some(record.version),
+                    ts: record.ts,
+                    origin: Origin::System,
+                    value: Some(record.value),
+                });
+            }
+            Ok((out, next))
+        })
+        .await
+    }
+
+    /// Committed changes after `since` (matching `filter`, if given), oldest first,
+    /// at most `limit`. Also returns the last seq examined, so a caller can page on.
+    pub async fn changes_since(
+        &self,
+        since: u64,
+        filter: Option<&TopicFilter>,
+        limit: usize,
+    ) -> Result<(Vec<ChangeEvent>, u64), StoreError> {
+        let last = *self.shared.durable.borrow();
+        let oldest = self.shared.log_start.load(Ordering::Acquire);
+        if since > last || since.saturating_add(1) < oldest {
+            return Err(StoreError::ResumeGap { since, oldest });
+        }
+        let limit = limit.clamp(1, MAX_PAGE);
+        let changes = self.shared.changes.clone();
+        let filter = filter.cloned();
+        let (events, scanned) = blocking(move || {
+            let mut out = Vec::new();
+            let mut scanned = since;
+            let start = (since + 1).to_be_bytes();
+            let end = last.to_be_bytes();
+            for guard in changes.range(start..=end) {
+                let (key, bytes) = guard.into_inner()?;
+                scanned = decode_seq(&key);
+                let event: ChangeEvent = serde_json::from_slice(&bytes)
+                    .map_err(|e| StoreError::Storage(format!("corrupt change log entry: {e}")))?;
+                if filter.as_ref().is_none_or(|f| f.matches(&event.topic())) {
+                    out.push(event);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok((out, scanned))
+        })
+        .await?;
+        // The log may have been trimmed under us while reading.
+        let oldest = self.shared.log_start.load(Ordering::Acquire);
+        if since.saturating_add(1) < oldest {
+            return Err(StoreError::ResumeGap { since, oldest });
+        }
+        let scanned = if events.len() < limit { last } else { scanned };
+        Ok((events, scanned))
+    }
+
+    /// The seq of the last durable change.
+    pub fn last_seq(&self) -> u64 {
+        *self.shared.durable.borrow()
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.shared.bus
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    pub fn tables(&self) -> Vec<TableInfo> {
+        self.read_tables()
+            .iter()
+            .map(|(name, def)| info(name, def))
+            .collect()
+    }
+
+    pub fn table_info(&self, name: &str) -> Option<TableInfo> {
+        self.read_tables().get(name).map(|def| info(name, def))
+    }
+
+    pub fn require_table(&self, name: &str) -> Result<(), StoreError> {
+        if self.read_tables().contains_key(name) {
+            Ok(())
+        } else {
+            Err(StoreError::NoSuchTable(name.to_owned()))
+        }
+    }
+
+    /// Stops taking writes, commits every write already queued, and waits for
+    /// the writer to finish.
+    pub async fn shutdown(&self) {
+        let (reply, answer) = oneshot::channel();
+        let stop = writer::Request {
+            command: writer::Command::Stop,
+            reply,
+            queued: std::time::Instant::now(),
+        };
+        if self.shared.writes.send(stop).await.is_ok() {
+            let _ = answer.await;
+        }
+        let handle = self.shared.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+
+    async fn wait_durable(&self, seq: u64) -> Result<(), StoreError> {
+        let mut durable = self.shared.durable.clone();
+        durable
+            .wait_for(|d| *d >= seq)
+            .await
+            .map(|_| ())
+            .map_err(|_| StoreError::ShuttingDown)
+    }
+
+    fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, TableDef>> {
+        self.shared
+            .tables
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Table names: letters, digits, `_` and `-`, not starting with `_`, at most 64 bytes.
+pub fn validate_table_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TABLE_LEN
+        && !name.starts_with('_')
+        && !RESERVED_TABLES.contains(&name)
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadName(format!(
+            "'{name}' is not a valid table name: use 1–{MAX_TABLE_LEN} letters, digits, '_' or '-', not starting with '_', and not 'changes' or 'ws'"
+        )))
+    }
+}
+
+/// Record ids: 1–256 bytes, no `/`, no MQTT wildcards, no control characters.
+pub fn validate_id(id: &str) -> Result<(), StoreError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.chars().any(|c| c == '/' || c == '+' || c == '#' || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadName(format!(
+            "'{id}' is not a valid record id: use 1–{MAX_ID_LEN} bytes without '/', '+', '#' or control characters"
+        )))
+    }
+}
+
+fn table_def(decl: &TableDecl) -> Result<TableDef, StoreError> {
+    let schema = decl
+        .schema
+        .clone()
+        .map(Schema::new)
+        .transpose()
+        .map_err(StoreError::Invalid)?;
+    Ok(TableDef {
+        builtin: BUILTIN_TABLES.contains(&decl.name.as_str()),
+        schema,
+    })
+}
+
+fn info(name: &str, def: &TableDef) -> TableInfo {
+    TableInfo {
+        name: name.to_owned(),
+        builtin: def.builtin,
+        schema: def.schema.as_ref().map(|s| s.as_value().clone()),
+    }
+}
+
+fn record_key(table: &str, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(table.len() + id.len() + 1);
+    key.extend_from_slice(table.as_bytes());
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn split_record_key(key: &[u8]) -> Option<(&str, &str)> {
+    let split = key.iter().position(|b| *b == 0)?;
+    let table = std::str::from_utf8(key.get(..split)?).ok()?;
+    let id = std::str::from_utf8(key.get(split + 1..)?).ok()?;
+    Some((table, id))
+}
+
+fn table_key(name: &str) -> String {
+    format!("{TABLE_KEY_PREFIX}{name}")
+}
+
+fn decode_seq(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    if let Some(src) = bytes.get(..8) {
+        buf.copy_from_slice(src);
+    }
+    u64::from_be_bytes(buf)
+}
+
+fn decode_record(bytes: &[u8]) -> Result<StoredRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Storage(format!("corrupt record: {e}")))
+}
+
+/// Runs blocking fjall work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Storage(format!("read task failed: {e}")))?
+}
+
+#[cfg(unix)]
+fn restrict_permissions(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        tracing::warn!(dir = %dir.display(), "cannot make the data directory private: {e}");
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_dir: &std::path::Path) {}

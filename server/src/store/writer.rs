@@ -1,0 +1,375 @@
+//! The single writer: drains every write waiting, applies them in order against
+//! the committed state (plus the batch's own earlier writes), commits them as
+//! one fjall batch with one `SyncData` fsync, and only then acknowledges each
+//! and puts its change on the bus — in `seq` order.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use app::event::{ChangeEvent, ChangeType, Origin};
+use fjall::{Database, Keyspace, PersistMode};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{
+    Tables, StoreError, StoredRecord, TableDecl, WriteOp, decode_record, merge_patch, record_key,
+    table_def, table_key, validate_id, validate_table_name, LAST_SEQ_KEY,
+};
+use crate::bus::Bus;
+use crate::clock;
+use crate::metrics::Metrics;
+
+/// Most writes committed by one fsync.
+const MAX_BATCH: usize = 4096;
+
+pub(super) enum Command {
+    Write(WriteOp, Origin),
+    DeclareTable(TableDecl),
+    DropTable(String),
+    /// Commit everything queued before this, then exit.
+    Stop,
+}
+
+pub(super) struct Request {
+    pub command: Command,
+    pub reply: oneshot::Sender<Result<Option<Arc<ChangeEvent>>, StoreError>>,
+    pub queued: Instant,
+}
+
+pub(super) struct Writer {
+    pub db: Database,
+    pub records: Keyspace,
+    pub changes: Keyspace,
+    pub meta: Keyspace,
+    pub tables: Tables,
+    pub last_seq: u64,
+    pub window: u64,
+    pub log_start: Arc<AtomicU64>,
+    pub durable: watch::Sender<u64>,
+    pub bus: Bus,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What one request will do once its batch is durable.
+enum Outcome {
+    Change(Arc<ChangeEvent>),
+    /// A table declaration or removal: applied to the in-memory table list after commit.
+    Tables(TableChange),
+    Stop,
+}
+
+enum TableChange {
+    Declare(TableDecl),
+    Drop(String),
+}
+
+/// Records touched earlier in the batch being built: `None` = deleted.
+type Overlay = HashMap<Vec<u8>, Option<StoredRecord>>;
+
+impl Writer {
+    pub fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        self.trim_log_on_open();
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut stopping = false;
+        while !stopping {
+            let Some(first) = requests.blocking_recv() else {
+                break;
+            };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if batch.iter().any(|r| matches!(r.command, Command::Stop)) {
+                // Refuse what comes later, but commit everything already queued.
+                requests.close();
+                while let Ok(request) = requests.try_recv() {
+                    batch.push(request);
+                }
+                stopping = true;
+            }
+            self.commit(std::mem::take(&mut batch));
+        }
+        tracing::info!(last_seq = self.last_seq, "writer stopped");
+    }
+
+    fn commit(&mut self, requests: Vec<Request>) {
+        let mut overlay = Overlay::new();
+        let mut batch = self.db.batch();
+        let mut seq = self.last_seq;
+        let mut pending = Vec::with_capacity(requests.len());
+        for request in requests {
+            let outcome = match request.command {
+                Command::Write(op, origin) => self
+                    .apply(op, origin, seq + 1, &mut overlay, &mut batch)
+                    .map(|event| {
+                        seq += 1;
+                        Outcome::Change(Arc::new(event))
+                    }),
+                Command::DeclareTable(decl) => self.declare(decl, &mut batch),
+                Command::DropTable(name) => self.drop_table(name, &overlay, &mut batch),
+                Command::Stop => Ok(Outcome::Stop),
+            };
+            match outcome {
+                Ok(outcome) => pending.push((request.reply, request.queued, outcome)),
+                // Refusals depend on nothing uncommitted: answer at once.
+                Err(e) => {
+                    let _ = request.reply.send(Err(e));
+                }
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        if seq != self.last_seq {
+            batch.insert(&self.meta, LAST_SEQ_KEY, seq.to_be_bytes().to_vec());
+        }
+        let written = batch
+            .commit()
+            .and_then(|()| self.db.persist(PersistMode::SyncData));
+        if let Err(e) = written {
+            tracing::error!("commit failed: {e}");
+            for (reply, _, _) in pending {
+                let _ = reply.send(Err(StoreError::Storage(e.to_string())));
+            }
+            return;
+        }
+        self.last_seq = seq;
+        self.metrics.commits.inc();
+        self.metrics.commit_batch.observe(pending.len() as f64);
+        self.durable.send_replace(seq);
+        if seq > self.window {
+            self.log_start.store(seq - self.window + 1, Ordering::Release);
+        }
+        for (reply, queued, outcome) in pending {
+            match outcome {
+                Outcome::Change(event) => {
+                    self.metrics.changes.inc();
+                    self.metrics.write_latency.observe_duration(queued.elapsed());
+                    let _ = reply.send(Ok(Some(event.clone())));
+                    self.bus.publish(event);
+                }
+                Outcome::Tables(change) => {
+                    self.apply_table_change(change);
+                    let _ = reply.send(Ok(None));
+                }
+                Outcome::Stop => {
+                    let _ = reply.send(Ok(None));
+                }
+            }
+        }
+    }
+
+    fn apply(
+        &self,
+        op: WriteOp,
+        origin: Origin,
+        seq: u64,
+        overlay: &mut Overlay,
+        batch: &mut fjall::OwnedWriteBatch,
+    ) -> Result<ChangeEvent, StoreError> {
+        let (kind, table, id, value, if_match) = match op {
+            WriteOp::Put {
+                table,
+                id,
+                value,
+                if_match,
+            } => {
+                let id = match id {
+                    Some(id) => id,
+                    None => self.fresh_id(&table, seq, overlay)?,
+                };
+                (ChangeType::Put, table, id, Some(value), if_match)
+            }
+            WriteOp::Patch {
+                table,
+                id,
+                patch,
+                if_match,
+            } => (ChangeType::Patch, table, id, Some(patch), if_match),
+            WriteOp::Delete {
+                table,
+                id,
+                if_match,
+            } => (ChangeType::Delete, table, id, None, if_match),
+        };
+        let schema = {
+            let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+            let def = tables
+                .get(&table)
+                .ok_or_else(|| StoreError::NoSuchTable(table.clone()))?;
+            def.schema.clone()
+        };
+        validate_id(&id)?;
+        let key = record_key(&table, &id);
+        let current = self.current(&key, overlay)?;
+        let current_version = current.as_ref().map_or(0, |r| r.version);
+        if let Some(expected) = if_match
+            && expected != current_version
+        {
+            return Err(StoreError::VersionMismatch {
+                expected,
+                current: current_version,
+            });
+        }
+        let new_value = match kind {
+            ChangeType::Put => value,
+            ChangeType::Patch => {
+                let Some(mut record) = current.clone() else {
+                    return Err(StoreError::NotFound(format!("{table}/{id}")));
+                };
+                if let Some(patch) = &value {
+                    merge_patch(&mut record.value, patch);
+                }
+                Some(record.value)
+            }
+            _ => {
+                if current.is_none() {
+                    return Err(StoreError::NotFound(format!("{table}/{id}")));
+                }
+                None
+            }
+        };
+        if let Some(v) = &new_value {
+            if !v.is_object() {
+                return Err(StoreError::Invalid("a record must be a JSON object".into()));
+            }
+            if let Some(schema) = &schema {
+                schema.validate(v).map_err(StoreError::Invalid)?;
+            }
+        }
+
+        let version = current_version + 1;
+        let ts = clock::now_rfc3339();
+        match &new_value {
+            Some(value) => {
+                let record = StoredRecord {
+                    version,
+                    seq,
+                    ts: ts.clone(),
+                    value: value.clone(),
+                };
+                let bytes = serde_json::to_vec(&record).map_err(|e| StoreError::Storage(e.to_string()))?;
+                batch.insert(&self.records, key.clone(), bytes);
+                overlay.insert(key, Some(record));
+            }
+            None => {
+                batch.remove(&self.records, key.clone());
+                overlay.insert(key, None);
+            }
+        }
+        let event = ChangeEvent {
+            seq: Some(seq),
+            kind,
+            table,
+            id,
+            version: Some(version),
+            ts,
+            origin,
+            value: new_value,
+        };
+        let bytes = serde_json::to_vec(&event).map_err(|e| StoreError::Storage(e.to_string()))?;
+        batch.insert(&self.changes, seq.to_be_bytes().to_vec(), bytes);
+        if seq > self.window {
+            batch.remove(&self.changes, (seq - self.window).to_be_bytes().to_vec());
+        }
+        Ok(event)
+    }
+
+    fn current(&self, key: &[u8], overlay: &Overlay) -> Result<Option<StoredRecord>, StoreError> {
+        if let Some(state) = overlay.get(key) {
+            return Ok(state.clone());
+        }
+        self.records
+            .get(key)?
+            .map(|bytes| decode_record(&bytes))
+            .transpose()
+    }
+
+    /// A server-chosen id: the change's seq, zero-padded so ids sort by creation.
+    fn fresh_id(&self, table: &str, seq: u64, overlay: &Overlay) -> Result<String, StoreError> {
+        let base = format!("{seq:010}");
+        let mut candidate = base.clone();
+        for n in 1.. {
+            let key = record_key(table, &candidate);
+            if self.current(&key, overlay)?.is_none() {
+                return Ok(candidate);
+            }
+            candidate = format!("{base}-{n}");
+        }
+        Err(StoreError::Storage("no free id".into()))
+    }
+
+    fn declare(&self, decl: TableDecl, batch: &mut fjall::OwnedWriteBatch) -> Result<Outcome, StoreError> {
+        validate_table_name(&decl.name)?;
+        table_def(&decl)?;
+        let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+        if tables.contains_key(&decl.name) {
+            return Err(StoreError::TableExists(decl.name));
+        }
+        let bytes = serde_json::to_vec(&decl).map_err(|e| StoreError::Storage(e.to_string()))?;
+        batch.insert(&self.meta, table_key(&decl.name), bytes);
+        Ok(Outcome::Tables(TableChange::Declare(decl)))
+    }
+
+    fn drop_table(&self, name: String, overlay: &Overlay, batch: &mut fjall::OwnedWriteBatch) -> Result<Outcome, StoreError> {
+        {
+            let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+            match tables.get(&name) {
+                None => return Err(StoreError::NoSuchTable(name)),
+                Some(def) if def.builtin => return Err(StoreError::BuiltIn(name)),
+                Some(_) => {}
+            }
+        }
+        let mut prefix = name.as_bytes().to_vec();
+        prefix.push(0);
+        let pending_record = overlay
+            .iter()
+            .any(|(k, v)| k.starts_with(&prefix) && v.is_some());
+        if pending_record || self.records.prefix(&prefix).next().is_some() {
+            return Err(StoreError::TableNotEmpty(name));
+        }
+        batch.remove(&self.meta, table_key(&name));
+        Ok(Outcome::Tables(TableChange::Drop(name)))
+    }
+
+    fn apply_table_change(&self, change: TableChange) {
+        let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        match change {
+            TableChange::Declare(decl) => {
+                if let Ok(def) = table_def(&decl) {
+                    tables.insert(decl.name, def);
+                }
+            }
+            TableChange::Drop(name) => {
+                tables.remove(&name);
+            }
+        }
+    }
+
+    /// Removes log entries beyond the window (after the window was made smaller).
+    fn trim_log_on_open(&mut self) {
+        let keep_from = self.last_seq.saturating_sub(self.window) + 1;
+        let start = self.log_start.load(Ordering::Acquire);
+        if start >= keep_from {
+            return;
+        }
+        let mut from = start;
+        while from < keep_from {
+            let to = (from + 10_000).min(keep_from);
+            let mut batch = self.db.batch();
+            for seq in from..to {
+                batch.remove(&self.changes, seq.to_be_bytes().to_vec());
+            }
+            if let Err(e) = batch.commit() {
+                tracing::warn!("cannot trim the change log: {e}");
+                return;
+            }
+            from = to;
+        }
+        self.log_start.store(keep_from, Ordering::Release);
+    }
+}

@@ -1,0 +1,281 @@
+//! Test harness: a Marquee server in-process or as a child process, on
+//! ephemeral loopback ports, and small real clients for SSE and WebSockets.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use marquee::{Config, Server};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A server running inside the test process, with its own data directory.
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap()).unwrap();
+        tweak(&mut config);
+        let server = Server::start(config).await.expect("server starts");
+        let url = format!("http://{}", server.http_addr());
+        Self {
+            server: Some(server),
+            url,
+            dir,
+        }
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("{}{path}", self.url.replacen("http://", "ws://", 1))
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+/// The `marquee` binary as a child process.
+pub struct ChildServer {
+    pub child: Child,
+    pub url: String,
+}
+
+impl ChildServer {
+    pub fn spawn(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn marquee");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read address line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Self { child, url }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub async fn put(client: &reqwest::Client, url: &str, path: &str, body: &Value) -> reqwest::Response {
+    client
+        .put(format!("{url}{path}"))
+        .json(body)
+        .send()
+        .await
+        .expect("PUT")
+}
+
+pub async fn get_json(client: &reqwest::Client, url: &str, path: &str) -> (u16, Value) {
+    let response = client.get(format!("{url}{path}")).send().await.expect("GET");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+}
+
+/// A minimal SSE client over a real HTTP connection.
+pub struct SseClient {
+    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl SseClient {
+    pub async fn connect(url: &str, last_event_id: Option<&str>) -> Self {
+        let client = reqwest::Client::new();
+        let mut request = client.get(url).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("SSE connect");
+        assert_eq!(response.status(), 200, "SSE status for {url}");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        assert!(content_type.starts_with("text/event-stream"), "content type {content_type}");
+        Self {
+            stream: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (comments skipped); `None` when the stream ends or 10 s pass.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        self.next_within(Duration::from_secs(10)).await
+    }
+
+    pub async fn next_within(&mut self, limit: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent::default();
+                let mut has_field = false;
+                for line in block.lines() {
+                    if line.starts_with(':') || line.is_empty() {
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    has_field = true;
+                    match field {
+                        "id" => event.id = Some(value.to_owned()),
+                        "event" => event.event = value.to_owned(),
+                        "data" => {
+                            if !event.data.is_empty() {
+                                event.data.push('\n');
+                            }
+                            event.data.push_str(value);
+                        }
+                        _ => {}
+                    }
+                }
+                if has_field {
+                    return Some(event);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next()).await.ok()??.ok()?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Events up to and including the first `sync`.
+    pub async fn until_sync(&mut self) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        while let Some(event) = self.next().await {
+            let done = event.event == "sync";
+            out.push(event);
+            if done {
+                return out;
+            }
+        }
+        panic!("stream ended before sync: {out:?}");
+    }
+}
+
+pub type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A JSON WebSocket client.
+pub struct WsClient {
+    pub socket: WsStream,
+}
+
+impl WsClient {
+    pub async fn connect(url: &str) -> Self {
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("WS connect");
+        Self { socket }
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.socket
+            .send(Message::Text(value.to_string().into()))
+            .await
+            .expect("WS send");
+    }
+
+    /// The next JSON message; `None` on close or after 10 s.
+    pub async fn next(&mut self) -> Option<Value> {
+        self.next_within(Duration::from_secs(10)).await
+    }
+
+    pub async fn next_within(&mut self, limit: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()??.ok()?;
+            match message {
+                Message::Text(text) => return serde_json::from_str(text.as_str()).ok(),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Messages up to and including the first `sync` (or error).
+    pub async fn until_sync(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(message) = self.next().await {
+            let done = message["type"] == "sync" || message["type"] == "error";
+            out.push(message);
+            if done {
+                return out;
+            }
+        }
+        panic!("socket closed before sync: {out:?}");
+    }
+
+    /// Waits for the reply (ack or error) to request `req`, collecting other messages.
+    pub async fn reply(&mut self, req: &str, others: &mut Vec<Value>) -> Value {
+        while let Some(message) = self.next().await {
+            if message["req"] == req && (message["type"] == "ack" || message["type"] == "error") {
+                return message;
+            }
+            others.push(message);
+        }
+        panic!("no reply to {req}");
+    }
+}
+
+pub fn data_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("data")
+}

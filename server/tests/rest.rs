@@ -1,0 +1,330 @@
+//! REST over records and tables, as an HTTP client sees it.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_created_read_replaced_patched_and_deleted() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+
+    let created = put(&http, url, "/api/signs/lobby", &json!({"name": "Lobby", "brightness": 50})).await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["etag"], "\"1\"");
+    assert_eq!(created.headers()["location"], "/api/signs/lobby");
+    let event: Value = created.json().await.unwrap();
+    assert_eq!(event["type"], "put");
+    assert_eq!(event["version"], 1);
+    assert_eq!(event["origin"], "rest");
+    let first_seq = event["seq"].as_u64().unwrap();
+
+    let (status, body) = get_json(&http, url, "/api/signs/lobby").await;
+    assert_eq!((status, body), (200, json!({"name": "Lobby", "brightness": 50})));
+
+    let replaced = put(&http, url, "/api/signs/lobby", &json!({"name": "Front"})).await;
+    assert_eq!(replaced.status(), 200);
+    let event: Value = replaced.json().await.unwrap();
+    assert_eq!(event["version"], 2);
+    assert_eq!(event["seq"].as_u64().unwrap(), first_seq + 1);
+
+    let patched = http
+        .patch(format!("{url}/api/signs/lobby"))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"brightness": 80, "name": null}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let (_, body) = get_json(&http, url, "/api/signs/lobby").await;
+    assert_eq!(body, json!({"brightness": 80}));
+
+    let deleted = http.delete(format!("{url}/api/signs/lobby")).send().await.unwrap();
+    assert_eq!(deleted.status(), 200);
+    let event: Value = deleted.json().await.unwrap();
+    assert_eq!(event["type"], "delete");
+    assert!(event.get("value").is_none());
+    let (status, body) = get_json(&http, url, "/api/signs/lobby").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etags_guard_writes_and_save_reads() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    put(&http, url, "/api/messages/hi", &json!({"text": "Hello"})).await;
+
+    let stale = http
+        .put(format!("{url}/api/messages/hi"))
+        .header("if-match", "\"7\"")
+        .json(&json!({"text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+    let body: Value = stale.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "version_mismatch");
+
+    let fresh = http
+        .put(format!("{url}/api/messages/hi"))
+        .header("if-match", "\"1\"")
+        .json(&json!({"text": "Hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 200);
+
+    let create_only = http
+        .put(format!("{url}/api/messages/hi"))
+        .header("if-none-match", "*")
+        .json(&json!({"text": "again"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create_only.status(), 412);
+
+    let cached = http
+        .get(format!("{url}/api/messages/hi"))
+        .header("if-none-match", "\"2\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), 304);
+    let changed = http
+        .get(format!("{url}/api/messages/hi"))
+        .header("if-none-match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_eq!(changed.headers()["etag"], "\"2\"");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collections_list_in_pages_and_post_makes_ids() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    for i in 0..5 {
+        put(&http, url, &format!("/api/devices/d{i}"), &json!({"n": i})).await;
+    }
+    let posted = http
+        .post(format!("{url}/api/devices/"))
+        .json(&json!({"n": 99}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    let location = posted.headers()["location"].to_str().unwrap().to_owned();
+    let (status, body) = get_json(&http, url, &location).await;
+    assert_eq!((status, body), (200, json!({"n": 99})));
+
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/api/devices/?limit=2&after={a}"),
+            None => "/api/devices/?limit=2".to_owned(),
+        };
+        let (status, page) = get_json(&http, url, &path).await;
+        assert_eq!(status, 200);
+        pages += 1;
+        for item in page["items"].as_array().unwrap() {
+            ids.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(ids.len(), 6);
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "listing is in id order");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_json_errors_with_the_right_status() {
+    let server = TestServer::start_with(|c| c.body_limit = 4096).await;
+    let http = client();
+    let url = &server.url;
+
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            http.put(format!("{url}/api/signs/a")).header("content-type", "application/json").body("{nope"),
+            400,
+            "malformed_json",
+        ),
+        (http.put(format!("{url}/api/signs/a")).body("{}"), 415, "unsupported_media_type"),
+        (
+            http.put(format!("{url}/api/signs/a")).header("content-type", "text/plain").body("{}"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            http.put(format!("{url}/api/signs/a")).json(&json!({"pad": "x".repeat(5000)})),
+            413,
+            "payload_too_large",
+        ),
+        (http.put(format!("{url}/api/signs/a")).json(&json!([1, 2])), 422, "invalid_record"),
+        (http.put(format!("{url}/api/nosuch/a")).json(&json!({})), 404, "no_such_table"),
+        (http.get(format!("{url}/api/signs/missing")), 404, "not_found"),
+        (http.get(format!("{url}/api/a/b/c/d")), 404, "not_found"),
+        (http.post(format!("{url}/api/signs/a")).json(&json!({})), 405, "method_not_allowed"),
+        (http.delete(format!("{url}/api/signs/")), 405, "method_not_allowed"),
+        (
+            http.patch(format!("{url}/api/signs/missing")).json(&json!({"a": 1})),
+            404,
+            "not_found",
+        ),
+        (http.get(format!("{url}/api/changes?since=abc")), 400, "bad_request"),
+        (http.get(format!("{url}/api/changes?since=999999")), 410, "resume_gap"),
+        (http.post(format!("{url}/api/_tables")).json(&json!({"name": "signs"})), 409, "table_exists"),
+        (http.post(format!("{url}/api/_tables")).json(&json!({"name": "_x"})), 400, "bad_name"),
+        (
+            http.put(format!("{url}/api/signs/a")).header("if-match", "soon").json(&json!({})),
+            400,
+            "bad_request",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        let got_status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(got_status, status, "body {body}");
+        assert_eq!(body["error"]["code"], code, "body {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // Nothing above was stored.
+    let (_, page) = get_json(&http, url, "/api/signs/").await;
+    assert_eq!(page["items"], json!([]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_are_declared_with_schemas_and_removed_only_on_purpose() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    let declared = http
+        .post(format!("{url}/api/_tables"))
+        .json(&json!({"name": "Sensors", "schema": {
+            "type": "object", "required": ["temp"],
+            "properties": {"temp": {"type": "number"}}
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declared.status(), 201);
+
+    let ok = put(&http, url, "/api/Sensors/t1", &json!({"temp": 21.5})).await;
+    assert_eq!(ok.status(), 201);
+    let rejected = put(&http, url, "/api/Sensors/t2", &json!({"temp": "warm"})).await;
+    assert_eq!(rejected.status(), 422);
+    let body: Value = rejected.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("/temp"), "{body}");
+
+    let careless = http.delete(format!("{url}/api/_tables/Sensors")).send().await.unwrap();
+    assert_eq!(careless.status(), 400);
+    let not_empty = http
+        .delete(format!("{url}/api/_tables/Sensors?confirm=Sensors"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_empty.status(), 409);
+    http.delete(format!("{url}/api/Sensors/t1")).send().await.unwrap();
+    let removed = http
+        .delete(format!("{url}/api/_tables/Sensors?confirm=Sensors"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    let (status, _) = get_json(&http, url, "/api/Sensors/").await;
+    assert_eq!(status, 404);
+    let builtin = http
+        .delete(format!("{url}/api/_tables/signs?confirm=signs"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(builtin.status(), 403);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_tables_survive_restart_with_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("marquee.toml");
+    std::fs::write(
+        &config,
+        "[[tables]]\nname = \"Sensors\"\nschema = { type = \"object\", required = [\"temp\"] }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let config_arg = config.to_str().unwrap();
+    let http = client();
+    {
+        let server = ChildServer::spawn(&data, &["--config", config_arg]);
+        assert_eq!(put(&http, &server.url, "/api/Sensors/a", &json!({"temp": 1})).await.status(), 201);
+        assert_eq!(put(&http, &server.url, "/api/Sensors/b", &json!({})).await.status(), 422);
+    }
+    let server = ChildServer::spawn(&data, &["--config", config_arg]);
+    let (status, body) = get_json(&http, &server.url, "/api/Sensors/a").await;
+    assert_eq!((status, body), (200, json!({"temp": 1})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_log_health_and_metrics_report_what_happened() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    for i in 0..3 {
+        put(&http, url, "/api/signs/s", &json!({"i": i})).await;
+    }
+    let (status, page) = get_json(&http, url, "/api/changes?since=1").await;
+    assert_eq!(status, 200);
+    let seqs: Vec<u64> = page["changes"].as_array().unwrap().iter().map(|c| c["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![2, 3]);
+    assert_eq!(page["last_seq"], 3);
+
+    let (status, health) = get_json(&http, url, "/healthz").await;
+    assert_eq!((status, health["status"].clone(), health["last_seq"].clone()), (200, json!("ok"), json!(3)));
+
+    let metrics = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("marquee_changes_total 3"), "{metrics}");
+    assert!(metrics.contains("marquee_write_latency_seconds_count 3"));
+    assert!(metrics.contains("marquee_commit_batch_size_bucket"));
+    assert!(metrics.contains("marquee_messages_in_total{protocol=\"rest\"}"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_messages_are_delivered_but_not_stored() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    let mut sse = SseClient::connect(&format!("{url}/api/signs/lobby"), None).await;
+    sse.until_sync().await;
+    let published = http
+        .post(format!("{url}/api/signs/lobby/publish"))
+        .json(&json!({"flash": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 202);
+    let event = sse.next().await.expect("publish event");
+    assert_eq!(event.event, "publish");
+    assert_eq!(event.id, None, "transient messages have no seq");
+    assert_eq!(event.json()["value"], json!({"flash": true}));
+    let (status, _) = get_json(&http, url, "/api/signs/lobby").await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}

@@ -1,0 +1,321 @@
+//! SSE and WebSockets: current state first, then every change, from whichever
+//! protocol made it; resuming without gap or duplicate.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_sends_state_then_changes_on_records_and_collections() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    put(&http, url, "/api/signs/a", &json!({"n": 1})).await;
+    put(&http, url, "/api/signs/b", &json!({"n": 2})).await;
+
+    let mut table = SseClient::connect(&format!("{url}/api/signs/"), None).await;
+    let state = table.until_sync().await;
+    let ids: Vec<Value> = state[..2].iter().map(|e| e.json()["id"].clone()).collect();
+    assert_eq!(ids, vec![json!("a"), json!("b")]);
+    assert!(state[..2].iter().all(|e| e.event == "put" && e.id.is_none()));
+    assert_eq!(state[2].event, "sync");
+    assert_eq!(state[2].id.as_deref(), Some("2"));
+
+    let mut record = SseClient::connect(&format!("{url}/api/signs/a"), None).await;
+    let state = record.until_sync().await;
+    assert_eq!(state.len(), 2);
+    assert_eq!(state[0].json()["value"], json!({"n": 1}));
+
+    put(&http, url, "/api/signs/b", &json!({"n": 3})).await;
+    http.delete(format!("{url}/api/signs/a")).send().await.unwrap();
+
+    let change = table.next().await.unwrap();
+    assert_eq!((change.event.as_str(), change.id.as_deref()), ("put", Some("3")));
+    assert_eq!(change.json()["value"], json!({"n": 3}));
+    let change = table.next().await.unwrap();
+    assert_eq!((change.event.as_str(), change.id.as_deref()), ("delete", Some("4")));
+
+    // The record stream sees only its own record.
+    let change = record.next().await.unwrap();
+    assert_eq!((change.event.as_str(), change.id.as_deref()), ("delete", Some("4")));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_resumes_from_last_event_id_with_exactly_the_missed_changes() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    let stream_url = format!("{url}/api/messages/");
+    let mut sse = SseClient::connect(&stream_url, None).await;
+    sse.until_sync().await;
+    for i in 0..5 {
+        put(&http, url, &format!("/api/messages/m{}", i % 2), &json!({"i": i})).await;
+        put(&http, url, "/api/signs/other", &json!({"i": i})).await;
+    }
+    let mut last_id = None;
+    for _ in 0..5 {
+        let event = sse.next().await.unwrap();
+        last_id = event.id.clone();
+    }
+    drop(sse);
+
+    // Writes continue while the client is away.
+    for i in 5..12 {
+        put(&http, url, &format!("/api/messages/m{}", i % 3), &json!({"i": i})).await;
+        put(&http, url, "/api/signs/other", &json!({"i": i})).await;
+    }
+    let mut sse = SseClient::connect(&stream_url, last_id.as_deref()).await;
+    let replay = sse.until_sync().await;
+    let values: Vec<Value> = replay
+        .iter()
+        .filter(|e| e.event == "put")
+        .map(|e| e.json()["value"]["i"].clone())
+        .collect();
+    assert_eq!(values, (5..12).map(|i| json!(i)).collect::<Vec<_>>());
+    assert!(replay.iter().filter(|e| e.event == "put").all(|e| e.id.is_some()));
+
+    // And live changes follow, with no duplicate of what was replayed.
+    put(&http, url, "/api/messages/m9", &json!({"i": 12})).await;
+    let live = sse.next().await.unwrap();
+    assert_eq!(live.json()["value"]["i"], 12);
+
+    // A Last-Event-ID from before the retained window starts over from the state.
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_beyond_the_change_log_resets_to_current_state() {
+    let server = TestServer::start_with(|c| c.change_log_window = 3).await;
+    let http = client();
+    let url = &server.url;
+    for i in 0..10 {
+        put(&http, url, "/api/signs/x", &json!({"i": i})).await;
+    }
+    let (status, body) = get_json(&http, url, "/api/changes?since=2").await;
+    assert_eq!(status, 410);
+    assert_eq!(body["error"]["code"], "resume_gap");
+    let (status, page) = get_json(&http, url, "/api/changes?since=7").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["changes"].as_array().unwrap().len(), 3);
+
+    let mut sse = SseClient::connect(&format!("{url}/api/signs/"), Some("1")).await;
+    let events = sse.until_sync().await;
+    assert_eq!(events[0].event, "reset");
+    assert_eq!(events[0].json()["code"], "resume_gap");
+    assert_eq!(events[1].json()["value"], json!({"i": 9}));
+    assert_eq!(events.last().unwrap().id.as_deref(), Some("10"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_websocket_sends_state_and_takes_writes_with_acks() {
+    let server = TestServer::start().await;
+    let http = client();
+    put(&http, &server.url, "/api/signs/lobby", &json!({"name": "Lobby"})).await;
+
+    let mut ws = WsClient::connect(&server.ws_url("/api/signs/lobby")).await;
+    let state = ws.until_sync().await;
+    assert_eq!(state[0]["type"], "put");
+    assert_eq!(state[0]["value"], json!({"name": "Lobby"}));
+    assert_eq!(state[1], json!({"type": "sync", "seq": 1}));
+
+    ws.send(json!({"type": "patch", "req": "p1", "value": {"brightness": 9}})).await;
+    let mut others = Vec::new();
+    let ack = ws.reply("p1", &mut others).await;
+    assert_eq!(ack["type"], "ack");
+    assert_eq!(ack["version"], 2);
+    assert_eq!(ack["seq"], 2);
+
+    ws.send(json!({"type": "put", "req": "bad", "value": {"x": 1}, "if_match": 1})).await;
+    let refused = ws.reply("bad", &mut others).await;
+    assert_eq!(refused["error"]["code"], "version_mismatch");
+
+    ws.send(json!({"type": "put", "req": "elsewhere", "id": "other", "value": {}})).await;
+    let refused = ws.reply("elsewhere", &mut others).await;
+    assert_eq!(refused["error"]["code"], "bad_message");
+
+    ws.send(json!({"type": "fly"})).await;
+    let refused = ws.next().await.unwrap();
+    let refused = if refused["type"] == "patch" { ws.next().await.unwrap() } else { refused };
+    assert_eq!(refused["error"]["code"], "bad_message");
+
+    let (_, body) = get_json(&http, &server.url, "/api/signs/lobby").await;
+    assert_eq!(body, json!({"name": "Lobby", "brightness": 9}));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiplexed_websocket_subscribes_unsubscribes_writes_and_resumes() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    put(&http, url, "/api/signs/s1", &json!({"v": 0})).await;
+
+    let mut ws = WsClient::connect(&server.ws_url("/api/ws")).await;
+    ws.send(json!({"type": "subscribe", "req": "1", "filter": "signs/+"})).await;
+    let got = ws.until_sync().await;
+    assert_eq!(got[0], json!({"type": "ack", "req": "1"}));
+    assert_eq!(got[1]["id"], "s1");
+    assert_eq!(got[2], json!({"type": "sync", "req": "1", "seq": 1}));
+
+    ws.send(json!({"type": "subscribe", "req": "2", "filter": "messages/#"})).await;
+    ws.until_sync().await;
+
+    ws.send(json!({"type": "put", "req": "w", "table": "messages", "id": "m", "value": {"text": "hi"}})).await;
+    let mut events = Vec::new();
+    let ack = ws.reply("w", &mut events).await;
+    assert_eq!(ack["seq"], 2);
+    while events.is_empty() {
+        events.push(ws.next().await.unwrap());
+    }
+    assert_eq!(events[0]["type"], "put");
+    assert_eq!(events[0]["origin"], "ws");
+
+    ws.send(json!({"type": "unsubscribe", "req": "3", "filter": "messages/#"})).await;
+    let mut rest = Vec::new();
+    assert_eq!(ws.reply("3", &mut rest).await["type"], "ack");
+    put(&http, url, "/api/messages/m", &json!({"text": "unseen"})).await;
+    put(&http, url, "/api/signs/s1", &json!({"v": 1})).await;
+    let next = ws.next().await.unwrap();
+    assert_eq!(next["table"], "signs", "unsubscribed table is not delivered: {next}");
+    assert_eq!(next["seq"], 4);
+
+    ws.send(json!({"type": "subscribe", "req": "4", "filter": "signs/#/x"})).await;
+    let refused = ws.reply("4", &mut rest).await;
+    assert_eq!(refused["error"]["code"], "bad_filter");
+    drop(ws);
+
+    // Resume on a new socket from seq 1: exactly the signs changes after it.
+    put(&http, url, "/api/signs/s2", &json!({"v": 2})).await;
+    let mut ws = WsClient::connect(&server.ws_url("/api/ws")).await;
+    ws.send(json!({"type": "subscribe", "req": "r", "filter": "signs/+", "since": 1})).await;
+    let got = ws.until_sync().await;
+    let seqs: Vec<Value> = got.iter().filter(|m| m["type"] == "put").map(|m| m["seq"].clone()).collect();
+    assert_eq!(seqs, vec![json!(4), json!(5)]);
+    assert_eq!(got.last().unwrap()["seq"], 5);
+
+    ws.send(json!({"type": "subscribe", "req": "old", "filter": "x/+", "since": 99})).await;
+    let refused = ws.reply("old", &mut rest).await;
+    assert_eq!(refused["error"]["code"], "resume_gap");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_write_reaches_sse_and_websockets() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    let mut sse = SseClient::connect(&format!("{url}/api/signs/lobby"), None).await;
+    sse.until_sync().await;
+    let mut record_ws = WsClient::connect(&server.ws_url("/api/signs/lobby")).await;
+    record_ws.until_sync().await;
+    let mut mux = WsClient::connect(&server.ws_url("/api/ws")).await;
+    mux.send(json!({"type": "subscribe", "req": "s", "filter": "signs/#"})).await;
+    mux.until_sync().await;
+
+    put(&http, url, "/api/signs/lobby", &json!({"text": "from rest"})).await;
+
+    let via_sse = sse.next().await.unwrap().json();
+    let via_ws = record_ws.next().await.unwrap();
+    let via_mux = mux.next().await.unwrap();
+    for event in [&via_sse, &via_ws, &via_mux] {
+        assert_eq!(event["value"], json!({"text": "from rest"}));
+        assert_eq!(event["origin"], "rest");
+        assert_eq!(event["seq"], 1);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_write_reaches_rest_sse_and_other_websockets() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    let mut sse = SseClient::connect(&format!("{url}/api/messages/"), None).await;
+    sse.until_sync().await;
+    let mut watcher = WsClient::connect(&server.ws_url("/api/ws")).await;
+    watcher.send(json!({"type": "subscribe", "filter": "messages/+"})).await;
+    watcher.until_sync().await;
+
+    let mut writer = WsClient::connect(&server.ws_url("/api/messages/")).await;
+    writer.until_sync().await;
+    writer.send(json!({"type": "put", "req": "1", "id": "hello", "value": {"text": "from ws"}})).await;
+    let mut others = Vec::new();
+    let ack = writer.reply("1", &mut others).await;
+    assert_eq!(ack["type"], "ack");
+
+    let (status, body) = get_json(&http, url, "/api/messages/hello").await;
+    assert_eq!((status, body), (200, json!({"text": "from ws"})));
+    let via_sse = sse.next().await.unwrap().json();
+    let via_ws = watcher.next().await.unwrap();
+    for event in [&via_sse, &via_ws] {
+        assert_eq!(event["value"], json!({"text": "from ws"}));
+        assert_eq!(event["origin"], "ws");
+    }
+
+    writer.send(json!({"type": "publish", "req": "2", "id": "hello", "value": {"blink": 1}})).await;
+    let ack = writer.reply("2", &mut others).await;
+    assert_eq!(ack["type"], "ack");
+    let published = watcher.next().await.unwrap();
+    assert_eq!(published["type"], "publish");
+    assert!(published.get("seq").is_none());
+    assert_eq!(sse.next().await.unwrap().event, "publish");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_writes_and_closes_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = ChildServer::spawn(&data, &[]);
+    let http = client();
+    let url = server.url.clone();
+    let mut sse = SseClient::connect(&format!("{url}/api/signs/"), None).await;
+    sse.until_sync().await;
+    let mut ws = WsClient::connect(&format!("{}/api/ws", url.replacen("http", "ws", 1))).await;
+
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let http = http.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..200 {
+                    match http
+                        .put(format!("{url}/api/signs/w{w}-{i}"))
+                        .json(&json!({"i": i}))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().is_success() => acked.push(format!("w{w}-{i}")),
+                        _ => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let pid = server.pid();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || server.child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+
+    // Streams end rather than hang.
+    while sse.next().await.is_some() {}
+    assert!(ws.next().await.is_none());
+
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    let server = ChildServer::spawn(&data, &[]);
+    for id in &acked {
+        let (status, _) = get_json(&http, &server.url, &format!("/api/signs/{id}")).await;
+        assert_eq!(status, 200, "acknowledged write {id} survived shutdown");
+    }
+    assert!(!acked.is_empty());
+}

@@ -116,9 +116,15 @@ impl ServeArgs {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        let parse = |s: &str| s.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid(e.to_string()));
+        let parse = |s: &str| {
+            s.parse::<SocketAddr>()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))
+        };
         let config = Config {
-            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
             http: match self.http.or(file.http) {
                 Some(addr) => addr,
                 None => parse(DEFAULT_HTTP)?,
@@ -127,12 +133,18 @@ impl ServeArgs {
                 Some(addr) => addr,
                 None => parse(DEFAULT_MQTT)?,
             },
-            site_dir: self.site_dir.or(file.site_dir).unwrap_or_else(default_site_dir),
+            site_dir: self
+                .site_dir
+                .or(file.site_dir)
+                .unwrap_or_else(default_site_dir),
             change_log_window: self
                 .change_log_window
                 .or(file.change_log_window)
                 .unwrap_or(DEFAULT_CHANGE_LOG_WINDOW),
-            body_limit: self.body_limit.or(file.body_limit).unwrap_or(DEFAULT_BODY_LIMIT),
+            body_limit: self
+                .body_limit
+                .or(file.body_limit)
+                .unwrap_or(DEFAULT_BODY_LIMIT),
             subscriber_queue: self
                 .subscriber_queue
                 .or(file.subscriber_queue)
@@ -140,10 +152,14 @@ impl ServeArgs {
             tables: file.tables,
         };
         if config.change_log_window == 0 {
-            return Err(ConfigError::Invalid("change_log_window must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "change_log_window must be at least 1".into(),
+            ));
         }
         if config.body_limit < 1024 {
-            return Err(ConfigError::Invalid("body_limit must be at least 1024 bytes".into()));
+            return Err(ConfigError::Invalid(
+                "body_limit must be at least 1024 bytes".into(),
+            ));
         }
         Ok(config)
     }

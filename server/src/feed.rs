@@ -41,19 +41,29 @@ pub struct Backfill {
 }
 
 enum Source {
-    State { view: ReadView, after: Option<String> },
-    Replay { after: u64 },
+    State {
+        view: ReadView,
+        after: Option<String>,
+    },
+    Replay {
+        after: u64,
+    },
 }
 
 impl Backfill {
     /// The next page of backfill events, or `None` when it is complete.
-    pub async fn next_page(&mut self, store: &Store) -> Result<Option<Vec<ChangeEvent>>, StoreError> {
+    pub async fn next_page(
+        &mut self,
+        store: &Store,
+    ) -> Result<Option<Vec<ChangeEvent>>, StoreError> {
         if self.done {
             return Ok(None);
         }
         match &mut self.source {
             Source::State { view, after } => {
-                let (events, next) = store.read_state(view, &self.filter, after.take(), PAGE).await?;
+                let (events, next) = store
+                    .read_state(view, &self.filter, after.take(), PAGE)
+                    .await?;
                 self.done = next.is_none();
                 *after = next;
                 Ok(Some(events))
@@ -63,7 +73,9 @@ impl Backfill {
                     self.done = true;
                     return Ok(None);
                 }
-                let (mut events, scanned) = store.changes_since(*after, Some(&self.filter), PAGE).await?;
+                let (mut events, scanned) = store
+                    .changes_since(*after, Some(&self.filter), PAGE)
+                    .await?;
                 events.retain(|e| e.seq.is_some_and(|s| s <= self.until));
                 *after = scanned.min(self.until);
                 if scanned >= self.until {
@@ -97,7 +109,11 @@ impl Feed {
 
     /// Starts routing `filter` to this feed and returns its backfill. Call
     /// [`Feed::synced`] once the backfill has been sent.
-    pub async fn begin(&mut self, filter: TopicFilter, start: Start) -> Result<Backfill, StoreError> {
+    pub async fn begin(
+        &mut self,
+        filter: TopicFilter,
+        start: Start,
+    ) -> Result<Backfill, StoreError> {
         // Subscribe before reading, so every change after the backfill is queued.
         self.subscriber.add_filter(&filter);
         let began = match start {
@@ -160,7 +176,11 @@ impl Feed {
         loop {
             let event = self.subscriber.recv().await?;
             let topic = event.topic();
-            let mut matching = self.synced.iter().filter(|(f, _)| f.matches(&topic)).peekable();
+            let mut matching = self
+                .synced
+                .iter()
+                .filter(|(f, _)| f.matches(&topic))
+                .peekable();
             if matching.peek().is_none() {
                 continue;
             }

@@ -63,12 +63,13 @@ impl Server {
             bus,
             metrics.clone(),
         )?;
-        let listener = TcpListener::bind(config.http)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: config.http,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.http)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.http,
+                    source,
+                })?;
         let http_addr = listener.local_addr().map_err(|source| StartError::Listen {
             addr: config.http,
             source,

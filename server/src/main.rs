@@ -10,7 +10,9 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
 
@@ -19,7 +21,9 @@ async fn main() -> anyhow::Result<()> {
         None => cli.serve,
     };
     let config = args.resolve().context("invalid configuration")?;
-    let server = Server::start(config).await.context("cannot start marquee")?;
+    let server = Server::start(config)
+        .await
+        .context("cannot start marquee")?;
     // The one line on stdout: scripts and tests read the address from it.
     println!("Marquee is listening on http://{}", server.http_addr());
 

@@ -164,24 +164,44 @@ impl Metrics {
 
     pub fn render(&self, last_seq: u64, subscribers: usize) -> String {
         let mut out = String::with_capacity(4096);
-        let per_protocol = |out: &mut String, name: &str, help: &str, kind: &str, get: &dyn Fn(Protocol) -> i64| {
+        let per_protocol = |out: &mut String,
+                            name: &str,
+                            help: &str,
+                            kind: &str,
+                            get: &dyn Fn(Protocol) -> i64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for p in Protocol::ALL {
                 let _ = writeln!(out, "{name}{{protocol=\"{}\"}} {}", p.label(), get(p));
             }
         };
-        per_protocol(&mut out, "marquee_connections_open", "Connections open now.", "gauge", &|p| {
-            self.open_connections[p.index()].load(Ordering::Relaxed)
-        });
-        per_protocol(&mut out, "marquee_connections_total", "Connections accepted.", "counter", &|p| {
-            self.connections[p.index()].get() as i64
-        });
-        per_protocol(&mut out, "marquee_messages_in_total", "Requests and messages received.", "counter", &|p| {
-            self.messages_in[p.index()].get() as i64
-        });
-        per_protocol(&mut out, "marquee_messages_out_total", "Events and messages sent.", "counter", &|p| {
-            self.messages_out[p.index()].get() as i64
-        });
+        per_protocol(
+            &mut out,
+            "marquee_connections_open",
+            "Connections open now.",
+            "gauge",
+            &|p| self.open_connections[p.index()].load(Ordering::Relaxed),
+        );
+        per_protocol(
+            &mut out,
+            "marquee_connections_total",
+            "Connections accepted.",
+            "counter",
+            &|p| self.connections[p.index()].get() as i64,
+        );
+        per_protocol(
+            &mut out,
+            "marquee_messages_in_total",
+            "Requests and messages received.",
+            "counter",
+            &|p| self.messages_in[p.index()].get() as i64,
+        );
+        per_protocol(
+            &mut out,
+            "marquee_messages_out_total",
+            "Events and messages sent.",
+            "counter",
+            &|p| self.messages_out[p.index()].get() as i64,
+        );
         self.write_latency.render(
             &mut out,
             "marquee_write_latency_seconds",
@@ -193,13 +213,41 @@ impl Metrics {
             "Writes made durable by one fsync.",
         );
         let mut scalar = |name: &str, help: &str, kind: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
-        scalar("marquee_commits_total", "Group commits (fsyncs).", "counter", self.commits.get());
-        scalar("marquee_changes_total", "Changes committed since start.", "counter", self.changes.get());
-        scalar("marquee_bus_cutoffs_total", "Subscribers cut off for falling behind.", "counter", self.bus_cutoffs.get());
-        scalar("marquee_last_seq", "Sequence number of the last committed change.", "gauge", last_seq);
-        scalar("marquee_bus_subscribers", "Subscribers on the change bus.", "gauge", subscribers as u64);
+        scalar(
+            "marquee_commits_total",
+            "Group commits (fsyncs).",
+            "counter",
+            self.commits.get(),
+        );
+        scalar(
+            "marquee_changes_total",
+            "Changes committed since start.",
+            "counter",
+            self.changes.get(),
+        );
+        scalar(
+            "marquee_bus_cutoffs_total",
+            "Subscribers cut off for falling behind.",
+            "counter",
+            self.bus_cutoffs.get(),
+        );
+        scalar(
+            "marquee_last_seq",
+            "Sequence number of the last committed change.",
+            "gauge",
+            last_seq,
+        );
+        scalar(
+            "marquee_bus_subscribers",
+            "Subscribers on the change bus.",
+            "gauge",
+            subscribers as u64,
+        );
         out
     }
 }

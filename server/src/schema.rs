@@ -130,7 +130,10 @@ fn validate(schema: &Value, value: &Value, at: &str) -> Result<(), String> {
     if let Some(Value::Array(choices)) = rules.get("enum")
         && !choices.contains(value)
     {
-        return Err(format!("{field}: must be one of {}", Value::Array(choices.clone())));
+        return Err(format!(
+            "{field}: must be one of {}",
+            Value::Array(choices.clone())
+        ));
     }
     if let Some(n) = value.as_f64() {
         if let Some(min) = rules.get("minimum").and_then(Value::as_f64)
@@ -168,7 +171,11 @@ fn validate(schema: &Value, value: &Value, at: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_object(rules: &Map<String, Value>, fields: &Map<String, Value>, at: &str) -> Result<(), String> {
+fn validate_object(
+    rules: &Map<String, Value>,
+    fields: &Map<String, Value>,
+    at: &str,
+) -> Result<(), String> {
     if let Some(Value::Array(required)) = rules.get("required") {
         for name in required.iter().filter_map(Value::as_str) {
             if !fields.contains_key(name) {
@@ -212,7 +219,10 @@ mod tests {
     fn accepts_conforming_records() {
         let s = sensors();
         assert_eq!(s.validate(&json!({"temp": 21})), Ok(()));
-        assert_eq!(s.validate(&json!({"temp": 21.5, "room": "lab", "tags": ["a"]})), Ok(()));
+        assert_eq!(
+            s.validate(&json!({"temp": 21.5, "room": "lab", "tags": ["a"]})),
+            Ok(())
+        );
     }
 
     #[test]
@@ -223,7 +233,10 @@ mod tests {
             s.validate(&json!({"temp": "hot"})),
             Err("/temp: expected \"number\", got string".into())
         );
-        assert_eq!(s.validate(&json!({"temp": 200})), Err("/temp: must be at most 150".into()));
+        assert_eq!(
+            s.validate(&json!({"temp": 200})),
+            Err("/temp: must be at most 150".into())
+        );
         assert_eq!(
             s.validate(&json!({"temp": 1, "x": 1})),
             Err("/x: is not an allowed field".into())

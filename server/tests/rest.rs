@@ -11,7 +11,13 @@ async fn records_are_created_read_replaced_patched_and_deleted() {
     let http = client();
     let url = &server.url;
 
-    let created = put(&http, url, "/api/signs/lobby", &json!({"name": "Lobby", "brightness": 50})).await;
+    let created = put(
+        &http,
+        url,
+        "/api/signs/lobby",
+        &json!({"name": "Lobby", "brightness": 50}),
+    )
+    .await;
     assert_eq!(created.status(), 201);
     assert_eq!(created.headers()["etag"], "\"1\"");
     assert_eq!(created.headers()["location"], "/api/signs/lobby");
@@ -22,7 +28,10 @@ async fn records_are_created_read_replaced_patched_and_deleted() {
     let first_seq = event["seq"].as_u64().unwrap();
 
     let (status, body) = get_json(&http, url, "/api/signs/lobby").await;
-    assert_eq!((status, body), (200, json!({"name": "Lobby", "brightness": 50})));
+    assert_eq!(
+        (status, body),
+        (200, json!({"name": "Lobby", "brightness": 50}))
+    );
 
     let replaced = put(&http, url, "/api/signs/lobby", &json!({"name": "Front"})).await;
     assert_eq!(replaced.status(), 200);
@@ -41,7 +50,11 @@ async fn records_are_created_read_replaced_patched_and_deleted() {
     let (_, body) = get_json(&http, url, "/api/signs/lobby").await;
     assert_eq!(body, json!({"brightness": 80}));
 
-    let deleted = http.delete(format!("{url}/api/signs/lobby")).send().await.unwrap();
+    let deleted = http
+        .delete(format!("{url}/api/signs/lobby"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), 200);
     let event: Value = deleted.json().await.unwrap();
     assert_eq!(event["type"], "delete");
@@ -160,38 +173,88 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
 
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (
-            http.put(format!("{url}/api/signs/a")).header("content-type", "application/json").body("{nope"),
+            http.put(format!("{url}/api/signs/a"))
+                .header("content-type", "application/json")
+                .body("{nope"),
             400,
             "malformed_json",
         ),
-        (http.put(format!("{url}/api/signs/a")).body("{}"), 415, "unsupported_media_type"),
         (
-            http.put(format!("{url}/api/signs/a")).header("content-type", "text/plain").body("{}"),
+            http.put(format!("{url}/api/signs/a")).body("{}"),
             415,
             "unsupported_media_type",
         ),
         (
-            http.put(format!("{url}/api/signs/a")).json(&json!({"pad": "x".repeat(5000)})),
+            http.put(format!("{url}/api/signs/a"))
+                .header("content-type", "text/plain")
+                .body("{}"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            http.put(format!("{url}/api/signs/a"))
+                .json(&json!({"pad": "x".repeat(5000)})),
             413,
             "payload_too_large",
         ),
-        (http.put(format!("{url}/api/signs/a")).json(&json!([1, 2])), 422, "invalid_record"),
-        (http.put(format!("{url}/api/nosuch/a")).json(&json!({})), 404, "no_such_table"),
-        (http.get(format!("{url}/api/signs/missing")), 404, "not_found"),
-        (http.get(format!("{url}/api/a/b/c/d")), 404, "not_found"),
-        (http.post(format!("{url}/api/signs/a")).json(&json!({})), 405, "method_not_allowed"),
-        (http.delete(format!("{url}/api/signs/")), 405, "method_not_allowed"),
         (
-            http.patch(format!("{url}/api/signs/missing")).json(&json!({"a": 1})),
+            http.put(format!("{url}/api/signs/a")).json(&json!([1, 2])),
+            422,
+            "invalid_record",
+        ),
+        (
+            http.put(format!("{url}/api/nosuch/a")).json(&json!({})),
+            404,
+            "no_such_table",
+        ),
+        (
+            http.get(format!("{url}/api/signs/missing")),
             404,
             "not_found",
         ),
-        (http.get(format!("{url}/api/changes?since=abc")), 400, "bad_request"),
-        (http.get(format!("{url}/api/changes?since=999999")), 410, "resume_gap"),
-        (http.post(format!("{url}/api/_tables")).json(&json!({"name": "signs"})), 409, "table_exists"),
-        (http.post(format!("{url}/api/_tables")).json(&json!({"name": "_x"})), 400, "bad_name"),
+        (http.get(format!("{url}/api/a/b/c/d")), 404, "not_found"),
         (
-            http.put(format!("{url}/api/signs/a")).header("if-match", "soon").json(&json!({})),
+            http.post(format!("{url}/api/signs/a")).json(&json!({})),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            http.delete(format!("{url}/api/signs/")),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            http.patch(format!("{url}/api/signs/missing"))
+                .json(&json!({"a": 1})),
+            404,
+            "not_found",
+        ),
+        (
+            http.get(format!("{url}/api/changes?since=abc")),
+            400,
+            "bad_request",
+        ),
+        (
+            http.get(format!("{url}/api/changes?since=999999")),
+            410,
+            "resume_gap",
+        ),
+        (
+            http.post(format!("{url}/api/_tables"))
+                .json(&json!({"name": "signs"})),
+            409,
+            "table_exists",
+        ),
+        (
+            http.post(format!("{url}/api/_tables"))
+                .json(&json!({"name": "_x"})),
+            400,
+            "bad_name",
+        ),
+        (
+            http.put(format!("{url}/api/signs/a"))
+                .header("if-match", "soon")
+                .json(&json!({})),
             400,
             "bad_request",
         ),
@@ -202,7 +265,11 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
         let body: Value = response.json().await.unwrap_or(Value::Null);
         assert_eq!(got_status, status, "body {body}");
         assert_eq!(body["error"]["code"], code, "body {body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     // Nothing above was stored.
     let (_, page) = get_json(&http, url, "/api/signs/").await;
@@ -231,9 +298,16 @@ async fn tables_are_declared_with_schemas_and_removed_only_on_purpose() {
     let rejected = put(&http, url, "/api/Sensors/t2", &json!({"temp": "warm"})).await;
     assert_eq!(rejected.status(), 422);
     let body: Value = rejected.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("/temp"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("/temp"),
+        "{body}"
+    );
 
-    let careless = http.delete(format!("{url}/api/_tables/Sensors")).send().await.unwrap();
+    let careless = http
+        .delete(format!("{url}/api/_tables/Sensors"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(careless.status(), 400);
     let not_empty = http
         .delete(format!("{url}/api/_tables/Sensors?confirm=Sensors"))
@@ -241,7 +315,10 @@ async fn tables_are_declared_with_schemas_and_removed_only_on_purpose() {
         .await
         .unwrap();
     assert_eq!(not_empty.status(), 409);
-    http.delete(format!("{url}/api/Sensors/t1")).send().await.unwrap();
+    http.delete(format!("{url}/api/Sensors/t1"))
+        .send()
+        .await
+        .unwrap();
     let removed = http
         .delete(format!("{url}/api/_tables/Sensors?confirm=Sensors"))
         .send()
@@ -273,8 +350,18 @@ async fn config_file_tables_survive_restart_with_their_records() {
     let http = client();
     {
         let server = ChildServer::spawn(&data, &["--config", config_arg]);
-        assert_eq!(put(&http, &server.url, "/api/Sensors/a", &json!({"temp": 1})).await.status(), 201);
-        assert_eq!(put(&http, &server.url, "/api/Sensors/b", &json!({})).await.status(), 422);
+        assert_eq!(
+            put(&http, &server.url, "/api/Sensors/a", &json!({"temp": 1}))
+                .await
+                .status(),
+            201
+        );
+        assert_eq!(
+            put(&http, &server.url, "/api/Sensors/b", &json!({}))
+                .await
+                .status(),
+            422
+        );
     }
     let server = ChildServer::spawn(&data, &["--config", config_arg]);
     let (status, body) = get_json(&http, &server.url, "/api/Sensors/a").await;
@@ -291,14 +378,29 @@ async fn change_log_health_and_metrics_report_what_happened() {
     }
     let (status, page) = get_json(&http, url, "/api/changes?since=1").await;
     assert_eq!(status, 200);
-    let seqs: Vec<u64> = page["changes"].as_array().unwrap().iter().map(|c| c["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = page["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, vec![2, 3]);
     assert_eq!(page["last_seq"], 3);
 
     let (status, health) = get_json(&http, url, "/healthz").await;
-    assert_eq!((status, health["status"].clone(), health["last_seq"].clone()), (200, json!("ok"), json!(3)));
+    assert_eq!(
+        (status, health["status"].clone(), health["last_seq"].clone()),
+        (200, json!("ok"), json!(3))
+    );
 
-    let metrics = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("marquee_changes_total 3"), "{metrics}");
     assert!(metrics.contains("marquee_write_latency_seconds_count 3"));
     assert!(metrics.contains("marquee_commit_batch_size_bucket"));

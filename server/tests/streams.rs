@@ -18,7 +18,11 @@ async fn sse_sends_state_then_changes_on_records_and_collections() {
     let state = table.until_sync().await;
     let ids: Vec<Value> = state[..2].iter().map(|e| e.json()["id"].clone()).collect();
     assert_eq!(ids, vec![json!("a"), json!("b")]);
-    assert!(state[..2].iter().all(|e| e.event == "put" && e.id.is_none()));
+    assert!(
+        state[..2]
+            .iter()
+            .all(|e| e.event == "put" && e.id.is_none())
+    );
     assert_eq!(state[2].event, "sync");
     assert_eq!(state[2].id.as_deref(), Some("2"));
 
@@ -28,17 +32,29 @@ async fn sse_sends_state_then_changes_on_records_and_collections() {
     assert_eq!(state[0].json()["value"], json!({"n": 1}));
 
     put(&http, url, "/api/signs/b", &json!({"n": 3})).await;
-    http.delete(format!("{url}/api/signs/a")).send().await.unwrap();
+    http.delete(format!("{url}/api/signs/a"))
+        .send()
+        .await
+        .unwrap();
 
     let change = table.next().await.unwrap();
-    assert_eq!((change.event.as_str(), change.id.as_deref()), ("put", Some("3")));
+    assert_eq!(
+        (change.event.as_str(), change.id.as_deref()),
+        ("put", Some("3"))
+    );
     assert_eq!(change.json()["value"], json!({"n": 3}));
     let change = table.next().await.unwrap();
-    assert_eq!((change.event.as_str(), change.id.as_deref()), ("delete", Some("4")));
+    assert_eq!(
+        (change.event.as_str(), change.id.as_deref()),
+        ("delete", Some("4"))
+    );
 
     // The record stream sees only its own record.
     let change = record.next().await.unwrap();
-    assert_eq!((change.event.as_str(), change.id.as_deref()), ("delete", Some("4")));
+    assert_eq!(
+        (change.event.as_str(), change.id.as_deref()),
+        ("delete", Some("4"))
+    );
     server.stop().await;
 }
 
@@ -51,7 +67,13 @@ async fn sse_resumes_from_last_event_id_with_exactly_the_missed_changes() {
     let mut sse = SseClient::connect(&stream_url, None).await;
     sse.until_sync().await;
     for i in 0..5 {
-        put(&http, url, &format!("/api/messages/m{}", i % 2), &json!({"i": i})).await;
+        put(
+            &http,
+            url,
+            &format!("/api/messages/m{}", i % 2),
+            &json!({"i": i}),
+        )
+        .await;
         put(&http, url, "/api/signs/other", &json!({"i": i})).await;
     }
     let mut last_id = None;
@@ -63,7 +85,13 @@ async fn sse_resumes_from_last_event_id_with_exactly_the_missed_changes() {
 
     // Writes continue while the client is away.
     for i in 5..12 {
-        put(&http, url, &format!("/api/messages/m{}", i % 3), &json!({"i": i})).await;
+        put(
+            &http,
+            url,
+            &format!("/api/messages/m{}", i % 3),
+            &json!({"i": i}),
+        )
+        .await;
         put(&http, url, "/api/signs/other", &json!({"i": i})).await;
     }
     let mut sse = SseClient::connect(&stream_url, last_id.as_deref()).await;
@@ -74,7 +102,12 @@ async fn sse_resumes_from_last_event_id_with_exactly_the_missed_changes() {
         .map(|e| e.json()["value"]["i"].clone())
         .collect();
     assert_eq!(values, (5..12).map(|i| json!(i)).collect::<Vec<_>>());
-    assert!(replay.iter().filter(|e| e.event == "put").all(|e| e.id.is_some()));
+    assert!(
+        replay
+            .iter()
+            .filter(|e| e.event == "put")
+            .all(|e| e.id.is_some())
+    );
 
     // And live changes follow, with no duplicate of what was replayed.
     put(&http, url, "/api/messages/m9", &json!({"i": 12})).await;
@@ -113,7 +146,13 @@ async fn a_resume_beyond_the_change_log_resets_to_current_state() {
 async fn record_websocket_sends_state_and_takes_writes_with_acks() {
     let server = TestServer::start().await;
     let http = client();
-    put(&http, &server.url, "/api/signs/lobby", &json!({"name": "Lobby"})).await;
+    put(
+        &http,
+        &server.url,
+        "/api/signs/lobby",
+        &json!({"name": "Lobby"}),
+    )
+    .await;
 
     let mut ws = WsClient::connect(&server.ws_url("/api/signs/lobby")).await;
     let state = ws.until_sync().await;
@@ -121,24 +160,31 @@ async fn record_websocket_sends_state_and_takes_writes_with_acks() {
     assert_eq!(state[0]["value"], json!({"name": "Lobby"}));
     assert_eq!(state[1], json!({"type": "sync", "seq": 1}));
 
-    ws.send(json!({"type": "patch", "req": "p1", "value": {"brightness": 9}})).await;
+    ws.send(json!({"type": "patch", "req": "p1", "value": {"brightness": 9}}))
+        .await;
     let mut others = Vec::new();
     let ack = ws.reply("p1", &mut others).await;
     assert_eq!(ack["type"], "ack");
     assert_eq!(ack["version"], 2);
     assert_eq!(ack["seq"], 2);
 
-    ws.send(json!({"type": "put", "req": "bad", "value": {"x": 1}, "if_match": 1})).await;
+    ws.send(json!({"type": "put", "req": "bad", "value": {"x": 1}, "if_match": 1}))
+        .await;
     let refused = ws.reply("bad", &mut others).await;
     assert_eq!(refused["error"]["code"], "version_mismatch");
 
-    ws.send(json!({"type": "put", "req": "elsewhere", "id": "other", "value": {}})).await;
+    ws.send(json!({"type": "put", "req": "elsewhere", "id": "other", "value": {}}))
+        .await;
     let refused = ws.reply("elsewhere", &mut others).await;
     assert_eq!(refused["error"]["code"], "bad_message");
 
     ws.send(json!({"type": "fly"})).await;
     let refused = ws.next().await.unwrap();
-    let refused = if refused["type"] == "patch" { ws.next().await.unwrap() } else { refused };
+    let refused = if refused["type"] == "patch" {
+        ws.next().await.unwrap()
+    } else {
+        refused
+    };
     assert_eq!(refused["error"]["code"], "bad_message");
 
     let (_, body) = get_json(&http, &server.url, "/api/signs/lobby").await;
@@ -154,16 +200,21 @@ async fn multiplexed_websocket_subscribes_unsubscribes_writes_and_resumes() {
     put(&http, url, "/api/signs/s1", &json!({"v": 0})).await;
 
     let mut ws = WsClient::connect(&server.ws_url("/api/ws")).await;
-    ws.send(json!({"type": "subscribe", "req": "1", "filter": "signs/+"})).await;
+    ws.send(json!({"type": "subscribe", "req": "1", "filter": "signs/+"}))
+        .await;
     let got = ws.until_sync().await;
     assert_eq!(got[0], json!({"type": "ack", "req": "1"}));
     assert_eq!(got[1]["id"], "s1");
     assert_eq!(got[2], json!({"type": "sync", "req": "1", "seq": 1}));
 
-    ws.send(json!({"type": "subscribe", "req": "2", "filter": "messages/#"})).await;
+    ws.send(json!({"type": "subscribe", "req": "2", "filter": "messages/#"}))
+        .await;
     ws.until_sync().await;
 
-    ws.send(json!({"type": "put", "req": "w", "table": "messages", "id": "m", "value": {"text": "hi"}})).await;
+    ws.send(
+        json!({"type": "put", "req": "w", "table": "messages", "id": "m", "value": {"text": "hi"}}),
+    )
+    .await;
     let mut events = Vec::new();
     let ack = ws.reply("w", &mut events).await;
     assert_eq!(ack["seq"], 2);
@@ -173,16 +224,21 @@ async fn multiplexed_websocket_subscribes_unsubscribes_writes_and_resumes() {
     assert_eq!(events[0]["type"], "put");
     assert_eq!(events[0]["origin"], "ws");
 
-    ws.send(json!({"type": "unsubscribe", "req": "3", "filter": "messages/#"})).await;
+    ws.send(json!({"type": "unsubscribe", "req": "3", "filter": "messages/#"}))
+        .await;
     let mut rest = Vec::new();
     assert_eq!(ws.reply("3", &mut rest).await["type"], "ack");
     put(&http, url, "/api/messages/m", &json!({"text": "unseen"})).await;
     put(&http, url, "/api/signs/s1", &json!({"v": 1})).await;
     let next = ws.next().await.unwrap();
-    assert_eq!(next["table"], "signs", "unsubscribed table is not delivered: {next}");
+    assert_eq!(
+        next["table"], "signs",
+        "unsubscribed table is not delivered: {next}"
+    );
     assert_eq!(next["seq"], 4);
 
-    ws.send(json!({"type": "subscribe", "req": "4", "filter": "signs/#/x"})).await;
+    ws.send(json!({"type": "subscribe", "req": "4", "filter": "signs/#/x"}))
+        .await;
     let refused = ws.reply("4", &mut rest).await;
     assert_eq!(refused["error"]["code"], "bad_filter");
     drop(ws);
@@ -190,13 +246,19 @@ async fn multiplexed_websocket_subscribes_unsubscribes_writes_and_resumes() {
     // Resume on a new socket from seq 1: exactly the signs changes after it.
     put(&http, url, "/api/signs/s2", &json!({"v": 2})).await;
     let mut ws = WsClient::connect(&server.ws_url("/api/ws")).await;
-    ws.send(json!({"type": "subscribe", "req": "r", "filter": "signs/+", "since": 1})).await;
+    ws.send(json!({"type": "subscribe", "req": "r", "filter": "signs/+", "since": 1}))
+        .await;
     let got = ws.until_sync().await;
-    let seqs: Vec<Value> = got.iter().filter(|m| m["type"] == "put").map(|m| m["seq"].clone()).collect();
+    let seqs: Vec<Value> = got
+        .iter()
+        .filter(|m| m["type"] == "put")
+        .map(|m| m["seq"].clone())
+        .collect();
     assert_eq!(seqs, vec![json!(4), json!(5)]);
     assert_eq!(got.last().unwrap()["seq"], 5);
 
-    ws.send(json!({"type": "subscribe", "req": "old", "filter": "x/+", "since": 99})).await;
+    ws.send(json!({"type": "subscribe", "req": "old", "filter": "x/+", "since": 99}))
+        .await;
     let refused = ws.reply("old", &mut rest).await;
     assert_eq!(refused["error"]["code"], "resume_gap");
     server.stop().await;
@@ -212,10 +274,17 @@ async fn a_rest_write_reaches_sse_and_websockets() {
     let mut record_ws = WsClient::connect(&server.ws_url("/api/signs/lobby")).await;
     record_ws.until_sync().await;
     let mut mux = WsClient::connect(&server.ws_url("/api/ws")).await;
-    mux.send(json!({"type": "subscribe", "req": "s", "filter": "signs/#"})).await;
+    mux.send(json!({"type": "subscribe", "req": "s", "filter": "signs/#"}))
+        .await;
     mux.until_sync().await;
 
-    put(&http, url, "/api/signs/lobby", &json!({"text": "from rest"})).await;
+    put(
+        &http,
+        url,
+        "/api/signs/lobby",
+        &json!({"text": "from rest"}),
+    )
+    .await;
 
     let via_sse = sse.next().await.unwrap().json();
     let via_ws = record_ws.next().await.unwrap();
@@ -236,12 +305,16 @@ async fn a_websocket_write_reaches_rest_sse_and_other_websockets() {
     let mut sse = SseClient::connect(&format!("{url}/api/messages/"), None).await;
     sse.until_sync().await;
     let mut watcher = WsClient::connect(&server.ws_url("/api/ws")).await;
-    watcher.send(json!({"type": "subscribe", "filter": "messages/+"})).await;
+    watcher
+        .send(json!({"type": "subscribe", "filter": "messages/+"}))
+        .await;
     watcher.until_sync().await;
 
     let mut writer = WsClient::connect(&server.ws_url("/api/messages/")).await;
     writer.until_sync().await;
-    writer.send(json!({"type": "put", "req": "1", "id": "hello", "value": {"text": "from ws"}})).await;
+    writer
+        .send(json!({"type": "put", "req": "1", "id": "hello", "value": {"text": "from ws"}}))
+        .await;
     let mut others = Vec::new();
     let ack = writer.reply("1", &mut others).await;
     assert_eq!(ack["type"], "ack");
@@ -255,7 +328,9 @@ async fn a_websocket_write_reaches_rest_sse_and_other_websockets() {
         assert_eq!(event["origin"], "ws");
     }
 
-    writer.send(json!({"type": "publish", "req": "2", "id": "hello", "value": {"blink": 1}})).await;
+    writer
+        .send(json!({"type": "publish", "req": "2", "id": "hello", "value": {"blink": 1}}))
+        .await;
     let ack = writer.reply("2", &mut others).await;
     assert_eq!(ack["type"], "ack");
     let published = watcher.next().await.unwrap();
@@ -299,9 +374,15 @@ async fn shutdown_finishes_writes_and_closes_streams() {
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let pid = server.pid();
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || server.child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || server.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
 
     // Streams end rather than hang.

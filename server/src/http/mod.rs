@@ -36,7 +36,10 @@ pub struct AppState {
 /// Every route: the API under `/api`, health and metrics, then the web app.
 pub fn router(state: AppState, leptos_options: LeptosOptions) -> Router {
     let api = Router::new()
-        .route("/_tables", only(get(rest::list_tables).post(rest::declare_table)))
+        .route(
+            "/_tables",
+            only(get(rest::list_tables).post(rest::declare_table)),
+        )
         .route(
             "/_tables/{name}",
             only(get(rest::get_table).delete(rest::drop_table)),
@@ -54,7 +57,10 @@ pub fn router(state: AppState, leptos_options: LeptosOptions) -> Router {
                     .delete(rest::delete_record),
             ),
         )
-        .route("/{table}/{id}/publish", only(axum::routing::post(rest::publish)))
+        .route(
+            "/{table}/{id}/publish",
+            only(axum::routing::post(rest::publish)),
+        )
         .fallback(unknown_api_path);
     let service = Router::new()
         .route("/healthz", only(get(rest::health)))
@@ -99,11 +105,22 @@ async fn unknown_api_path() -> ApiError {
 
 /// Reads a JSON request body: the media type must be JSON, the size within the
 /// limit, the text well-formed.
-pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize, patch: bool) -> Result<Value, ApiError> {
+pub async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    patch: bool,
+) -> Result<Value, ApiError> {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     let accepted = match media.as_deref() {
         Some("application/json") => true,
         Some("application/merge-patch+json") => patch,
@@ -135,8 +152,16 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize, patch: boo
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}")))
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
 }
 
 /// Whether the client asked for an event stream.
@@ -156,7 +181,10 @@ pub fn is_websocket(headers: &HeaderMap) -> bool {
 }
 
 /// Parses a version precondition (`If-Match: "7"`); `*` means "any version", given as `None`.
-pub fn parse_version_header(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<Precondition>, ApiError> {
+pub fn parse_version_header(
+    headers: &HeaderMap,
+    name: header::HeaderName,
+) -> Result<Option<Precondition>, ApiError> {
     let Some(raw) = headers.get(&name) else {
         return Ok(None);
     };
@@ -170,7 +198,9 @@ pub fn parse_version_header(headers: &HeaderMap, name: header::HeaderName) -> Re
     let tag = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
     tag.parse::<u64>()
         .map(|v| Some(Precondition::Version(v)))
-        .map_err(|_| ApiError::bad_request(format!("{name} must be a version ETag such as \"3\" or *")))
+        .map_err(|_| {
+            ApiError::bad_request(format!("{name} must be a version ETag such as \"3\" or *"))
+        })
 }
 
 /// A parsed `If-Match` / `If-None-Match` value.

@@ -55,8 +55,9 @@ impl ApiQuery {
         self.0
             .get(name)
             .map(|v| {
-                v.parse::<u64>()
-                    .map_err(|_| ApiError::bad_request(format!("?{name}= must be a non-negative integer")))
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("?{name}= must be a non-negative integer"))
+                })
             })
             .transpose()
     }
@@ -78,11 +79,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let text = state
         .metrics
         .render(state.store.last_seq(), state.store.bus().subscriber_count());
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 pub async fn list_tables(State(state): State<AppState>) -> Json<TableList> {
@@ -91,16 +88,33 @@ pub async fn list_tables(State(state): State<AppState>) -> Json<TableList> {
     })
 }
 
-pub async fn declare_table(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Result<Response, ApiError> {
+pub async fn declare_table(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
     let body = read_json(&headers, request.into_body(), state.body_limit, false).await?;
-    let decl: TableDecl = serde_json::from_value(body)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_table", format!("not a table declaration: {e}")))?;
+    let decl: TableDecl = serde_json::from_value(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_table",
+            format!("not a table declaration: {e}"),
+        )
+    })?;
     let info = state.store.declare_table(decl).await?;
     let location = format!("/api/_tables/{}", info.name);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(info)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(info),
+    )
+        .into_response())
 }
 
-pub async fn get_table(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> Result<Response, ApiError> {
+pub async fn get_table(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Response, ApiError> {
     state
         .store
         .table_info(&name)
@@ -128,7 +142,12 @@ pub async fn changes(State(state): State<AppState>, query: ApiQuery) -> Result<R
     let limit = query.number("limit")?.map_or(MAX_PAGE, |l| l as usize);
     let (changes, next) = state.store.changes_since(since, None, limit).await?;
     let last_seq = state.store.last_seq();
-    Ok(Json(ChangePage { changes, next, last_seq }).into_response())
+    Ok(Json(ChangePage {
+        changes,
+        next,
+        last_seq,
+    })
+    .into_response())
 }
 
 pub async fn list_records(
@@ -139,7 +158,8 @@ pub async fn list_records(
     request: Request,
 ) -> Result<Response, ApiError> {
     state.store.require_table(&table)?;
-    let filter = TopicFilter::parse(&format!("{table}/+")).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let filter = TopicFilter::parse(&format!("{table}/+"))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if is_websocket(&headers) {
         let start = start_from(&query, &headers)?;
         return ws::scoped(state, request, ws::Scope::Table(table), filter, start).await;
@@ -190,7 +210,11 @@ pub async fn get_record(
     }
     let mut response = Json(record.value).into_response();
     set_header(&mut response, header::ETAG, &tag);
-    set_header(&mut response, header::HeaderName::from_static("x-marquee-seq"), &record.seq.to_string());
+    set_header(
+        &mut response,
+        header::HeaderName::from_static("x-marquee-seq"),
+        &record.seq.to_string(),
+    );
     Ok(response)
 }
 
@@ -206,7 +230,9 @@ pub async fn put_record(
         // `If-None-Match: *` = create only: the record must not exist (version 0).
         Some(Precondition::Any) => Some(0),
         Some(Precondition::Version(_)) => {
-            return Err(ApiError::bad_request("If-None-Match on a write only takes *"));
+            return Err(ApiError::bad_request(
+                "If-None-Match on a write only takes *",
+            ));
         }
         None => if_match(&state, &table, &id, &headers).await?,
     };
@@ -246,7 +272,11 @@ pub async fn delete_record(
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
     let if_match = if_match(&state, &table, &id, &headers).await?;
-    let op = WriteOp::Delete { table, id, if_match };
+    let op = WriteOp::Delete {
+        table,
+        id,
+        if_match,
+    };
     let event = state.store.write(op, Origin::Rest).await?;
     Ok(written(&event, false))
 }
@@ -292,7 +322,12 @@ pub async fn publish(
 }
 
 /// The version a write must find, from `If-Match`; `*` means "whatever version exists now".
-async fn if_match(state: &AppState, table: &str, id: &str, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+async fn if_match(
+    state: &AppState,
+    table: &str,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Option<u64>, ApiError> {
     match parse_version_header(headers, header::IF_MATCH)? {
         None => Ok(None),
         Some(Precondition::Version(v)) => Ok(Some(v)),
@@ -324,7 +359,11 @@ fn start_from(query: &ApiQuery, headers: &HeaderMap) -> Result<Start, ApiError> 
 /// creation `201` with the record's `Location`.
 fn written(event: &ChangeEvent, created_by_post: bool) -> Response {
     let created = created_by_post || event.version == Some(1) && event.value.is_some();
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let mut response = (status, Json(event)).into_response();
     if let Some(version) = event.version
         && event.value.is_some()
@@ -332,7 +371,11 @@ fn written(event: &ChangeEvent, created_by_post: bool) -> Response {
         set_header(&mut response, header::ETAG, &etag(version));
     }
     if created {
-        set_header(&mut response, header::LOCATION, &format!("/api/{}/{}", event.table, event.id));
+        set_header(
+            &mut response,
+            header::LOCATION,
+            &format!("/api/{}/{}", event.table, event.id),
+        );
     }
     response
 }

@@ -117,7 +117,9 @@ async fn run(state: AppState, filter: TopicFilter, start: Start, tx: mpsc::Sende
 /// A change as an SSE event; `with_id` puts its seq in `id:` (state events
 /// carry none, so `Last-Event-ID` only ever names a point in the change log).
 fn change_event(change: &ChangeEvent, with_id: bool) -> Event {
-    let event = Event::default().event(change.kind.as_str()).data(json(change));
+    let event = Event::default()
+        .event(change.kind.as_str())
+        .data(json(change));
     match change.seq {
         Some(seq) if with_id => event.id(seq.to_string()),
         _ => event,

@@ -36,7 +36,10 @@ type Sink = SplitSink<WebSocket, Message>;
 type PendingReply = Pin<Box<dyn Future<Output = ServerReply> + Send>>;
 
 /// `GET /api/ws`.
-pub async fn multiplexed(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+pub async fn multiplexed(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
     upgrade(state, request, Scope::All, None).await
 }
 
@@ -60,7 +63,12 @@ async fn upgrade(
     let (mut parts, _) = request.into_parts();
     let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &state)
         .await
-        .map_err(|e| ApiError::bad_request(format!("this path needs a WebSocket upgrade: {}", e.body_text())))?;
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "this path needs a WebSocket upgrade: {}",
+                e.body_text()
+            ))
+        })?;
     let limit = state.body_limit;
     Ok(upgrade
         .max_message_size(limit)
@@ -69,7 +77,12 @@ async fn upgrade(
         .into_response())
 }
 
-async fn session(socket: WebSocket, state: AppState, scope: Scope, initial: Option<(TopicFilter, Start)>) {
+async fn session(
+    socket: WebSocket,
+    state: AppState,
+    scope: Scope,
+    initial: Option<(TopicFilter, Start)>,
+) {
     let _connection = state.metrics.connection(Protocol::Ws);
     let mut shutdown = state.shutdown.clone();
     let (mut sink, mut incoming) = socket.split();
@@ -77,7 +90,9 @@ async fn session(socket: WebSocket, state: AppState, scope: Scope, initial: Opti
     let mut writes: FuturesUnordered<PendingReply> = FuturesUnordered::new();
 
     if let Some((filter, start)) = initial
-        && subscribe(&state, &mut feed, &mut sink, None, filter, start).await.is_err()
+        && subscribe(&state, &mut feed, &mut sink, None, filter, start)
+            .await
+            .is_err()
     {
         return;
     }
@@ -157,7 +172,8 @@ async fn handle(
             let filter = match scope {
                 Scope::All => TopicFilter::parse(&filter),
                 _ => {
-                    let reply = error_reply(req, "bad_message", "subscribe is only available on /api/ws");
+                    let reply =
+                        error_reply(req, "bad_message", "subscribe is only available on /api/ws");
                     send(state, sink, &reply).await?;
                     return Ok(None);
                 }
@@ -165,7 +181,11 @@ async fn handle(
             let filter = match filter {
                 Ok(filter) if feed.filter_count() < MAX_FILTERS => filter,
                 Ok(_) => {
-                    let reply = error_reply(req, "too_many_filters", &format!("a socket may hold at most {MAX_FILTERS} filters"));
+                    let reply = error_reply(
+                        req,
+                        "too_many_filters",
+                        &format!("a socket may hold at most {MAX_FILTERS} filters"),
+                    );
                     send(state, sink, &reply).await?;
                     return Ok(None);
                 }
@@ -187,33 +207,71 @@ async fn handle(
             send(state, sink, &reply).await?;
             Ok(None)
         }
-        ClientMessage::Publish { req, table, id, value } => {
+        ClientMessage::Publish {
+            req,
+            table,
+            id,
+            value,
+        } => {
             let reply = match target(scope, table, id, false) {
-                Ok((table, Some(id))) => match state.store.publish(&table, &id, value, Origin::Ws) {
-                    Ok(()) => ack(req),
-                    Err(e) => store_error(req, &e),
-                },
+                Ok((table, Some(id))) => {
+                    match state.store.publish(&table, &id, value, Origin::Ws) {
+                        Ok(()) => ack(req),
+                        Err(e) => store_error(req, &e),
+                    }
+                }
                 Ok((_, None)) => error_reply(req, "bad_message", "a publish needs an id"),
                 Err(message) => error_reply(req, "bad_message", &message),
             };
             send(state, sink, &reply).await?;
             Ok(None)
         }
-        ClientMessage::Put { req, table, id, value, if_match } => {
-            let op = target(scope, table, id, true).map(|(table, id)| WriteOp::Put { table, id, value, if_match });
-            Ok(Some(pending_write(state.store.clone(), req, op)))
-        }
-        ClientMessage::Patch { req, table, id, value, if_match } => {
-            let op = target(scope, table, id, false).and_then(|(table, id)| {
-                let id = id.ok_or("a patch needs an id")?;
-                Ok(WriteOp::Patch { table, id, patch: value, if_match })
+        ClientMessage::Put {
+            req,
+            table,
+            id,
+            value,
+            if_match,
+        } => {
+            let op = target(scope, table, id, true).map(|(table, id)| WriteOp::Put {
+                table,
+                id,
+                value,
+                if_match,
             });
             Ok(Some(pending_write(state.store.clone(), req, op)))
         }
-        ClientMessage::Delete { req, table, id, if_match } => {
+        ClientMessage::Patch {
+            req,
+            table,
+            id,
+            value,
+            if_match,
+        } => {
+            let op = target(scope, table, id, false).and_then(|(table, id)| {
+                let id = id.ok_or("a patch needs an id")?;
+                Ok(WriteOp::Patch {
+                    table,
+                    id,
+                    patch: value,
+                    if_match,
+                })
+            });
+            Ok(Some(pending_write(state.store.clone(), req, op)))
+        }
+        ClientMessage::Delete {
+            req,
+            table,
+            id,
+            if_match,
+        } => {
             let op = target(scope, table, id, false).and_then(|(table, id)| {
                 let id = id.ok_or("a delete needs an id")?;
-                Ok(WriteOp::Delete { table, id, if_match })
+                Ok(WriteOp::Delete {
+                    table,
+                    id,
+                    if_match,
+                })
             });
             Ok(Some(pending_write(state.store.clone(), req, op)))
         }
@@ -267,7 +325,9 @@ fn target(
             (own.clone(), id)
         }
         Scope::Record(own_table, own_id) => {
-            if table.as_ref().is_some_and(|t| t != own_table) || id.as_ref().is_some_and(|i| i != own_id) {
+            if table.as_ref().is_some_and(|t| t != own_table)
+                || id.as_ref().is_some_and(|i| i != own_id)
+            {
                 return Err(format!("this socket writes only to '{own_table}/{own_id}'"));
             }
             (own_table.clone(), Some(own_id.clone()))
@@ -324,7 +384,11 @@ fn store_error(req: Option<String>, e: &StoreError) -> ServerReply {
     error_reply(req, e.code(), &e.to_string())
 }
 
-async fn send<T: serde::Serialize>(state: &AppState, sink: &mut Sink, message: &T) -> Result<(), ()> {
+async fn send<T: serde::Serialize>(
+    state: &AppState,
+    sink: &mut Sink,
+    message: &T,
+) -> Result<(), ()> {
     let text = serde_json::to_string(message).map_err(|_| ())?;
     state.metrics.message_out(Protocol::Ws);
     sink.send(Message::Text(text.into())).await.map_err(|_| ())

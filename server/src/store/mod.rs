@@ -105,7 +105,9 @@ pub enum StoreError {
     TableNotEmpty(String),
     #[error("table '{0}' is built in and cannot be removed")]
     BuiltIn(String),
-    #[error("changes after seq {since} are no longer all in the change log (it starts at {oldest}); read the current state instead")]
+    #[error(
+        "changes after seq {since} are no longer all in the change log (it starts at {oldest}); read the current state instead"
+    )]
     ResumeGap { since: u64, oldest: u64 },
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -182,7 +184,11 @@ const WRITE_QUEUE: usize = 16_384;
 impl Store {
     /// Opens (or creates) the store; fjall's journal recovery restores every
     /// acknowledged write.
-    pub fn open(options: StoreOptions, bus: Bus, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+    pub fn open(
+        options: StoreOptions,
+        bus: Bus,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&options.data_dir).map_err(|e| {
             StoreError::Storage(format!("cannot create {}: {e}", options.data_dir.display()))
         })?;
@@ -192,10 +198,7 @@ impl Store {
         let changes = db.keyspace("changes", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
 
-        let last_seq = meta
-            .get(LAST_SEQ_KEY)?
-            .map(|v| decode_seq(&v))
-            .unwrap_or(0);
+        let last_seq = meta.get(LAST_SEQ_KEY)?.map(|v| decode_seq(&v)).unwrap_or(0);
         let first_logged = match changes.first_key_value() {
             Some(guard) => decode_seq(&guard.key()?),
             None => last_seq + 1,
@@ -306,11 +309,15 @@ impl Store {
 
     /// Removes an empty, non-built-in table.
     pub async fn drop_table(&self, name: &str) -> Result<(), StoreError> {
-        self.submit(writer::Command::DropTable(name.to_owned())).await?;
+        self.submit(writer::Command::DropTable(name.to_owned()))
+            .await?;
         Ok(())
     }
 
-    async fn submit(&self, command: writer::Command) -> Result<Option<Arc<ChangeEvent>>, StoreError> {
+    async fn submit(
+        &self,
+        command: writer::Command,
+    ) -> Result<Option<Arc<ChangeEvent>>, StoreError> {
         let (reply, answer) = oneshot::channel();
         let request = writer::Request {
             command,
@@ -326,11 +333,19 @@ impl Store {
     }
 
     /// Delivers a transient message to subscribers on every protocol; nothing is stored.
-    pub fn publish(&self, table: &str, id: &str, value: Value, origin: Origin) -> Result<(), StoreError> {
+    pub fn publish(
+        &self,
+        table: &str,
+        id: &str,
+        value: Value,
+        origin: Origin,
+    ) -> Result<(), StoreError> {
         self.require_table(table)?;
         validate_id(id)?;
         if !value.is_object() {
-            return Err(StoreError::Invalid("a message must be a JSON object".into()));
+            return Err(StoreError::Invalid(
+                "a message must be a JSON object".into(),
+            ));
         }
         self.shared.bus.publish(Arc::new(ChangeEvent {
             seq: None,
@@ -360,7 +375,12 @@ impl Store {
     }
 
     /// One page of a table, in id order, starting after `after`.
-    pub async fn list(&self, table: &str, after: Option<String>, limit: usize) -> Result<RecordPage, StoreError> {
+    pub async fn list(
+        &self,
+        table: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<RecordPage, StoreError> {
         self.require_table(table)?;
         let view = self.view().await?;
         let filter = TopicFilter::parse(&format!("{table}/+"))
@@ -451,8 +471,14 @@ impl Store {
                 }
                 if out.len() == limit {
                     next = Some(match filter.literal_table() {
-                        Some(_) => out.last().map(|e: &ChangeEvent| e.id.clone()).unwrap_or_default(),
-                        None => out.last().map(|e: &ChangeEvent| e.topic()).unwrap_or_default(),
+                        Some(_) => out
+                            .last()
+                            .map(|e: &ChangeEvent| e.id.clone())
+                            .unwrap_or_default(),
+                        None => out
+                            .last()
+                            .map(|e: &ChangeEvent| e.topic())
+                            .unwrap_or_default(),
                     });
                     break;
                 }
@@ -607,7 +633,9 @@ pub fn validate_table_name(name: &str) -> Result<(), StoreError> {
 pub fn validate_id(id: &str) -> Result<(), StoreError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
-        && !id.chars().any(|c| c == '/' || c == '+' || c == '#' || c.is_control());
+        && !id
+            .chars()
+            .any(|c| c == '/' || c == '+' || c == '#' || c.is_control());
     if ok {
         Ok(())
     } else {

@@ -4,8 +4,8 @@
 //! and puts its change on the bus — in `seq` order.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use app::event::{ChangeEvent, ChangeType, Origin};
@@ -13,8 +13,8 @@ use fjall::{Database, Keyspace, PersistMode};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Tables, StoreError, StoredRecord, TableDecl, WriteOp, decode_record, merge_patch, record_key,
-    table_def, table_key, validate_id, validate_table_name, LAST_SEQ_KEY,
+    LAST_SEQ_KEY, StoreError, StoredRecord, TableDecl, Tables, WriteOp, decode_record, merge_patch,
+    record_key, table_def, table_key, validate_id, validate_table_name,
 };
 use crate::bus::Bus;
 use crate::clock;
@@ -142,13 +142,16 @@ impl Writer {
         self.metrics.commit_batch.observe(pending.len() as f64);
         self.durable.send_replace(seq);
         if seq > self.window {
-            self.log_start.store(seq - self.window + 1, Ordering::Release);
+            self.log_start
+                .store(seq - self.window + 1, Ordering::Release);
         }
         for (reply, queued, outcome) in pending {
             match outcome {
                 Outcome::Change(event) => {
                     self.metrics.changes.inc();
-                    self.metrics.write_latency.observe_duration(queued.elapsed());
+                    self.metrics
+                        .write_latency
+                        .observe_duration(queued.elapsed());
                     let _ = reply.send(Ok(Some(event.clone())));
                     self.bus.publish(event);
                 }
@@ -252,7 +255,8 @@ impl Writer {
                     ts: ts.clone(),
                     value: value.clone(),
                 };
-                let bytes = serde_json::to_vec(&record).map_err(|e| StoreError::Storage(e.to_string()))?;
+                let bytes =
+                    serde_json::to_vec(&record).map_err(|e| StoreError::Storage(e.to_string()))?;
                 batch.insert(&self.records, key.clone(), bytes);
                 overlay.insert(key, Some(record));
             }
@@ -303,7 +307,11 @@ impl Writer {
         Err(StoreError::Storage("no free id".into()))
     }
 
-    fn declare(&self, decl: TableDecl, batch: &mut fjall::OwnedWriteBatch) -> Result<Outcome, StoreError> {
+    fn declare(
+        &self,
+        decl: TableDecl,
+        batch: &mut fjall::OwnedWriteBatch,
+    ) -> Result<Outcome, StoreError> {
         validate_table_name(&decl.name)?;
         table_def(&decl)?;
         let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
@@ -315,7 +323,12 @@ impl Writer {
         Ok(Outcome::Tables(TableChange::Declare(decl)))
     }
 
-    fn drop_table(&self, name: String, overlay: &Overlay, batch: &mut fjall::OwnedWriteBatch) -> Result<Outcome, StoreError> {
+    fn drop_table(
+        &self,
+        name: String,
+        overlay: &Overlay,
+        batch: &mut fjall::OwnedWriteBatch,
+    ) -> Result<Outcome, StoreError> {
         {
             let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
             match tables.get(&name) {

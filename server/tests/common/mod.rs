@@ -27,7 +27,8 @@ impl TestServer {
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut config =
+            Config::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap()).unwrap();
         tweak(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let url = format!("http://{}", server.http_addr());
@@ -69,7 +70,9 @@ impl ChildServer {
             .expect("spawn marquee");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read address line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read address line");
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -101,7 +104,12 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-pub async fn put(client: &reqwest::Client, url: &str, path: &str, body: &Value) -> reqwest::Response {
+pub async fn put(
+    client: &reqwest::Client,
+    url: &str,
+    path: &str,
+    body: &Value,
+) -> reqwest::Response {
     client
         .put(format!("{url}{path}"))
         .json(body)
@@ -111,7 +119,11 @@ pub async fn put(client: &reqwest::Client, url: &str, path: &str, body: &Value) 
 }
 
 pub async fn get_json(client: &reqwest::Client, url: &str, path: &str) -> (u16, Value) {
-    let response = client.get(format!("{url}{path}")).send().await.expect("GET");
+    let response = client
+        .get(format!("{url}{path}"))
+        .send()
+        .await
+        .expect("GET");
     let status = response.status().as_u16();
     let body = response.json().await.unwrap_or(Value::Null);
     (status, body)
@@ -133,7 +145,8 @@ impl SseEvent {
 
 /// A minimal SSE client over a real HTTP connection.
 pub struct SseClient {
-    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    stream:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
 }
 
@@ -152,7 +165,10 @@ impl SseClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        assert!(content_type.starts_with("text/event-stream"), "content type {content_type}");
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "content type {content_type}"
+        );
         Self {
             stream: Box::pin(response.bytes_stream()),
             buffer: String::new(),
@@ -195,7 +211,10 @@ impl SseClient {
                 }
                 continue;
             }
-            let chunk = tokio::time::timeout_at(deadline, self.stream.next()).await.ok()??.ok()?;
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??
+                .ok()?;
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
@@ -214,7 +233,8 @@ impl SseClient {
     }
 }
 
-pub type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A JSON WebSocket client.
 pub struct WsClient {
@@ -223,7 +243,9 @@ pub struct WsClient {
 
 impl WsClient {
     pub async fn connect(url: &str) -> Self {
-        let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("WS connect");
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WS connect");
         Self { socket }
     }
 
@@ -242,7 +264,10 @@ impl WsClient {
     pub async fn next_within(&mut self, limit: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let message = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()??.ok()?;
+            let message = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()??
+                .ok()?;
             match message {
                 Message::Text(text) => return serde_json::from_str(text.as_str()).ok(),
                 Message::Close(_) => return None,

@@ -1,0 +1,69 @@
+# Marquee — the two commands a new machine needs:
+#   make run    set up what is missing, build a release, start Marquee on ./data
+#   make test   set up what is missing, run every test (Rust, then the browser)
+
+CARGO_LEPTOS_VERSION := 0.3.10
+WASM_BINDGEN_VERSION := $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p;}' Cargo.lock)
+DATA_DIR ?= ./data
+HTTP ?= 127.0.0.1:3000
+MQTT ?= 127.0.0.1:1883
+
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: run test setup setup-rust setup-apt setup-npm build test-rust lint test-e2e bench clean
+
+run: setup build
+	@echo "Starting Marquee (data in $(DATA_DIR)); Ctrl-C stops it."
+	./target/release/marquee --data-dir $(DATA_DIR) --http $(HTTP) --mqtt $(MQTT)
+
+test: setup lint test-rust build test-e2e
+
+setup: setup-apt setup-rust setup-npm
+
+# Debian packages the tests drive (a real browser).
+setup-apt:
+	@if ! command -v chromium >/dev/null; then \
+		echo "Installing Debian packages: chromium"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	fi
+
+# The wasm target, and pinned cargo-leptos / wasm-bindgen-cli (built from crates.io, never downloaded).
+setup-rust:
+	@rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	@if [ "$$(cargo leptos --version 2>/dev/null | awk '{print $$2}')" != "$(CARGO_LEPTOS_VERSION)" ]; then \
+		echo "Installing cargo-leptos $(CARGO_LEPTOS_VERSION) (about 20 minutes the first time)"; \
+		cargo install --locked cargo-leptos --version $(CARGO_LEPTOS_VERSION); \
+	fi
+	@if [ "$$(wasm-bindgen --version 2>/dev/null | awk '{print $$2}')" != "$(WASM_BINDGEN_VERSION)" ]; then \
+		echo "Installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION)"; \
+		cargo install --locked wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
+	fi
+
+# wasm-opt (npm binaryen) for release builds, Playwright for the browser tests.
+setup-npm:
+	@[ -x node_modules/.bin/wasm-opt ] || npm ci --no-audit --no-fund
+	@[ -d end2end/node_modules/@playwright/test ] || (cd end2end && npm ci --no-audit --no-fund)
+
+# The server binary plus the hydrating WASM bundle, CSS and assets in target/site.
+build:
+	cargo leptos build --release --precompress
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# Rust unit and integration tests (the server and the shared app crate).
+test-rust:
+	cargo test -p marquee -p app
+
+# Browser tests against the release build, on a free port with a fresh data dir.
+test-e2e:
+	scripts/e2e.sh
+
+# Throughput and latency figures for this machine (see BENCHMARKS.md).
+bench:
+	cargo bench -p marquee --bench core
+
+clean:
+	cargo clean

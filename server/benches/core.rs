@@ -60,7 +60,19 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn write_throughput(url: &str, writers: usize) {
+/// CPU time (user + system) the server process has used so far.
+fn server_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    // Linux reports in clock ticks of 1/100 s.
+    Duration::from_millis(ticks * 10)
+}
+
+async fn write_throughput(url: &str, pid: u32, writers: usize) {
+    let cpu_before = server_cpu(pid);
     let http = reqwest::Client::new();
     let deadline = Instant::now() + WRITE_PHASE;
     let started = Instant::now();
@@ -94,14 +106,17 @@ async fn write_throughput(url: &str, writers: usize) {
         latencies.extend(task.await.expect("writer"));
     }
     let elapsed = started.elapsed();
+    let cpu = server_cpu(pid).saturating_sub(cpu_before);
     latencies.sort_unstable();
     println!(
-        "REST durable writes, {writers:>2} writer(s): {:>8.0} writes/s   ack p50 {}   p99 {}   ({} writes in {:.1} s)",
+        "REST durable writes, {writers:>2} writer(s): {:>8.0} writes/s   ack p50 {}   p99 {}   ({} writes in {:.1} s; server CPU {:.1} s = {:.0} writes per server CPU-second)",
         latencies.len() as f64 / elapsed.as_secs_f64(),
         ms(percentile(&latencies, 0.50)),
         ms(percentile(&latencies, 0.99)),
         latencies.len(),
-        elapsed.as_secs_f64()
+        elapsed.as_secs_f64(),
+        cpu.as_secs_f64(),
+        latencies.len() as f64 / cpu.as_secs_f64().max(0.001),
     );
 }
 
@@ -241,7 +256,8 @@ async fn main() {
         "Marquee core benchmark ({} cores), server at {url}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    write_throughput(&url, 1).await;
-    write_throughput(&url, 64).await;
+    let pid = marquee.0.id();
+    write_throughput(&url, pid, 1).await;
+    write_throughput(&url, pid, 64).await;
     delivery_latency(&url).await;
 }

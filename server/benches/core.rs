@@ -48,6 +48,62 @@ fn start(dir: &std::path::Path) -> Marquee {
     Marquee(child, url)
 }
 
+/// A bare HTTP/1.1 keep-alive client: the load generator shares the machine's
+/// cores with the server, so it should cost as little as possible.
+struct RawHttp {
+    reader: tokio::io::BufReader<tokio::net::TcpStream>,
+    host: String,
+}
+
+impl RawHttp {
+    async fn connect(addr: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Self {
+            reader: tokio::io::BufReader::new(stream),
+            host: addr.to_owned(),
+        }
+    }
+
+    /// Sends a PUT and reads the whole response; returns its status.
+    async fn put(&mut self, path: &str, body: &str) -> u16 {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let request = format!(
+            "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .expect("send");
+        let mut line = String::new();
+        self.reader.read_line(&mut line).await.expect("status line");
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).await.expect("header");
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).await.expect("body");
+        status
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -64,37 +120,44 @@ fn ms(d: Duration) -> String {
 fn server_cpu(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
     // Linux reports in clock ticks of 1/100 s.
     Duration::from_millis(ticks * 10)
 }
 
 async fn write_throughput(url: &str, pid: u32, writers: usize) {
     let cpu_before = server_cpu(pid);
-    let http = reqwest::Client::new();
     let deadline = Instant::now() + WRITE_PHASE;
     let started = Instant::now();
+    let addr = url.trim_start_matches("http://").to_owned();
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
-            let http = http.clone();
-            let url = url.to_owned();
+            let addr = addr.clone();
             tokio::spawn(async move {
+                let mut connection = RawHttp::connect(&addr).await;
                 let mut latencies = Vec::new();
                 let mut i = 0u64;
                 while Instant::now() < deadline && i < 1_000_000 {
+                    let body = json!({"writer": w, "i": i, "text": "Hello, lobby"}).to_string();
                     let sent = Instant::now();
-                    let response = http
-                        .put(format!("{url}/api/bench/w{w}-{}", i % 64))
-                        .json(&json!({"writer": w, "i": i, "text": "Hello, lobby"}))
-                        .send()
+                    let status = connection
+                        .put(&format!("/api/bench/w{w}-{}", i % 64), &body)
                         .await;
-                    match response {
-                        Ok(r) if r.status().is_success() => latencies.push(sent.elapsed()),
-                        Ok(r) => panic!("write failed: {}", r.status()),
-                        Err(e) => panic!("write failed: {e}"),
-                    }
+                    assert!((200..300).contains(&status), "write failed: {status}");
+                    latencies.push(sent.elapsed());
                     i += 1;
                 }
                 latencies

@@ -213,7 +213,10 @@ async fn no_acknowledged_write_is_lost_to_sigkill() {
         since = page["next"].as_u64().unwrap();
     }
     let max_acked = acked.iter().map(|(_, s)| *s).max().unwrap();
-    assert!(expected > max_acked, "the log reaches the last acknowledged seq");
+    assert!(
+        expected > max_acked,
+        "the log reaches the last acknowledged seq"
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {

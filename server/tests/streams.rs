@@ -158,6 +158,10 @@ async fn record_websocket_sends_state_and_takes_writes_with_acks() {
     let state = ws.until_sync().await;
     assert_eq!(state[0]["type"], "put");
     assert_eq!(state[0]["value"], json!({"name": "Lobby"}));
+    assert_eq!(
+        state[0]["origin"], "rest",
+        "state carries the origin of the write that made it"
+    );
     assert_eq!(state[1], json!({"type": "sync", "seq": 1}));
 
     ws.send(json!({"type": "patch", "req": "p1", "value": {"brightness": 9}}))

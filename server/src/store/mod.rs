@@ -83,7 +83,14 @@ pub struct StoredRecord {
     pub version: u64,
     pub seq: u64,
     pub ts: String,
+    /// The protocol of the write that made this version.
+    #[serde(default = "system_origin")]
+    pub origin: Origin,
     pub value: Value,
+}
+
+fn system_origin() -> Origin {
+    Origin::System
 }
 
 /// Why a write or a read was refused.
@@ -490,7 +497,7 @@ impl Store {
                     id: id.to_owned(),
                     version: Some(record.version),
                     ts: record.ts,
-                    origin: Origin::System,
+                    origin: record.origin,
                     value: Some(record.value),
                 });
             }

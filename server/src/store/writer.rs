@@ -253,6 +253,7 @@ impl Writer {
                     version,
                     seq,
                     ts: ts.clone(),
+                    origin,
                     value: value.clone(),
                 };
                 let bytes =

@@ -1,0 +1,39 @@
+//! MQTT 3.1.1 (protocol level 4) and MQTT 5.0 (level 5).
+//!
+//! [`codec`] turns bytes into [`Packet`]s and back. It is pure and synchronous:
+//! the connection task owns a `BytesMut` read buffer and calls [`decode`] after
+//! every read, and [`encode`] into its write buffer. Malformed input is refused
+//! with the reason code the specification names for it
+//! ([`DecodeError::reason_code`]); nothing in here panics on input.
+
+// Input comes from the network: no indexing, unwrapping or panicking on it.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
+pub mod codec;
+pub mod properties;
+pub mod reason;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub use codec::{
+    Ack, Auth, ConnAck, Connect, DecodeError, Disconnect, EncodeError, MAX_REMAINING_LENGTH,
+    Packet, PacketId, PacketType, ProtocolVersion, Publish, QoS, RetainHandling, SubAck, Subscribe,
+    Subscription, SubscriptionOptions, UnsubAck, Unsubscribe, Will, connect_protocol_version,
+    decode, decode_as_client, encode, encoded_len,
+};
+pub use properties::{
+    AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
+    PayloadFormat, PropertyId, PublishProperties, SubscribeProperties, UnsubscribeProperties,
+    UserProperties, WillProperties,
+};
+pub use reason::ReasonCode;

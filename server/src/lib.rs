@@ -11,6 +11,7 @@ pub mod config;
 pub mod feed;
 pub mod http;
 pub mod metrics;
+pub mod mqtt;
 pub mod schema;
 pub mod store;
 pub mod topic;

@@ -62,6 +62,11 @@ async fn records_are_created_read_replaced_patched_and_deleted() {
     let (status, body) = get_json(&http, url, "/api/signs/lobby").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
+    // Ids may hold spaces and non-ASCII text; Location gives a usable path for them.
+    let odd = put(&http, url, "/api/signs/caf%C3%A9%20bar", &json!({"n": 1})).await;
+    assert_eq!(odd.headers()["location"], "/api/signs/caf%C3%A9%20bar");
+    let event: Value = odd.json().await.unwrap();
+    assert_eq!(event["id"], "café bar");
     server.stop().await;
 }
 

@@ -371,11 +371,8 @@ fn written(event: &ChangeEvent, created_by_post: bool) -> Response {
         set_header(&mut response, header::ETAG, &etag(version));
     }
     if created {
-        set_header(
-            &mut response,
-            header::LOCATION,
-            &format!("/api/{}/{}", event.table, event.id),
-        );
+        let location = format!("/api/{}/{}", event.table, encode_segment(&event.id));
+        set_header(&mut response, header::LOCATION, &location);
     }
     response
 }
@@ -384,4 +381,17 @@ fn set_header(response: &mut Response, name: header::HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         response.headers_mut().insert(name, value);
     }
+}
+
+/// Percent-encodes a path segment (ids may hold any character but `/`).
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }

@@ -1,0 +1,66 @@
+//! Everything the server and the browser share: the wire types, the live
+//! connection, and the web app's pages.
+
+pub mod event;
+pub mod live;
+mod pages;
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, provide_meta_context};
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::path;
+
+use crate::pages::{DataPage, HomePage, NotFound};
+
+/// The HTML document the server renders every page into.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light" />
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The web app: header, navigation and the routes.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+
+    // Each page sets its own <Title>: a <Title> here, beside the router, made
+    // hydration expect a marker node that the server never rendered.
+    view! {
+        <Stylesheet id="leptos" href="/pkg/marquee.css" />
+        <Router>
+            <header class="topbar">
+                <a class="brand" href="/">
+                    <span class="brand-mark" aria-hidden="true"></span>
+                    "Marquee"
+                </a>
+                <nav class="nav">
+                    <A href="/" exact=true>
+                        "Home"
+                    </A>
+                    <A href="/data">"Data"</A>
+                </nav>
+            </header>
+            <main class="main">
+                <Routes fallback=NotFound>
+                    <Route path=path!("/") view=HomePage />
+                    <Route path=path!("/data") view=DataPage />
+                </Routes>
+            </main>
+        </Router>
+    }
+}

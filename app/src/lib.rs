@@ -4,6 +4,8 @@
 pub mod event;
 pub mod live;
 mod pages;
+pub mod render;
+pub mod sign;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, provide_meta_context};

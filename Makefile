@@ -20,12 +20,15 @@ test: setup lint test-rust build test-e2e
 
 setup: setup-apt setup-rust setup-npm
 
-# Debian packages the tests drive (a real browser).
+# Debian packages the tests drive: a real browser and outside MQTT clients.
 setup-apt:
-	@if ! command -v chromium >/dev/null; then \
-		echo "Installing Debian packages: chromium"; \
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
 # The wasm target, and pinned cargo-leptos / wasm-bindgen-cli (built from crates.io, never downloaded).

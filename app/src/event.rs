@@ -59,6 +59,10 @@ pub struct ChangeEvent {
     /// The record after the change (`put`, `patch`), the message (`publish`), absent for `delete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
+    /// How an MQTT client published this, for MQTT subscribers; other
+    /// protocols neither carry nor store it.
+    #[serde(skip)]
+    pub mqtt: Option<std::sync::Arc<MqttMeta>>,
 }
 
 impl ChangeEvent {
@@ -66,6 +70,24 @@ impl ChangeEvent {
     pub fn topic(&self) -> String {
         format!("{}/{}", self.table, self.id)
     }
+}
+
+/// What an MQTT publish carried besides its payload: what MQTT subscribers
+/// need for delivered QoS, no-local and the MQTT 5 properties passed through.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MqttMeta {
+    /// The QoS it was published with (0–2).
+    pub qos: u8,
+    /// The publishing client's id, for no-local subscriptions.
+    pub client_id: String,
+    pub retain: bool,
+    pub payload_utf8: bool,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    pub user_properties: Vec<(String, String)>,
+    /// Unix time in milliseconds after which it must not be delivered (MQTT 5 message expiry).
+    pub expires_at_ms: Option<u64>,
 }
 
 /// A stored record as REST lists return it.

@@ -229,6 +229,7 @@ mod tests {
             ts: String::new(),
             origin: Origin::System,
             value: None,
+            mqtt: None,
         })
     }
 

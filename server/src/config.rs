@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::access::{Access, AclRule};
+use crate::mqtt::Limits;
 use crate::store::TableDecl;
 
 /// Everything `marquee serve` needs, after merging all sources.
@@ -21,6 +23,10 @@ pub struct Config {
     pub body_limit: usize,
     pub subscriber_queue: usize,
     pub tables: Vec<TableDecl>,
+    /// The broker's limits.
+    pub mqtt_limits: Limits,
+    /// Who may publish and subscribe to what.
+    pub access: Access,
 }
 
 pub const DEFAULT_HTTP: &str = "127.0.0.1:3000";
@@ -35,7 +41,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
     about = "Marquee: a sign and pub/sub runtime. One process stores records durably and serves them over REST, Server-Sent Events, WebSockets and MQTT, with a web app for LED signs.",
     long_about = None,
     args_conflicts_with_subcommands = true,
-    after_help = "With no subcommand, `marquee` runs `serve`. Every option can also be set as an environment variable (shown in brackets) or in the TOML file given by --config; the command line wins over the environment, which wins over the file.\n\nConfig file example:\n  data_dir = \"./data\"\n  http = \"127.0.0.1:3000\"\n  change_log_window = 1000000\n\n  [[tables]]\n  name = \"Sensors\"\n  schema = { type = \"object\", required = [\"temp\"], properties = { temp = { type = \"number\" } } }"
+    after_help = "With no subcommand, `marquee` runs `serve`. Every option can also be set as an environment variable (shown in brackets) or in the TOML file given by --config; the command line wins over the environment, which wins over the file.\n\nConfig file example:\n  data_dir = \"./data\"\n  http = \"127.0.0.1:3000\"\n  change_log_window = 1000000\n\n  [mqtt]\n  listen = \"127.0.0.1:1883\"\n  allow_anonymous = true\n  max_packet_size = 1048576\n\n  [[acl]]                 # in order, first match wins; no match allows\n  filter = \"test/nosubscribe\"\n  subscribe = false       # also: publish = false; %u = username, %c = client id\n\n  [[tables]]\n  name = \"Sensors\"\n  schema = { type = \"object\", required = [\"temp\"], properties = { temp = { type = \"number\" } } }"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -84,13 +90,67 @@ pub struct ServeArgs {
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub http: Option<SocketAddr>,
-    pub mqtt: Option<SocketAddr>,
     pub site_dir: Option<PathBuf>,
     pub change_log_window: Option<u64>,
     pub body_limit: Option<usize>,
     pub subscriber_queue: Option<usize>,
     #[serde(default)]
     pub tables: Vec<TableDecl>,
+    #[serde(default)]
+    pub mqtt: MqttSection,
+    #[serde(default)]
+    pub acl: Vec<AclRule>,
+}
+
+/// `[mqtt]`: the broker's address, whether anonymous clients may connect,
+/// and its limits (each defaults to [`Limits::default`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    pub listen: Option<SocketAddr>,
+    pub allow_anonymous: Option<bool>,
+    pub max_packet_size: Option<usize>,
+    pub max_topic_length: Option<usize>,
+    pub max_topic_levels: Option<usize>,
+    pub max_subscriptions: Option<usize>,
+    pub max_inflight: Option<u16>,
+    pub max_connections: Option<usize>,
+    pub connect_timeout_secs: Option<u64>,
+    pub max_keep_alive: Option<u16>,
+    pub topic_alias_maximum: Option<u16>,
+}
+
+impl MqttSection {
+    fn limits(&self) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let limits = Limits {
+            max_packet_size: self.max_packet_size.unwrap_or(d.max_packet_size),
+            max_topic_length: self.max_topic_length.unwrap_or(d.max_topic_length),
+            max_topic_levels: self.max_topic_levels.unwrap_or(d.max_topic_levels),
+            max_subscriptions: self.max_subscriptions.unwrap_or(d.max_subscriptions),
+            max_inflight: self.max_inflight.unwrap_or(d.max_inflight),
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            connect_timeout: self
+                .connect_timeout_secs
+                .map_or(d.connect_timeout, std::time::Duration::from_secs),
+            max_keep_alive: self.max_keep_alive.unwrap_or(d.max_keep_alive),
+            topic_alias_maximum: self.topic_alias_maximum.unwrap_or(d.topic_alias_maximum),
+        };
+        let invalid = |what: &str| Err(ConfigError::Invalid(format!("[mqtt] {what}")));
+        if limits.max_packet_size < 64 || limits.max_packet_size > crate::mqtt::MAX_PACKET_SIZE {
+            return invalid("max_packet_size must be between 64 and 268435460");
+        }
+        if limits.max_inflight == 0 {
+            return invalid("max_inflight must be at least 1");
+        }
+        if limits.max_topic_length == 0 || limits.max_topic_levels == 0 {
+            return invalid("max_topic_length and max_topic_levels must be at least 1");
+        }
+        if limits.max_keep_alive == 0 {
+            return invalid("max_keep_alive must be at least 1 second");
+        }
+        Ok(limits)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +189,7 @@ impl ServeArgs {
                 Some(addr) => addr,
                 None => parse(DEFAULT_HTTP)?,
             },
-            mqtt: match self.mqtt.or(file.mqtt) {
+            mqtt: match self.mqtt.or(file.mqtt.listen) {
                 Some(addr) => addr,
                 None => parse(DEFAULT_MQTT)?,
             },
@@ -149,6 +209,9 @@ impl ServeArgs {
                 .subscriber_queue
                 .or(file.subscriber_queue)
                 .unwrap_or(crate::bus::DEFAULT_QUEUE),
+            mqtt_limits: file.mqtt.limits()?,
+            access: Access::new(file.mqtt.allow_anonymous.unwrap_or(true), file.acl)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
             tables: file.tables,
         };
         if config.change_log_window == 0 {
@@ -166,11 +229,13 @@ impl ServeArgs {
 }
 
 impl Config {
-    /// Defaults, with the given data directory and HTTP address (for tests and embedding).
+    /// Defaults, with the given data directory and HTTP address (for tests and
+    /// embedding); MQTT listens on the HTTP address's IP, on a free port.
     pub fn new(data_dir: impl Into<PathBuf>, http: SocketAddr) -> Result<Self, ConfigError> {
         ServeArgs {
             data_dir: Some(data_dir.into()),
             http: Some(http),
+            mqtt: Some(SocketAddr::new(http.ip(), 0)),
             ..ServeArgs::default()
         }
         .resolve()

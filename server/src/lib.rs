@@ -5,6 +5,7 @@
 //! single writer commits and then publishes on `bus`; every stream reads from
 //! the bus through a `feed`.
 
+pub mod access;
 pub mod bus;
 pub mod clock;
 pub mod config;
@@ -29,6 +30,7 @@ pub use config::Config;
 use crate::bus::Bus;
 use crate::http::AppState;
 use crate::metrics::Metrics;
+use crate::mqtt::Broker;
 use crate::store::{Store, StoreError, StoreOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +47,11 @@ pub enum StartError {
 /// A started server. Dropping it does not stop it; call [`Server::shutdown`].
 pub struct Server {
     http_addr: SocketAddr,
+    mqtt_addr: SocketAddr,
     store: Store,
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
+    mqtt: JoinHandle<()>,
 }
 
 impl Server {
@@ -76,14 +80,36 @@ impl Server {
             source,
         })?;
 
+        let mqtt_listener =
+            TcpListener::bind(config.mqtt)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.mqtt,
+                    source,
+                })?;
+        let mqtt_addr = mqtt_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.mqtt,
+                source,
+            })?;
+
         let (stop, stopping) = watch::channel(false);
+        let broker = Broker::new(
+            store.clone(),
+            config.mqtt_limits.clone(),
+            config.access.clone(),
+            stopping.clone(),
+        );
+        let mqtt = tokio::spawn(broker.clone().serve(mqtt_listener));
         let state = AppState {
             store: store.clone(),
             metrics,
             body_limit: config.body_limit,
             shutdown: stopping.clone(),
         };
-        let router = http::router(state, leptos_options(&config, http_addr));
+        let router = http::router(state, leptos_options(&config, http_addr))
+            .merge(mqtt::websocket::router(broker));
         let mut until_stopped = stopping;
         let http = tokio::spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -93,17 +119,23 @@ impl Server {
                 tracing::error!("HTTP server failed: {e}");
             }
         });
-        tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "marquee started");
+        tracing::info!(%http_addr, %mqtt_addr, data_dir = %config.data_dir.display(), "marquee started");
         Ok(Self {
             http_addr,
+            mqtt_addr,
             store,
             stop,
             http,
+            mqtt,
         })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
     }
 
     pub fn store(&self) -> &Store {
@@ -115,6 +147,7 @@ impl Server {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.http.await;
+        let _ = self.mqtt.await;
         self.store.shutdown().await;
         tracing::info!(last_seq = self.store.last_seq(), "marquee stopped");
     }

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use marquee::Server;
 use marquee::config::{Cli, Command};
+use std::io::Write as _;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -25,7 +26,14 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot start marquee")?;
     // The one line on stdout: scripts and tests read the address from it.
-    println!("Marquee is listening on http://{}", server.http_addr());
+    // A closed stdout (a script that read the line and left) is not an error.
+    let _ = writeln!(
+        std::io::stdout(),
+        "Marquee is listening on http://{} (MQTT on mqtt://{}, and ws://{}/mqtt)",
+        server.http_addr(),
+        server.mqtt_addr(),
+        server.http_addr()
+    );
 
     wait_for_signal().await;
     tracing::info!("shutting down");

@@ -184,7 +184,7 @@ pub async fn get_record(
 ) -> Result<Response, ApiError> {
     if is_websocket(&headers) || wants_event_stream(&headers) {
         state.store.require_table(&table)?;
-        crate::store::validate_id(&id)?;
+        crate::store::validate_record_id(&table, &id)?;
         let filter = TopicFilter::exact(&table, &id);
         let start = start_from(&query, &headers)?;
         if is_websocket(&headers) {

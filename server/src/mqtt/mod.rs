@@ -5,6 +5,10 @@
 //! every read, and [`encode`] into its write buffer. Malformed input is refused
 //! with the reason code the specification names for it
 //! ([`DecodeError::reason_code`]); nothing in here panics on input.
+//!
+//! [`Broker`] runs the connections: sessions, QoS flows and limits, with
+//! every message going through the store and the bus ([`topics`] says how
+//! topics map onto records).
 
 // Input comes from the network: no indexing, unwrapping or panicking on it.
 #![deny(
@@ -17,14 +21,20 @@
     clippy::unimplemented
 )]
 
+mod broker;
 pub mod codec;
+mod connection;
 pub mod properties;
 pub mod reason;
+mod session;
+pub mod topics;
+pub mod websocket;
 mod wire;
 
 #[cfg(test)]
 mod tests;
 
+pub use broker::{Broker, Limits, MAX_PACKET_SIZE};
 pub use codec::{
     Ack, Auth, ConnAck, Connect, DecodeError, Disconnect, EncodeError, MAX_REMAINING_LENGTH,
     Packet, PacketId, PacketType, ProtocolVersion, Publish, QoS, RetainHandling, SubAck, Subscribe,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use app::event::{ChangeEvent, ChangeType, Origin, RecordItem, RecordPage, TableInfo};
+use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin, RecordItem, RecordPage, TableInfo};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,7 +26,12 @@ use crate::topic::TopicFilter;
 pub use patch::merge_patch;
 
 /// Tables every Marquee has.
-pub const BUILTIN_TABLES: &[&str] = &["signs", "messages", "devices"];
+pub const BUILTIN_TABLES: &[&str] = &["signs", "messages", "devices", MQTT_TABLE];
+/// Retained MQTT messages on topics that are not `{table}/{id}` of a declared
+/// table; the record id is the whole topic.
+pub const MQTT_TABLE: &str = "mqtt";
+/// Longest MQTT topic kept as a record id in [`MQTT_TABLE`], in bytes.
+pub const MAX_TOPIC_ID_LEN: usize = 1024;
 /// Names taken by API paths (`/api/changes`, `/api/ws`).
 const RESERVED_TABLES: &[&str] = &["changes", "ws"];
 /// Longest record id, in bytes.
@@ -183,6 +188,19 @@ struct Shared {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// A write queued by [`Store::enqueue`].
+pub struct PendingWrite(writer::Answer);
+
+impl PendingWrite {
+    /// Waits until the write is durable (or refused) and returns its change.
+    pub async fn durable(self) -> Result<Arc<ChangeEvent>, StoreError> {
+        self.0
+            .await
+            .map_err(|_| StoreError::ShuttingDown)??
+            .ok_or_else(|| StoreError::Storage("the writer made no change".into()))
+    }
+}
+
 const LAST_SEQ_KEY: &[u8] = b"last_seq";
 const TABLE_KEY_PREFIX: &str = "table:";
 /// Writes waiting for the writer before callers wait for room.
@@ -299,9 +317,22 @@ impl Store {
     /// Commits `op` durably and returns the change it made. The change is on
     /// the bus by the time this returns.
     pub async fn write(&self, op: WriteOp, origin: Origin) -> Result<Arc<ChangeEvent>, StoreError> {
-        self.submit(writer::Command::Write(op, origin))
-            .await?
-            .ok_or_else(|| StoreError::Storage("the writer made no change".into()))
+        self.enqueue(op, origin, None).await?.durable().await
+    }
+
+    /// Queues `op` behind every write queued before it and returns at once;
+    /// [`PendingWrite::durable`] waits for the commit. A connection that
+    /// pipelines writes keeps their order this way. `mqtt` rides along on the
+    /// change for MQTT subscribers.
+    pub async fn enqueue(
+        &self,
+        op: WriteOp,
+        origin: Origin,
+        mqtt: Option<Arc<MqttMeta>>,
+    ) -> Result<PendingWrite, StoreError> {
+        self.send(writer::Command::Write(op, origin, mqtt))
+            .await
+            .map(PendingWrite)
     }
 
     /// Declares a table at runtime (durably).
@@ -325,6 +356,11 @@ impl Store {
         &self,
         command: writer::Command,
     ) -> Result<Option<Arc<ChangeEvent>>, StoreError> {
+        let answer = self.send(command).await?;
+        answer.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    async fn send(&self, command: writer::Command) -> Result<writer::Answer, StoreError> {
         let (reply, answer) = oneshot::channel();
         let request = writer::Request {
             command,
@@ -336,7 +372,7 @@ impl Store {
             .send(request)
             .await
             .map_err(|_| StoreError::ShuttingDown)?;
-        answer.await.map_err(|_| StoreError::ShuttingDown)?
+        Ok(answer)
     }
 
     /// Delivers a transient message to subscribers on every protocol; nothing is stored.
@@ -347,8 +383,20 @@ impl Store {
         value: Value,
         origin: Origin,
     ) -> Result<(), StoreError> {
+        self.publish_with(table, id, value, origin, None)
+    }
+
+    /// [`Store::publish`], with what an MQTT publish carried besides its payload.
+    pub fn publish_with(
+        &self,
+        table: &str,
+        id: &str,
+        value: Value,
+        origin: Origin,
+        mqtt: Option<Arc<MqttMeta>>,
+    ) -> Result<(), StoreError> {
         self.require_table(table)?;
-        validate_id(id)?;
+        validate_record_id(table, id)?;
         if !value.is_object() {
             return Err(StoreError::Invalid(
                 "a message must be a JSON object".into(),
@@ -363,6 +411,7 @@ impl Store {
             ts: clock::now_rfc3339(),
             origin,
             value: Some(value),
+            mqtt,
         }));
         Ok(())
     }
@@ -370,7 +419,7 @@ impl Store {
     /// The record as last made durable.
     pub async fn get(&self, table: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
         self.require_table(table)?;
-        validate_id(id)?;
+        validate_record_id(table, id)?;
         let records = self.shared.records.clone();
         let key = record_key(table, id);
         let found = blocking(move || Ok(records.get(key)?)).await?;
@@ -499,6 +548,7 @@ impl Store {
                     ts: record.ts,
                     origin: record.origin,
                     value: Some(record.value),
+                    mqtt: None,
                 });
             }
             Ok((out, next))
@@ -632,6 +682,26 @@ pub fn validate_table_name(name: &str) -> Result<(), StoreError> {
     } else {
         Err(StoreError::BadName(format!(
             "'{name}' is not a valid table name: use 1–{MAX_TABLE_LEN} letters, digits, '_' or '-', not starting with '_', and not 'changes' or 'ws'"
+        )))
+    }
+}
+
+/// A record id as `table` takes it: [`MQTT_TABLE`] ids are whole MQTT topics
+/// (with `/`), every other table's follow [`validate_id`].
+pub fn validate_record_id(table: &str, id: &str) -> Result<(), StoreError> {
+    if table != MQTT_TABLE {
+        return validate_id(id);
+    }
+    let ok = !id.is_empty()
+        && id.len() <= MAX_TOPIC_ID_LEN
+        && !id
+            .chars()
+            .any(|c| c == '+' || c == '#' || c == '\0' || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadName(format!(
+            "'{id}' is not a valid MQTT topic to keep: use 1–{MAX_TOPIC_ID_LEN} bytes without '+', '#' or control characters"
         )))
     }
 }

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use app::event::{ChangeEvent, ChangeType, Origin};
+use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin};
 use fjall::{Database, Keyspace, PersistMode};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     LAST_SEQ_KEY, StoreError, StoredRecord, TableDecl, Tables, WriteOp, decode_record, merge_patch,
-    record_key, table_def, table_key, validate_id, validate_table_name,
+    record_key, table_def, table_key, validate_record_id, validate_table_name,
 };
 use crate::bus::Bus;
 use crate::clock;
@@ -24,12 +24,15 @@ use crate::metrics::Metrics;
 const MAX_BATCH: usize = 4096;
 
 pub(super) enum Command {
-    Write(WriteOp, Origin),
+    Write(WriteOp, Origin, Option<Arc<MqttMeta>>),
     DeclareTable(TableDecl),
     DropTable(String),
     /// Commit everything queued before this, then exit.
     Stop,
 }
+
+/// The writer's answer to one request.
+pub(super) type Answer = oneshot::Receiver<Result<Option<Arc<ChangeEvent>>, StoreError>>;
 
 pub(super) struct Request {
     pub command: Command,
@@ -103,10 +106,11 @@ impl Writer {
         let mut pending = Vec::with_capacity(requests.len());
         for request in requests {
             let outcome = match request.command {
-                Command::Write(op, origin) => self
+                Command::Write(op, origin, mqtt) => self
                     .apply(op, origin, seq + 1, &mut overlay, &mut batch)
-                    .map(|event| {
+                    .map(|mut event| {
                         seq += 1;
+                        event.mqtt = mqtt;
                         Outcome::Change(Arc::new(event))
                     }),
                 Command::DeclareTable(decl) => self.declare(decl, &mut batch),
@@ -206,7 +210,7 @@ impl Writer {
                 .ok_or_else(|| StoreError::NoSuchTable(table.clone()))?;
             def.schema.clone()
         };
-        validate_id(&id)?;
+        validate_record_id(&table, &id)?;
         let key = record_key(&table, &id);
         let current = self.current(&key, overlay)?;
         let current_version = current.as_ref().map_or(0, |r| r.version);
@@ -275,6 +279,7 @@ impl Writer {
             ts,
             origin,
             value: new_value,
+            mqtt: None,
         };
         let bytes = serde_json::to_vec(&event).map_err(|e| StoreError::Storage(e.to_string()))?;
         batch.insert(&self.changes, seq.to_be_bytes().to_vec(), bytes);

@@ -61,7 +61,7 @@ impl ChildServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--http", "127.0.0.1:0"])
+            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -1,0 +1,291 @@
+//! The broker: accepts MQTT connections (TCP, or WebSocket streams handed
+//! over by the HTTP side), keeps the registry of client sessions so a second
+//! connection with the same client id takes over the first, and holds the
+//! limits every connection enforces. Messages travel through the store and
+//! the bus like every other protocol's; nothing here keeps a second copy.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::connection;
+use super::session::{NEVER_EXPIRES, Session};
+use crate::access::Access;
+use crate::store::Store;
+
+/// The largest packet MQTT can express: a 268,435,455-byte remaining length
+/// plus the 5-byte fixed header.
+pub const MAX_PACKET_SIZE: usize = 268_435_460;
+
+/// What one client may use. Every limit is checked before memory is taken.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Largest packet either way, fixed header included.
+    pub max_packet_size: usize,
+    /// Longest topic name or filter, in bytes.
+    pub max_topic_length: usize,
+    /// Most `/`-separated levels in a topic or filter.
+    pub max_topic_levels: usize,
+    /// Subscriptions one client may hold.
+    pub max_subscriptions: usize,
+    /// QoS 1/2 messages in flight each way (our Receive Maximum; the window
+    /// towards MQTT 3.1.1 clients).
+    pub max_inflight: u16,
+    /// Open MQTT connections, TCP and WebSocket together.
+    pub max_connections: usize,
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout: Duration,
+    /// The longest keep-alive a client may ask for; MQTT 5 clients asking
+    /// for more (or for none) are told this as Server Keep Alive.
+    pub max_keep_alive: u16,
+    /// Topic aliases a client may set towards us.
+    pub topic_alias_maximum: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_packet_size: 1 << 20,
+            max_topic_length: crate::store::MAX_TOPIC_ID_LEN,
+            max_topic_levels: 32,
+            max_subscriptions: 256,
+            max_inflight: 64,
+            max_connections: 10_000,
+            connect_timeout: Duration::from_secs(10),
+            max_keep_alive: 3600,
+            topic_alias_maximum: 64,
+        }
+    }
+}
+
+/// Handle to the broker; cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    limits: Limits,
+    access: Access,
+    sessions: Mutex<HashMap<String, Slot>>,
+    connections: AtomicUsize,
+    generation: AtomicU64,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A request to a connection to hand its session over and close.
+pub(super) type Takeover = oneshot::Sender<Option<Box<Session>>>;
+
+enum Slot {
+    Online {
+        generation: u64,
+        takeover: mpsc::Sender<Takeover>,
+    },
+    Offline {
+        session: Box<Session>,
+        expires: Option<Instant>,
+    },
+}
+
+/// What a new connection found under its client id.
+pub(super) enum Previous {
+    None,
+    Online(mpsc::Sender<Takeover>),
+    Offline(Box<Session>),
+}
+
+/// Counts a connection for as long as it lives.
+pub(super) struct ConnectionSlot {
+    broker: Broker,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.broker.inner.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Broker {
+    pub fn new(
+        store: Store,
+        limits: Limits,
+        access: Access,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                limits,
+                access,
+                sessions: Mutex::new(HashMap::new()),
+                connections: AtomicUsize::new(0),
+                generation: AtomicU64::new(1),
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn access(&self) -> &Access {
+        &self.inner.access
+    }
+
+    pub(super) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.clone()
+    }
+
+    /// Accepts TCP connections until shutdown.
+    pub async fn serve(self, listener: TcpListener) {
+        let mut shutdown = self.shutdown_signal();
+        let sweeper = tokio::spawn(self.clone().sweep_expired_sessions());
+        loop {
+            tokio::select! {
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let broker = self.clone();
+                        tokio::spawn(async move { broker.serve_stream(stream, peer).await });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, don't spin.
+                        tracing::warn!("MQTT accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        sweeper.abort();
+    }
+
+    /// Runs one MQTT connection over any byte stream (TCP, or a WebSocket's).
+    pub async fn serve_stream<S>(&self, stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        connection::run(self.clone(), stream, peer).await;
+    }
+
+    /// Counts a new connection, or refuses it past the limit.
+    pub(super) fn admit_connection(&self) -> Option<ConnectionSlot> {
+        let before = self.inner.connections.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnectionSlot {
+            broker: self.clone(),
+        };
+        (before < self.inner.limits.max_connections).then_some(slot)
+    }
+
+    pub(super) fn next_generation(&self) -> u64 {
+        self.inner.generation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a connection as the owner of `client_id` and returns what
+    /// was there before: a live connection to take over, or a stored session.
+    pub(super) fn claim(
+        &self,
+        client_id: &str,
+        generation: u64,
+        takeover: mpsc::Sender<Takeover>,
+    ) -> Previous {
+        let mut sessions = self.sessions();
+        let previous = sessions.insert(
+            client_id.to_owned(),
+            Slot::Online {
+                generation,
+                takeover,
+            },
+        );
+        match previous {
+            None => Previous::None,
+            Some(Slot::Online { takeover, .. }) => Previous::Online(takeover),
+            Some(Slot::Offline { session, expires }) => {
+                if expires.is_some_and(|at| at <= Instant::now()) {
+                    Previous::None
+                } else {
+                    Previous::Offline(session)
+                }
+            }
+        }
+    }
+
+    /// Ends a connection's ownership of `client_id`, keeping its session if it
+    /// asked to outlive the connection. A connection that was taken over no
+    /// longer owns the slot and changes nothing.
+    pub(super) fn release(&self, client_id: &str, generation: u64, session: Option<Box<Session>>) {
+        let mut sessions = self.sessions();
+        let owned = matches!(
+            sessions.get(client_id),
+            Some(Slot::Online { generation: g, .. }) if *g == generation
+        );
+        if !owned {
+            return;
+        }
+        match session.filter(|s| s.expiry > 0) {
+            Some(session) => {
+                let expires = (session.expiry != NEVER_EXPIRES)
+                    .then(|| Instant::now() + Duration::from_secs(u64::from(session.expiry)));
+                sessions.insert(client_id.to_owned(), Slot::Offline { session, expires });
+            }
+            None => {
+                sessions.remove(client_id);
+            }
+        }
+    }
+
+    /// Whether the connection of `generation` is still the latest for
+    /// `client_id` (or the client has not come back): a delayed will is
+    /// published only then.
+    pub(super) fn not_reconnected(&self, client_id: &str, generation: u64) -> bool {
+        match self.sessions().get(client_id) {
+            Some(Slot::Online { generation: g, .. }) => *g <= generation,
+            _ => true,
+        }
+    }
+
+    /// How many sessions are stored for clients that are away.
+    pub fn offline_sessions(&self) -> usize {
+        self.sessions()
+            .values()
+            .filter(|s| matches!(s, Slot::Offline { .. }))
+            .count()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.inner.connections.load(Ordering::Acquire)
+    }
+
+    async fn sweep_expired_sessions(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            self.sessions().retain(|_, slot| match slot {
+                Slot::Offline {
+                    expires: Some(at), ..
+                } => *at > now,
+                _ => true,
+            });
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,119 @@
+//! A client's session: what survives a reconnect when the client asks for it
+//! (clean start 0 / a session expiry): its subscriptions, the messages in
+//! flight in both directions, and its place in the change stream. While the
+//! client is away its feed keeps queueing (bounded, like any subscriber); if
+//! it overflows, the session resumes from the change log by `seq`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use app::event::ChangeEvent;
+
+use super::codec::{Publish, QoS};
+use super::topics::Carrier;
+use crate::feed::{Backfill, Feed};
+use crate::topic::TopicFilter;
+
+/// Session expiry meaning "never" (MQTT 3.1.1 clean session 0, or 0xFFFFFFFF).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+pub struct Session {
+    pub subscriptions: BTreeMap<String, Subscription>,
+    /// `None` until the first subscription.
+    pub feed: Option<Feed>,
+    /// The feed was cut off for falling behind: rebuild it from the change log.
+    pub lagged: bool,
+    /// Our PUBLISHes (and PUBRELs) the client has not finished acknowledging, oldest first.
+    pub inflight: VecDeque<Outgoing>,
+    /// The client's QoS 2 packet ids between PUBLISH and PUBREL.
+    pub incoming: HashMap<u16, Incoming>,
+    pub next_packet_id: u16,
+    /// Messages taken from the feed, waiting for room in the client's window.
+    pub pending: VecDeque<Delivery>,
+    /// Backfills of new subscriptions, sent before any live change.
+    pub backfills: VecDeque<Filling>,
+    /// Seconds the session outlives its connection; 0 ends it with the connection.
+    pub expiry: u32,
+}
+
+pub struct Subscription {
+    pub filter: TopicFilter,
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub id: Option<NonZeroU32>,
+}
+
+pub struct Outgoing {
+    pub packet_id: u16,
+    pub publish: Publish,
+    pub state: OutState,
+}
+
+/// Where an outgoing message is in its flow, named by the packet that ends the step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutState {
+    /// QoS 1: sent, until PUBACK.
+    Acked,
+    /// QoS 2: sent, until PUBREC.
+    Received,
+    /// QoS 2: PUBREL sent, until PUBCOMP.
+    Released,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// The write is being made durable; PUBREC follows.
+    Writing,
+    /// PUBREC sent; waiting for PUBREL.
+    Received,
+}
+
+/// One change to send.
+pub struct Delivery {
+    pub event: Arc<ChangeEvent>,
+    /// For a retained message sent because of a subscription: that
+    /// subscription's filter. Live changes go to every matching subscription.
+    pub retained_for: Option<String>,
+}
+
+/// A backfill in progress.
+pub struct Filling {
+    pub backfill: Backfill,
+    pub carrier: Carrier,
+    /// The MQTT filter it serves; `Some` when it sends retained state.
+    pub retained_for: Option<String>,
+}
+
+impl Session {
+    pub fn new(expiry: u32) -> Self {
+        Self {
+            subscriptions: BTreeMap::new(),
+            feed: None,
+            lagged: false,
+            inflight: VecDeque::new(),
+            incoming: HashMap::new(),
+            next_packet_id: 1,
+            pending: VecDeque::new(),
+            backfills: VecDeque::new(),
+            expiry,
+        }
+    }
+
+    /// A packet id not in flight. The window is below 65,535, so one is free.
+    pub fn allocate_packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.inflight.iter().any(|o| o.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// The position to resume the change stream from after a cut-off.
+    pub fn position(&self) -> u64 {
+        self.feed.as_ref().map_or(0, Feed::position)
+    }
+}

@@ -1,0 +1,81 @@
+//! MQTT over WebSocket (subprotocol `mqtt`) at `/mqtt` on the HTTP port, so
+//! browser MQTT clients need no other port. Each binary frame carries MQTT
+//! bytes; a pair of pumps turns the socket into a byte stream for the same
+//! connection code TCP clients get.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+use super::Broker;
+
+/// Bytes buffered between the socket and the connection, each way.
+const PIPE: usize = 64 * 1024;
+
+/// The `/mqtt` route.
+pub fn router(broker: Broker) -> Router {
+    Router::new()
+        .route("/mqtt", get(upgrade))
+        .with_state(broker)
+}
+
+async fn upgrade(State(broker): State<Broker>, ws: WebSocketUpgrade) -> Response {
+    // The HTTP server does not record peers; logs show the unspecified address.
+    let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+    let max = broker.limits().max_packet_size;
+    ws.protocols(["mqtt"])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            let (ours, theirs) = tokio::io::duplex(PIPE);
+            tokio::spawn(pump(socket, theirs));
+            broker.serve_stream(ours, peer).await;
+        })
+        .into_response()
+}
+
+/// Moves bytes between the WebSocket and the connection until either ends.
+async fn pump(socket: WebSocket, pipe: DuplexStream) {
+    let (mut sink, mut stream) = socket.split();
+    let (mut from_connection, mut to_connection) = tokio::io::split(pipe);
+    let inbound = async {
+        while let Some(Ok(message)) = stream.next().await {
+            let bytes = match message {
+                Message::Binary(bytes) => bytes,
+                // MQTT is binary; text frames are a client error [MQTT-6.0.0-1].
+                Message::Text(_) => break,
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            if to_connection.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_connection.shutdown().await;
+    };
+    let outbound = async {
+        let mut buf = vec![0u8; PIPE];
+        loop {
+            match from_connection.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let chunk = bytes::Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                    if sink.send(Message::Binary(chunk)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    };
+    tokio::select! {
+        _ = inbound => {}
+        _ = outbound => {}
+    }
+}

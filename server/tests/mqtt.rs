@@ -1,0 +1,1060 @@
+//! The built-in MQTT broker, driven by real clients: rumqttc (3.1.1 and 5),
+//! a raw client on our own codec where a test needs exact packets, and the
+//! other protocols (REST, SSE, WebSocket) on the same records. Tests named
+//! [MQTT-x.y.z-n] check that normative statement of the specification.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::{SseClient, TestServer, WsClient, client, get_json, put};
+use marquee::mqtt::{
+    Ack, Connect, ConnectProperties, Packet, ProtocolVersion, Publish, PublishProperties, QoS,
+    ReasonCode, Subscribe, Subscription, Will, WillProperties, decode_as_client, encode,
+};
+use rumqttc::{AsyncClient, Event, MqttOptions, SubscribeReasonCode};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+// ------------------------------------------------------------ rumqttc clients
+
+/// A rumqttc 3.1.1 client whose event loop runs in the background.
+struct V4 {
+    client: AsyncClient,
+    incoming: mpsc::UnboundedReceiver<rumqttc::Packet>,
+}
+
+impl V4 {
+    async fn connect(addr: SocketAddr, id: &str, tweak: impl FnOnce(&mut MqttOptions)) -> Self {
+        let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        tweak(&mut options);
+        let (client, mut events) = AsyncClient::new(options, 64);
+        let (tx, mut incoming) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = events.poll().await {
+                if let Event::Incoming(packet) = event
+                    && tx.send(packet).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        match tokio::time::timeout(WAIT, incoming.recv()).await {
+            Ok(Some(rumqttc::Packet::ConnAck(_))) => {}
+            other => panic!("no CONNACK for {id}: {other:?}"),
+        }
+        Self { client, incoming }
+    }
+
+    async fn subscribe(&mut self, filter: &str, qos: rumqttc::QoS) -> Vec<SubscribeReasonCode> {
+        self.client.subscribe(filter, qos).await.unwrap();
+        loop {
+            match tokio::time::timeout(WAIT, self.incoming.recv()).await {
+                Ok(Some(rumqttc::Packet::SubAck(ack))) => return ack.return_codes,
+                Ok(Some(_)) => {}
+                other => panic!("no SUBACK: {other:?}"),
+            }
+        }
+    }
+
+    async fn publish(&self, topic: &str, qos: rumqttc::QoS, retain: bool, payload: &[u8]) {
+        self.client
+            .publish(topic, qos, retain, payload.to_vec())
+            .await
+            .unwrap();
+    }
+
+    async fn next_publish(&mut self, within: Duration) -> Option<rumqttc::Publish> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
+                Ok(Some(rumqttc::Packet::Publish(p))) => return Some(p),
+                Ok(Some(_)) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Waits for the acknowledgement of our last QoS 1/2 publish.
+    async fn acked(&mut self) {
+        loop {
+            match tokio::time::timeout(WAIT, self.incoming.recv()).await {
+                Ok(Some(rumqttc::Packet::PubAck(_) | rumqttc::Packet::PubComp(_))) => return,
+                Ok(Some(_)) => {}
+                other => panic!("publish not acknowledged: {other:?}"),
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ a raw client
+
+/// An MQTT client on our own codec, for tests that need exact packets.
+struct Raw {
+    stream: TcpStream,
+    buf: BytesMut,
+    version: ProtocolVersion,
+}
+
+fn connect_packet(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
+    Connect {
+        protocol: version,
+        clean_start: clean,
+        keep_alive: 30,
+        client_id: id.into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: ConnectProperties::default(),
+    }
+}
+
+impl Raw {
+    async fn open(addr: SocketAddr, version: ProtocolVersion) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
+    async fn connect(addr: SocketAddr, connect: Connect) -> (Self, marquee::mqtt::ConnAck) {
+        let mut raw = Self::open(addr, connect.protocol).await;
+        raw.send(&Packet::Connect(connect)).await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(ack)) => (raw, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, packet: &Packet) {
+        let mut out = BytesMut::new();
+        encode(packet, self.version, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    async fn send_bytes(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// The next packet, or `None` if the server closed the connection (or said nothing for 5 s).
+    async fn recv(&mut self) -> Option<Packet> {
+        self.recv_within(WAIT).await
+    }
+
+    async fn recv_within(&mut self, within: Duration) -> Option<Packet> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(packet) = decode_as_client(&mut self.buf, self.version, 1 << 24).unwrap() {
+                return Some(packet);
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Whether the server closes the connection (within 5 s), skipping what it sends first.
+    async fn closed(&mut self) -> (bool, Vec<Packet>) {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            while let Ok(Some(packet)) = decode_as_client(&mut self.buf, self.version, 1 << 24) {
+                seen.push(packet);
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return (true, seen),
+                Ok(Ok(_)) => {}
+                Err(_) => return (false, seen),
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, id: u16, subscriptions: Vec<Subscription>) -> Vec<ReasonCode> {
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: id.try_into().unwrap(),
+            subscriptions,
+            properties: Default::default(),
+        }))
+        .await;
+        match self.recv().await {
+            Some(Packet::SubAck(ack)) => ack.reason_codes,
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+}
+
+fn publish(topic: &str, qos: QoS, id: u16, retain: bool, payload: &[u8]) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: topic.into(),
+        packet_id: (qos != QoS::AtMostOnce).then(|| id.try_into().unwrap()),
+        payload: Bytes::copy_from_slice(payload),
+        properties: PublishProperties::default(),
+    })
+}
+
+fn mqtt_addr(server: &TestServer) -> SocketAddr {
+    server.server.as_ref().unwrap().mqtt_addr()
+}
+
+const V311: ProtocolVersion = ProtocolVersion::V311;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+// ------------------------------------------------------------ cross-protocol
+
+#[tokio::test]
+async fn retained_mqtt_publish_is_a_durable_record_seen_on_rest_sse_and_ws() {
+    let server = TestServer::start().await;
+    let http = client();
+    let mut sse = SseClient::connect(&format!("{}/api/signs/", server.url), None).await;
+    sse.until_sync().await;
+    let mut ws = WsClient::connect(&server.ws_url("/api/signs/")).await;
+    ws.until_sync().await;
+
+    let mut device = V4::connect(mqtt_addr(&server), "device-1", |_| {}).await;
+    device
+        .publish(
+            "signs/lobby",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            br#"{"name":"Lobby"}"#,
+        )
+        .await;
+    // PUBACK only once durable: the record is readable the moment it arrives.
+    device.acked().await;
+    let (status, body) = get_json(&http, &server.url, "/api/signs/lobby").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["name"], "Lobby");
+
+    let event = sse.next_within(WAIT).await.expect("SSE event").json();
+    assert_eq!(event["type"], "put");
+    assert_eq!(event["origin"], "mqtt");
+    assert_eq!(event["value"]["name"], "Lobby");
+    let event = ws.next_within(WAIT).await.expect("WS event");
+    assert_eq!(event["id"], "lobby");
+    assert_eq!(event["origin"], "mqtt");
+
+    // An empty retained payload deletes the record.
+    device
+        .publish("signs/lobby", rumqttc::QoS::AtLeastOnce, true, b"")
+        .await;
+    device.acked().await;
+    let (status, _) = get_json(&http, &server.url, "/api/signs/lobby").await;
+    assert_eq!(status, 404);
+    let event = sse.next_within(WAIT).await.expect("SSE delete").json();
+    assert_eq!(event["type"], "delete");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rest_and_ws_writes_reach_mqtt_311_and_5_subscribers_as_the_records_json() {
+    let server = TestServer::start().await;
+    let addr = mqtt_addr(&server);
+    let http = client();
+    let mut v4 = V4::connect(addr, "sub-v4", |_| {}).await;
+    assert_eq!(
+        v4.subscribe("signs/+", rumqttc::QoS::AtLeastOnce).await,
+        vec![SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)]
+    );
+    let (mut v5, _) = Raw::connect(addr, connect_packet(V5, "sub-v5", true)).await;
+    assert_eq!(
+        v5.subscribe(1, vec![Subscription::new("signs/#", QoS::ExactlyOnce)])
+            .await,
+        vec![ReasonCode::GrantedQoS2]
+    );
+
+    put(
+        &http,
+        &server.url,
+        "/api/signs/hall",
+        &json!({"name": "Hall"}),
+    )
+    .await;
+    let got = v4.next_publish(WAIT).await.expect("3.1.1 delivery");
+    assert_eq!(got.topic, "signs/hall");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&got.payload).unwrap(),
+        json!({"name": "Hall"})
+    );
+    assert!(
+        !got.retain,
+        "live deliveries are not retained [MQTT-3.3.1-9]"
+    );
+
+    match v5.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(p.topic, "signs/hall");
+            // A REST write has no publish QoS: it goes at the granted QoS.
+            assert_eq!(p.qos, QoS::ExactlyOnce);
+            let user = &p.properties.user_properties;
+            assert!(user.contains(&("type".into(), "put".into())), "{user:?}");
+            assert!(user.contains(&("origin".into(), "rest".into())), "{user:?}");
+            assert!(user.iter().any(|(k, _)| k == "seq"));
+            v5.send(&Packet::PubRec(Ack::new(p.packet_id.unwrap())))
+                .await;
+            match v5.recv().await {
+                Some(Packet::PubRel(rel)) => {
+                    v5.send(&Packet::PubComp(Ack::new(rel.packet_id))).await
+                }
+                other => panic!("expected PUBREL, got {other:?}"),
+            }
+        }
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+
+    // A WebSocket write, and a transient publish over REST.
+    let mut ws = WsClient::connect(&server.ws_url("/api/ws")).await;
+    ws.send(json!({"type": "put", "req": "1", "table": "signs", "id": "yard", "value": {"name": "Yard"}}))
+        .await;
+    let got = v4.next_publish(WAIT).await.expect("WS write on MQTT");
+    assert_eq!(got.topic, "signs/yard");
+    let response = http
+        .post(format!("{}/api/signs/yard/publish", server.url))
+        .json(&json!({"flash": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let got = v4.next_publish(WAIT).await.expect("transient on MQTT");
+    assert_eq!(got.topic, "signs/yard");
+    assert_eq!(&got.payload[..], br#"{"flash":true}"#);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn transient_mqtt_publishes_reach_sse_and_are_not_stored() {
+    let server = TestServer::start().await;
+    let http = client();
+    let mut sse = SseClient::connect(&format!("{}/api/signs/door", server.url), None).await;
+    sse.until_sync().await;
+    let device = V4::connect(mqtt_addr(&server), "pub", |_| {}).await;
+    device
+        .publish(
+            "signs/door",
+            rumqttc::QoS::AtMostOnce,
+            false,
+            br#"{"ring":1}"#,
+        )
+        .await;
+    let event = sse
+        .next_within(WAIT)
+        .await
+        .expect("transient on SSE")
+        .json();
+    assert_eq!(event["type"], "publish");
+    assert_eq!(event["value"]["ring"], 1);
+    let (status, _) = get_json(&http, &server.url, "/api/signs/door").await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn topics_outside_tables_keep_their_retained_bytes_and_are_readable_over_rest() {
+    let server = TestServer::start().await;
+    let addr = mqtt_addr(&server);
+    let mut publisher = V4::connect(addr, "sensor", |_| {}).await;
+    let binary = [0u8, 159, 146, 150, 255];
+    publisher
+        .publish(
+            "home/kitchen/temp",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            b"21.5",
+        )
+        .await;
+    publisher.acked().await;
+    publisher
+        .publish("home/blob", rumqttc::QoS::AtLeastOnce, true, &binary)
+        .await;
+    publisher.acked().await;
+
+    let mut late = V4::connect(addr, "late", |_| {}).await;
+    late.subscribe("home/#", rumqttc::QoS::AtLeastOnce).await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let p = late.next_publish(WAIT).await.expect("retained message");
+        assert!(p.retain, "retained on subscribe [MQTT-3.3.1-8]");
+        got.push((p.topic, p.payload.to_vec()));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("home/blob".to_string(), binary.to_vec()),
+            ("home/kitchen/temp".to_string(), b"21.5".to_vec())
+        ]
+    );
+    let (status, body) = get_json(&client(), &server.url, "/api/mqtt/home%2Fkitchen%2Ftemp").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["payload"], "21.5");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_wildcard_subscriber_gets_every_retained_record_not_a_capped_few() {
+    let server = TestServer::start().await;
+    let http = client();
+    const N: usize = 600;
+    for i in 0..N {
+        put(
+            &http,
+            &server.url,
+            &format!("/api/messages/m{i:04}"),
+            &json!({"text": i}),
+        )
+        .await;
+    }
+    let (mut raw, _) = Raw::connect(mqtt_addr(&server), connect_packet(V311, "all", true)).await;
+    raw.subscribe(1, vec![Subscription::new("messages/+", QoS::AtMostOnce)])
+        .await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < N {
+        match raw.recv().await {
+            Some(Packet::Publish(p)) => {
+                assert!(p.retain);
+                seen.insert(p.topic);
+            }
+            other => panic!("after {} retained: {other:?}", seen.len()),
+        }
+    }
+    assert_eq!(seen.len(), N);
+    server.stop().await;
+}
+
+// ------------------------------------------------------------ QoS flows
+
+#[tokio::test]
+async fn qos2_publish_is_applied_once_even_when_resent() {
+    let server = TestServer::start().await;
+    let addr = mqtt_addr(&server);
+    let mut watcher = V4::connect(addr, "watcher", |_| {}).await;
+    watcher
+        .subscribe("counter/#", rumqttc::QoS::ExactlyOnce)
+        .await;
+    let (mut raw, _) = Raw::connect(addr, connect_packet(V5, "q2", true)).await;
+    raw.send(&publish("counter/a", QoS::ExactlyOnce, 7, false, b"one"))
+        .await;
+    match raw.recv().await {
+        Some(Packet::PubRec(rec)) => assert_eq!(rec.packet_id.get(), 7),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    // The same packet id again, DUP set, before PUBREL: not delivered twice [MQTT-4.3.3-10].
+    let mut again = publish("counter/a", QoS::ExactlyOnce, 7, false, b"one");
+    if let Packet::Publish(p) = &mut again {
+        p.dup = true;
+    }
+    raw.send(&again).await;
+    assert!(matches!(raw.recv().await, Some(Packet::PubRec(_))));
+    raw.send(&Packet::PubRel(Ack::new(7.try_into().unwrap())))
+        .await;
+    match raw.recv().await {
+        Some(Packet::PubComp(comp)) => assert_eq!(comp.reason_code, ReasonCode::Success),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    let first = watcher.next_publish(WAIT).await.expect("delivered");
+    assert_eq!(&first.payload[..], b"one");
+    assert!(
+        watcher
+            .next_publish(Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+
+    // PUBREL for an unknown id: PUBCOMP 0x92 (MQTT 5).
+    raw.send(&Packet::PubRel(Ack::new(99.try_into().unwrap())))
+        .await;
+    match raw.recv().await {
+        Some(Packet::PubComp(comp)) => {
+            assert_eq!(comp.reason_code, ReasonCode::PacketIdentifierNotFound)
+        }
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn delivered_qos_is_the_minimum_of_publish_and_granted_and_overlaps_deliver_once() {
+    let server = TestServer::start().await;
+    let addr = mqtt_addr(&server);
+    let (mut sub, _) = Raw::connect(addr, connect_packet(V5, "overlap", true)).await;
+    sub.subscribe(
+        1,
+        vec![
+            Subscription::new("q/#", QoS::AtMostOnce),
+            Subscription::new("q/+", QoS::ExactlyOnce),
+        ],
+    )
+    .await;
+    let publisher = V4::connect(addr, "qpub", |_| {}).await;
+    publisher
+        .publish("q/x", rumqttc::QoS::AtLeastOnce, false, b"hi")
+        .await;
+    match sub.recv().await {
+        Some(Packet::Publish(p)) => {
+            // Published at 1, granted 0 and 2 by two filters: once, at 1.
+            assert_eq!(p.qos, QoS::AtLeastOnce);
+            sub.send(&Packet::PubAck(Ack::new(p.packet_id.unwrap())))
+                .await;
+        }
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    assert!(sub.recv_within(Duration::from_millis(500)).await.is_none());
+    server.stop().await;
+}
+
+// ------------------------------------------------------------ topics and wildcards
+
+#[tokio::test]
+async fn mqtt_4_7_2_1_wildcards_do_not_match_dollar_topics() {
+    let server = TestServer::start().await;
+    let addr = mqtt_addr(&server);
+    let mut all = V4::connect(addr, "all", |_| {}).await;
+    all.subscribe("#", rumqttc::QoS::AtMostOnce).await;
+    all.subscribe("+/status", rumqttc::QoS::AtMostOnce).await;
+    let mut dollar = V4::connect(addr, "dollar", |_| {}).await;
+    dollar.subscribe("$app/#", rumqttc::QoS::AtMostOnce).await;
+    let publisher = V4::connect(addr, "p", |_| {}).await;
+    publisher
+        .publish("$app/status", rumqttc::QoS::AtMostOnce, false, b"x")
+        .await;
+    publisher
+        .publish("app/status", rumqttc::QoS::AtMostOnce, false, b"y")
+        .await;
+    let got = dollar.next_publish(WAIT).await.expect("$ topic by name");
+    assert_eq!(got.topic, "$app/status");
+    let got = all.next_publish(WAIT).await.expect("plain topic");
+    assert_eq!(got.topic, "app/status");
+    assert!(all.next_publish(Duration::from_millis(500)).await.is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sys_topics_cannot_be_published_by_clients() {
+    let server = TestServer::start().await;
+    let (mut raw, _) = Raw::connect(mqtt_addr(&server), connect_packet(V5, "sys", true)).await;
+    raw.send(&publish(
+        "$SYS/broker/uptime",
+        QoS::AtLeastOnce,
+        1,
+        false,
+        b"0",
+    ))
+    .await;
+    match raw.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::NotAuthorized),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_json_retained_payload_on_a_record_topic_is_refused_with_0x99() {
+    let server = TestServer::start().await;
+    let (mut raw, _) = Raw::connect(mqtt_addr(&server), connect_packet(V5, "bad", true)).await;
+    raw.send(&publish(
+        "signs/lobby",
+        QoS::AtLeastOnce,
+        3,
+        true,
+        b"not json",
+    ))
+    .await;
+    match raw.recv().await {
+        Some(Packet::PubAck(ack)) => {
+            assert_eq!(ack.reason_code, ReasonCode::PayloadFormatInvalid)
+        }
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let (status, _) = get_json(&client(), &server.url, "/api/signs/lobby").await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+// ------------------------------------------------------------ sessions
+
+#[tokio::test]
+async fn mqtt_3_1_4_3_a_second_connection_with_the_same_client_id_takes_over() {
+    let server = TestServer::start().await;
+    let addr = mqtt_addr(&server);
+    let (mut first, _) = Raw::connect(addr, connect_packet(V5, "same", true)).await;
+    let (mut second, ack) = Raw::connect(addr, connect_packet(V5, "same", true)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    let (closed, seen) = first.closed().await;
+    assert!(closed, "the first connection is closed");
+    assert!(
+        seen.iter().any(
+            |p| matches!(p, Packet::Disconnect(d) if d.reason_code == ReasonCode::SessionTakenOver)
+        ),
+        "{seen:?}"
+    );
+    second.send(&Packet::PingReq).await;
+    assert!(matches!(second.recv().await, Some(Packet::PingResp)));
+    // Client ids with slashes are just names.
+    let (_a, _) = Raw::connect(addr, connect_packet(V311, "a/b", true)).await;
+    let (_b, ack) = Raw::connect(addr, connect_packet(V311, "a/b", true)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_persistent_session_gets_what_was_published_while_it_was_away() {
+    let server = TestServer::start().await;
+    let addr = mqtt_addr(&server);
+    let http = client();
+    let (mut raw, ack) = Raw::connect(addr, connect_packet(V311, "keeper", false)).await;
+    assert!(!ack.session_present);
+    raw.subscribe(1, vec![Subscription::new("signs/+", QoS::AtLeastOnce)])
+        .await;
+    raw.send(&Packet::Disconnect(Default::default())).await;
+    drop(raw);
+
+    for i in 0..3 {
+        put(
+            &http,
+            &server.url,
+            &format!("/api/signs/s{i}"),
+            &json!({"n": i}),
+        )
+        .await;
+    }
+    let (mut raw, ack) = Raw::connect(addr, connect_packet(V311, "keeper", false)).await;
+    assert!(ack.session_present, "[MQTT-3.2.2-2]");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        match raw.recv().await {
+            Some(Packet::Publish(p)) => {
+                raw.send(&Packet::PubAck(Ack::new(p.packet_id.unwrap())))
+                    .await;
+                got.push(p.topic);
+            }
+            other => panic!("after {got:?}: {other:?}"),
+        }
+    }
+    assert_eq!(got, vec!["signs/s0", "signs/s1", "signs/s2"], "in order");
+
+    // Clean session discards it [MQTT-3.1.2-6].
+    raw.send(&Packet::Disconnect(Default::default())).await;
+    let (_raw, ack) = Raw::connect(addr, connect_packet(V311, "keeper", true)).await;
+    assert!(!ack.session_present);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unacknowledged_qos1_messages_are_resent_with_dup_on_reconnect() {
+    let server = TestServer::start().await;
+    let addr = mqtt_addr(&server);
+    let (mut raw, _) = Raw::connect(addr, connect_packet(V311, "forgetful", false)).await;
+    raw.subscribe(1, vec![Subscription::new("messages/+", QoS::AtLeastOnce)])
+        .await;
+    put(
+        &client(),
+        &server.url,
+        "/api/messages/a",
+        &json!({"text": "a"}),
+    )
+    .await;
+    let first = match raw.recv().await {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    drop(raw); // no PUBACK
+    let (mut raw, ack) = Raw::connect(addr, connect_packet(V311, "forgetful", false)).await;
+    assert!(ack.session_present);
+    match raw.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert!(p.dup, "[MQTT-3.3.1-1]");
+            assert_eq!(p.packet_id, first.packet_id);
+            assert_eq!(p.payload, first.payload);
+        }
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_will_is_published_when_a_client_vanishes_but_not_after_disconnect() {
+    let server = TestServer::start().await;
+    let addr = mqtt_addr(&server);
+    let mut watcher = V4::connect(addr, "watch", |_| {}).await;
+    watcher
+        .subscribe("status/#", rumqttc::QoS::AtLeastOnce)
+        .await;
+
+    let mut vanishing = connect_packet(V311, "gone", true);
+    vanishing.will = Some(Will {
+        topic: "status/gone".into(),
+        payload: Bytes::from_static(b"offline"),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: WillProperties::default(),
+    });
+    let (raw, _) = Raw::connect(addr, vanishing).await;
+    drop(raw); // the socket closes without DISCONNECT
+    let will = watcher.next_publish(WAIT).await.expect("will message");
+    assert_eq!(will.topic, "status/gone");
+    assert_eq!(&will.payload[..], b"offline");
+
+    let mut will_connect = connect_packet(V311, "polite", true);
+    will_connect.will = Some(Will {
+        topic: "status/polite".into(),
+        payload: Bytes::from_static(b"offline"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: WillProperties::default(),
+    });
+    let (mut polite, _) = Raw::connect(addr, will_connect).await;
+    polite.send(&Packet::Disconnect(Default::default())).await;
+    assert!(polite.closed().await.0);
+    // [MQTT-3.1.2-10]: DISCONNECT discards the will.
+    assert!(
+        watcher
+            .next_publish(Duration::from_millis(700))
+            .await
+            .is_none()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn keep_alive_closes_a_silent_client_after_one_and_a_half_periods() {
+    let server = TestServer::start().await;
+    let mut connect = connect_packet(V311, "sleepy", true);
+    connect.keep_alive = 1;
+    let (mut raw, _) = Raw::connect(mqtt_addr(&server), connect).await;
+    let started = std::time::Instant::now();
+    let (closed, _) = raw.closed().await;
+    assert!(closed, "[MQTT-3.1.2-24]");
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    server.stop().await;
+}
+
+// ------------------------------------------------------------ MQTT 5 features
+
+#[tokio::test]
+async fn mqtt5_no_local_retain_as_published_subscription_ids_and_properties() {
+    let server = TestServer::start().await;
+    let addr = mqtt_addr(&server);
+    let (mut me, _) = Raw::connect(addr, connect_packet(V5, "me", true)).await;
+    let mut no_local = Subscription::new("chat/#", QoS::AtMostOnce);
+    no_local.options.no_local = true;
+    me.subscribe(1, vec![no_local]).await;
+    let (mut other, _) = Raw::connect(addr, connect_packet(V5, "other", true)).await;
+    let mut rap = Subscription::new("chat/#", QoS::AtMostOnce);
+    rap.options.retain_as_published = true;
+    other
+        .send(&Packet::Subscribe(Subscribe {
+            packet_id: 1.try_into().unwrap(),
+            subscriptions: vec![rap],
+            properties: marquee::mqtt::SubscribeProperties {
+                subscription_identifier: Some(42.try_into().unwrap()),
+                ..Default::default()
+            },
+        }))
+        .await;
+    assert!(matches!(other.recv().await, Some(Packet::SubAck(_))));
+
+    let mut message = Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: true,
+        topic: "chat/room".into(),
+        packet_id: None,
+        payload: Bytes::from_static(b"hello"),
+        properties: PublishProperties {
+            content_type: Some("text/plain".into()),
+            response_topic: Some("chat/replies".into()),
+            correlation_data: Some(Bytes::from_static(b"c-1")),
+            user_properties: vec![("k".into(), "v".into())],
+            ..Default::default()
+        },
+    };
+    me.send(&Packet::Publish(message.clone())).await;
+    match other.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert!(p.retain, "retain as published");
+            assert_eq!(
+                p.properties.subscription_identifiers,
+                vec![42.try_into().unwrap()]
+            );
+            assert_eq!(p.properties.content_type.as_deref(), Some("text/plain"));
+            assert_eq!(p.properties.response_topic.as_deref(), Some("chat/replies"));
+            assert_eq!(p.properties.correlation_data.as_deref(), Some(&b"c-1"[..]));
+            assert!(
+                p.properties
+                    .user_properties
+                    .contains(&("k".into(), "v".into()))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // No-local: the publisher does not get its own message [MQTT-3.8.3-3].
+    assert!(me.recv_within(Duration::from_millis(500)).await.is_none());
+
+    // Topic alias: set once, then used with an empty topic.
+    message.retain = false;
+    message.properties = PublishProperties {
+        topic_alias: Some(3.try_into().unwrap()),
+        ..Default::default()
+    };
+    me.send(&Packet::Publish(message.clone())).await;
+    message.topic = String::new();
+    message.payload = Bytes::from_static(b"again");
+    me.send(&Packet::Publish(message)).await;
+    for expected in [&b"hello"[..], b"again"] {
+        match other.recv().await {
+            Some(Packet::Publish(p)) => {
+                assert_eq!(p.topic, "chat/room");
+                assert_eq!(&p.payload[..], expected);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connack_tells_mqtt5_clients_the_limits_and_assigns_an_id() {
+    let server = TestServer::start().await;
+    let mut connect = connect_packet(V5, "", true);
+    connect.keep_alive = 0;
+    let (_raw, ack) = Raw::connect(mqtt_addr(&server), connect).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    let p = ack.properties;
+    assert!(
+        p.assigned_client_identifier
+            .is_some_and(|id| !id.is_empty())
+    );
+    assert_eq!(p.receive_maximum.map(|m| m.get()), Some(64));
+    assert_eq!(p.maximum_packet_size.map(|m| m.get()), Some(1 << 20));
+    assert_eq!(p.server_keep_alive, Some(3600));
+    server.stop().await;
+}
+
+// ------------------------------------------------------------ authorization
+
+#[tokio::test]
+async fn acl_rules_from_the_config_refuse_subscriptions_and_deliveries() {
+    let server = TestServer::start_with(|config| {
+        config.access = marquee::access::Access::new(
+            true,
+            vec![
+                marquee::access::AclRule {
+                    filter: "test/nosubscribe".into(),
+                    publish: None,
+                    subscribe: Some(false),
+                },
+                marquee::access::AclRule {
+                    filter: "test/nopublish".into(),
+                    publish: Some(false),
+                    subscribe: None,
+                },
+            ],
+        )
+        .unwrap();
+    })
+    .await;
+    let addr = mqtt_addr(&server);
+    let mut v4 = V4::connect(addr, "acl", |_| {}).await;
+    assert_eq!(
+        v4.subscribe("test/nosubscribe", rumqttc::QoS::AtMostOnce)
+            .await,
+        vec![SubscribeReasonCode::Failure]
+    );
+    assert_eq!(
+        v4.subscribe("test/#", rumqttc::QoS::AtMostOnce).await,
+        vec![SubscribeReasonCode::Success(rumqttc::QoS::AtMostOnce)]
+    );
+    let (mut raw, _) = Raw::connect(addr, connect_packet(V5, "acl5", true)).await;
+    raw.send(&publish("test/nopublish", QoS::AtLeastOnce, 1, false, b"x"))
+        .await;
+    match raw.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::NotAuthorized),
+        other => panic!("{other:?}"),
+    }
+    // Delivery is checked too: test/# does not carry test/nosubscribe.
+    raw.send(&publish(
+        "test/nosubscribe",
+        QoS::AtMostOnce,
+        0,
+        false,
+        b"secret",
+    ))
+    .await;
+    raw.send(&publish("test/open", QoS::AtMostOnce, 0, false, b"open"))
+        .await;
+    let got = v4.next_publish(WAIT).await.expect("open topic");
+    assert_eq!(got.topic, "test/open");
+    assert!(v4.next_publish(Duration::from_millis(500)).await.is_none());
+    server.stop().await;
+}
+
+// ------------------------------------------------------------ malformed input
+
+#[tokio::test]
+async fn mqtt_3_1_0_1_a_first_packet_other_than_connect_closes_the_connection() {
+    let server = TestServer::start().await;
+    let mut raw = Raw::open(mqtt_addr(&server), V311).await;
+    raw.send_bytes(&[0xC0, 0x00]).await; // PINGREQ
+    assert!(raw.closed().await.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_huge_declared_length_is_refused_before_it_is_read() {
+    let server = TestServer::start().await;
+    let (mut raw, _) = Raw::connect(mqtt_addr(&server), connect_packet(V5, "huge", true)).await;
+    // PUBLISH declaring 200 MB, then nothing.
+    raw.send_bytes(&[0x30, 0x80, 0x80, 0x80, 0x60]).await;
+    let (closed, seen) = raw.closed().await;
+    assert!(closed);
+    assert!(
+        seen.iter().any(
+            |p| matches!(p, Packet::Disconnect(d) if d.reason_code == ReasonCode::PacketTooLarge)
+        ),
+        "{seen:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_packets_get_a_disconnect_and_the_broker_keeps_serving() {
+    let server = TestServer::start().await;
+    let addr = mqtt_addr(&server);
+    let cases: &[(&str, &[u8], ReasonCode)] = &[
+        // PUBLISH with QoS 3.
+        (
+            "qos 3",
+            &[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01],
+            ReasonCode::MalformedPacket,
+        ),
+        // A client sending CONNACK.
+        (
+            "connack",
+            &[0x20, 0x03, 0x00, 0x00, 0x00],
+            ReasonCode::ProtocolError,
+        ),
+        // Invalid UTF-8 in a topic.
+        (
+            "utf8",
+            &[0x30, 0x04, 0x00, 0x02, 0xC3, 0x28],
+            ReasonCode::MalformedPacket,
+        ),
+        // SUBSCRIBE with reserved flags 0000.
+        (
+            "flags",
+            &[0x80, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, b'a'],
+            ReasonCode::MalformedPacket,
+        ),
+        // A second CONNECT [MQTT-3.1.0-2].
+        (
+            "second connect",
+            &[
+                0x10, 0x0D, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x1E, 0x00, 0x00,
+                0x00,
+            ],
+            ReasonCode::ProtocolError,
+        ),
+    ];
+    for (name, bytes, reason) in cases {
+        let (mut raw, _) = Raw::connect(addr, connect_packet(V5, name, true)).await;
+        raw.send_bytes(bytes).await;
+        let (closed, seen) = raw.closed().await;
+        assert!(closed, "{name}: closed");
+        assert!(
+            seen.iter()
+                .any(|p| matches!(p, Packet::Disconnect(d) if d.reason_code == *reason)),
+            "{name}: {seen:?}"
+        );
+    }
+    let (mut raw, ack) = Raw::connect(addr, connect_packet(V311, "after", true)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    raw.send(&Packet::PingReq).await;
+    assert!(matches!(raw.recv().await, Some(Packet::PingResp)));
+    server.stop().await;
+}
+
+// ------------------------------------------------------------ MQTT over WebSocket
+
+#[tokio::test]
+async fn mqtt_over_websocket_at_slash_mqtt_talks_to_tcp_clients() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let server = TestServer::start().await;
+    let mut request = server.ws_url("/mqtt").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "mqtt");
+
+    let frame = |packet: &Packet| {
+        let mut out = BytesMut::new();
+        encode(packet, V5, &mut out).unwrap();
+        Message::Binary(out.freeze())
+    };
+    let mut buf = BytesMut::new();
+    let mut next = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+        if let Some(p) = decode_as_client(&mut buf, V5, 1 << 20).unwrap() {
+            return p;
+        }
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => buf.extend_from_slice(&b),
+            other => panic!("{other:?}"),
+        }
+    };
+    ws.send(frame(&Packet::Connect(connect_packet(V5, "browser", true))))
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut ws).await, Packet::ConnAck(_)));
+    ws.send(frame(&Packet::Subscribe(Subscribe {
+        packet_id: 1.try_into().unwrap(),
+        subscriptions: vec![Subscription::new("signs/+", QoS::AtMostOnce)],
+        properties: Default::default(),
+    })))
+    .await
+    .unwrap();
+    assert!(matches!(next(&mut ws).await, Packet::SubAck(_)));
+
+    let publisher = V4::connect(mqtt_addr(&server), "tcp", |_| {}).await;
+    publisher
+        .publish("signs/web", rumqttc::QoS::AtMostOnce, false, br#"{"a":1}"#)
+        .await;
+    match next(&mut ws).await {
+        Packet::Publish(p) => assert_eq!(p.topic, "signs/web"),
+        other => panic!("{other:?}"),
+    }
+    // And a retained publish from the browser is a record.
+    ws.send(frame(&publish(
+        "signs/web",
+        QoS::AtLeastOnce,
+        2,
+        true,
+        br#"{"b":2}"#,
+    )))
+    .await
+    .unwrap();
+    loop {
+        if let Packet::PubAck(ack) = next(&mut ws).await {
+            assert_eq!(ack.reason_code, ReasonCode::Success);
+            break;
+        }
+    }
+    let (status, body) = get_json(&client(), &server.url, "/api/signs/web").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["b"], 2);
+    server.stop().await;
+}

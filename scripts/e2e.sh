@@ -22,7 +22,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -n "$url" ] || { echo "marquee did not start"; cat "$data/server.log"; exit 1; }
-echo "Browser tests against $url"
+mqtt=$(grep -o 'mqtt://[0-9.:]*' "$out" | head -1)
+echo "Browser tests against $url (MQTT at $mqtt)"
 
 cd end2end
-MARQUEE_URL="$url" npx playwright test || { echo "--- server log ---"; tail -50 "$data/server.log"; exit 1; }
+MARQUEE_URL="$url" MARQUEE_MQTT="${mqtt#mqtt://}" npx playwright test || { echo "--- server log ---"; tail -50 "$data/server.log"; exit 1; }

@@ -1058,3 +1058,16 @@ async fn mqtt_over_websocket_at_slash_mqtt_talks_to_tcp_clients() {
     assert_eq!(body["b"], 2);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn packets_sent_in_the_same_write_as_connect_are_answered() {
+    let server = TestServer::start().await;
+    let mut raw = Raw::open(mqtt_addr(&server), V311).await;
+    let mut out = BytesMut::new();
+    encode(&Packet::Connect(connect_packet(V311, "eager", true)), V311, &mut out).unwrap();
+    encode(&Packet::PingReq, V311, &mut out).unwrap();
+    raw.send_bytes(&out).await;
+    assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
+    assert!(matches!(raw.recv().await, Some(Packet::PingResp)));
+    server.stop().await;
+}

@@ -337,6 +337,20 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             return end;
         }
         loop {
+            // Handle every whole packet buffered, including any that came
+            // in the same read as CONNECT.
+            loop {
+                match decode(input, Some(self.version), max_packet) {
+                    Ok(Some(packet)) => {
+                        store.metrics().message_in(Protocol::Mqtt);
+                        if let Err(end) = self.handle(packet).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return refused_for(&e),
+                }
+            }
             self.drain_pending();
             if let Err(end) = self.flush().await {
                 return end;
@@ -360,18 +374,6 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                         Ok(_) => {}
                     }
                     last_heard = Instant::now();
-                    loop {
-                        match decode(input, Some(self.version), max_packet) {
-                            Ok(Some(packet)) => {
-                                store.metrics().message_in(Protocol::Mqtt);
-                                if let Err(end) = self.handle(packet).await {
-                                    return end;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => return refused_for(&e),
-                        }
-                    }
                     // Room for the next read, never more than one packet's worth.
                     if input.capacity() - input.len() < 1024 {
                         input.reserve(4096.min(max_packet));

@@ -44,7 +44,7 @@ enum Kind {
 /// An MQTT client over TCP or WebSocket, on our codec.
 enum MqttLink {
     Tcp(TcpStream),
-    Ws(common::WsStream),
+    Ws(Box<common::WsStream>),
 }
 
 struct Mqtt {
@@ -71,7 +71,7 @@ impl Mqtt {
                     .headers_mut()
                     .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
                 let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-                (MqttLink::Ws(ws), ProtocolVersion::V311)
+                (MqttLink::Ws(Box::new(ws)), ProtocolVersion::V311)
             }
         };
         let mut mqtt = Self {

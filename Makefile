@@ -66,7 +66,8 @@ test-e2e:
 
 # Throughput and latency figures for this machine (see BENCHMARKS.md).
 bench:
-	cargo bench -p marquee --bench core
+	@command -v mosquitto >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq mosquitto; }
+	cargo bench -p marquee --bench core --bench mqtt
 
 clean:
 	cargo clean

@@ -209,6 +209,17 @@ fn mqtt_addr(server: &TestServer) -> SocketAddr {
     server.server.as_ref().unwrap().mqtt_addr()
 }
 
+/// A server with a plain table (no model) for records of any shape.
+async fn start() -> TestServer {
+    TestServer::start_with(|config| {
+        config.tables.push(marquee::store::TableDecl {
+            name: "sensors".into(),
+            schema: None,
+        })
+    })
+    .await
+}
+
 const V311: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
@@ -216,17 +227,17 @@ const V5: ProtocolVersion = ProtocolVersion::V5;
 
 #[tokio::test]
 async fn retained_mqtt_publish_is_a_durable_record_seen_on_rest_sse_and_ws() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let http = client();
-    let mut sse = SseClient::connect(&format!("{}/api/signs/", server.url), None).await;
+    let mut sse = SseClient::connect(&format!("{}/api/sensors/", server.url), None).await;
     sse.until_sync().await;
-    let mut ws = WsClient::connect(&server.ws_url("/api/signs/")).await;
+    let mut ws = WsClient::connect(&server.ws_url("/api/sensors/")).await;
     ws.until_sync().await;
 
     let mut device = V4::connect(mqtt_addr(&server), "device-1", |_| {}).await;
     device
         .publish(
-            "signs/lobby",
+            "sensors/lobby",
             rumqttc::QoS::AtLeastOnce,
             true,
             br#"{"name":"Lobby"}"#,
@@ -234,7 +245,7 @@ async fn retained_mqtt_publish_is_a_durable_record_seen_on_rest_sse_and_ws() {
         .await;
     // PUBACK only once durable: the record is readable the moment it arrives.
     device.acked().await;
-    let (status, body) = get_json(&http, &server.url, "/api/signs/lobby").await;
+    let (status, body) = get_json(&http, &server.url, "/api/sensors/lobby").await;
     assert_eq!(status, 200);
     assert_eq!(body["name"], "Lobby");
 
@@ -248,10 +259,10 @@ async fn retained_mqtt_publish_is_a_durable_record_seen_on_rest_sse_and_ws() {
 
     // An empty retained payload deletes the record.
     device
-        .publish("signs/lobby", rumqttc::QoS::AtLeastOnce, true, b"")
+        .publish("sensors/lobby", rumqttc::QoS::AtLeastOnce, true, b"")
         .await;
     device.acked().await;
-    let (status, _) = get_json(&http, &server.url, "/api/signs/lobby").await;
+    let (status, _) = get_json(&http, &server.url, "/api/sensors/lobby").await;
     assert_eq!(status, 404);
     let event = sse.next_within(WAIT).await.expect("SSE delete").json();
     assert_eq!(event["type"], "delete");
@@ -260,17 +271,17 @@ async fn retained_mqtt_publish_is_a_durable_record_seen_on_rest_sse_and_ws() {
 
 #[tokio::test]
 async fn rest_and_ws_writes_reach_mqtt_311_and_5_subscribers_as_the_records_json() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let addr = mqtt_addr(&server);
     let http = client();
     let mut v4 = V4::connect(addr, "sub-v4", |_| {}).await;
     assert_eq!(
-        v4.subscribe("signs/+", rumqttc::QoS::AtLeastOnce).await,
+        v4.subscribe("sensors/+", rumqttc::QoS::AtLeastOnce).await,
         vec![SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)]
     );
     let (mut v5, _) = Raw::connect(addr, connect_packet(V5, "sub-v5", true)).await;
     assert_eq!(
-        v5.subscribe(1, vec![Subscription::new("signs/#", QoS::ExactlyOnce)])
+        v5.subscribe(1, vec![Subscription::new("sensors/#", QoS::ExactlyOnce)])
             .await,
         vec![ReasonCode::GrantedQoS2]
     );
@@ -278,12 +289,12 @@ async fn rest_and_ws_writes_reach_mqtt_311_and_5_subscribers_as_the_records_json
     put(
         &http,
         &server.url,
-        "/api/signs/hall",
+        "/api/sensors/hall",
         &json!({"name": "Hall"}),
     )
     .await;
     let got = v4.next_publish(WAIT).await.expect("3.1.1 delivery");
-    assert_eq!(got.topic, "signs/hall");
+    assert_eq!(got.topic, "sensors/hall");
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&got.payload).unwrap(),
         json!({"name": "Hall"})
@@ -295,7 +306,7 @@ async fn rest_and_ws_writes_reach_mqtt_311_and_5_subscribers_as_the_records_json
 
     match v5.recv().await {
         Some(Packet::Publish(p)) => {
-            assert_eq!(p.topic, "signs/hall");
+            assert_eq!(p.topic, "sensors/hall");
             // A REST write has no publish QoS: it goes at the granted QoS.
             assert_eq!(p.qos, QoS::ExactlyOnce);
             let user = &p.properties.user_properties;
@@ -316,33 +327,33 @@ async fn rest_and_ws_writes_reach_mqtt_311_and_5_subscribers_as_the_records_json
 
     // A WebSocket write, and a transient publish over REST.
     let mut ws = WsClient::connect(&server.ws_url("/api/ws")).await;
-    ws.send(json!({"type": "put", "req": "1", "table": "signs", "id": "yard", "value": {"name": "Yard"}}))
+    ws.send(json!({"type": "put", "req": "1", "table": "sensors", "id": "yard", "value": {"name": "Yard"}}))
         .await;
     let got = v4.next_publish(WAIT).await.expect("WS write on MQTT");
-    assert_eq!(got.topic, "signs/yard");
+    assert_eq!(got.topic, "sensors/yard");
     let response = http
-        .post(format!("{}/api/signs/yard/publish", server.url))
+        .post(format!("{}/api/sensors/yard/publish", server.url))
         .json(&json!({"flash": true}))
         .send()
         .await
         .unwrap();
     assert!(response.status().is_success());
     let got = v4.next_publish(WAIT).await.expect("transient on MQTT");
-    assert_eq!(got.topic, "signs/yard");
+    assert_eq!(got.topic, "sensors/yard");
     assert_eq!(&got.payload[..], br#"{"flash":true}"#);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn transient_mqtt_publishes_reach_sse_and_are_not_stored() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let http = client();
-    let mut sse = SseClient::connect(&format!("{}/api/signs/door", server.url), None).await;
+    let mut sse = SseClient::connect(&format!("{}/api/sensors/door", server.url), None).await;
     sse.until_sync().await;
     let device = V4::connect(mqtt_addr(&server), "pub", |_| {}).await;
     device
         .publish(
-            "signs/door",
+            "sensors/door",
             rumqttc::QoS::AtMostOnce,
             false,
             br#"{"ring":1}"#,
@@ -355,14 +366,14 @@ async fn transient_mqtt_publishes_reach_sse_and_are_not_stored() {
         .json();
     assert_eq!(event["type"], "publish");
     assert_eq!(event["value"]["ring"], 1);
-    let (status, _) = get_json(&http, &server.url, "/api/signs/door").await;
+    let (status, _) = get_json(&http, &server.url, "/api/sensors/door").await;
     assert_eq!(status, 404);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn topics_outside_tables_keep_their_retained_bytes_and_are_readable_over_rest() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let addr = mqtt_addr(&server);
     let mut publisher = V4::connect(addr, "sensor", |_| {}).await;
     let binary = [0u8, 159, 146, 150, 255];
@@ -404,20 +415,20 @@ async fn topics_outside_tables_keep_their_retained_bytes_and_are_readable_over_r
 
 #[tokio::test]
 async fn a_new_wildcard_subscriber_gets_every_retained_record_not_a_capped_few() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let http = client();
     const N: usize = 600;
     for i in 0..N {
         put(
             &http,
             &server.url,
-            &format!("/api/messages/m{i:04}"),
+            &format!("/api/sensors/m{i:04}"),
             &json!({"text": i}),
         )
         .await;
     }
     let (mut raw, _) = Raw::connect(mqtt_addr(&server), connect_packet(V311, "all", true)).await;
-    raw.subscribe(1, vec![Subscription::new("messages/+", QoS::AtMostOnce)])
+    raw.subscribe(1, vec![Subscription::new("sensors/+", QoS::AtMostOnce)])
         .await;
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < N {
@@ -437,7 +448,7 @@ async fn a_new_wildcard_subscriber_gets_every_retained_record_not_a_capped_few()
 
 #[tokio::test]
 async fn qos2_publish_is_applied_once_even_when_resent() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let addr = mqtt_addr(&server);
     let mut watcher = V4::connect(addr, "watcher", |_| {}).await;
     watcher
@@ -486,7 +497,7 @@ async fn qos2_publish_is_applied_once_even_when_resent() {
 
 #[tokio::test]
 async fn delivered_qos_is_the_minimum_of_publish_and_granted_and_overlaps_deliver_once() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let addr = mqtt_addr(&server);
     let (mut sub, _) = Raw::connect(addr, connect_packet(V5, "overlap", true)).await;
     sub.subscribe(
@@ -518,7 +529,7 @@ async fn delivered_qos_is_the_minimum_of_publish_and_granted_and_overlaps_delive
 
 #[tokio::test]
 async fn mqtt_4_7_2_1_wildcards_do_not_match_dollar_topics() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let addr = mqtt_addr(&server);
     let mut all = V4::connect(addr, "all", |_| {}).await;
     all.subscribe("#", rumqttc::QoS::AtMostOnce).await;
@@ -542,7 +553,7 @@ async fn mqtt_4_7_2_1_wildcards_do_not_match_dollar_topics() {
 
 #[tokio::test]
 async fn sys_topics_cannot_be_published_by_clients() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let (mut raw, _) = Raw::connect(mqtt_addr(&server), connect_packet(V5, "sys", true)).await;
     raw.send(&publish(
         "$SYS/broker/uptime",
@@ -561,10 +572,10 @@ async fn sys_topics_cannot_be_published_by_clients() {
 
 #[tokio::test]
 async fn a_non_json_retained_payload_on_a_record_topic_is_refused_with_0x99() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let (mut raw, _) = Raw::connect(mqtt_addr(&server), connect_packet(V5, "bad", true)).await;
     raw.send(&publish(
-        "signs/lobby",
+        "sensors/lobby",
         QoS::AtLeastOnce,
         3,
         true,
@@ -577,7 +588,7 @@ async fn a_non_json_retained_payload_on_a_record_topic_is_refused_with_0x99() {
         }
         other => panic!("expected PUBACK, got {other:?}"),
     }
-    let (status, _) = get_json(&client(), &server.url, "/api/signs/lobby").await;
+    let (status, _) = get_json(&client(), &server.url, "/api/sensors/lobby").await;
     assert_eq!(status, 404);
     server.stop().await;
 }
@@ -586,7 +597,7 @@ async fn a_non_json_retained_payload_on_a_record_topic_is_refused_with_0x99() {
 
 #[tokio::test]
 async fn mqtt_3_1_4_3_a_second_connection_with_the_same_client_id_takes_over() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let addr = mqtt_addr(&server);
     let (mut first, _) = Raw::connect(addr, connect_packet(V5, "same", true)).await;
     let (mut second, ack) = Raw::connect(addr, connect_packet(V5, "same", true)).await;
@@ -610,12 +621,12 @@ async fn mqtt_3_1_4_3_a_second_connection_with_the_same_client_id_takes_over() {
 
 #[tokio::test]
 async fn a_persistent_session_gets_what_was_published_while_it_was_away() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let addr = mqtt_addr(&server);
     let http = client();
     let (mut raw, ack) = Raw::connect(addr, connect_packet(V311, "keeper", false)).await;
     assert!(!ack.session_present);
-    raw.subscribe(1, vec![Subscription::new("signs/+", QoS::AtLeastOnce)])
+    raw.subscribe(1, vec![Subscription::new("sensors/+", QoS::AtLeastOnce)])
         .await;
     raw.send(&Packet::Disconnect(Default::default())).await;
     drop(raw);
@@ -624,7 +635,7 @@ async fn a_persistent_session_gets_what_was_published_while_it_was_away() {
         put(
             &http,
             &server.url,
-            &format!("/api/signs/s{i}"),
+            &format!("/api/sensors/s{i}"),
             &json!({"n": i}),
         )
         .await;
@@ -642,7 +653,11 @@ async fn a_persistent_session_gets_what_was_published_while_it_was_away() {
             other => panic!("after {got:?}: {other:?}"),
         }
     }
-    assert_eq!(got, vec!["signs/s0", "signs/s1", "signs/s2"], "in order");
+    assert_eq!(
+        got,
+        vec!["sensors/s0", "sensors/s1", "sensors/s2"],
+        "in order"
+    );
 
     // Clean session discards it [MQTT-3.1.2-6].
     raw.send(&Packet::Disconnect(Default::default())).await;
@@ -653,15 +668,15 @@ async fn a_persistent_session_gets_what_was_published_while_it_was_away() {
 
 #[tokio::test]
 async fn unacknowledged_qos1_messages_are_resent_with_dup_on_reconnect() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let addr = mqtt_addr(&server);
     let (mut raw, _) = Raw::connect(addr, connect_packet(V311, "forgetful", false)).await;
-    raw.subscribe(1, vec![Subscription::new("messages/+", QoS::AtLeastOnce)])
+    raw.subscribe(1, vec![Subscription::new("sensors/+", QoS::AtLeastOnce)])
         .await;
     put(
         &client(),
         &server.url,
-        "/api/messages/a",
+        "/api/sensors/a",
         &json!({"text": "a"}),
     )
     .await;
@@ -685,7 +700,7 @@ async fn unacknowledged_qos1_messages_are_resent_with_dup_on_reconnect() {
 
 #[tokio::test]
 async fn the_will_is_published_when_a_client_vanishes_but_not_after_disconnect() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let addr = mqtt_addr(&server);
     let mut watcher = V4::connect(addr, "watch", |_| {}).await;
     watcher
@@ -729,7 +744,7 @@ async fn the_will_is_published_when_a_client_vanishes_but_not_after_disconnect()
 
 #[tokio::test]
 async fn keep_alive_closes_a_silent_client_after_one_and_a_half_periods() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let mut connect = connect_packet(V311, "sleepy", true);
     connect.keep_alive = 1;
     let (mut raw, _) = Raw::connect(mqtt_addr(&server), connect).await;
@@ -744,7 +759,7 @@ async fn keep_alive_closes_a_silent_client_after_one_and_a_half_periods() {
 
 #[tokio::test]
 async fn mqtt5_no_local_retain_as_published_subscription_ids_and_properties() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let addr = mqtt_addr(&server);
     let (mut me, _) = Raw::connect(addr, connect_packet(V5, "me", true)).await;
     let mut no_local = Subscription::new("chat/#", QoS::AtMostOnce);
@@ -826,7 +841,7 @@ async fn mqtt5_no_local_retain_as_published_subscription_ids_and_properties() {
 
 #[tokio::test]
 async fn connack_tells_mqtt5_clients_the_limits_and_assigns_an_id() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let mut connect = connect_packet(V5, "", true);
     connect.keep_alive = 0;
     let (_raw, ack) = Raw::connect(mqtt_addr(&server), connect).await;
@@ -904,7 +919,7 @@ async fn acl_rules_from_the_config_refuse_subscriptions_and_deliveries() {
 
 #[tokio::test]
 async fn mqtt_3_1_0_1_a_first_packet_other_than_connect_closes_the_connection() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let mut raw = Raw::open(mqtt_addr(&server), V311).await;
     raw.send_bytes(&[0xC0, 0x00]).await; // PINGREQ
     assert!(raw.closed().await.0);
@@ -913,7 +928,7 @@ async fn mqtt_3_1_0_1_a_first_packet_other_than_connect_closes_the_connection() 
 
 #[tokio::test]
 async fn a_huge_declared_length_is_refused_before_it_is_read() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let (mut raw, _) = Raw::connect(mqtt_addr(&server), connect_packet(V5, "huge", true)).await;
     // PUBLISH declaring 200 MB, then nothing.
     raw.send_bytes(&[0x30, 0x80, 0x80, 0x80, 0x60]).await;
@@ -930,7 +945,7 @@ async fn a_huge_declared_length_is_refused_before_it_is_read() {
 
 #[tokio::test]
 async fn malformed_packets_get_a_disconnect_and_the_broker_keeps_serving() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let addr = mqtt_addr(&server);
     let cases: &[(&str, &[u8], ReasonCode)] = &[
         // PUBLISH with QoS 3.
@@ -993,7 +1008,7 @@ async fn mqtt_over_websocket_at_slash_mqtt_talks_to_tcp_clients() {
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-    let server = TestServer::start().await;
+    let server = start().await;
     let mut request = server.ws_url("/mqtt").into_client_request().unwrap();
     request
         .headers_mut()
@@ -1022,7 +1037,7 @@ async fn mqtt_over_websocket_at_slash_mqtt_talks_to_tcp_clients() {
     assert!(matches!(next(&mut ws).await, Packet::ConnAck(_)));
     ws.send(frame(&Packet::Subscribe(Subscribe {
         packet_id: 1.try_into().unwrap(),
-        subscriptions: vec![Subscription::new("signs/+", QoS::AtMostOnce)],
+        subscriptions: vec![Subscription::new("sensors/+", QoS::AtMostOnce)],
         properties: Default::default(),
     })))
     .await
@@ -1031,15 +1046,20 @@ async fn mqtt_over_websocket_at_slash_mqtt_talks_to_tcp_clients() {
 
     let publisher = V4::connect(mqtt_addr(&server), "tcp", |_| {}).await;
     publisher
-        .publish("signs/web", rumqttc::QoS::AtMostOnce, false, br#"{"a":1}"#)
+        .publish(
+            "sensors/web",
+            rumqttc::QoS::AtMostOnce,
+            false,
+            br#"{"a":1}"#,
+        )
         .await;
     match next(&mut ws).await {
-        Packet::Publish(p) => assert_eq!(p.topic, "signs/web"),
+        Packet::Publish(p) => assert_eq!(p.topic, "sensors/web"),
         other => panic!("{other:?}"),
     }
     // And a retained publish from the browser is a record.
     ws.send(frame(&publish(
-        "signs/web",
+        "sensors/web",
         QoS::AtLeastOnce,
         2,
         true,
@@ -1053,7 +1073,7 @@ async fn mqtt_over_websocket_at_slash_mqtt_talks_to_tcp_clients() {
             break;
         }
     }
-    let (status, body) = get_json(&client(), &server.url, "/api/signs/web").await;
+    let (status, body) = get_json(&client(), &server.url, "/api/sensors/web").await;
     assert_eq!(status, 200);
     assert_eq!(body["b"], 2);
     server.stop().await;
@@ -1061,13 +1081,65 @@ async fn mqtt_over_websocket_at_slash_mqtt_talks_to_tcp_clients() {
 
 #[tokio::test]
 async fn packets_sent_in_the_same_write_as_connect_are_answered() {
-    let server = TestServer::start().await;
+    let server = start().await;
     let mut raw = Raw::open(mqtt_addr(&server), V311).await;
     let mut out = BytesMut::new();
-    encode(&Packet::Connect(connect_packet(V311, "eager", true)), V311, &mut out).unwrap();
+    encode(
+        &Packet::Connect(connect_packet(V311, "eager", true)),
+        V311,
+        &mut out,
+    )
+    .unwrap();
     encode(&Packet::PingReq, V311, &mut out).unwrap();
     raw.send_bytes(&out).await;
     assert!(matches!(raw.recv().await, Some(Packet::ConnAck(_))));
     assert!(matches!(raw.recv().await, Some(Packet::PingResp)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_shared_subscription_delivers_each_message_to_one_member() {
+    let server = start().await;
+    let addr = mqtt_addr(&server);
+    let mut members = Vec::new();
+    for name in ["w1", "w2", "w3"] {
+        let (mut raw, ack) = Raw::connect(addr, connect_packet(V5, name, true)).await;
+        assert_eq!(ack.properties.shared_subscription_available, Some(true));
+        let codes = raw
+            .subscribe(
+                1,
+                vec![Subscription::new("$share/workers/jobs/+", QoS::AtMostOnce)],
+            )
+            .await;
+        assert_eq!(codes, vec![ReasonCode::Success]);
+        members.push(raw);
+    }
+    const N: usize = 30;
+    let publisher = V4::connect(addr, "boss", |_| {}).await;
+    for i in 0..N {
+        publisher
+            .publish(
+                &format!("jobs/{i}"),
+                rumqttc::QoS::AtMostOnce,
+                false,
+                b"job",
+            )
+            .await;
+    }
+    let mut per_member = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for member in &mut members {
+        let mut count = 0;
+        while let Some(Packet::Publish(p)) = member.recv_within(Duration::from_millis(700)).await {
+            assert!(seen.insert(p.topic.clone()), "{} delivered twice", p.topic);
+            count += 1;
+        }
+        per_member.push(count);
+    }
+    assert_eq!(seen.len(), N, "every job once: {per_member:?}");
+    assert!(
+        per_member.iter().filter(|c| **c > 0).count() >= 2,
+        "spread: {per_member:?}"
+    );
     server.stop().await;
 }

@@ -16,8 +16,8 @@ use bytes::{Bytes, BytesMut};
 use common::TestServer;
 use marquee::mqtt::{
     Ack, Connect, ConnectProperties, Disconnect, Packet, ProtocolVersion, Publish,
-    PublishProperties, QoS, ReasonCode, Subscribe, SubscribeProperties, Subscription,
-    Unsubscribe, UnsubscribeProperties, Will, WillProperties, decode_as_client, encode,
+    PublishProperties, QoS, ReasonCode, Subscribe, SubscribeProperties, Subscription, Unsubscribe,
+    UnsubscribeProperties, Will, WillProperties, decode_as_client, encode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -64,8 +64,18 @@ const TOPICS: &[&str] = &[
     "signs/lobby/extra",
 ];
 const FILTERS: &[&str] = &[
-    "#", "+", "signs/+", "signs/#", "+/+", "home/#", "$app/#", "$share/g/signs/+", "a/#/b", "a+",
-    "", "mqtt/#",
+    "#",
+    "+",
+    "signs/+",
+    "signs/#",
+    "+/+",
+    "home/#",
+    "$app/#",
+    "$share/g/signs/+",
+    "a/#/b",
+    "a+",
+    "",
+    "mqtt/#",
 ];
 const PAYLOADS: &[&[u8]] = &[
     b"",
@@ -130,10 +140,7 @@ fn random_packet(rng: &mut Rng) -> Packet {
         9 => Packet::PubComp(Ack::new(rng.id())),
         10 => Packet::PingReq,
         _ => Packet::Disconnect(Disconnect {
-            reason_code: *rng.pick(&[
-                ReasonCode::Success,
-                ReasonCode::DisconnectWithWillMessage,
-            ]),
+            reason_code: *rng.pick(&[ReasonCode::Success, ReasonCode::DisconnectWithWillMessage]),
             properties: Default::default(),
         }),
     }
@@ -311,6 +318,10 @@ async fn random_packet_sequences_never_panic_the_broker() {
         "mqtt fuzz: {cases} connections, {packets} packets in {:.1?} (seed {seed:#x})",
         started.elapsed()
     );
-    assert_eq!(panics.load(Ordering::SeqCst), 0, "a connection task panicked");
+    assert_eq!(
+        panics.load(Ordering::SeqCst),
+        0,
+        "a connection task panicked"
+    );
     server.stop().await;
 }

@@ -75,6 +75,8 @@ struct Inner {
     limits: Limits,
     access: Access,
     sessions: Mutex<HashMap<String, Slot>>,
+    /// Shared subscriptions: (group, filter) → the client ids subscribed, sorted.
+    shares: Mutex<HashMap<(String, String), Vec<String>>>,
     connections: AtomicUsize,
     generation: AtomicU64,
     shutdown: watch::Receiver<bool>,
@@ -125,6 +127,7 @@ impl Broker {
                 limits,
                 access,
                 sessions: Mutex::new(HashMap::new()),
+                shares: Mutex::new(HashMap::new()),
                 connections: AtomicUsize::new(0),
                 generation: AtomicU64::new(1),
                 shutdown,
@@ -280,6 +283,46 @@ impl Broker {
                 _ => true,
             });
         }
+    }
+
+    /// Adds `client_id` to a shared subscription's group.
+    pub(super) fn join_share(&self, group: &str, filter: &str, client_id: &str) {
+        let mut shares = self.shares();
+        let members = shares
+            .entry((group.to_owned(), filter.to_owned()))
+            .or_default();
+        if let Err(at) = members.binary_search_by(|m| m.as_str().cmp(client_id)) {
+            members.insert(at, client_id.to_owned());
+        }
+    }
+
+    pub(super) fn leave_share(&self, group: &str, filter: &str, client_id: &str) {
+        let mut shares = self.shares();
+        let key = (group.to_owned(), filter.to_owned());
+        if let Some(members) = shares.get_mut(&key) {
+            members.retain(|m| m != client_id);
+            if members.is_empty() {
+                shares.remove(&key);
+            }
+        }
+    }
+
+    /// Which member of a shared subscription gets the message identified by
+    /// `token`: every member computes the same answer, so each message goes
+    /// to exactly one of them, spread evenly.
+    pub(super) fn share_owner(&self, group: &str, filter: &str, token: u64) -> Option<String> {
+        let shares = self.shares();
+        let members = shares.get(&(group.to_owned(), filter.to_owned()))?;
+        let len = u64::try_from(members.len()).ok().filter(|l| *l > 0)?;
+        let at = usize::try_from(token.wrapping_mul(0x9E37_79B9_7F4A_7C15) % len).ok()?;
+        members.get(at).cloned()
+    }
+
+    fn shares(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<String>>> {
+        self.inner
+            .shares
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {

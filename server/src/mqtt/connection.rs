@@ -254,7 +254,11 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         };
         let (mut session, session_present) = match previous {
             Some(session) if !connect.clean_start => (session, true),
-            _ => (Box::new(Session::new(expiry)), false),
+            Some(old) => {
+                leave_shares(&broker, &old, &client_id);
+                (Box::new(Session::new(expiry)), false)
+            }
+            None => (Box::new(Session::new(expiry)), false),
         };
         session.expiry = expiry;
 
@@ -310,7 +314,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             retain_available: Some(true),
             wildcard_subscription_available: Some(true),
             subscription_identifiers_available: Some(true),
-            shared_subscription_available: Some(false),
+            shared_subscription_available: Some(true),
             ..ConnAckProperties::default()
         };
         connection.send(&Packet::ConnAck(ConnAck {
@@ -339,7 +343,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         loop {
             // Handle every whole packet buffered, including any that came
             // in the same read as CONNECT.
-            loop {
+            while self.can_read() {
                 match decode(input, Some(self.version), max_packet) {
                     Ok(Some(packet)) => {
                         store.metrics().message_in(Protocol::Mqtt);
@@ -360,6 +364,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 && self.session.pending.is_empty()
                 && (!self.session.backfills.is_empty() || self.session.feed.is_some());
             let deadline = self.keep_alive.map(|k| last_heard + k);
+            let reading = self.can_read();
             let session = &mut self.session;
             tokio::select! {
                 biased;
@@ -368,7 +373,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 Some(done) = self.writes.next(), if !self.writes.is_empty() => {
                     self.acknowledge(done);
                 }
-                read = reader.read_buf(input) => {
+                read = reader.read_buf(input), if reading => {
                     match read {
                         Ok(0) | Err(_) => return End::Closed,
                         Ok(_) => {}
@@ -389,6 +394,15 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 }
             }
         }
+    }
+
+    /// Whether to take more packets from the client. Publishes waiting for
+    /// the store push back by not reading: always past `max_inflight` writes,
+    /// and for MQTT 3.1.1 (which has no Receive Maximum to enforce) past
+    /// `max_inflight` unacknowledged QoS 1/2 publishes.
+    fn can_read(&self) -> bool {
+        let max = usize::from(self.broker.limits().max_inflight);
+        self.writes.len() < max && (self.version == ProtocolVersion::V5 || self.receiving < max)
     }
 
     async fn handle(&mut self, packet: Packet) -> Result<(), End> {
@@ -513,7 +527,9 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 }
                 return Ok(());
             }
-            if self.receiving >= usize::from(self.broker.limits().max_inflight) {
+            if self.version == ProtocolVersion::V5
+                && self.receiving >= usize::from(self.broker.limits().max_inflight)
+            {
                 return Err(End::Refused(
                     ReasonCode::ReceiveMaximumExceeded,
                     "more QoS 1/2 publishes in flight than the Receive Maximum".into(),
@@ -601,36 +617,51 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let mut codes = Vec::with_capacity(subscribe.subscriptions.len());
         let mut fillings = Vec::new();
         for request in subscribe.subscriptions {
-            let filter = match TopicFilter::parse(&request.filter) {
-                Ok(f) if check_levels(&request.filter, &limits).is_ok() => f,
+            let (share, text) = match split_share(&request.filter) {
+                Ok(parts) => parts,
+                Err(()) => {
+                    codes.push(ReasonCode::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            let filter = match TopicFilter::parse(text) {
+                Ok(f) if check_levels(text, &limits).is_ok() => f,
                 _ => {
                     codes.push(ReasonCode::TopicFilterInvalid);
                     continue;
                 }
             };
-            if request.filter.starts_with("$share/") {
-                codes.push(ReasonCode::SharedSubscriptionsNotSupported);
-                continue;
+            if share.is_some() && request.options.no_local {
+                return Err(End::Refused(
+                    ReasonCode::ProtocolError,
+                    "No Local on a shared subscription [MQTT-3.8.3-4]".into(),
+                ));
             }
             let is_new = !self.session.subscriptions.contains_key(&request.filter);
             if is_new && self.session.subscriptions.len() >= limits.max_subscriptions {
                 codes.push(ReasonCode::QuotaExceeded);
                 continue;
             }
-            if !self.allows(Action::Subscribe, &request.filter) {
+            if !self.allows(Action::Subscribe, text) {
                 codes.push(ReasonCode::NotAuthorized);
                 continue;
             }
             let options = request.options;
-            let send_retained = match options.retain_handling {
-                RetainHandling::SendAtSubscribe => true,
-                RetainHandling::SendIfNewSubscription => is_new,
-                RetainHandling::DoNotSend => false,
-            };
+            // Shared subscriptions get no retained messages [MQTT-4.8.2].
+            let send_retained = share.is_none()
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNewSubscription => is_new,
+                    RetainHandling::DoNotSend => false,
+                };
+            if let Some(group) = share {
+                self.broker.join_share(group, text, &self.client_id);
+            }
             self.session.subscriptions.insert(
                 request.filter.clone(),
                 Subscription {
                     filter: filter.clone(),
+                    share: share.map(str::to_owned),
                     qos: options.qos,
                     no_local: options.no_local,
                     retain_as_published: options.retain_as_published,
@@ -692,6 +723,13 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         for filter in &unsubscribe.filters {
             match self.session.subscriptions.remove(filter) {
                 Some(subscription) => {
+                    if let Some(group) = &subscription.share {
+                        self.broker.leave_share(
+                            group,
+                            subscription.filter.as_str(),
+                            &self.client_id,
+                        );
+                    }
                     if let Some(feed) = &mut self.session.feed {
                         for (bus_filter, _) in topics::bus_filters(&subscription.filter) {
                             feed.remove(&bus_filter);
@@ -773,6 +811,16 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 && meta.is_some_and(|m| m.client_id == self.client_id)
             {
                 continue;
+            }
+            if let Some(group) = &subscription.share {
+                let owner = self.broker.share_owner(
+                    group,
+                    subscription.filter.as_str(),
+                    share_token(event),
+                );
+                if owner.as_deref() != Some(self.client_id.as_str()) {
+                    continue;
+                }
             }
             let granted = subscription.qos.min(published_qos);
             qos = Some(qos.map_or(granted, |q: QoS| q.max(granted)));
@@ -940,6 +988,9 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     }
                 });
             }
+        }
+        if self.session.expiry == 0 && takeover.is_none() {
+            leave_shares(&self.broker, &self.session, &self.client_id);
         }
         match takeover {
             Some(reply) => {
@@ -1155,6 +1206,38 @@ fn origin_name(origin: Origin) -> &'static str {
         Origin::Mqtt => "mqtt",
         Origin::System => "system",
     }
+}
+
+/// Takes an ending session's client out of its shared subscriptions' groups.
+fn leave_shares(broker: &Broker, session: &Session, client_id: &str) {
+    for subscription in session.subscriptions.values() {
+        if let Some(group) = &subscription.share {
+            broker.leave_share(group, subscription.filter.as_str(), client_id);
+        }
+    }
+}
+
+/// Splits `$share/{group}/{filter}` into the group and the filter.
+fn split_share(filter: &str) -> Result<(Option<&str>, &str), ()> {
+    let Some(rest) = filter.strip_prefix("$share/") else {
+        return Ok((None, filter));
+    };
+    match rest.split_once('/') {
+        Some((group, filter))
+            if !group.is_empty() && !group.contains(['+', '#']) && !filter.is_empty() =>
+        {
+            Ok((Some(group), filter))
+        }
+        _ => Err(()),
+    }
+}
+
+/// The same number for one message in every member's session: its `seq`,
+/// or for a transient message the address of the one event they all share.
+fn share_token(event: &Arc<ChangeEvent>) -> u64 {
+    event
+        .seq
+        .unwrap_or_else(|| Arc::as_ptr(event) as usize as u64)
 }
 
 /// Topic names clients publish to: within the configured length and depth.

@@ -39,6 +39,8 @@ pub struct Session {
 
 pub struct Subscription {
     pub filter: TopicFilter,
+    /// For `$share/{group}/{filter}`: the group.
+    pub share: Option<String>,
     pub qos: QoS,
     pub no_local: bool,
     pub retain_as_published: bool,

@@ -1,0 +1,465 @@
+//! `make bench` (MQTT part): fan-out from one publisher to 1, 10 and 100
+//! subscribers at QoS 0 and 1, on Marquee and on Debian's Mosquitto 2.0
+//! started here on a loopback port, with the same clients in the same run:
+//! - latency (publish → delivery) p50/p99 at a fixed offered rate;
+//! - deliveries/s at saturation, and deliveries per CPU-second of the broker.
+//!
+//! Marquee runs twice: with transient messages (what Mosquitto does) and with
+//! retained ones, each of which is a durable write to the store. Every loop is
+//! bounded in count and time; nothing here asserts a figure.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use marquee::mqtt::{
+    Ack, Connect, ConnectProperties, Packet, ProtocolVersion, Publish, PublishProperties, QoS,
+    Subscribe, Subscription, decode_as_client, encode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+const V: ProtocolVersion = ProtocolVersion::V311;
+const LATENCY_PHASE: Duration = Duration::from_secs(3);
+const PHASE_LIMIT: Duration = Duration::from_secs(30);
+
+struct Broker {
+    name: &'static str,
+    child: Child,
+    addr: SocketAddr,
+    retain: bool,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_marquee(dir: &std::path::Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start marquee");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address line");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("mqtt://"))
+        .and_then(|a| a.trim_end_matches([',', ')']).parse().ok())
+        .expect("mqtt address");
+    (child, addr)
+}
+
+fn start_mosquitto(dir: &std::path::Path) -> Option<(Child, SocketAddr)> {
+    // A free port: bind, read it, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nlog_dest none\n"
+        ),
+    )
+    .ok()?;
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Some((child, addr));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// CPU time (user + system) a process has used so far.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((field(11) + field(12)) * 10)
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn stamp() -> Bytes {
+    let nanos = epoch().elapsed().as_nanos() as u64;
+    let mut payload = nanos.to_le_bytes().to_vec();
+    payload.extend_from_slice(&[b'x'; 56]); // 64-byte messages
+    Bytes::from(payload)
+}
+
+fn age(payload: &[u8]) -> Duration {
+    let sent = payload
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0);
+    epoch().elapsed().saturating_sub(Duration::from_nanos(sent))
+}
+
+async fn connect(addr: SocketAddr, id: &str) -> (OwnedReadHalf, OwnedWriteHalf, BytesMut) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).ok();
+    let (mut read, mut write) = stream.into_split();
+    let mut out = BytesMut::new();
+    encode(
+        &Packet::Connect(Connect {
+            protocol: V,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: id.into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: ConnectProperties::default(),
+        }),
+        V,
+        &mut out,
+    )
+    .expect("encode");
+    write.write_all(&out).await.expect("send CONNECT");
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(packet) = decode_as_client(&mut buf, V, 1 << 20).expect("decode") {
+            assert!(matches!(packet, Packet::ConnAck(_)), "{packet:?}");
+            return (read, write, buf);
+        }
+        read.read_buf(&mut buf).await.expect("read CONNACK");
+    }
+}
+
+/// A subscriber: counts deliveries and their latency until it has `expect`
+/// or the phase limit passes, then reports.
+async fn subscriber(
+    addr: SocketAddr,
+    id: String,
+    topic: String,
+    qos: QoS,
+    expect: usize,
+    ready: mpsc::Sender<()>,
+    done: mpsc::Sender<Vec<Duration>>,
+) {
+    let (mut read, mut write, mut buf) = connect(addr, &id).await;
+    let mut out = BytesMut::new();
+    encode(
+        &Packet::Subscribe(Subscribe {
+            packet_id: 1.try_into().expect("id"),
+            subscriptions: vec![Subscription::new(topic, qos)],
+            properties: Default::default(),
+        }),
+        V,
+        &mut out,
+    )
+    .expect("encode");
+    write.write_all(&out).await.expect("subscribe");
+    let mut latencies = Vec::with_capacity(expect);
+    let deadline = tokio::time::Instant::now() + PHASE_LIMIT;
+    let mut subscribed = false;
+    while latencies.len() < expect {
+        out.clear();
+        while let Ok(Some(packet)) = decode_as_client(&mut buf, V, 1 << 20) {
+            match packet {
+                Packet::SubAck(_) if !subscribed => {
+                    subscribed = true;
+                    let _ = ready.send(()).await;
+                }
+                Packet::Publish(p) if !p.retain => {
+                    latencies.push(age(&p.payload));
+                    if let Some(id) = p.packet_id {
+                        let _ = encode(&Packet::PubAck(Ack::new(id)), V, &mut out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !out.is_empty() && write.write_all(&out).await.is_err() {
+            break;
+        }
+        if latencies.len() >= expect {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, read.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+    }
+    let _ = done.send(latencies).await;
+}
+
+/// Publishes `count` messages at `rate` per second (`None`: as fast as the
+/// socket takes them), draining acknowledgements on the side.
+async fn publisher(
+    addr: SocketAddr,
+    topic: &str,
+    qos: QoS,
+    retain: bool,
+    count: usize,
+    rate: Option<u64>,
+) {
+    let (mut read, mut write, _) = connect(addr, "bench-publisher").await;
+    let acks = tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(1 << 16);
+        while let Ok(n) = read.read_buf(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            while let Ok(Some(_)) = decode_as_client(&mut buf, V, 1 << 20) {}
+        }
+    });
+    let mut ticker = rate.map(|r| {
+        let mut t = tokio::time::interval(Duration::from_nanos(1_000_000_000 / r.max(1)));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
+    let mut out = BytesMut::new();
+    let mut next_id: u16 = 1;
+    let mut sent = 0;
+    while sent < count {
+        if let Some(t) = &mut ticker {
+            t.tick().await;
+        }
+        out.clear();
+        // Unpaced: write in batches of 64 packets, as a busy client would.
+        let batch = if ticker.is_some() {
+            1
+        } else {
+            64.min(count - sent)
+        };
+        for _ in 0..batch {
+            let packet_id = (qos != QoS::AtMostOnce).then(|| {
+                let id = next_id;
+                next_id = next_id.checked_add(1).unwrap_or(1);
+                id.try_into().expect("nonzero")
+            });
+            let _ = encode(
+                &Packet::Publish(Publish {
+                    dup: false,
+                    qos,
+                    retain,
+                    topic: topic.into(),
+                    packet_id,
+                    payload: stamp(),
+                    properties: PublishProperties::default(),
+                }),
+                V,
+                &mut out,
+            );
+        }
+        if write.write_all(&out).await.is_err() {
+            break;
+        }
+        sent += batch;
+    }
+    // Let acknowledgements drain before closing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(write);
+    acks.abort();
+}
+
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    received: usize,
+    expected: usize,
+}
+
+/// One phase: `subscribers` clients on a fresh topic, one publisher.
+async fn phase(
+    broker: &Broker,
+    tag: &str,
+    qos: QoS,
+    subscribers: usize,
+    count: usize,
+    rate: Option<u64>,
+) -> (Figures, Duration, Duration) {
+    let topic = format!("bench/{tag}/{}", broker.name);
+    let (ready_tx, mut ready) = mpsc::channel(subscribers);
+    let (done_tx, mut done) = mpsc::channel(subscribers);
+    for i in 0..subscribers {
+        tokio::spawn(subscriber(
+            broker.addr,
+            format!("bench-sub-{tag}-{i}"),
+            topic.clone(),
+            qos,
+            count,
+            ready_tx.clone(),
+            done_tx.clone(),
+        ));
+    }
+    drop(done_tx);
+    for _ in 0..subscribers {
+        ready.recv().await;
+    }
+    let pid = broker.child.id();
+    let cpu_before = cpu(pid);
+    let started = Instant::now();
+    publisher(broker.addr, &topic, qos, broker.retain, count, rate).await;
+    let mut all = Vec::with_capacity(count * subscribers);
+    while let Some(latencies) = done.recv().await {
+        all.extend(latencies);
+    }
+    let elapsed = started.elapsed();
+    let cpu_used = cpu(pid).saturating_sub(cpu_before);
+    all.sort_unstable();
+    let pick = |p: f64| {
+        all.get(((all.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    (
+        Figures {
+            p50: pick(0.5),
+            p99: pick(0.99),
+            received: all.len(),
+            expected: count * subscribers,
+        },
+        elapsed,
+        cpu_used,
+    )
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    epoch();
+    let mut brokers = Vec::new();
+    let (child, addr) = start_marquee(&dir.path().join("transient"));
+    brokers.push(Broker {
+        name: "marquee",
+        child,
+        addr,
+        retain: false,
+    });
+    let (child, addr) = start_marquee(&dir.path().join("retained"));
+    brokers.push(Broker {
+        name: "marquee-retained",
+        child,
+        addr,
+        retain: true,
+    });
+    match start_mosquitto(dir.path()) {
+        Some((child, addr)) => brokers.push(Broker {
+            name: "mosquitto",
+            child,
+            addr,
+            retain: false,
+        }),
+        None => println!(
+            "mosquitto not found: install Debian's mosquitto (make bench does) for the comparison"
+        ),
+    }
+    println!(
+        "MQTT fan-out benchmark ({} cores), 64-byte messages, MQTT 3.1.1 clients in this process",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("marquee-retained: every publish is retained, i.e. a durable write to the store\n");
+    println!(
+        "{:<17} {:>3} {:>5} | {:>9} {:>9} {:>9} | {:>12} {:>11} {:>14}",
+        "broker",
+        "qos",
+        "subs",
+        "rate/s",
+        "p50 ms",
+        "p99 ms",
+        "sat. deliv/s",
+        "CPU s",
+        "deliv/CPU-s"
+    );
+    for (subscribers, rate, saturation_count) in [
+        (1usize, 1000u64, 20_000usize),
+        (10, 1000, 5_000),
+        (100, 100, 1_000),
+    ] {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            for broker in &brokers {
+                let tag = format!("q{}s{subscribers}", qos.as_u8());
+                let latency_count = (rate * LATENCY_PHASE.as_secs()) as usize;
+                let (lat, _, _) = phase(
+                    broker,
+                    &format!("{tag}l"),
+                    qos,
+                    subscribers,
+                    latency_count,
+                    Some(rate),
+                )
+                .await;
+                let (sat, elapsed, cpu_used) = phase(
+                    broker,
+                    &format!("{tag}s"),
+                    qos,
+                    subscribers,
+                    saturation_count,
+                    None,
+                )
+                .await;
+                let per_second = sat.received as f64 / elapsed.as_secs_f64();
+                let per_cpu = if cpu_used.is_zero() {
+                    f64::NAN
+                } else {
+                    sat.received as f64 / cpu_used.as_secs_f64()
+                };
+                let lost = if lat.received < lat.expected || sat.received < sat.expected {
+                    format!(
+                        "  (got {}/{} and {}/{})",
+                        lat.received, lat.expected, sat.received, sat.expected
+                    )
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{:<17} {:>3} {:>5} | {:>9} {:>9} {:>9} | {:>12.0} {:>11.2} {:>14.0}{lost}",
+                    broker.name,
+                    qos.as_u8(),
+                    subscribers,
+                    rate,
+                    ms(lat.p50),
+                    ms(lat.p99),
+                    per_second,
+                    cpu_used.as_secs_f64(),
+                    per_cpu
+                );
+            }
+        }
+    }
+}

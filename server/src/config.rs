@@ -118,6 +118,7 @@ pub struct MqttSection {
     pub connect_timeout_secs: Option<u64>,
     pub max_keep_alive: Option<u16>,
     pub topic_alias_maximum: Option<u16>,
+    pub sys_interval_secs: Option<u64>,
 }
 
 impl MqttSection {
@@ -135,6 +136,9 @@ impl MqttSection {
                 .map_or(d.connect_timeout, std::time::Duration::from_secs),
             max_keep_alive: self.max_keep_alive.unwrap_or(d.max_keep_alive),
             topic_alias_maximum: self.topic_alias_maximum.unwrap_or(d.topic_alias_maximum),
+            sys_interval: self
+                .sys_interval_secs
+                .map_or(d.sys_interval, std::time::Duration::from_secs),
         };
         let invalid = |what: &str| Err(ConfigError::Invalid(format!("[mqtt] {what}")));
         if limits.max_packet_size < 64 || limits.max_packet_size > crate::mqtt::MAX_PACKET_SIZE {
@@ -145,6 +149,9 @@ impl MqttSection {
         }
         if limits.max_topic_length == 0 || limits.max_topic_levels == 0 {
             return invalid("max_topic_length and max_topic_levels must be at least 1");
+        }
+        if limits.sys_interval.is_zero() {
+            return invalid("sys_interval_secs must be at least 1");
         }
         if limits.max_keep_alive == 0 {
             return invalid("max_keep_alive must be at least 1 second");

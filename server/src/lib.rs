@@ -13,6 +13,7 @@ pub mod feed;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+pub mod player;
 pub mod schema;
 pub mod store;
 pub mod topic;
@@ -52,6 +53,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     mqtt: JoinHandle<()>,
+    player: JoinHandle<()>,
 }
 
 impl Server {
@@ -102,6 +104,7 @@ impl Server {
             stopping.clone(),
         );
         let mqtt = tokio::spawn(broker.clone().serve(mqtt_listener));
+        let player = player::spawn(store.clone(), stopping.clone());
         let state = AppState {
             store: store.clone(),
             metrics,
@@ -127,6 +130,7 @@ impl Server {
             stop,
             http,
             mqtt,
+            player,
         })
     }
 
@@ -148,6 +152,8 @@ impl Server {
         let _ = self.stop.send(true);
         let _ = self.http.await;
         let _ = self.mqtt.await;
+        // Before the store: its last advance is committed like any other write.
+        let _ = self.player.await;
         self.store.shutdown().await;
         tracing::info!(last_seq = self.store.last_seq(), "marquee stopped");
     }

@@ -162,6 +162,14 @@ impl Metrics {
         self.messages_out[protocol.index()].inc();
     }
 
+    /// Messages received and sent so far on `protocol`.
+    pub fn messages(&self, protocol: Protocol) -> (u64, u64) {
+        (
+            self.messages_in[protocol.index()].get(),
+            self.messages_out[protocol.index()].get(),
+        )
+    }
+
     pub fn render(&self, last_seq: u64, subscribers: usize) -> String {
         let mut out = String::with_capacity(4096);
         let per_protocol = |out: &mut String,

@@ -93,7 +93,7 @@ async fn ten_thousand_concurrent_writes_reach_every_subscriber_once_in_order() {
                         &http,
                         &url,
                         &format!("/api/signs/{id}"),
-                        &json!({"w": w, "i": i}),
+                        &json!({"name": format!("{w}-{i}")}),
                     )
                     .await;
                     assert!(response.status().is_success());
@@ -149,7 +149,7 @@ async fn no_acknowledged_write_is_lost_to_sigkill() {
                         }
                         let sent = http
                             .put(format!("{url}/api/messages/w{w}-{i}"))
-                            .json(&json!({"w": w, "i": i}))
+                            .json(&json!({"text": format!("{w}-{i}")}))
                             .send()
                             .await;
                         match sent {
@@ -248,7 +248,10 @@ async fn a_slow_subscriber_is_cut_off_without_slowing_the_others() {
     fast.until_sync().await;
 
     const WRITES: usize = 4000;
-    let blob = "x".repeat(4000);
+    // About 4 KB per change: a sign mirrored by 16 devices with long ids.
+    let blob: Vec<String> = (0..16)
+        .map(|d| format!("{d:02}{}", "x".repeat(248)))
+        .collect();
     let fast_task = tokio::spawn(async move {
         let mut seen = 0;
         while seen < WRITES {
@@ -272,7 +275,7 @@ async fn a_slow_subscriber_is_cut_off_without_slowing_the_others() {
                         &http,
                         &url,
                         &format!("/api/signs/s{w}"),
-                        &json!({"i": i, "pad": blob}),
+                        &json!({"name": i.to_string(), "devices": blob}),
                     )
                     .await;
                     assert!(r.status().is_success());

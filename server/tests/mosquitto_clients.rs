@@ -121,9 +121,14 @@ async fn mosquitto_pub_retained_qos1_is_a_record_and_mosquitto_sub_gets_it_back(
 
     // A new subscriber gets it as a retained message (-R would skip stale ones).
     let (_sub, mut lines) = mosquitto_sub(addr, &["-t", "signs/#", "-v", "-q", "1"]).await;
+    // The sign comes back as stored: checked, with its defaults filled in.
+    let line = next_message(&mut lines).await;
+    let (topic, payload) = line.split_once(' ').unwrap_or_default();
+    assert_eq!(topic, "signs/lobby");
+    let sign: serde_json::Value = serde_json::from_str(payload).unwrap();
     assert_eq!(
-        next_message(&mut lines).await,
-        r#"signs/lobby {"name":"Lobby"}"#
+        (&sign["name"], &sign["width"]),
+        (&json!("Lobby"), &json!(64))
     );
     server.stop().await;
 }

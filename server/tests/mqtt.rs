@@ -1143,3 +1143,69 @@ async fn a_shared_subscription_delivers_each_message_to_one_member() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn sys_statistics_are_published_to_dollar_sys_subscribers_only() {
+    let server = TestServer::start_with(|config| {
+        config.mqtt_limits.sys_interval = Duration::from_millis(200);
+    })
+    .await;
+    let addr = mqtt_addr(&server);
+    let mut all = V4::connect(addr, "everything", |_| {}).await;
+    all.subscribe("#", rumqttc::QoS::AtMostOnce).await;
+    let mut sys = V4::connect(addr, "monitor", |_| {}).await;
+    sys.subscribe("$SYS/broker/clients/connected", rumqttc::QoS::AtMostOnce)
+        .await;
+    let got = sys.next_publish(WAIT).await.expect("$SYS statistic");
+    let connected: usize = std::str::from_utf8(&got.payload).unwrap().parse().unwrap();
+    assert!(connected >= 2, "{connected}");
+    assert!(all.next_publish(Duration::from_millis(600)).await.is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn persistent_sessions_and_their_missed_messages_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = common::ChildServer::spawn(&data, &[]);
+    let (mut raw, _) = Raw::connect(first.mqtt, connect_packet(V311, "survivor", false)).await;
+    raw.subscribe(1, vec![Subscription::new("devices/+", QoS::AtLeastOnce)])
+        .await;
+    raw.send(&Packet::Disconnect(Default::default())).await;
+    drop(raw);
+    let http = client();
+    for i in 0..3 {
+        let r = put(
+            &http,
+            &first.url,
+            &format!("/api/devices/d{i}"),
+            &json!({"n": i}),
+        )
+        .await;
+        assert!(r.status().is_success());
+    }
+    first.kill(); // SIGKILL: nothing gets a chance to save anything more
+
+    let second = common::ChildServer::spawn(&data, &[]);
+    let (mut raw, ack) = Raw::connect(second.mqtt, connect_packet(V311, "survivor", false)).await;
+    assert!(ack.session_present, "the session outlived the restart");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        match raw.recv().await {
+            Some(Packet::Publish(p)) => {
+                assert_eq!(p.qos, QoS::AtLeastOnce);
+                raw.send(&Packet::PubAck(Ack::new(p.packet_id.unwrap())))
+                    .await;
+                got.push(p.topic);
+            }
+            other => panic!("after {got:?}: {other:?}"),
+        }
+    }
+    assert_eq!(got, vec!["devices/d0", "devices/d1", "devices/d2"]);
+    // And it still holds its subscription for new changes.
+    put(&http, &second.url, "/api/devices/d9", &json!({"n": 9})).await;
+    match raw.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.topic, "devices/d9"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -110,7 +110,7 @@ fn random_packet(rng: &mut Rng) -> Packet {
                 retain: rng.chance(50),
                 topic,
                 packet_id: (qos != QoS::AtMostOnce).then(|| rng.id()),
-                payload: Bytes::from_static(*rng.pick(PAYLOADS)),
+                payload: Bytes::from_static(rng.pick::<&[u8]>(PAYLOADS)),
                 properties,
             })
         }
@@ -154,7 +154,7 @@ fn random_connect(rng: &mut Rng, version: ProtocolVersion) -> Connect {
         client_id: format!("fuzz-{}", rng.below(4)),
         will: rng.chance(30).then(|| Will {
             topic: (*rng.pick(TOPICS)).to_string(),
-            payload: Bytes::from_static(*rng.pick(PAYLOADS)),
+            payload: Bytes::from_static(rng.pick::<&[u8]>(PAYLOADS)),
             qos: rng.qos(),
             retain: rng.chance(50),
             properties: WillProperties {

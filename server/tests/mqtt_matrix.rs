@@ -128,7 +128,7 @@ impl Mqtt {
 enum Subscriber {
     Mqtt(Mqtt),
     Sse(SseClient),
-    Ws(WsClient),
+    Ws(Box<WsClient>),
 }
 
 async fn subscribe(server: &TestServer, side: Side) -> Subscriber {
@@ -143,7 +143,7 @@ async fn subscribe(server: &TestServer, side: Side) -> Subscriber {
             ws.send(json!({"type": "subscribe", "req": "s", "filter": format!("{TABLE}/+")}))
                 .await;
             ws.until_sync().await;
-            Subscriber::Ws(ws)
+            Subscriber::Ws(Box::new(ws))
         }
         _ => {
             let mut mqtt = Mqtt::connect(server, side, "subscriber").await;

@@ -2,6 +2,7 @@
 //! records, plus `/healthz`, `/metrics` and the web app itself.
 
 mod error;
+mod preview;
 mod rest;
 mod sse;
 mod ws;
@@ -46,6 +47,8 @@ pub fn router(state: AppState, leptos_options: LeptosOptions) -> Router {
         )
         .route("/changes", only(get(rest::changes)))
         .route("/ws", only(get(ws::multiplexed)))
+        // A literal path: the router prefers it to `/{table}/{id}/...`, whatever the order.
+        .route("/signs/{id}/preview.png", only(get(preview::preview)))
         .route("/{table}", collection())
         .route("/{table}/", collection())
         .route(

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::connection;
-use super::session::{NEVER_EXPIRES, Session};
+use super::session::{NEVER_EXPIRES, SavedSession, Session};
 use crate::access::Access;
 use crate::store::Store;
 
@@ -46,6 +46,8 @@ pub struct Limits {
     pub max_keep_alive: u16,
     /// Topic aliases a client may set towards us.
     pub topic_alias_maximum: u16,
+    /// How often `$SYS/broker/...` statistics are published.
+    pub sys_interval: Duration,
 }
 
 impl Default for Limits {
@@ -60,6 +62,7 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(10),
             max_keep_alive: 3600,
             topic_alias_maximum: 64,
+            sys_interval: super::sys::INTERVAL,
         }
     }
 }
@@ -115,18 +118,21 @@ impl Drop for ConnectionSlot {
 }
 
 impl Broker {
+    /// A broker on `store`, with the persistent sessions saved there before
+    /// a restart waiting for their clients.
     pub fn new(
         store: Store,
         limits: Limits,
         access: Access,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let sessions = restore_sessions(&store);
         Self {
             inner: Arc::new(Inner {
                 store,
                 limits,
                 access,
-                sessions: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(sessions),
                 shares: Mutex::new(HashMap::new()),
                 connections: AtomicUsize::new(0),
                 generation: AtomicU64::new(1),
@@ -155,6 +161,10 @@ impl Broker {
     pub async fn serve(self, listener: TcpListener) {
         let mut shutdown = self.shutdown_signal();
         let sweeper = tokio::spawn(self.clone().sweep_expired_sessions());
+        let statistics = tokio::spawn(super::sys::publish_statistics(
+            self.clone(),
+            self.inner.limits.sys_interval,
+        ));
         loop {
             tokio::select! {
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
@@ -173,6 +183,7 @@ impl Broker {
             }
         }
         sweeper.abort();
+        statistics.abort();
     }
 
     /// Runs one MQTT connection over any byte stream (TCP, or a WebSocket's).
@@ -226,18 +237,23 @@ impl Broker {
     }
 
     /// Ends a connection's ownership of `client_id`, keeping its session if it
-    /// asked to outlive the connection. A connection that was taken over no
-    /// longer owns the slot and changes nothing.
-    pub(super) fn release(&self, client_id: &str, generation: u64, session: Option<Box<Session>>) {
+    /// asked to outlive the connection. If a newer connection has claimed the
+    /// id meanwhile, the session comes back: that connection is asking for it.
+    pub(super) fn release(
+        &self,
+        client_id: &str,
+        generation: u64,
+        session: Box<Session>,
+    ) -> Result<(), Box<Session>> {
         let mut sessions = self.sessions();
         let owned = matches!(
             sessions.get(client_id),
             Some(Slot::Online { generation: g, .. }) if *g == generation
         );
         if !owned {
-            return;
+            return Err(session);
         }
-        match session.filter(|s| s.expiry > 0) {
+        match Some(session).filter(|s| s.expiry > 0) {
             Some(session) => {
                 let expires = (session.expiry != NEVER_EXPIRES)
                     .then(|| Instant::now() + Duration::from_secs(u64::from(session.expiry)));
@@ -247,6 +263,7 @@ impl Broker {
                 sessions.remove(client_id);
             }
         }
+        Ok(())
     }
 
     /// Whether the connection of `generation` is still the latest for
@@ -276,12 +293,21 @@ impl Broker {
         loop {
             tick.tick().await;
             let now = Instant::now();
-            self.sessions().retain(|_, slot| match slot {
+            let mut expired = Vec::new();
+            self.sessions().retain(|id, slot| match slot {
                 Slot::Offline {
                     expires: Some(at), ..
-                } => *at > now,
+                } if *at <= now => {
+                    expired.push(id.clone());
+                    false
+                }
                 _ => true,
             });
+            for id in expired {
+                if let Err(e) = self.inner.store.save_session(&id, None).await {
+                    tracing::warn!(client_id = %id, "cannot forget an expired session: {e}");
+                }
+            }
         }
     }
 
@@ -331,4 +357,35 @@ impl Broker {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Reads the persistent sessions saved in the store, dropping expired ones.
+fn restore_sessions(store: &Store) -> HashMap<String, Slot> {
+    let saved = match store.saved_sessions() {
+        Ok(saved) => saved,
+        Err(e) => {
+            tracing::warn!("cannot read saved MQTT sessions: {e}");
+            return HashMap::new();
+        }
+    };
+    let now_ms = super::session::now_ms();
+    let mut sessions = HashMap::new();
+    for (client_id, bytes) in saved {
+        let Ok(saved) = serde_json::from_slice::<SavedSession>(&bytes) else {
+            tracing::warn!(%client_id, "ignoring an unreadable saved session");
+            continue;
+        };
+        let expires = (saved.expiry != NEVER_EXPIRES).then(|| {
+            let end_ms = saved
+                .saved_at_ms
+                .saturating_add(u64::from(saved.expiry) * 1000);
+            Instant::now() + Duration::from_millis(end_ms.saturating_sub(now_ms))
+        });
+        let session = Box::new(Session::restore(saved));
+        sessions.insert(client_id, Slot::Offline { session, expires });
+    }
+    if !sessions.is_empty() {
+        tracing::info!(count = sessions.len(), "MQTT sessions restored");
+    }
+    sessions
 }

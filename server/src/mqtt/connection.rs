@@ -256,6 +256,11 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             Some(session) if !connect.clean_start => (session, true),
             Some(old) => {
                 leave_shares(&broker, &old, &client_id);
+                if old.stored
+                    && let Err(e) = broker.store().save_session(&client_id, None).await
+                {
+                    tracing::warn!(%client_id, "cannot forget the old session: {e}");
+                }
                 (Box::new(Session::new(expiry)), false)
             }
             None => (Box::new(Session::new(expiry)), false),
@@ -458,7 +463,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             }
             Packet::Subscribe(subscribe) => self.on_subscribe(subscribe).await,
             Packet::Unsubscribe(unsubscribe) => {
-                self.on_unsubscribe(unsubscribe);
+                self.on_unsubscribe(unsubscribe).await;
                 Ok(())
             }
             Packet::PingReq => {
@@ -675,6 +680,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
             });
         }
+        // A persistent session's subscriptions are durable before SUBACK.
+        self.save_session().await;
         // SUBACK goes before the retained messages it brings [MQTT-3.8.4-4].
         self.send(&Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
@@ -718,7 +725,28 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         Ok(())
     }
 
-    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+    /// Keeps a persistent session's state in the store (or forgets one that
+    /// ends with its connection).
+    fn save_session(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        let state = (self.session.expiry > 0)
+            .then(|| serde_json::to_vec(&self.session.saved()).ok())
+            .flatten();
+        // Sessions that never were persistent cost no write.
+        let needed = state.is_some() || self.session.stored;
+        self.session.stored = state.is_some();
+        let store = self.broker.store().clone();
+        let client_id = self.client_id.clone();
+        async move {
+            if !needed {
+                return;
+            }
+            if let Err(e) = store.save_session(&client_id, state).await {
+                tracing::warn!(%client_id, "cannot save the session: {e}");
+            }
+        }
+    }
+
+    async fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         for filter in &unsubscribe.filters {
             match self.session.subscriptions.remove(filter) {
@@ -743,6 +771,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 None => codes.push(ReasonCode::NoSubscriptionExisted),
             }
         }
+        self.save_session().await;
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             reason_codes: codes,
@@ -859,6 +888,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             publish.packet_id = NonZeroU16::new(id);
             self.session.inflight.push_back(Outgoing {
                 packet_id: id,
+                seq: event.seq,
                 publish: publish.clone(),
                 state: if qos == QoS::AtLeastOnce {
                     OutState::Acked
@@ -989,17 +1019,31 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 });
             }
         }
-        if self.session.expiry == 0 && takeover.is_none() {
-            leave_shares(&self.broker, &self.session, &self.client_id);
-        }
-        match takeover {
-            Some(reply) => {
-                let _ = reply.send(Some(self.session));
+        if takeover.is_none() {
+            if self.session.expiry == 0 {
+                leave_shares(&self.broker, &self.session, &self.client_id);
             }
-            None => self
-                .broker
-                .release(&self.client_id, self.generation, Some(self.session)),
+            self.save_session().await;
         }
+        let reply = match takeover {
+            Some(reply) => reply,
+            None => match self
+                .broker
+                .release(&self.client_id, self.generation, self.session)
+            {
+                Ok(()) => return,
+                Err(session) => {
+                    // A new connection claimed the client id while this one was
+                    // closing; its request for the session is on its way.
+                    self.session = session;
+                    match timeout(TAKEOVER_TIMEOUT, self.takeovers.recv()).await {
+                        Ok(Some(reply)) => reply,
+                        _ => return,
+                    }
+                }
+            },
+        };
+        let _ = reply.send(Some(self.session));
     }
 }
 
@@ -1235,9 +1279,7 @@ fn split_share(filter: &str) -> Result<(Option<&str>, &str), ()> {
 /// The same number for one message in every member's session: its `seq`,
 /// or for a transient message the address of the one event they all share.
 fn share_token(event: &Arc<ChangeEvent>) -> u64 {
-    event
-        .seq
-        .unwrap_or_else(|| Arc::as_ptr(event) as usize as u64)
+    event.seq.unwrap_or(Arc::as_ptr(event) as usize as u64)
 }
 
 /// Topic names clients publish to: within the configured length and depth.

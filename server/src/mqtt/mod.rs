@@ -27,6 +27,7 @@ mod connection;
 pub mod properties;
 pub mod reason;
 mod session;
+mod sys;
 pub mod topics;
 pub mod websocket;
 mod wire;

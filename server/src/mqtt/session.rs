@@ -9,6 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use app::event::ChangeEvent;
+use serde::{Deserialize, Serialize};
 
 use super::codec::{Publish, QoS};
 use super::topics::Carrier;
@@ -35,6 +36,10 @@ pub struct Session {
     pub backfills: VecDeque<Filling>,
     /// Seconds the session outlives its connection; 0 ends it with the connection.
     pub expiry: u32,
+    /// Where a session read back after a restart resumes the change stream.
+    pub resume_from: Option<u64>,
+    /// Whether the store holds a saved copy (which must go when the session ends).
+    pub stored: bool,
 }
 
 pub struct Subscription {
@@ -49,6 +54,8 @@ pub struct Subscription {
 
 pub struct Outgoing {
     pub packet_id: u16,
+    /// The change's `seq`, for stored changes.
+    pub seq: Option<u64>,
     pub publish: Publish,
     pub state: OutState,
 }
@@ -100,6 +107,8 @@ impl Session {
             pending: VecDeque::new(),
             backfills: VecDeque::new(),
             expiry,
+            resume_from: None,
+            stored: false,
         }
     }
 
@@ -114,8 +123,108 @@ impl Session {
         }
     }
 
-    /// The position to resume the change stream from after a cut-off.
+    /// The position to resume the change stream from after a cut-off: what
+    /// the feed has handed over (deliveries in flight are resent on their own).
     pub fn position(&self) -> u64 {
-        self.feed.as_ref().map_or(0, Feed::position)
+        self.feed
+            .as_ref()
+            .map(Feed::position)
+            .or(self.resume_from)
+            .unwrap_or(0)
     }
+
+    /// The position to save: before every change not yet acknowledged, so a
+    /// restart (which loses what is in flight) replays them. QoS 1 allows the
+    /// duplicates this can bring.
+    pub fn safe_position(&self) -> u64 {
+        let unacknowledged = self
+            .inflight
+            .iter()
+            .filter_map(|o| o.seq)
+            .chain(self.pending.iter().filter_map(|d| d.event.seq))
+            .min();
+        match unacknowledged {
+            Some(seq) => self.position().min(seq.saturating_sub(1)),
+            None => self.position(),
+        }
+    }
+
+    /// The durable form of this session.
+    pub fn saved(&self) -> SavedSession {
+        SavedSession {
+            expiry: self.expiry,
+            resume_from: self.safe_position(),
+            saved_at_ms: now_ms(),
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(text, s)| SavedSubscription {
+                    filter: text.clone(),
+                    qos: s.qos.as_u8(),
+                    no_local: s.no_local,
+                    retain_as_published: s.retain_as_published,
+                    id: s.id.map(NonZeroU32::get),
+                })
+                .collect(),
+        }
+    }
+
+    /// A session read back after a restart: its subscriptions, and a feed to
+    /// be rebuilt from the change log at the saved position.
+    pub fn restore(saved: SavedSession) -> Self {
+        let mut session = Self::new(saved.expiry);
+        session.resume_from = Some(saved.resume_from);
+        session.lagged = true;
+        session.stored = true;
+        for s in saved.subscriptions {
+            let (share, text) = match s
+                .filter
+                .strip_prefix("$share/")
+                .and_then(|r| r.split_once('/'))
+            {
+                Some((group, filter)) => (Some(group.to_owned()), filter.to_owned()),
+                None => (None, s.filter.clone()),
+            };
+            let Ok(filter) = TopicFilter::parse(&text) else {
+                continue;
+            };
+            session.subscriptions.insert(
+                s.filter,
+                Subscription {
+                    filter,
+                    share,
+                    qos: QoS::from_u8(s.qos).unwrap_or(QoS::AtMostOnce),
+                    no_local: s.no_local,
+                    retain_as_published: s.retain_as_published,
+                    id: s.id.and_then(NonZeroU32::new),
+                },
+            );
+        }
+        session
+    }
+}
+
+/// A persistent session as kept in the store across restarts.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedSession {
+    pub expiry: u32,
+    pub resume_from: u64,
+    /// Unix milliseconds; the expiry counts from here.
+    pub saved_at_ms: u64,
+    pub subscriptions: Vec<SavedSubscription>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedSubscription {
+    pub filter: String,
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub id: Option<u32>,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin, RecordItem, RecordPage, TableInfo};
+use app::sign::{Message, Sign};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,7 +27,11 @@ use crate::topic::TopicFilter;
 pub use patch::merge_patch;
 
 /// Tables every Marquee has.
-pub const BUILTIN_TABLES: &[&str] = &["signs", "messages", "devices", MQTT_TABLE];
+pub const BUILTIN_TABLES: &[&str] = &[SIGNS_TABLE, MESSAGES_TABLE, "devices", MQTT_TABLE];
+/// Signs, checked against [`app::sign::Sign`] on every write.
+pub const SIGNS_TABLE: &str = "signs";
+/// Messages, checked against [`app::sign::Message`] on every write.
+pub const MESSAGES_TABLE: &str = "messages";
 /// Retained MQTT messages on topics that are not `{table}/{id}` of a declared
 /// table; the record id is the whole topic.
 pub const MQTT_TABLE: &str = "mqtt";
@@ -203,6 +208,7 @@ impl PendingWrite {
 
 const LAST_SEQ_KEY: &[u8] = b"last_seq";
 const TABLE_KEY_PREFIX: &str = "table:";
+const SESSION_KEY_PREFIX: &str = "session:";
 /// Writes waiting for the writer before callers wait for room.
 const WRITE_QUEUE: usize = 16_384;
 
@@ -343,6 +349,32 @@ impl Store {
         self.submit(writer::Command::DeclareTable(decl)).await?;
         self.table_info(&name)
             .ok_or_else(|| StoreError::Storage("table vanished after declaration".into()))
+    }
+
+    /// Saves an MQTT session's state (or with `None` forgets it), durably,
+    /// so persistent sessions outlive a restart.
+    pub async fn save_session(
+        &self,
+        client_id: &str,
+        state: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let key = format!("{SESSION_KEY_PREFIX}{client_id}").into_bytes();
+        self.submit(writer::Command::SetMeta(key, state))
+            .await
+            .map(|_| ())
+    }
+
+    /// Every saved MQTT session: client id and state.
+    pub fn saved_sessions(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self.shared.meta.prefix(SESSION_KEY_PREFIX) {
+            let (key, value) = guard.into_inner()?;
+            let id =
+                String::from_utf8_lossy(key.get(SESSION_KEY_PREFIX.len()..).unwrap_or_default())
+                    .into_owned();
+            out.push((id, value.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Removes an empty, non-built-in table.
@@ -722,6 +754,18 @@ pub fn validate_id(id: &str) -> Result<(), StoreError> {
     }
 }
 
+/// Checks a record of a table with a typed model and returns it with every default
+/// filled in, so readers never need to know the defaults; other tables' records pass as
+/// they are.
+pub fn normalize(table: &str, value: Value) -> Result<Value, StoreError> {
+    let checked = match table {
+        SIGNS_TABLE => Sign::from_json(&value).map(|sign| sign.to_json()),
+        MESSAGES_TABLE => Message::from_json(&value).map(|message| message.to_json()),
+        _ => return Ok(value),
+    };
+    checked.map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
 fn table_def(decl: &TableDecl) -> Result<TableDef, StoreError> {
     let schema = decl
         .schema
@@ -793,3 +837,106 @@ fn restrict_permissions(dir: &std::path::Path) {
 
 #[cfg(not(unix))]
 fn restrict_permissions(_dir: &std::path::Path) {}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn open(dir: &tempfile::TempDir) -> Store {
+        let metrics = Arc::new(Metrics::default());
+        Store::open(
+            StoreOptions {
+                data_dir: dir.path().join("data"),
+                change_log_window: 1000,
+                tables: Vec::new(),
+            },
+            Bus::new(64, metrics.clone()),
+            metrics,
+        )
+        .expect("store opens")
+    }
+
+    fn put(table: &str, id: &str, value: Value) -> WriteOp {
+        WriteOp::Put {
+            table: table.into(),
+            id: Some(id.into()),
+            value,
+            if_match: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn signs_and_messages_are_checked_and_stored_with_their_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+
+        let event = store
+            .write(
+                put("signs", "lobby", json!({"name": "Lobby"})),
+                Origin::Rest,
+            )
+            .await
+            .unwrap();
+        let stored = store.get("signs", "lobby").await.unwrap().unwrap().value;
+        assert_eq!(stored["width"], 64);
+        assert_eq!(stored["height"], 16);
+        assert_eq!(stored["shows"], Value::Null);
+        // Subscribers see what was stored, not what was sent.
+        assert_eq!(event.value.as_ref(), Some(&stored));
+
+        // A patch is checked as the record it makes, and a refusal changes nothing.
+        let refused = store
+            .write(
+                WriteOp::Patch {
+                    table: "signs".into(),
+                    id: "lobby".into(),
+                    patch: json!({"width": 300}),
+                    if_match: None,
+                },
+                Origin::Mqtt,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            StoreError::Invalid("width: must be between 1 and 256".into())
+        );
+        let after = store.get("signs", "lobby").await.unwrap().unwrap();
+        assert_eq!(after.version, 1);
+        assert_eq!(after.value, stored);
+
+        let refused = store
+            .write(
+                put("messages", "hi", json!({"text": "Hi", "speed": 0})),
+                Origin::Ws,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::Invalid(m) if m.starts_with("speed:")),
+            "{refused:?}"
+        );
+        store
+            .write(put("messages", "hi", json!({"text": "Hi"})), Origin::Ws)
+            .await
+            .unwrap();
+        let message = store.get("messages", "hi").await.unwrap().unwrap().value;
+        assert_eq!(message["duration"], 10);
+        assert_eq!(message["effect"], "static");
+
+        // Tables without a model keep whatever object they are given.
+        store
+            .write(
+                put("devices", "d1", json!({"anything": [1, 2]})),
+                Origin::Rest,
+            )
+            .await
+            .unwrap();
+        let device = store.get("devices", "d1").await.unwrap().unwrap().value;
+        assert_eq!(device, json!({"anything": [1, 2]}));
+        store.shutdown().await;
+    }
+}

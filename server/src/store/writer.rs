@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     LAST_SEQ_KEY, StoreError, StoredRecord, TableDecl, Tables, WriteOp, decode_record, merge_patch,
-    record_key, table_def, table_key, validate_record_id, validate_table_name,
+    normalize, record_key, table_def, table_key, validate_record_id, validate_table_name,
 };
 use crate::bus::Bus;
 use crate::clock;
@@ -27,6 +27,8 @@ pub(super) enum Command {
     Write(WriteOp, Origin, Option<Arc<MqttMeta>>),
     DeclareTable(TableDecl),
     DropTable(String),
+    /// Set (or with `None` remove) a key of the meta keyspace, durably.
+    SetMeta(Vec<u8>, Option<Vec<u8>>),
     /// Commit everything queued before this, then exit.
     Stop,
 }
@@ -59,6 +61,8 @@ enum Outcome {
     Change(Arc<ChangeEvent>),
     /// A table declaration or removal: applied to the in-memory table list after commit.
     Tables(TableChange),
+    /// Nothing to do after the commit but answer.
+    Done,
     Stop,
 }
 
@@ -115,6 +119,13 @@ impl Writer {
                     }),
                 Command::DeclareTable(decl) => self.declare(decl, &mut batch),
                 Command::DropTable(name) => self.drop_table(name, &overlay, &mut batch),
+                Command::SetMeta(key, value) => {
+                    match value {
+                        Some(value) => batch.insert(&self.meta, key, value),
+                        None => batch.remove(&self.meta, key),
+                    }
+                    Ok(Outcome::Done)
+                }
                 Command::Stop => Ok(Outcome::Stop),
             };
             match outcome {
@@ -163,7 +174,7 @@ impl Writer {
                     self.apply_table_change(change);
                     let _ = reply.send(Ok(None));
                 }
-                Outcome::Stop => {
+                Outcome::Done | Outcome::Stop => {
                     let _ = reply.send(Ok(None));
                 }
             }
@@ -240,14 +251,20 @@ impl Writer {
                 None
             }
         };
-        if let Some(v) = &new_value {
-            if !v.is_object() {
-                return Err(StoreError::Invalid("a record must be a JSON object".into()));
+        let new_value = match new_value {
+            Some(v) => {
+                if !v.is_object() {
+                    return Err(StoreError::Invalid("a record must be a JSON object".into()));
+                }
+                if let Some(schema) = &schema {
+                    schema.validate(&v).map_err(StoreError::Invalid)?;
+                }
+                // Here rather than in each protocol, so REST, WebSocket and MQTT writes
+                // cannot disagree about what a valid sign is.
+                Some(normalize(&table, v)?)
             }
-            if let Some(schema) = &schema {
-                schema.validate(v).map_err(StoreError::Invalid)?;
-            }
-        }
+            None => None,
+        };
 
         let version = current_version + 1;
         let ts = clock::now_rfc3339();

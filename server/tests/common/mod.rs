@@ -54,6 +54,7 @@ impl TestServer {
 pub struct ChildServer {
     pub child: Child,
     pub url: String,
+    pub mqtt: std::net::SocketAddr,
 }
 
 impl ChildServer {
@@ -78,7 +79,12 @@ impl ChildServer {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_owned();
-        Self { child, url }
+        let mqtt = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("mqtt://"))
+            .and_then(|a| a.trim_end_matches([',', ')']).parse().ok())
+            .unwrap_or_else(|| panic!("no MQTT address in {line:?}"));
+        Self { child, url, mqtt }
     }
 
     pub fn kill(&mut self) {

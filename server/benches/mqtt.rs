@@ -224,7 +224,8 @@ async fn subscriber(
 }
 
 /// Publishes `count` messages at `rate` per second (`None`: as fast as the
-/// socket takes them), draining acknowledgements on the side.
+/// socket takes them), then waits until the broker has handled them all
+/// (every PUBACK, or the PINGRESP that follows them) and disconnects cleanly.
 async fn publisher(
     addr: SocketAddr,
     topic: &str,
@@ -234,14 +235,24 @@ async fn publisher(
     rate: Option<u64>,
 ) {
     let (mut read, mut write, _) = connect(addr, "bench-publisher").await;
+    let expect_acks = if qos == QoS::AtMostOnce { 0 } else { count };
     let acks = tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(1 << 16);
-        while let Ok(n) = read.read_buf(&mut buf).await {
-            if n == 0 {
-                break;
+        let (mut acked, mut pong) = (0, false);
+        while acked < expect_acks || !pong {
+            match tokio::time::timeout(PHASE_LIMIT, read.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
             }
-            while let Ok(Some(_)) = decode_as_client(&mut buf, V, 1 << 20) {}
+            while let Ok(Some(packet)) = decode_as_client(&mut buf, V, 1 << 20) {
+                match packet {
+                    Packet::PubAck(_) | Packet::PubComp(_) => acked += 1,
+                    Packet::PingResp => pong = true,
+                    _ => {}
+                }
+            }
         }
+        read
     });
     let mut ticker = rate.map(|r| {
         let mut t = tokio::time::interval(Duration::from_nanos(1_000_000_000 / r.max(1)));
@@ -287,10 +298,15 @@ async fn publisher(
         }
         sent += batch;
     }
-    // Let acknowledgements drain before closing.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(write);
-    acks.abort();
+    out.clear();
+    let _ = encode(&Packet::PingReq, V, &mut out);
+    let _ = write.write_all(&out).await;
+    // Closing with unread acknowledgements would reset the connection and
+    // throw away what the broker has not read yet.
+    let _read = acks.await;
+    out.clear();
+    let _ = encode(&Packet::Disconnect(Default::default()), V, &mut out);
+    let _ = write.write_all(&out).await;
 }
 
 struct Figures {

@@ -110,6 +110,7 @@ impl Server {
             metrics,
             body_limit: config.body_limit,
             shutdown: stopping.clone(),
+            access: Arc::new(config.access.clone()),
         };
         let router = http::router(state, leptos_options(&config, http_addr))
             .merge(mqtt::websocket::router(broker));

@@ -1209,3 +1209,72 @@ async fn persistent_sessions_and_their_missed_messages_survive_sigkill() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn one_set_of_access_rules_guards_mqtt_rest_sse_and_websockets() {
+    let server = TestServer::start_with(|config| {
+        config.tables.push(marquee::store::TableDecl {
+            name: "sensors".into(),
+            schema: None,
+        });
+        config.access = marquee::access::Access::new(
+            true,
+            vec![
+                marquee::access::AclRule {
+                    filter: "sensors/locked".into(),
+                    publish: Some(false),
+                    subscribe: None,
+                },
+                marquee::access::AclRule {
+                    filter: "sensors/secret".into(),
+                    publish: None,
+                    subscribe: Some(false),
+                },
+            ],
+        )
+        .unwrap();
+    })
+    .await;
+    let http = client();
+    let mut sse = SseClient::connect(&format!("{}/api/sensors/", server.url), None).await;
+    sse.until_sync().await;
+
+    let r = put(&http, &server.url, "/api/sensors/locked", &json!({"x": 1})).await;
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+    let (mut raw, _) =
+        Raw::connect(mqtt_addr(&server), connect_packet(V5, "locksmith", true)).await;
+    raw.send(&publish(
+        "sensors/locked",
+        QoS::AtLeastOnce,
+        1,
+        true,
+        br#"{"x":1}"#,
+    ))
+    .await;
+    match raw.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::NotAuthorized),
+        other => panic!("{other:?}"),
+    }
+    let mut ws = WsClient::connect(&server.ws_url("/api/ws")).await;
+    ws.send(json!({"type": "put", "req": "w", "table": "sensors", "id": "locked", "value": {}}))
+        .await;
+    let reply = ws.reply("w", &mut Vec::new()).await;
+    assert_eq!(reply["error"]["code"], "forbidden", "{reply}");
+
+    // Writable, but nobody may read it: not over REST, not in a stream.
+    put(
+        &http,
+        &server.url,
+        "/api/sensors/secret",
+        &json!({"pin": 1234}),
+    )
+    .await;
+    put(&http, &server.url, "/api/sensors/open", &json!({"x": 2})).await;
+    let (status, _) = get_json(&http, &server.url, "/api/sensors/secret").await;
+    assert_eq!(status, 403);
+    let event = sse.next_within(WAIT).await.expect("SSE event").json();
+    assert_eq!(event["id"], "open", "the secret change is skipped: {event}");
+    server.stop().await;
+}

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 pub use error::ApiError;
 
+use crate::access::{Access, Action, Identity};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -32,6 +33,45 @@ pub struct AppState {
     pub body_limit: usize,
     /// Flips to `true` when the server begins shutting down; streams end then.
     pub shutdown: watch::Receiver<bool>,
+    /// The access rules MQTT uses too.
+    pub access: Arc<Access>,
+}
+
+/// Checks `action` on `topic` (an MQTT topic or filter) for an HTTP client,
+/// by the same rules as MQTT clients; HTTP clients are anonymous until
+/// accounts exist.
+pub fn authorize(state: &AppState, action: Action, topic: &str) -> Result<(), ApiError> {
+    if state.access.allows(&Identity::default(), action, topic) {
+        return Ok(());
+    }
+    let verb = match action {
+        Action::Publish => "write to",
+        Action::Subscribe => "read",
+    };
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("not allowed to {verb} '{topic}'"),
+    ))
+}
+
+/// Whether a change may be delivered to an HTTP stream.
+pub fn may_receive(state: &AppState, change: &app::event::ChangeEvent) -> bool {
+    authorize(
+        state,
+        Action::Subscribe,
+        &record_topic(&change.table, &change.id),
+    )
+    .is_ok()
+}
+
+/// The MQTT topic of a record: `{table}/{id}`, or for the `mqtt` table the id itself.
+pub fn record_topic(table: &str, id: &str) -> String {
+    if table == crate::store::MQTT_TABLE {
+        id.to_owned()
+    } else {
+        format!("{table}/{id}")
+    }
 }
 
 /// Every route: the API under `/api`, health and metrics, then the web app.

@@ -17,6 +17,8 @@ use super::{
     ApiError, AppState, Precondition, etag, is_websocket, parse_version_header, read_json, sse,
     wants_event_stream, ws,
 };
+use super::{authorize, record_topic};
+use crate::access::Action;
 use crate::feed::Start;
 use crate::metrics::Protocol;
 use crate::store::{MAX_PAGE, TableDecl, WriteOp};
@@ -160,6 +162,7 @@ pub async fn list_records(
     state.store.require_table(&table)?;
     let filter = TopicFilter::parse(&format!("{table}/+"))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    authorize(&state, Action::Subscribe, &record_topic(&table, "+"))?;
     if is_websocket(&headers) {
         let start = start_from(&query, &headers)?;
         return ws::scoped(state, request, ws::Scope::Table(table), filter, start).await;
@@ -183,6 +186,7 @@ pub async fn get_record(
     request: Request,
 ) -> Result<Response, ApiError> {
     if is_websocket(&headers) || wants_event_stream(&headers) {
+        authorize(&state, Action::Subscribe, &record_topic(&table, &id))?;
         state.store.require_table(&table)?;
         crate::store::validate_record_id(&table, &id)?;
         let filter = TopicFilter::exact(&table, &id);
@@ -193,6 +197,7 @@ pub async fn get_record(
         return Ok(sse::stream(state, filter, start));
     }
     state.metrics.message_in(Protocol::Rest);
+    authorize(&state, Action::Subscribe, &record_topic(&table, &id))?;
     let record = state
         .store
         .get(&table, &id)
@@ -225,6 +230,7 @@ pub async fn put_record(
     request: Request,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
+    authorize(&state, Action::Publish, &record_topic(&table, &id))?;
     let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
     let if_match = match parse_version_header(&headers, header::IF_NONE_MATCH)? {
         // `If-None-Match: *` = create only: the record must not exist (version 0).
@@ -253,6 +259,7 @@ pub async fn patch_record(
     request: Request,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
+    authorize(&state, Action::Publish, &record_topic(&table, &id))?;
     let patch = read_json(&headers, request.into_body(), state.body_limit, true).await?;
     let if_match = if_match(&state, &table, &id, &headers).await?;
     let op = WriteOp::Patch {
@@ -271,6 +278,7 @@ pub async fn delete_record(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
+    authorize(&state, Action::Publish, &record_topic(&table, &id))?;
     let if_match = if_match(&state, &table, &id, &headers).await?;
     let op = WriteOp::Delete {
         table,
@@ -288,6 +296,7 @@ pub async fn create_record(
     request: Request,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
+    authorize(&state, Action::Publish, &record_topic(&table, "+"))?;
     let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
     let op = WriteOp::Put {
         table,
@@ -316,6 +325,7 @@ pub async fn publish(
     request: Request,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
+    authorize(&state, Action::Publish, &record_topic(&table, &id))?;
     let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
     state.store.publish(&table, &id, value, Origin::Rest)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"published": true}))).into_response())

@@ -68,7 +68,7 @@ async fn run(state: AppState, filter: TopicFilter, start: Start, tx: mpsc::Sende
     loop {
         match backfill.next_page(&state.store).await {
             Ok(Some(page)) => {
-                for change in &page {
+                for change in page.iter().filter(|c| super::may_receive(&state, c)) {
                     if !send(change_event(change, replay)).await {
                         return;
                     }
@@ -93,6 +93,7 @@ async fn run(state: AppState, filter: TopicFilter, start: Start, tx: mpsc::Sende
     loop {
         tokio::select! {
             next = feed.next() => match next {
+                Ok(change) if !super::may_receive(&state, &change) => {}
                 Ok(change) => {
                     if !send(change_event(&change, true)).await {
                         return;

@@ -13,10 +13,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 
 use super::{ApiError, AppState};
+use crate::access::Action;
 use crate::bus::RecvError;
 use crate::feed::{Feed, Start};
 use crate::metrics::Protocol;
-use crate::store::{Store, StoreError, WriteOp};
+use crate::store::{StoreError, WriteOp};
 use crate::topic::TopicFilter;
 
 /// Writes one socket may have waiting for their commit before it stops reading.
@@ -121,6 +122,7 @@ async fn session(
                 if send(&state, &mut sink, &reply).await.is_err() { return; }
             }
             next = feed.next(), if feed.filter_count() > 0 => match next {
+                Ok(change) if !super::may_receive(&state, &change) => {}
                 Ok(change) => {
                     if send(&state, &mut sink, change.as_ref()).await.is_err() { return; }
                 }
@@ -194,6 +196,15 @@ async fn handle(
                     return Ok(None);
                 }
             };
+            if let Err(e) = super::authorize(state, Action::Subscribe, filter.as_str()) {
+                send(
+                    state,
+                    sink,
+                    &error_reply(req, &e.body.code, &e.body.message),
+                )
+                .await?;
+                return Ok(None);
+            }
             let start = since.map_or(Start::State, Start::Since);
             subscribe(state, feed, sink, req, filter, start).await?;
             Ok(None)
@@ -214,6 +225,15 @@ async fn handle(
             value,
         } => {
             let reply = match target(scope, table, id, false) {
+                Ok((table, Some(id)))
+                    if let Err(e) = super::authorize(
+                        state,
+                        Action::Publish,
+                        &super::record_topic(&table, &id),
+                    ) =>
+                {
+                    error_reply(req, &e.body.code, &e.body.message)
+                }
                 Ok((table, Some(id))) => {
                     match state.store.publish(&table, &id, value, Origin::Ws) {
                         Ok(()) => ack(req),
@@ -239,7 +259,7 @@ async fn handle(
                 value,
                 if_match,
             });
-            Ok(Some(pending_write(state.store.clone(), req, op)))
+            Ok(Some(pending_write(state, req, op)))
         }
         ClientMessage::Patch {
             req,
@@ -257,7 +277,7 @@ async fn handle(
                     if_match,
                 })
             });
-            Ok(Some(pending_write(state.store.clone(), req, op)))
+            Ok(Some(pending_write(state, req, op)))
         }
         ClientMessage::Delete {
             req,
@@ -273,7 +293,7 @@ async fn handle(
                     if_match,
                 })
             });
-            Ok(Some(pending_write(state.store.clone(), req, op)))
+            Ok(Some(pending_write(state, req, op)))
         }
     }
 }
@@ -297,7 +317,7 @@ async fn subscribe(
     loop {
         match backfill.next_page(feed.store()).await {
             Ok(Some(page)) => {
-                for change in &page {
+                for change in page.iter().filter(|c| super::may_receive(state, c)) {
                     send(state, sink, change).await?;
                 }
             }
@@ -339,12 +359,32 @@ fn target(
     Ok((table, id))
 }
 
-fn pending_write(store: Store, req: Option<String>, op: Result<WriteOp, String>) -> PendingReply {
+fn pending_write(
+    state: &AppState,
+    req: Option<String>,
+    op: Result<WriteOp, String>,
+) -> PendingReply {
+    let store = state.store.clone();
+    let denied = match &op {
+        Ok(op) => {
+            let (table, id) = match op {
+                WriteOp::Put { table, id, .. } => (table, id.as_deref().unwrap_or("+")),
+                WriteOp::Patch { table, id, .. } | WriteOp::Delete { table, id, .. } => {
+                    (table, id.as_str())
+                }
+            };
+            super::authorize(state, Action::Publish, &super::record_topic(table, id)).err()
+        }
+        Err(_) => None,
+    };
     Box::pin(async move {
         let op = match op {
             Ok(op) => op,
             Err(message) => return error_reply(req, "bad_message", &message),
         };
+        if let Some(e) = denied {
+            return error_reply(req, &e.body.code, &e.body.message);
+        }
         match store.write(op, Origin::Ws).await {
             Ok(event) => written(req, &event),
             Err(e) => store_error(req, &e),

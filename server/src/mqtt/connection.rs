@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
@@ -46,6 +46,8 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CLIENT_ID_LEN: usize = 256;
 /// The window towards an MQTT 5 client is its Receive Maximum, capped here.
 const MAX_WINDOW: usize = 1024;
+/// Live changes taken from the feed at once when they are already waiting.
+const PULL_BATCH: usize = 256;
 
 /// A client publish on its way to durability, acknowledged in arrival order.
 type InboundWrite = Pin<Box<dyn Future<Output = Inbound> + Send>>;
@@ -1061,6 +1063,22 @@ async fn pull(session: &mut Session, store: &crate::store::Store) -> Result<(), 
                     event,
                     retained_for: None,
                 });
+                // Take what else is ready at once, so a burst goes out in one write.
+                if let Some(feed) = &mut session.feed {
+                    while session.pending.len() < PULL_BATCH {
+                        match feed.next().now_or_never() {
+                            Some(Ok(event)) => session.pending.push_back(Delivery {
+                                event,
+                                retained_for: None,
+                            }),
+                            Some(Err(RecvError::Lagged)) => {
+                                session.lagged = true;
+                                break;
+                            }
+                            _ => break,
+                        }
+                    }
+                }
                 Ok(())
             }
             Err(RecvError::Lagged) => {

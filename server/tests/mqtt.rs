@@ -1278,3 +1278,143 @@ async fn one_set_of_access_rules_guards_mqtt_rest_sse_and_websockets() {
     assert_eq!(event["id"], "open", "the secret change is skipped: {event}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn configured_limits_are_enforced_with_the_reason_codes_the_spec_names() {
+    let server = start_with_limits(|limits| {
+        limits.max_topic_levels = 3;
+        limits.max_subscriptions = 2;
+        limits.max_connections = 3;
+        limits.connect_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let addr = mqtt_addr(&server);
+    let (mut raw, _) = Raw::connect(addr, connect_packet(V5, "limited", true)).await;
+    raw.send(&publish("a/b/c/d", QoS::AtLeastOnce, 1, false, b"deep"))
+        .await;
+    match raw.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::TopicNameInvalid),
+        other => panic!("{other:?}"),
+    }
+    let codes = raw
+        .subscribe(
+            2,
+            vec![
+                Subscription::new("x/1", QoS::AtMostOnce),
+                Subscription::new("x/2", QoS::AtMostOnce),
+                Subscription::new("x/3", QoS::AtMostOnce),
+                Subscription::new("x/4/5/6", QoS::AtMostOnce),
+            ],
+        )
+        .await;
+    assert_eq!(
+        codes,
+        vec![
+            ReasonCode::Success,
+            ReasonCode::Success,
+            ReasonCode::QuotaExceeded,
+            ReasonCode::TopicFilterInvalid
+        ]
+    );
+
+    // A socket that never sends CONNECT is closed.
+    let mut idle = Raw::open(addr, V311).await;
+    let started = std::time::Instant::now();
+    assert!(idle.closed().await.0);
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Past max_connections: CONNACK "server busy" (3.1.1: "server unavailable").
+    let (_b, _) = Raw::connect(addr, connect_packet(V5, "second", true)).await;
+    let (_c, _) = Raw::connect(addr, connect_packet(V5, "third", true)).await;
+    let (_d, ack) = Raw::connect(addr, connect_packet(V5, "fourth", true)).await;
+    assert_eq!(ack.reason_code, ReasonCode::ServerBusy);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn retain_handling_message_expiry_and_the_clients_maximum_packet_size() {
+    let server = start().await;
+    let addr = mqtt_addr(&server);
+    put(
+        &client(),
+        &server.url,
+        "/api/sensors/kept",
+        &json!({"k": 1}),
+    )
+    .await;
+    let (mut raw, _) = Raw::connect(addr, {
+        let mut c = connect_packet(V5, "picky", true);
+        c.properties.maximum_packet_size = Some(120.try_into().unwrap());
+        c
+    })
+    .await;
+    // Retain handling 2: no retained messages on subscribe.
+    let mut quiet = Subscription::new("sensors/+", QoS::AtMostOnce);
+    quiet.options.retain_handling = marquee::mqtt::RetainHandling::DoNotSend;
+    raw.subscribe(1, vec![quiet]).await;
+    assert!(raw.recv_within(Duration::from_millis(400)).await.is_none());
+    // Larger than the client's Maximum Packet Size: not sent [MQTT-3.1.2-25].
+    let big = "x".repeat(200);
+    put(
+        &client(),
+        &server.url,
+        "/api/sensors/big",
+        &json!({ "v": big }),
+    )
+    .await;
+    put(
+        &client(),
+        &server.url,
+        "/api/sensors/small",
+        &json!({"v": 1}),
+    )
+    .await;
+    match raw.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.topic, "sensors/small"),
+        other => panic!("{other:?}"),
+    }
+
+    // Message expiry: a queued message that expired is not delivered.
+    let (mut away, _) = Raw::connect(addr, {
+        let mut c = connect_packet(V5, "away", false);
+        c.properties.session_expiry_interval = Some(60);
+        c
+    })
+    .await;
+    away.subscribe(1, vec![Subscription::new("news/+", QoS::AtLeastOnce)])
+        .await;
+    away.send(&Packet::Disconnect(Default::default())).await;
+    drop(away);
+    let (mut sender, _) = Raw::connect(addr, connect_packet(V5, "newsroom", true)).await;
+    for (topic, expiry) in [("news/stale", Some(1)), ("news/fresh", None)] {
+        let mut p = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: topic.into(),
+            packet_id: Some(1.try_into().unwrap()),
+            payload: Bytes::from_static(b"n"),
+            properties: PublishProperties::default(),
+        };
+        p.properties.message_expiry_interval = expiry;
+        sender.send(&Packet::Publish(p)).await;
+        assert!(matches!(sender.recv().await, Some(Packet::PubAck(_))));
+    }
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (mut away, ack) = Raw::connect(addr, {
+        let mut c = connect_packet(V5, "away", false);
+        c.properties.session_expiry_interval = Some(60);
+        c
+    })
+    .await;
+    assert!(ack.session_present);
+    match away.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.topic, "news/fresh", "the stale one expired"),
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}
+
+async fn start_with_limits(tweak: impl FnOnce(&mut marquee::mqtt::Limits)) -> TestServer {
+    TestServer::start_with(|config| tweak(&mut config.mqtt_limits)).await
+}

@@ -5,8 +5,6 @@
 //!
 //! Every loop is bounded in count and time; nothing here asserts a figure.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,39 +12,12 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+mod support;
+use support::{Marquee, process_cpu};
+
 const WRITE_PHASE: Duration = Duration::from_secs(5);
 const OFFERED_RATE: u64 = 1000;
 const DELIVERY_WRITES: u64 = 5000;
-
-struct Marquee(Child, String);
-
-impl Drop for Marquee {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(dir: &std::path::Path) -> Marquee {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start marquee");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address line");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("address")
-        .to_owned();
-    Marquee(child, url)
-}
 
 /// A bare HTTP/1.1 keep-alive client: the load generator shares the machine's
 /// cores with the server, so it should cost as little as possible.
@@ -116,30 +87,8 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// CPU time (user + system) the server process has used so far.
-fn server_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields
-        .get(11)
-        .and_then(|u| u.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-    // Linux reports in clock ticks of 1/100 s.
-    Duration::from_millis(ticks * 10)
-}
-
 async fn write_throughput(url: &str, pid: u32, writers: usize) {
-    let cpu_before = server_cpu(pid);
+    let cpu_before = process_cpu(pid);
     let deadline = Instant::now() + WRITE_PHASE;
     let started = Instant::now();
     let addr = url.trim_start_matches("http://").to_owned();
@@ -169,7 +118,7 @@ async fn write_throughput(url: &str, pid: u32, writers: usize) {
         latencies.extend(task.await.expect("writer"));
     }
     let elapsed = started.elapsed();
-    let cpu = server_cpu(pid).saturating_sub(cpu_before);
+    let cpu = process_cpu(pid).saturating_sub(cpu_before);
     latencies.sort_unstable();
     println!(
         "REST durable writes, {writers:>2} writer(s): {:>8.0} writes/s   ack p50 {}   p99 {}   ({} writes in {:.1} s; server CPU {:.1} s = {:.0} writes per server CPU-second)",
@@ -303,8 +252,8 @@ async fn delivery_latency(url: &str) {
 async fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     let dir = tempfile::tempdir().expect("temp dir");
-    let marquee = start(dir.path());
-    let url = marquee.1.clone();
+    let marquee = Marquee::start(dir.path());
+    let url = marquee.url.clone();
     let http = reqwest::Client::new();
     for table in ["bench", "latency"] {
         let r = http
@@ -319,7 +268,7 @@ async fn main() {
         "Marquee core benchmark ({} cores), server at {url}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let pid = marquee.0.id();
+    let pid = marquee.pid();
     write_throughput(&url, pid, 1).await;
     write_throughput(&url, pid, 64).await;
     delivery_latency(&url).await;

@@ -11,7 +11,6 @@
 //! subscriber off, so "got n/m" marks a run where a subscriber fell behind.
 //! Every loop is bounded in count and time; nothing here asserts a figure.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -27,43 +26,30 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
+mod support;
+use support::{Marquee, process_cpu};
+
 const V: ProtocolVersion = ProtocolVersion::V311;
 const LATENCY_PHASE: Duration = Duration::from_secs(3);
 const PHASE_LIMIT: Duration = Duration::from_secs(30);
 
 struct Broker {
     name: &'static str,
-    child: Child,
+    pid: u32,
     addr: SocketAddr,
     retain: bool,
+    /// Keeps the process alive, and kills it when dropped.
+    _process: Box<dyn std::any::Any>,
 }
 
-impl Drop for Broker {
+/// Mosquitto, killed when dropped.
+struct Mosquitto(Child);
+
+impl Drop for Mosquitto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
-}
-
-fn start_marquee(dir: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start marquee");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address line");
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("mqtt://"))
-        .and_then(|a| a.trim_end_matches([',', ')']).parse().ok())
-        .expect("mqtt address");
-    (child, addr)
 }
 
 fn start_mosquitto(dir: &std::path::Path) -> Option<(Child, SocketAddr)> {
@@ -96,24 +82,6 @@ fn start_mosquitto(dir: &std::path::Path) -> Option<(Child, SocketAddr)> {
         std::thread::sleep(Duration::from_millis(100));
     }
     None
-}
-
-/// CPU time (user + system) a process has used so far.
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((field(11) + field(12)) * 10)
 }
 
 fn epoch() -> Instant {
@@ -346,8 +314,8 @@ async fn phase(
     for _ in 0..subscribers {
         ready.recv().await;
     }
-    let pid = broker.child.id();
-    let cpu_before = cpu(pid);
+    let pid = broker.pid;
+    let cpu_before = process_cpu(pid);
     let started = Instant::now();
     publisher(broker.addr, &topic, qos, broker.retain, count, rate).await;
     let mut all = Vec::with_capacity(count * subscribers);
@@ -355,7 +323,7 @@ async fn phase(
         all.extend(latencies);
     }
     let elapsed = started.elapsed();
-    let cpu_used = cpu(pid).saturating_sub(cpu_before);
+    let cpu_used = process_cpu(pid).saturating_sub(cpu_before);
     all.sort_unstable();
     let pick = |p: f64| {
         all.get(((all.len().max(1) - 1) as f64 * p).round() as usize)
@@ -383,26 +351,23 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     epoch();
     let mut brokers = Vec::new();
-    let (child, addr) = start_marquee(&dir.path().join("transient"));
-    brokers.push(Broker {
-        name: "marquee",
-        child,
-        addr,
-        retain: false,
-    });
-    let (child, addr) = start_marquee(&dir.path().join("retained"));
-    brokers.push(Broker {
-        name: "marquee-retained",
-        child,
-        addr,
-        retain: true,
-    });
+    for (name, retain) in [("marquee", false), ("marquee-retained", true)] {
+        let marquee = Marquee::start(&dir.path().join(name));
+        brokers.push(Broker {
+            name,
+            pid: marquee.pid(),
+            addr: marquee.mqtt,
+            retain,
+            _process: Box::new(marquee),
+        });
+    }
     match start_mosquitto(dir.path()) {
         Some((child, addr)) => brokers.push(Broker {
             name: "mosquitto",
-            child,
+            pid: child.id(),
             addr,
             retain: false,
+            _process: Box::new(Mosquitto(child)),
         }),
         None => println!(
             "mosquitto not found: install Debian's mosquitto (make bench does) for the comparison"

@@ -357,6 +357,10 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                         if let Err(end) = self.handle(packet).await {
                             return end;
                         }
+                        // A full read buffer is hundreds of packets: let the
+                        // subscribers' tasks run in between, or a fast
+                        // publisher fills their queues before they get a turn.
+                        tokio::task::consume_budget().await;
                     }
                     Ok(None) => break,
                     Err(e) => return refused_for(&e),

@@ -9,18 +9,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use common::mqtt::{Raw, WAIT, connect_packet, publish};
 use common::{SseClient, TestServer, WsClient, client, get_json, put};
 use marquee::mqtt::{
-    Ack, Connect, ConnectProperties, Packet, ProtocolVersion, Publish, PublishProperties, QoS,
-    ReasonCode, Subscribe, Subscription, Will, WillProperties, decode_as_client, encode,
+    Ack, Packet, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, Subscribe,
+    Subscription, Will, WillProperties, encode,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, SubscribeReasonCode};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-
-const WAIT: Duration = Duration::from_secs(5);
 
 // ------------------------------------------------------------ rumqttc clients
 
@@ -92,117 +89,6 @@ impl V4 {
             }
         }
     }
-}
-
-// ------------------------------------------------------------ a raw client
-
-/// An MQTT client on our own codec, for tests that need exact packets.
-struct Raw {
-    stream: TcpStream,
-    buf: BytesMut,
-    version: ProtocolVersion,
-}
-
-fn connect_packet(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
-    Connect {
-        protocol: version,
-        clean_start: clean,
-        keep_alive: 30,
-        client_id: id.into(),
-        will: None,
-        username: None,
-        password: None,
-        properties: ConnectProperties::default(),
-    }
-}
-
-impl Raw {
-    async fn open(addr: SocketAddr, version: ProtocolVersion) -> Self {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        Self {
-            stream,
-            buf: BytesMut::new(),
-            version,
-        }
-    }
-
-    async fn connect(addr: SocketAddr, connect: Connect) -> (Self, marquee::mqtt::ConnAck) {
-        let mut raw = Self::open(addr, connect.protocol).await;
-        raw.send(&Packet::Connect(connect)).await;
-        match raw.recv().await {
-            Some(Packet::ConnAck(ack)) => (raw, ack),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, packet: &Packet) {
-        let mut out = BytesMut::new();
-        encode(packet, self.version, &mut out).unwrap();
-        self.stream.write_all(&out).await.unwrap();
-    }
-
-    async fn send_bytes(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write_all(bytes).await;
-    }
-
-    /// The next packet, or `None` if the server closed the connection (or said nothing for 5 s).
-    async fn recv(&mut self) -> Option<Packet> {
-        self.recv_within(WAIT).await
-    }
-
-    async fn recv_within(&mut self, within: Duration) -> Option<Packet> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(packet) = decode_as_client(&mut self.buf, self.version, 1 << 24).unwrap() {
-                return Some(packet);
-            }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return None,
-            }
-        }
-    }
-
-    /// Whether the server closes the connection (within 5 s), skipping what it sends first.
-    async fn closed(&mut self) -> (bool, Vec<Packet>) {
-        let mut seen = Vec::new();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            while let Ok(Some(packet)) = decode_as_client(&mut self.buf, self.version, 1 << 24) {
-                seen.push(packet);
-            }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return (true, seen),
-                Ok(Ok(_)) => {}
-                Err(_) => return (false, seen),
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, id: u16, subscriptions: Vec<Subscription>) -> Vec<ReasonCode> {
-        self.send(&Packet::Subscribe(Subscribe {
-            packet_id: id.try_into().unwrap(),
-            subscriptions,
-            properties: Default::default(),
-        }))
-        .await;
-        match self.recv().await {
-            Some(Packet::SubAck(ack)) => ack.reason_codes,
-            other => panic!("expected SUBACK, got {other:?}"),
-        }
-    }
-}
-
-fn publish(topic: &str, qos: QoS, id: u16, retain: bool, payload: &[u8]) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain,
-        topic: topic.into(),
-        packet_id: (qos != QoS::AtMostOnce).then(|| id.try_into().unwrap()),
-        payload: Bytes::copy_from_slice(payload),
-        properties: PublishProperties::default(),
-    })
 }
 
 fn mqtt_addr(server: &TestServer) -> SocketAddr {
@@ -1004,45 +890,12 @@ async fn malformed_packets_get_a_disconnect_and_the_broker_keeps_serving() {
 
 #[tokio::test]
 async fn mqtt_over_websocket_at_slash_mqtt_talks_to_tcp_clients() {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
     let server = start().await;
-    let mut request = server.ws_url("/mqtt").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
-    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-    assert_eq!(response.headers()["sec-websocket-protocol"], "mqtt");
-
-    let frame = |packet: &Packet| {
-        let mut out = BytesMut::new();
-        encode(packet, V5, &mut out).unwrap();
-        Message::Binary(out.freeze())
-    };
-    let mut buf = BytesMut::new();
-    let mut next = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {
-        if let Some(p) = decode_as_client(&mut buf, V5, 1 << 20).unwrap() {
-            return p;
-        }
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => buf.extend_from_slice(&b),
-            other => panic!("{other:?}"),
-        }
-    };
-    ws.send(frame(&Packet::Connect(connect_packet(V5, "browser", true))))
-        .await
-        .unwrap();
-    assert!(matches!(next(&mut ws).await, Packet::ConnAck(_)));
-    ws.send(frame(&Packet::Subscribe(Subscribe {
-        packet_id: 1.try_into().unwrap(),
-        subscriptions: vec![Subscription::new("sensors/+", QoS::AtMostOnce)],
-        properties: Default::default(),
-    })))
-    .await
-    .unwrap();
-    assert!(matches!(next(&mut ws).await, Packet::SubAck(_)));
+    let (mut ws, ack) =
+        Raw::connect_ws(&server.ws_url("/mqtt"), connect_packet(V5, "browser", true)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    ws.subscribe(1, vec![Subscription::new("sensors/+", QoS::AtMostOnce)])
+        .await;
 
     let publisher = V4::connect(mqtt_addr(&server), "tcp", |_| {}).await;
     publisher
@@ -1053,25 +906,22 @@ async fn mqtt_over_websocket_at_slash_mqtt_talks_to_tcp_clients() {
             br#"{"a":1}"#,
         )
         .await;
-    match next(&mut ws).await {
-        Packet::Publish(p) => assert_eq!(p.topic, "sensors/web"),
+    match ws.recv().await {
+        Some(Packet::Publish(p)) => assert_eq!(p.topic, "sensors/web"),
         other => panic!("{other:?}"),
     }
     // And a retained publish from the browser is a record.
-    ws.send(frame(&publish(
+    ws.send(&publish(
         "sensors/web",
         QoS::AtLeastOnce,
         2,
         true,
         br#"{"b":2}"#,
-    )))
-    .await
-    .unwrap();
-    loop {
-        if let Packet::PubAck(ack) = next(&mut ws).await {
-            assert_eq!(ack.reason_code, ReasonCode::Success);
-            break;
-        }
+    ))
+    .await;
+    match ws.recv().await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::Success),
+        other => panic!("{other:?}"),
     }
     let (status, body) = get_json(&client(), &server.url, "/api/sensors/web").await;
     assert_eq!(status, 200);

@@ -5,23 +5,15 @@
 
 mod common;
 
-use std::time::Duration;
-
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use common::mqtt::{Raw, WAIT, connect_packet};
 use common::{SseClient, TestServer, WsClient, client};
-use futures_util::{SinkExt, StreamExt};
 use marquee::mqtt::{
-    Connect, ConnectProperties, Packet, ProtocolVersion, Publish, PublishProperties, QoS,
-    Subscribe, Subscription, decode_as_client, encode,
+    Packet, ProtocolVersion, Publish, PublishProperties, QoS, Subscribe, Subscription,
 };
 use marquee::store::TableDecl;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const WAIT: Duration = Duration::from_secs(5);
 const TABLE: &str = "sensors";
 const ID: &str = "cell";
 
@@ -41,92 +33,23 @@ enum Kind {
     Transient,
 }
 
-/// An MQTT client over TCP or WebSocket, on our codec.
-enum MqttLink {
-    Tcp(TcpStream),
-    Ws(Box<common::WsStream>),
-}
-
-struct Mqtt {
-    link: MqttLink,
-    version: ProtocolVersion,
-    buf: BytesMut,
-}
-
-impl Mqtt {
-    async fn connect(server: &TestServer, side: Side, id: &str) -> Self {
-        let addr = server.server.as_ref().unwrap().mqtt_addr();
-        let (link, version) = match side {
-            Side::Mqtt311 => (
-                MqttLink::Tcp(TcpStream::connect(addr).await.unwrap()),
-                ProtocolVersion::V311,
-            ),
-            Side::Mqtt5 => (
-                MqttLink::Tcp(TcpStream::connect(addr).await.unwrap()),
-                ProtocolVersion::V5,
-            ),
-            _ => {
-                let mut request = server.ws_url("/mqtt").into_client_request().unwrap();
-                request
-                    .headers_mut()
-                    .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
-                let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-                (MqttLink::Ws(Box::new(ws)), ProtocolVersion::V311)
-            }
-        };
-        let mut mqtt = Self {
-            link,
-            version,
-            buf: BytesMut::new(),
-        };
-        mqtt.send(&Packet::Connect(Connect {
-            protocol: version,
-            clean_start: true,
-            keep_alive: 30,
-            client_id: id.into(),
-            will: None,
-            username: None,
-            password: None,
-            properties: ConnectProperties::default(),
-        }))
-        .await;
-        assert!(matches!(mqtt.recv().await, Some(Packet::ConnAck(_))));
-        mqtt
-    }
-
-    async fn send(&mut self, packet: &Packet) {
-        let mut out = BytesMut::new();
-        encode(packet, self.version, &mut out).unwrap();
-        match &mut self.link {
-            MqttLink::Tcp(s) => s.write_all(&out).await.unwrap(),
-            MqttLink::Ws(ws) => ws.send(Message::Binary(out.freeze())).await.unwrap(),
+/// An MQTT client of the kind `side` names.
+async fn mqtt_client(server: &TestServer, side: Side, id: &str) -> Raw {
+    let addr = server.server.as_ref().unwrap().mqtt_addr();
+    let (raw, ack) = match side {
+        Side::Mqtt311 => Raw::connect(addr, connect_packet(ProtocolVersion::V311, id, true)).await,
+        Side::Mqtt5 => Raw::connect(addr, connect_packet(ProtocolVersion::V5, id, true)).await,
+        _ => {
+            let packet = connect_packet(ProtocolVersion::V311, id, true);
+            Raw::connect_ws(&server.ws_url("/mqtt"), packet).await
         }
-    }
-
-    async fn recv(&mut self) -> Option<Packet> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(p) = decode_as_client(&mut self.buf, self.version, 1 << 24).unwrap() {
-                return Some(p);
-            }
-            match &mut self.link {
-                MqttLink::Tcp(s) => {
-                    match tokio::time::timeout_at(deadline, s.read_buf(&mut self.buf)).await {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => return None,
-                    }
-                }
-                MqttLink::Ws(ws) => match tokio::time::timeout_at(deadline, ws.next()).await {
-                    Ok(Some(Ok(Message::Binary(b)))) => self.buf.extend_from_slice(&b),
-                    _ => return None,
-                },
-            }
-        }
-    }
+    };
+    assert!(!ack.reason_code.is_error());
+    raw
 }
 
 enum Subscriber {
-    Mqtt(Mqtt),
+    Mqtt(Raw),
     Sse(SseClient),
     Ws(Box<WsClient>),
 }
@@ -146,7 +69,7 @@ async fn subscribe(server: &TestServer, side: Side) -> Subscriber {
             Subscriber::Ws(Box::new(ws))
         }
         _ => {
-            let mut mqtt = Mqtt::connect(server, side, "subscriber").await;
+            let mut mqtt = mqtt_client(server, side, "subscriber").await;
             mqtt.send(&Packet::Subscribe(Subscribe {
                 packet_id: 1.try_into().unwrap(),
                 subscriptions: vec![Subscription::new(format!("{TABLE}/+"), QoS::AtMostOnce)],
@@ -187,7 +110,7 @@ async fn publish(server: &TestServer, side: Side, kind: Kind, value: &Value) {
             assert_eq!(reply["type"], "ack", "{reply}");
         }
         _ => {
-            let mut mqtt = Mqtt::connect(server, side, "publisher").await;
+            let mut mqtt = mqtt_client(server, side, "publisher").await;
             mqtt.send(&Packet::Publish(Publish {
                 dup: false,
                 qos: QoS::AtLeastOnce,

@@ -12,7 +12,7 @@ use leptos_meta::{MetaTags, Stylesheet, provide_meta_context};
 use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::path;
 
-use crate::pages::{DataPage, HomePage, NotFound};
+use crate::pages::{DataPage, HomePage, MessagesPage, NotFound, SignPage};
 
 /// The HTML document the server renders every page into.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -52,14 +52,17 @@ pub fn App() -> impl IntoView {
                 </a>
                 <nav class="nav">
                     <A href="/" exact=true>
-                        "Home"
+                        "Signs"
                     </A>
+                    <A href="/messages">"Messages"</A>
                     <A href="/data">"Data"</A>
                 </nav>
             </header>
             <main class="main">
                 <Routes fallback=NotFound>
                     <Route path=path!("/") view=HomePage />
+                    <Route path=path!("/signs/:id") view=SignPage />
+                    <Route path=path!("/messages") view=MessagesPage />
                     <Route path=path!("/data") view=DataPage />
                 </Routes>
             </main>

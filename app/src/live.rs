@@ -363,6 +363,13 @@ pub enum Write {
         value: Value,
         if_match: Option<u64>,
     },
+    /// A JSON merge patch (RFC 7396): only the fields it names change, so a
+    /// page's edit does not undo what others (the playlist player) wrote meanwhile.
+    Patch {
+        id: String,
+        value: Value,
+        if_match: Option<u64>,
+    },
     Delete {
         id: String,
         if_match: Option<u64>,
@@ -381,6 +388,17 @@ impl Write {
                 req: Some(req),
                 table: Some(table),
                 id,
+                value,
+                if_match,
+            },
+            Write::Patch {
+                id,
+                value,
+                if_match,
+            } => ClientMessage::Patch {
+                req: Some(req),
+                table: Some(table),
+                id: Some(id),
                 value,
                 if_match,
             },

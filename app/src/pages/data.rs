@@ -2,13 +2,13 @@
 //! delete them. The table is in the URL (`/data?table=signs`).
 
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 use leptos_meta::Title;
 use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_query_map};
 use serde_json::Value;
 
-use crate::event::{ErrorBody, TableInfo};
+use super::common::{DeleteButton, ErrorNote, LiveStatus, describe, send};
+use crate::event::TableInfo;
 use crate::live::{Live, Record, Write, parse_record};
 
 /// The record being edited, and the state of its form.
@@ -66,10 +66,6 @@ fn compact(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-fn describe(error: &ErrorBody) -> String {
-    format!("{} ({})", error.message, error.code)
-}
-
 /// `%`-encodes a query value (table names are plain, but be safe).
 fn encode(text: &str) -> String {
     text.bytes()
@@ -87,7 +83,7 @@ fn encode(text: &str) -> String {
 #[cfg(feature = "hydrate")]
 #[derive(serde::Deserialize)]
 struct ErrorReply {
-    error: ErrorBody,
+    error: crate::event::ErrorBody,
 }
 
 #[cfg(feature = "hydrate")]
@@ -122,7 +118,7 @@ pub fn DataPage() -> impl IntoView {
     let tables = RwSignal::new(None::<Result<Vec<TableInfo>, String>>);
     let load_tables = move || {
         #[cfg(feature = "hydrate")]
-        spawn_local(async move {
+        leptos::task::spawn_local(async move {
             tables.try_set(Some(fetch_tables().await));
         });
     };
@@ -168,32 +164,6 @@ pub fn DataPage() -> impl IntoView {
                     </aside>
                 </div>
             </Show>
-        </div>
-    }
-    .into_any()
-}
-
-/// The connection indicator.
-#[component]
-fn LiveStatus(live: Live) -> impl IntoView {
-    let state = move || {
-        if live.status.get().is_live() {
-            "live"
-        } else {
-            "down"
-        }
-    };
-    view! {
-        <div class="status-area">
-            <Show when=move || live.notice.get().is_some()>
-                <span class="notice" data-testid="error" data-for="connection">
-                    {move || live.notice.get().map(|e| describe(&e))}
-                </span>
-            </Show>
-            <span class="live-status" data-testid="live-status" data-state=state>
-                <span class="dot" aria-hidden="true"></span>
-                {move || live.status.get().label()}
-            </span>
         </div>
     }
     .into_any()
@@ -370,7 +340,6 @@ fn RecordsPanel(live: Live, editor: Editor, table: Memo<Option<String>>) -> impl
 
 #[component]
 fn RecordRow(id: String, record: Record, live: Live, editor: Editor) -> impl IntoView {
-    let armed = RwSignal::new(false);
     let busy = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let version = record.version;
@@ -385,28 +354,13 @@ fn RecordRow(id: String, record: Record, live: Live, editor: Editor) -> impl Int
     };
     let delete = {
         let id = id.clone();
-        move |_| {
-            if !armed.get_untracked() {
-                armed.set(true);
-                return;
-            }
-            armed.set(false);
-            busy.set(true);
-            error.set(None);
-            let id = id.clone();
-            spawn_local(async move {
-                let result = live
-                    .write(Write::Delete {
-                        id,
-                        if_match: version,
-                    })
-                    .await;
-                busy.try_set(false);
-                if let Err(e) = result {
-                    error.try_set(Some(describe(&e)));
-                }
-            });
-        }
+        Callback::new(move |()| {
+            let write = Write::Delete {
+                id: id.clone(),
+                if_match: version,
+            };
+            send(live, write, busy, error, |_| {});
+        })
     };
     view! {
         <tr
@@ -429,15 +383,7 @@ fn RecordRow(id: String, record: Record, live: Live, editor: Editor) -> impl Int
                 <button data-testid="record-edit" on:click=edit>
                     "Edit"
                 </button>
-                <button
-                    class="danger"
-                    data-testid="record-delete"
-                    disabled=move || busy.get()
-                    on:click=delete
-                    on:blur=move |_| armed.set(false)
-                >
-                    {move || if armed.get() { "Confirm delete" } else { "Delete" }}
-                </button>
+                <DeleteButton busy testid="record-delete" on_confirm=delete />
                 {move || {
                     error
                         .get()
@@ -500,34 +446,22 @@ fn EditorPanel(live: Live, editor: Editor) -> impl IntoView {
                 return;
             }
         };
-        editor.error.set(None);
-        editor.busy.set(true);
         // A record deleted meanwhile is created again; otherwise only over the version we loaded.
         let if_match = current
             .get_untracked()
             .and_then(|_| editor.base.get_untracked());
-        spawn_local(async move {
-            let result = live
-                .write(Write::Put {
-                    id: Some(id),
-                    value,
-                    if_match,
-                })
-                .await;
-            editor.busy.try_set(false);
-            match result {
-                Ok(ack) => {
-                    editor.base.try_set(ack.version);
-                    editor.dirty.try_set(false);
-                    editor.note.try_set(Some(match ack.version {
-                        Some(v) => format!("Saved as version {v}."),
-                        None => "Saved.".to_string(),
-                    }));
-                }
-                Err(e) => {
-                    editor.error.try_set(Some(describe(&e)));
-                }
-            }
+        let write = Write::Put {
+            id: Some(id),
+            value,
+            if_match,
+        };
+        send(live, write, editor.busy, editor.error, move |ack| {
+            editor.base.try_set(ack.version);
+            editor.dirty.try_set(false);
+            editor.note.try_set(Some(match ack.version {
+                Some(v) => format!("Saved as version {v}."),
+                None => "Saved.".to_string(),
+            }));
         });
     };
     let reload = move |_| {
@@ -563,18 +497,7 @@ fn EditorPanel(live: Live, editor: Editor) -> impl IntoView {
                         editor.note.set(None);
                     }
                 ></textarea>
-                {move || {
-                    editor
-                        .error
-                        .get()
-                        .map(|message| {
-                            view! {
-                                <p class="error" data-testid="error" data-for="editor">
-                                    {message}
-                                </p>
-                            }
-                        })
-                }}
+                <ErrorNote error=editor.error place="editor" />
                 {move || stale().map(|message| view! { <p class="warning">{message}</p> })}
                 {move || editor.note.get().map(|message| view! { <p class="ok">{message}</p> })}
                 <div class="buttons">
@@ -621,27 +544,15 @@ fn NewRecordPanel(live: Live) -> impl IntoView {
             )));
             return;
         }
-        error.set(None);
-        busy.set(true);
-        spawn_local(async move {
-            let result = live
-                .write(Write::Put {
-                    id: (!wanted.is_empty()).then_some(wanted),
-                    value,
-                    if_match: None,
-                })
-                .await;
-            busy.try_set(false);
-            match result {
-                Ok(ack) => {
-                    note.try_set(Some(format!("Created '{}'.", ack.id.unwrap_or_default())));
-                    id.try_set(String::new());
-                    text.try_set(EMPTY.to_string());
-                }
-                Err(e) => {
-                    error.try_set(Some(describe(&e)));
-                }
-            }
+        let write = Write::Put {
+            id: (!wanted.is_empty()).then_some(wanted),
+            value,
+            if_match: None,
+        };
+        send(live, write, busy, error, move |ack| {
+            note.try_set(Some(format!("Created '{}'.", ack.id.unwrap_or_default())));
+            id.try_set(String::new());
+            text.try_set(EMPTY.to_string());
         });
     };
     view! {
@@ -675,17 +586,7 @@ fn NewRecordPanel(live: Live) -> impl IntoView {
                     }
                 ></textarea>
             </label>
-            {move || {
-                error
-                    .get()
-                    .map(|message| {
-                        view! {
-                            <p class="error" data-testid="error" data-for="new">
-                                {message}
-                            </p>
-                        }
-                    })
-            }}
+            <ErrorNote error place="new" />
             {move || note.get().map(|message| view! { <p class="ok">{message}</p> })}
             <div class="buttons">
                 <button

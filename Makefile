@@ -49,8 +49,12 @@ setup-npm:
 	@[ -d end2end/node_modules/@playwright/test ] || (cd end2end && npm ci --no-audit --no-fund)
 
 # The server binary plus the hydrating WASM bundle, CSS and assets in target/site.
+# --split: each page's code is its own file, fetched when the page is first shown.
+# cargo-leptos gzips at its fastest level; browsers without brotli get -9.
 build:
-	cargo leptos build --release --precompress
+	cargo leptos build --release --precompress --split
+	for f in target/site/pkg/*.wasm target/site/pkg/*.js; do gzip -9 -n -k -f "$$f"; done
+	node scripts/bundle-sizes.mjs
 
 lint:
 	cargo fmt --all -- --check

@@ -10,7 +10,7 @@ pub mod sign;
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, provide_meta_context};
 use leptos_router::components::{A, Route, Router, Routes};
-use leptos_router::path;
+use leptos_router::{Lazy, LazyRoute, lazy_route, path};
 
 use crate::pages::{DataPage, HomePage, MessagesPage, NotFound, SignPage};
 
@@ -60,12 +60,68 @@ pub fn App() -> impl IntoView {
             </header>
             <main class="main">
                 <Routes fallback=NotFound>
-                    <Route path=path!("/") view=HomePage />
-                    <Route path=path!("/signs/:id") view=SignPage />
-                    <Route path=path!("/messages") view=MessagesPage />
-                    <Route path=path!("/data") view=DataPage />
+                    <Route path=path!("/") view={Lazy::<HomeRoute>::new()} />
+                    <Route path=path!("/signs/:id") view={Lazy::<SignRoute>::new()} />
+                    <Route path=path!("/messages") view={Lazy::<MessagesRoute>::new()} />
+                    <Route path=path!("/data") view={Lazy::<DataRoute>::new()} />
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+// Every page's code is split out of the main bundle (by `cargo leptos build
+// --split`): the browser fetches a page's code, and the code it shares with
+// other pages, when the page is first shown, so no page waits for all of them.
+
+struct HomeRoute;
+
+#[lazy_route]
+impl LazyRoute for HomeRoute {
+    fn data() -> Self {
+        HomeRoute
+    }
+
+    fn view(_this: Self) -> AnyView {
+        view! { <HomePage /> }.into_any()
+    }
+}
+
+struct SignRoute;
+
+#[lazy_route]
+impl LazyRoute for SignRoute {
+    fn data() -> Self {
+        SignRoute
+    }
+
+    fn view(_this: Self) -> AnyView {
+        view! { <SignPage /> }.into_any()
+    }
+}
+
+struct MessagesRoute;
+
+#[lazy_route]
+impl LazyRoute for MessagesRoute {
+    fn data() -> Self {
+        MessagesRoute
+    }
+
+    fn view(_this: Self) -> AnyView {
+        view! { <MessagesPage /> }.into_any()
+    }
+}
+
+struct DataRoute;
+
+#[lazy_route]
+impl LazyRoute for DataRoute {
+    fn data() -> Self {
+        DataRoute
+    }
+
+    fn view(_this: Self) -> AnyView {
+        view! { <DataPage /> }.into_any()
     }
 }

@@ -994,6 +994,70 @@ async fn a_shared_subscription_delivers_each_message_to_one_member() {
     server.stop().await;
 }
 
+/// Publishes `n` transient jobs and counts what `member` receives of them.
+async fn jobs_received(addr: SocketAddr, member: &mut Raw, n: usize) -> usize {
+    let publisher = V4::connect(addr, "boss", |_| {}).await;
+    for i in 0..n {
+        publisher
+            .publish(
+                &format!("jobs/{i}"),
+                rumqttc::QoS::AtMostOnce,
+                false,
+                b"job",
+            )
+            .await;
+    }
+    let mut count = 0;
+    while let Some(packet) = member.recv_within(Duration::from_millis(700)).await {
+        if let Packet::Publish(p) = packet {
+            assert_eq!(p.topic, format!("jobs/{count}"));
+            count += 1;
+        }
+    }
+    count
+}
+
+#[tokio::test]
+async fn an_expired_session_leaves_its_shared_subscriptions() {
+    let server = start().await;
+    let addr = mqtt_addr(&server);
+    let share = || vec![Subscription::new("$share/workers/jobs/+", QoS::AtMostOnce)];
+    let mut leaver = connect_packet(V5, "leaver", false);
+    leaver.properties.session_expiry_interval = Some(1);
+    let (mut leaver, _) = Raw::connect(addr, leaver).await;
+    leaver.subscribe(1, share()).await;
+    let (mut stayer, _) = Raw::connect(addr, connect_packet(V5, "stayer", true)).await;
+    stayer.subscribe(1, share()).await;
+    leaver.send(&Packet::Disconnect(Default::default())).await;
+    drop(leaver);
+    // Past the 1 s expiry and the broker's 10 s sweep of expired sessions.
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    assert_eq!(jobs_received(addr, &mut stayer, 20).await, 20);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_persistent_shared_subscription_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = common::ChildServer::spawn(&data, &[]);
+    let (mut raw, _) = Raw::connect(first.mqtt, connect_packet(V311, "worker", false)).await;
+    raw.subscribe(
+        1,
+        vec![Subscription::new("$share/workers/jobs/+", QoS::AtMostOnce)],
+    )
+    .await;
+    raw.send(&Packet::Disconnect(Default::default())).await;
+    drop(raw);
+    first.kill();
+
+    let second = common::ChildServer::spawn(&data, &[]);
+    let (mut raw, ack) = Raw::connect(second.mqtt, connect_packet(V311, "worker", false)).await;
+    assert!(ack.session_present);
+    // The only member of its group, without subscribing again: it gets every job.
+    assert_eq!(jobs_received(second.mqtt, &mut raw, 10).await, 10);
+}
+
 #[tokio::test]
 async fn sys_statistics_are_published_to_dollar_sys_subscribers_only() {
     let server = TestServer::start_with(|config| {

@@ -79,7 +79,7 @@ struct Inner {
     access: Access,
     sessions: Mutex<HashMap<String, Slot>>,
     /// Shared subscriptions: (group, filter) → the client ids subscribed, sorted.
-    shares: Mutex<HashMap<(String, String), Vec<String>>>,
+    shares: Mutex<Shares>,
     connections: AtomicUsize,
     generation: AtomicU64,
     shutdown: watch::Receiver<bool>,
@@ -127,13 +127,23 @@ impl Broker {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let sessions = restore_sessions(&store);
+        // A restored session is still in its groups: it gets its share of
+        // what they are sent while away, as it would have without the restart.
+        let mut shares = Shares::new();
+        for (client_id, slot) in &sessions {
+            if let Slot::Offline { session, .. } = slot {
+                for (group, filter) in session.shares() {
+                    add_member(&mut shares, group, filter, client_id);
+                }
+            }
+        }
         Self {
             inner: Arc::new(Inner {
                 store,
                 limits,
                 access,
                 sessions: Mutex::new(sessions),
-                shares: Mutex::new(HashMap::new()),
+                shares: Mutex::new(shares),
                 connections: AtomicUsize::new(0),
                 generation: AtomicU64::new(1),
                 shutdown,
@@ -228,6 +238,7 @@ impl Broker {
             Some(Slot::Online { takeover, .. }) => Previous::Online(takeover),
             Some(Slot::Offline { session, expires }) => {
                 if expires.is_some_and(|at| at <= Instant::now()) {
+                    self.leave_shares(&session, client_id);
                     Previous::None
                 } else {
                     Previous::Offline(session)
@@ -296,14 +307,21 @@ impl Broker {
             let mut expired = Vec::new();
             self.sessions().retain(|id, slot| match slot {
                 Slot::Offline {
-                    expires: Some(at), ..
+                    session,
+                    expires: Some(at),
                 } if *at <= now => {
-                    expired.push(id.clone());
+                    expired.push((id.clone(), std::mem::take(&mut session.subscriptions)));
                     false
                 }
                 _ => true,
             });
-            for id in expired {
+            for (id, subscriptions) in expired {
+                // An expired member must not be handed more of its groups' messages.
+                for subscription in subscriptions.values() {
+                    if let Some(group) = &subscription.share {
+                        self.leave_share(group, subscription.filter.as_str(), &id);
+                    }
+                }
                 if let Err(e) = self.inner.store.save_session(&id, None).await {
                     tracing::warn!(client_id = %id, "cannot forget an expired session: {e}");
                 }
@@ -313,12 +331,13 @@ impl Broker {
 
     /// Adds `client_id` to a shared subscription's group.
     pub(super) fn join_share(&self, group: &str, filter: &str, client_id: &str) {
-        let mut shares = self.shares();
-        let members = shares
-            .entry((group.to_owned(), filter.to_owned()))
-            .or_default();
-        if let Err(at) = members.binary_search_by(|m| m.as_str().cmp(client_id)) {
-            members.insert(at, client_id.to_owned());
+        add_member(&mut self.shares(), group, filter, client_id);
+    }
+
+    /// Takes an ending session's client out of all its groups.
+    pub(super) fn leave_shares(&self, session: &Session, client_id: &str) {
+        for (group, filter) in session.shares() {
+            self.leave_share(group, filter, client_id);
         }
     }
 
@@ -344,7 +363,7 @@ impl Broker {
         members.get(at).cloned()
     }
 
-    fn shares(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<String>>> {
+    fn shares(&self) -> std::sync::MutexGuard<'_, Shares> {
         self.inner
             .shares
             .lock()
@@ -356,6 +375,18 @@ impl Broker {
             .sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Shared subscriptions: (group, filter) → the client ids subscribed, sorted.
+type Shares = HashMap<(String, String), Vec<String>>;
+
+fn add_member(shares: &mut Shares, group: &str, filter: &str, client_id: &str) {
+    let members = shares
+        .entry((group.to_owned(), filter.to_owned()))
+        .or_default();
+    if let Err(at) = members.binary_search_by(|m| m.as_str().cmp(client_id)) {
+        members.insert(at, client_id.to_owned());
     }
 }
 

@@ -257,7 +257,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let (mut session, session_present) = match previous {
             Some(session) if !connect.clean_start => (session, true),
             Some(old) => {
-                leave_shares(&broker, &old, &client_id);
+                broker.leave_shares(&old, &client_id);
                 if old.stored
                     && let Err(e) = broker.store().save_session(&client_id, None).await
                 {
@@ -1027,7 +1027,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         }
         if takeover.is_none() {
             if self.session.expiry == 0 {
-                leave_shares(&self.broker, &self.session, &self.client_id);
+                self.broker.leave_shares(&self.session, &self.client_id);
             }
             self.save_session().await;
         }
@@ -1271,15 +1271,6 @@ fn origin_name(origin: Origin) -> &'static str {
         Origin::Ws => "ws",
         Origin::Mqtt => "mqtt",
         Origin::System => "system",
-    }
-}
-
-/// Takes an ending session's client out of its shared subscriptions' groups.
-fn leave_shares(broker: &Broker, session: &Session, client_id: &str) {
-    for subscription in session.subscriptions.values() {
-        if let Some(group) = &subscription.share {
-            broker.leave_share(group, subscription.filter.as_str(), client_id);
-        }
     }
 }
 

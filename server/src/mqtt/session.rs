@@ -96,6 +96,14 @@ pub struct Filling {
 }
 
 impl Session {
+    /// The shared subscriptions' groups this session is in, as (group, filter).
+    pub fn shares(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.subscriptions.values().filter_map(|subscription| {
+            let group = subscription.share.as_deref()?;
+            Some((group, subscription.filter.as_str()))
+        })
+    }
+
     pub fn new(expiry: u32) -> Self {
         Self {
             subscriptions: BTreeMap::new(),

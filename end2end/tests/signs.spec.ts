@@ -161,6 +161,20 @@ test("the playlist takes dragged messages, reorders by drag and keeps its order"
   await expect.poll(() => playlistOrder(page)).toEqual([a]);
   await libraryItem(page, c).getByTestId("add-to-playlist").click();
   await expect.poll(() => playlistOrder(page)).toEqual([a, c]);
+
+  // An item's own duration: typed seconds are stored; empty falls back to the message's.
+  const seconds = page.getByTestId("playlist-duration");
+  await expect(seconds.nth(1)).toHaveAttribute("placeholder", "3600");
+  await seconds.nth(1).fill("7");
+  await seconds.nth(1).press("Tab");
+  await expect
+    .poll(async () => (await getRecord(request, "signs", signId)).shows.playlist[1].duration)
+    .toBe(7);
+  await seconds.nth(0).fill("0");
+  await seconds.nth(0).press("Tab");
+  await expect(page.locator('[data-testid="error"][data-for="sign"]')).toContainText("duration");
+  const after = await getRecord(request, "signs", signId);
+  expect(after.shows.playlist.map((item: { duration?: number }) => item.duration ?? null)).toEqual([null, 7]);
 });
 
 test("a second page follows the sign live, and so does an MQTT publish", async ({

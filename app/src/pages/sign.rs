@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::common::{ErrorNote, LiveStatus, message_label, read_message, read_sign, send, showing};
 use super::led::LedSign;
 use crate::live::{Live, Write};
-use crate::sign::{Playlist, PlaylistItem, Shows, Sign};
+use crate::sign::{MAX_DURATION, MIN_DURATION, Playlist, PlaylistItem, Shows, Sign};
 
 /// The merge patch that makes `shows` exactly this (RFC 7396 merges objects,
 /// so keys of the other form are removed explicitly with `null`).
@@ -72,6 +72,24 @@ pub fn remove_item(playlist: &mut Playlist, index: usize) {
     if playlist.position >= playlist.items.len() {
         playlist.position = 0;
     }
+}
+
+/// A playlist item's duration as typed: empty means the message's own.
+pub fn item_duration(text: &str) -> Result<Option<u32>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<u32>()
+        .ok()
+        .filter(|s| (MIN_DURATION..=MAX_DURATION).contains(s))
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "duration: must be a whole number of seconds from {MIN_DURATION} to {MAX_DURATION}, \
+                 or empty for the message's own"
+            )
+        })
 }
 
 /// What is being dragged on the page.
@@ -225,6 +243,17 @@ fn SignEditor(
             set_shows(Shows::Playlist(list));
         }
     };
+    let set_duration = move |index: usize, text: String| match item_duration(&text) {
+        Ok(duration) => {
+            if let Some(mut list) = playlist()
+                && let Some(item) = list.items.get_mut(index)
+            {
+                item.duration = duration;
+                set_shows(Shows::Playlist(list));
+            }
+        }
+        Err(problem) => error.set(Some(problem)),
+    };
     let play_item = move |index: usize| {
         if let Some(mut list) = playlist()
             && index < list.items.len()
@@ -333,12 +362,13 @@ fn SignEditor(
             .into_iter()
             .enumerate()
             .map(|(index, item)| {
-                let label = messages
-                    .records
-                    .with(|r| read_message(r, &item.message))
-                    .map(|m| message_label(&m))
+                let message = messages.records.with(|r| read_message(r, &item.message));
+                let label = message
+                    .as_ref()
+                    .map(message_label)
                     .unwrap_or_else(|| format!("(missing message {})", item.message));
-                (index, item, label, index == position)
+                let own = message.map(|m| m.duration);
+                (index, item, label, own, index == position)
             })
             .collect::<Vec<_>>()
     };
@@ -436,9 +466,14 @@ fn SignEditor(
                             let len = count();
                             items()
                                 .into_iter()
-                                .map(|(index, item, label, current)| {
+                                .map(|(index, item, label, own, current)| {
                                     let (item_over, item_drop) = zone_events(Zone::Item(index));
                                     let message = item.message.clone();
+                                    let seconds = item
+                                        .duration
+                                        .map(|d| d.to_string())
+                                        .unwrap_or_default();
+                                    let hint = own.map(|d| d.to_string()).unwrap_or_default();
                                     view! {
                                         <li
                                             class="playlist-item"
@@ -463,6 +498,21 @@ fn SignEditor(
                                                 "⠿"
                                             </span>
                                             <span class="label">{label}</span>
+                                            <label class="item-duration" title="Seconds on the sign; empty: the message's own">
+                                                <input
+                                                    type="number"
+                                                    data-testid="playlist-duration"
+                                                    aria-label="Seconds"
+                                                    min=MIN_DURATION
+                                                    max=MAX_DURATION
+                                                    placeholder=hint
+                                                    prop:value=seconds
+                                                    on:change=move |ev| {
+                                                        set_duration(index, event_target_value(&ev));
+                                                    }
+                                                />
+                                                "s"
+                                            </label>
                                             {current
                                                 .then(|| view! { <span class="badge">"on now"</span> })}
                                             <span class="item-buttons">
@@ -517,7 +567,7 @@ fn SignEditor(
                     on:dragleave=move |_| over.set(None)
                     on:drop=trash_drop
                 >
-                    "🗑 Drop a playlist item here to remove it"
+                    "Drop a playlist item here to remove it"
                 </div>
             </div>
             <aside
@@ -666,6 +716,18 @@ mod tests {
         assert_eq!((ids(&p), p.position), (vec!["c"], 0));
         remove_item(&mut p, 0);
         assert_eq!((ids(&p), p.position), (vec![], 0));
+    }
+
+    #[test]
+    fn item_durations_are_seconds_in_range_or_empty() {
+        assert_eq!(item_duration(" 5 "), Ok(Some(5)));
+        assert_eq!(item_duration(""), Ok(None));
+        for bad in ["0", "-1", "1.5", "x", "86401"] {
+            assert!(
+                item_duration(bad).unwrap_err().starts_with("duration"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

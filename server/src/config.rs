@@ -22,6 +22,8 @@ pub struct Config {
     pub change_log_window: u64,
     pub body_limit: usize,
     pub subscriber_queue: usize,
+    /// Open HTTP connections (streams included) at most; more get a 503.
+    pub http_max_connections: usize,
     pub tables: Vec<TableDecl>,
     /// The broker's limits.
     pub mqtt_limits: Limits,
@@ -33,6 +35,7 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:3000";
 pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 pub const DEFAULT_CHANGE_LOG_WINDOW: u64 = 1_000_000;
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 10_000;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,6 +85,9 @@ pub struct ServeArgs {
     /// Changes queued for one subscriber before it is cut off as too slow [default: 4096]
     #[arg(long, env = "MARQUEE_SUBSCRIBER_QUEUE", value_name = "N")]
     pub subscriber_queue: Option<usize>,
+    /// Open HTTP connections at most, streams included; more are answered 503 [default: 10000]
+    #[arg(long, env = "MARQUEE_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<usize>,
 }
 
 /// The TOML file: the same settings as the options, plus table declarations.
@@ -94,6 +100,7 @@ pub struct FileConfig {
     pub change_log_window: Option<u64>,
     pub body_limit: Option<usize>,
     pub subscriber_queue: Option<usize>,
+    pub http_max_connections: Option<usize>,
     #[serde(default)]
     pub tables: Vec<TableDecl>,
     #[serde(default)]
@@ -216,6 +223,10 @@ impl ServeArgs {
                 .subscriber_queue
                 .or(file.subscriber_queue)
                 .unwrap_or(crate::bus::DEFAULT_QUEUE),
+            http_max_connections: self
+                .http_max_connections
+                .or(file.http_max_connections)
+                .unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS),
             mqtt_limits: file.mqtt.limits()?,
             access: Access::new(file.mqtt.allow_anonymous.unwrap_or(true), file.acl)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?,
@@ -224,6 +235,11 @@ impl ServeArgs {
         if config.change_log_window == 0 {
             return Err(ConfigError::Invalid(
                 "change_log_window must be at least 1".into(),
+            ));
+        }
+        if config.http_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "http_max_connections must be at least 1".into(),
             ));
         }
         if config.body_limit < 1024 {

@@ -115,6 +115,7 @@ impl Server {
         let router = http::router(state, leptos_options(&config, http_addr))
             .merge(mqtt::websocket::router(broker));
         let mut until_stopped = stopping;
+        let listener = http::LimitedListener::new(listener, config.http_max_connections);
         let http = tokio::spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
                 let _ = until_stopped.wait_for(|s| *s).await;

@@ -410,3 +410,40 @@ async fn shutdown_finishes_writes_and_closes_streams() {
     }
     assert!(!acked.is_empty());
 }
+
+#[tokio::test]
+async fn past_the_connection_limit_a_client_is_told_503_and_a_freed_slot_is_reused() {
+    let server = TestServer::start_with(|config| config.http_max_connections = 2).await;
+    let stream_url = format!("{}/api/signs/", server.url);
+    let first = SseClient::connect(&stream_url, None).await;
+    let _second = SseClient::connect(&stream_url, None).await;
+
+    // A third connection, while both streams hold theirs.
+    let http = reqwest::Client::new();
+    let refused = http
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .expect("an answer, not a reset");
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], "too_many_connections");
+
+    // Ending one stream frees its slot (the server notices the close shortly).
+    drop(first);
+    let mut status = 0;
+    for _ in 0..50 {
+        let fresh = reqwest::Client::new();
+        status = fresh
+            .get(format!("{}/healthz", server.url))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16());
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    server.stop().await;
+}

@@ -2,6 +2,7 @@
 //! records, plus `/healthz`, `/metrics` and the web app itself.
 
 mod error;
+mod limit;
 mod preview;
 mod rest;
 mod sse;
@@ -19,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 pub use error::ApiError;
+pub use limit::LimitedListener;
 
 use crate::access::{Access, Action, Identity};
 use crate::metrics::Metrics;

@@ -947,6 +947,34 @@ async fn packets_sent_in_the_same_write_as_connect_are_answered() {
     server.stop().await;
 }
 
+/// Publishes transient jobs `jobs/0` … `jobs/{n-1}`, QoS 0, from one client.
+async fn publish_jobs(addr: SocketAddr, n: usize) {
+    let publisher = V4::connect(addr, "boss", |_| {}).await;
+    for i in 0..n {
+        publisher
+            .publish(
+                &format!("jobs/{i}"),
+                rumqttc::QoS::AtMostOnce,
+                false,
+                b"job",
+            )
+            .await;
+    }
+}
+
+/// Publishes `n` jobs and counts what `member` receives of them.
+async fn jobs_received(addr: SocketAddr, member: &mut Raw, n: usize) -> usize {
+    publish_jobs(addr, n).await;
+    let mut count = 0;
+    while let Some(packet) = member.recv_within(Duration::from_millis(700)).await {
+        if let Packet::Publish(p) = packet {
+            assert_eq!(p.topic, format!("jobs/{count}"));
+            count += 1;
+        }
+    }
+    count
+}
+
 #[tokio::test]
 async fn a_shared_subscription_delivers_each_message_to_one_member() {
     let server = start().await;
@@ -965,17 +993,7 @@ async fn a_shared_subscription_delivers_each_message_to_one_member() {
         members.push(raw);
     }
     const N: usize = 30;
-    let publisher = V4::connect(addr, "boss", |_| {}).await;
-    for i in 0..N {
-        publisher
-            .publish(
-                &format!("jobs/{i}"),
-                rumqttc::QoS::AtMostOnce,
-                false,
-                b"job",
-            )
-            .await;
-    }
+    publish_jobs(addr, N).await;
     let mut per_member = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for member in &mut members {
@@ -992,29 +1010,6 @@ async fn a_shared_subscription_delivers_each_message_to_one_member() {
         "spread: {per_member:?}"
     );
     server.stop().await;
-}
-
-/// Publishes `n` transient jobs and counts what `member` receives of them.
-async fn jobs_received(addr: SocketAddr, member: &mut Raw, n: usize) -> usize {
-    let publisher = V4::connect(addr, "boss", |_| {}).await;
-    for i in 0..n {
-        publisher
-            .publish(
-                &format!("jobs/{i}"),
-                rumqttc::QoS::AtMostOnce,
-                false,
-                b"job",
-            )
-            .await;
-    }
-    let mut count = 0;
-    while let Some(packet) = member.recv_within(Duration::from_millis(700)).await {
-        if let Packet::Publish(p) = packet {
-            assert_eq!(p.topic, format!("jobs/{count}"));
-            count += 1;
-        }
-    }
-    count
 }
 
 #[tokio::test]

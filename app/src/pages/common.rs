@@ -146,6 +146,14 @@ pub fn NumberField(
     .into_any()
 }
 
+/// What a sign is called on the page: its name, else its id.
+pub fn sign_title(sign: Option<&Sign>, id: &str) -> String {
+    sign.map(|s| s.name.as_str())
+        .filter(|name| !name.is_empty())
+        .unwrap_or(id)
+        .to_string()
+}
+
 /// A sign record: `None` while absent, `Err` (in words) if the record is not a valid sign.
 pub fn read_sign(records: &BTreeMap<String, Record>, id: &str) -> Option<Result<Sign, String>> {
     records

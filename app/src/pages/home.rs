@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::common::{
     DeleteButton, ErrorNote, LiveStatus, NumberField, number_field, read_sign, send, showing,
+    sign_title,
 };
 use super::led::LedSign;
 use crate::live::{Live, Write};
@@ -140,13 +141,7 @@ fn SignCard(id: String, signs: Live, messages: Live) -> impl IntoView {
     let href = format!("/signs/{id}");
     let title = {
         let id = id.clone();
-        move || {
-            valid
-                .get()
-                .map(|s| s.name)
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| id.clone())
-        }
+        move || valid.with(|s| sign_title(s.as_ref(), &id))
     };
     view! {
         <article class="panel sign-card" data-testid="sign-card" data-id=id.clone()>

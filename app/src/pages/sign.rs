@@ -12,7 +12,9 @@ use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
 use serde_json::{Value, json};
 
-use super::common::{ErrorNote, LiveStatus, message_label, read_message, read_sign, send, showing};
+use super::common::{
+    ErrorNote, LiveStatus, message_label, read_message, read_sign, send, showing, sign_title,
+};
 use super::led::LedSign;
 use crate::live::{Live, Write};
 use crate::sign::{MAX_DURATION, MIN_DURATION, Playlist, PlaylistItem, Shows, Sign};
@@ -125,13 +127,7 @@ pub fn SignPage() -> impl IntoView {
 
     let sign = Memo::new(move |_| signs.records.with(|r| read_sign(r, &id.get())));
     let valid = Memo::new(move |_| sign.get().and_then(Result::ok));
-    let name = move || {
-        valid
-            .get()
-            .map(|s| s.name)
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| id.get())
-    };
+    let name = move || valid.with(|s| sign_title(s.as_ref(), &id.get()));
 
     view! {
         <Title text=move || format!("{} · Marquee", name()) />

@@ -25,6 +25,7 @@ use leptos::config::{Env, LeptosOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
@@ -54,7 +55,13 @@ pub struct Server {
     http: JoinHandle<()>,
     mqtt: JoinHandle<()>,
     player: JoinHandle<()>,
+    /// Every connection and stream task (MQTT connections, delayed wills,
+    /// SSE and WebSocket streams): shutdown waits for them before the store stops.
+    tasks: TaskTracker,
 }
+
+/// How long shutdown waits for connection tasks to finish their last writes.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Server {
     /// Opens the store and starts listening.
@@ -97,11 +104,13 @@ impl Server {
             })?;
 
         let (stop, stopping) = watch::channel(false);
+        let tasks = TaskTracker::new();
         let broker = Broker::new(
             store.clone(),
             config.mqtt_limits.clone(),
             config.access.clone(),
             stopping.clone(),
+            tasks.clone(),
         );
         let mqtt = tokio::spawn(broker.clone().serve(mqtt_listener));
         let player = player::spawn(store.clone(), stopping.clone());
@@ -111,6 +120,7 @@ impl Server {
             body_limit: config.body_limit,
             shutdown: stopping.clone(),
             access: Arc::new(config.access.clone()),
+            tasks: tasks.clone(),
         };
         let router = http::router(state, leptos_options(&config, http_addr))
             .merge(mqtt::websocket::router(broker));
@@ -133,6 +143,7 @@ impl Server {
             http,
             mqtt,
             player,
+            tasks,
         })
     }
 
@@ -148,12 +159,23 @@ impl Server {
         &self.store
     }
 
-    /// Stops accepting, ends streams, lets in-flight requests finish, commits
-    /// every queued write, and closes the store.
+    /// Stops accepting, ends streams, lets in-flight requests finish, waits
+    /// (at most [`SHUTDOWN_GRACE`]) for every connection task's last writes
+    /// (wills, session saves), commits every queued write, and closes the store.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.http.await;
         let _ = self.mqtt.await;
+        self.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.tasks.len(),
+                "connection tasks still running after the shutdown grace period"
+            );
+        }
         // Before the store: its last advance is committed like any other write.
         let _ = self.player.await;
         self.store.shutdown().await;

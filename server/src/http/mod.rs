@@ -37,6 +37,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// The access rules MQTT uses too.
     pub access: Arc<Access>,
+    /// Stream tasks are spawned here, so shutdown can wait for them.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// Checks `action` on `topic` (an MQTT topic or filter) for an HTTP client,

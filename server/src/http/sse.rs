@@ -24,7 +24,8 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 
 pub fn stream(state: AppState, filter: TopicFilter, start: Start) -> Response {
     let (tx, mut rx) = mpsc::channel(BUFFER);
-    tokio::spawn(run(state, filter, start, tx));
+    let tasks = state.tasks.clone();
+    tasks.spawn(run(state, filter, start, tx));
     let events = stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text(""))

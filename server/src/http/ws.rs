@@ -71,10 +71,15 @@ async fn upgrade(
             ))
         })?;
     let limit = state.body_limit;
+    // Counted from the upgrade on, so shutdown waits for the socket's last replies.
+    let token = state.tasks.token();
     Ok(upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| session(socket, state, scope, initial))
+        .on_upgrade(move |socket| async move {
+            session(socket, state, scope, initial).await;
+            drop(token);
+        })
         .into_response())
 }
 

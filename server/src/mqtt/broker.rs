@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
 
 use super::connection;
 use super::session::{NEVER_EXPIRES, SavedSession, Session};
@@ -83,6 +84,8 @@ struct Inner {
     connections: AtomicUsize,
     generation: AtomicU64,
     shutdown: watch::Receiver<bool>,
+    /// Connection tasks and delayed wills; the server waits for them at shutdown.
+    tasks: TaskTracker,
 }
 
 /// A request to a connection to hand its session over and close.
@@ -125,6 +128,7 @@ impl Broker {
         limits: Limits,
         access: Access,
         shutdown: watch::Receiver<bool>,
+        tasks: TaskTracker,
     ) -> Self {
         let sessions = restore_sessions(&store);
         // A restored session is still in its groups: it gets its share of
@@ -147,6 +151,7 @@ impl Broker {
                 connections: AtomicUsize::new(0),
                 generation: AtomicU64::new(1),
                 shutdown,
+                tasks,
             }),
         }
     }
@@ -167,6 +172,11 @@ impl Broker {
         self.inner.shutdown.clone()
     }
 
+    /// Where connection tasks and delayed wills are spawned, so shutdown waits for them.
+    pub(super) fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
     /// Accepts TCP connections until shutdown.
     pub async fn serve(self, listener: TcpListener) {
         let mut shutdown = self.shutdown_signal();
@@ -182,7 +192,7 @@ impl Broker {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let broker = self.clone();
-                        tokio::spawn(async move { broker.serve_stream(stream, peer).await });
+                        self.inner.tasks.spawn(async move { broker.serve_stream(stream, peer).await });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, don't spin.

@@ -1017,8 +1017,14 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 publish_will_message(&broker, will, &client_id).await;
             } else {
                 let wait = Duration::from_secs(u64::from(delay.min(self.session.expiry)));
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
+                let mut shutdown = broker.shutdown_signal();
+                broker.tasks().clone().spawn(async move {
+                    // A delayed will does not outlive the server: at shutdown
+                    // it goes out at once rather than being lost.
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stopped(&mut shutdown) => {}
+                    }
                     if broker.not_reconnected(&client_id, generation) {
                         publish_will_message(&broker, will, &client_id).await;
                     }

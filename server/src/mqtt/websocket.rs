@@ -33,6 +33,8 @@ async fn upgrade(State(broker): State<Broker>, ws: WebSocketUpgrade) -> Response
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
+            // Counted like a TCP connection, so shutdown waits for its last writes.
+            let _running = broker.tasks().token();
             let (ours, theirs) = tokio::io::duplex(PIPE);
             tokio::spawn(pump(socket, theirs));
             broker.serve_stream(ours, peer).await;

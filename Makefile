@@ -20,11 +20,13 @@ test: setup lint test-rust build test-e2e
 
 setup: setup-apt setup-rust setup-npm
 
-# Debian packages the tests drive: a real browser and outside MQTT clients.
+# Debian packages the tests drive: a real browser, outside MQTT clients, and
+# strace (the crash test checks that every acknowledgement follows an fsync).
 setup-apt:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
+	command -v strace >/dev/null || missing="$$missing strace"; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

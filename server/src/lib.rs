@@ -5,6 +5,21 @@
 //! single writer commits and then publishes on `bus`; every stream reads from
 //! the bus through a `feed`.
 
+// Input comes from the network almost everywhere in this crate: no indexing,
+// unwrapping or panicking outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod access;
 pub mod bus;
 pub mod clock;
@@ -15,6 +30,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod player;
 pub mod schema;
+pub mod shutdown;
 pub mod store;
 pub mod topic;
 

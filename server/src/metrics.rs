@@ -24,9 +24,27 @@ impl Protocol {
             Protocol::Mqtt => "mqtt",
         }
     }
+}
 
-    fn index(self) -> usize {
-        self as usize
+/// One value per protocol, looked up without indexing.
+#[derive(Default)]
+struct PerProtocol<T> {
+    rest: T,
+    sse: T,
+    ws: T,
+    mqtt: T,
+}
+
+impl<T> std::ops::Index<Protocol> for PerProtocol<T> {
+    type Output = T;
+
+    fn index(&self, protocol: Protocol) -> &T {
+        match protocol {
+            Protocol::Rest => &self.rest,
+            Protocol::Sse => &self.sse,
+            Protocol::Ws => &self.ws,
+            Protocol::Mqtt => &self.mqtt,
+        }
     }
 }
 
@@ -103,10 +121,10 @@ impl Histogram {
 
 /// Everything `/metrics` reports.
 pub struct Metrics {
-    open_connections: [AtomicI64; 4],
-    connections: [Counter; 4],
-    messages_in: [Counter; 4],
-    messages_out: [Counter; 4],
+    open_connections: PerProtocol<AtomicI64>,
+    connections: PerProtocol<Counter>,
+    messages_in: PerProtocol<Counter>,
+    messages_out: PerProtocol<Counter>,
     pub write_latency: Histogram,
     pub commit_batch: Histogram,
     pub commits: Counter,
@@ -140,14 +158,14 @@ pub struct ConnectionGuard<'a> {
 
 impl Drop for ConnectionGuard<'_> {
     fn drop(&mut self) {
-        self.metrics.open_connections[self.protocol.index()].fetch_sub(1, Ordering::Relaxed);
+        self.metrics.open_connections[self.protocol].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Metrics {
     pub fn connection(&self, protocol: Protocol) -> ConnectionGuard<'_> {
-        self.open_connections[protocol.index()].fetch_add(1, Ordering::Relaxed);
-        self.connections[protocol.index()].inc();
+        self.open_connections[protocol].fetch_add(1, Ordering::Relaxed);
+        self.connections[protocol].inc();
         ConnectionGuard {
             metrics: self,
             protocol,
@@ -155,18 +173,18 @@ impl Metrics {
     }
 
     pub fn message_in(&self, protocol: Protocol) {
-        self.messages_in[protocol.index()].inc();
+        self.messages_in[protocol].inc();
     }
 
     pub fn message_out(&self, protocol: Protocol) {
-        self.messages_out[protocol.index()].inc();
+        self.messages_out[protocol].inc();
     }
 
     /// Messages received and sent so far on `protocol`.
     pub fn messages(&self, protocol: Protocol) -> (u64, u64) {
         (
-            self.messages_in[protocol.index()].get(),
-            self.messages_out[protocol.index()].get(),
+            self.messages_in[protocol].get(),
+            self.messages_out[protocol].get(),
         )
     }
 
@@ -187,28 +205,28 @@ impl Metrics {
             "marquee_connections_open",
             "Connections open now.",
             "gauge",
-            &|p| self.open_connections[p.index()].load(Ordering::Relaxed),
+            &|p| self.open_connections[p].load(Ordering::Relaxed),
         );
         per_protocol(
             &mut out,
             "marquee_connections_total",
             "Connections accepted.",
             "counter",
-            &|p| self.connections[p.index()].get() as i64,
+            &|p| self.connections[p].get() as i64,
         );
         per_protocol(
             &mut out,
             "marquee_messages_in_total",
             "Requests and messages received.",
             "counter",
-            &|p| self.messages_in[p.index()].get() as i64,
+            &|p| self.messages_in[p].get() as i64,
         );
         per_protocol(
             &mut out,
             "marquee_messages_out_total",
             "Events and messages sent.",
             "counter",
-            &|p| self.messages_out[p.index()].get() as i64,
+            &|p| self.messages_out[p].get() as i64,
         );
         self.write_latency.render(
             &mut out,

@@ -109,7 +109,7 @@ impl Player {
         loop {
             let next_due = self.queue.first().map(|(at, _)| *at);
             tokio::select! {
-                () = crate::http::stopped(stopping) => return Flow::Stop,
+                () = crate::shutdown::stopped(stopping) => return Flow::Stop,
                 event = feed.next() => match event {
                     Ok(event) => self.on_change(&event).await,
                     Err(RecvError::Lagged) => {
@@ -306,7 +306,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Waits `delay`, or less if the server stops meanwhile.
 async fn pause(delay: Duration, stopping: &mut watch::Receiver<bool>) -> Flow {
     tokio::select! {
-        () = crate::http::stopped(stopping) => Flow::Stop,
+        () = crate::shutdown::stopped(stopping) => Flow::Stop,
         () = tokio::time::sleep(delay) => Flow::CatchUp,
     }
 }

@@ -262,7 +262,4 @@ pub fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
-/// Resolves once the server has begun shutting down.
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stopping| *stopping).await;
-}
+pub use crate::shutdown::stopped;

@@ -167,8 +167,10 @@ impl Writer {
                     self.metrics
                         .write_latency
                         .observe_duration(queued.elapsed());
-                    let _ = reply.send(Ok(Some(event.clone())));
-                    self.bus.publish(event);
+                    // On the bus before the answer: a connection that waits for
+                    // this write and then publishes something else cannot overtake it.
+                    self.bus.publish(event.clone());
+                    let _ = reply.send(Ok(Some(event)));
                 }
                 Outcome::Tables(change) => {
                     self.apply_table_change(change);

@@ -144,7 +144,9 @@ test("records written elsewhere appear live; edits in the page reach SSE; bad JS
       )
       .toBe(true);
     const edit = stream.events.find((e) => e.data?.value?.text === "edited in the browser")!;
-    expect(edit.event).toBe("put");
+    // Unnamed, so a plain EventSource.onmessage gets it; the type is in the data.
+    expect(edit.event).toBe("message");
+    expect(edit.data.type).toBe("put");
     expect(edit.data.origin).toBe("ws");
     expect(edit.data.version).toBe(created.version! + 1);
   } finally {
@@ -252,4 +254,31 @@ test("the home page links to the data explorer", async ({ page }) => {
   await page.getByRole("link", { name: "Open the data explorer" }).click();
   await expect(page).toHaveURL(/\/data$/);
   await expect(page.getByTestId("live-status")).toHaveAttribute("data-state", "live");
+});
+
+test("a plain browser EventSource with onmessage receives the state and every change", async ({
+  page,
+  request,
+}) => {
+  const table = await createTable(request);
+  await putRecord(request, table, "first", { n: 1 });
+  await page.goto("/");
+  // As tutorials write it: onmessage only, and a listener for the named sync event.
+  await page.evaluate((table) => {
+    const w = window as any;
+    w.received = [];
+    w.synced = false;
+    const source = new EventSource(`/api/${table}/`);
+    source.onmessage = (e: MessageEvent) => w.received.push({ id: e.lastEventId, data: JSON.parse(e.data) });
+    source.addEventListener("sync", () => (w.synced = true));
+    w.source = source;
+  }, table);
+  await expect.poll(() => page.evaluate(() => (window as any).synced)).toBe(true);
+  const created = await putRecord(request, table, "second", { n: 2 });
+  await expect.poll(() => page.evaluate(() => (window as any).received.length)).toBe(2);
+  const received = await page.evaluate(() => (window as any).received);
+  expect(received[0].data).toMatchObject({ type: "put", id: "first", value: { n: 1 } });
+  expect(received[1].data).toMatchObject({ type: "put", id: "second", value: { n: 2 } });
+  expect(received[1].id).toBe(String(created.seq));
+  await page.evaluate(() => (window as any).source.close());
 });

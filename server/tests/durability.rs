@@ -58,7 +58,7 @@ async fn ten_thousand_concurrent_writes_reach_every_subscriber_once_in_order() {
         let mut events = Vec::new();
         while events.len() < total {
             let Some(event) = sse.next().await else { break };
-            if event.event == "put" {
+            if event.kind() == "put" {
                 events.push(event.json());
             }
         }

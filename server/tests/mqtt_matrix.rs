@@ -142,7 +142,7 @@ async fn receive(subscriber: &mut Subscriber) -> (String, Value) {
         Subscriber::Sse(sse) => {
             let event = sse.next_within(WAIT).await.expect("SSE event");
             let json = event.json();
-            (event.event, json["value"].clone())
+            (event.kind(), json["value"].clone())
         }
         Subscriber::Ws(ws) => {
             let message = ws.next_within(WAIT).await.expect("WS message");

@@ -271,8 +271,8 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
             http.put(format!("{url}/api/signs/a"))
                 .header("if-match", "soon")
                 .json(&json!({})),
-            400,
-            "bad_request",
+            412,
+            "version_mismatch",
         ),
     ];
     for (request, status, code) in cases {
@@ -439,10 +439,59 @@ async fn published_messages_are_delivered_but_not_stored() {
         .unwrap();
     assert_eq!(published.status(), 202);
     let event = sse.next().await.expect("publish event");
-    assert_eq!(event.event, "publish");
+    assert_eq!(event.kind(), "publish");
     assert_eq!(event.id, None, "transient messages have no seq");
     assert_eq!(event.json()["value"], json!({"flash": true}));
     let (status, _) = get_json(&http, url, "/api/signs/lobby").await;
     assert_eq!(status, 404);
+    server.stop().await;
+}
+
+/// RFC 9110 §13.1.1: an `If-Match` none of whose entity tags matches the
+/// record's current ETag fails with 412 — whatever form the tags take — and a
+/// list matches when any one strong tag does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_of_any_form_that_matches_nothing_is_412() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    put(&http, url, "/api/messages/m", &json!({"text": "one"})).await;
+    put(&http, url, "/api/messages/m", &json!({"text": "two"})).await; // now "2"
+
+    for tag in ["\"abc\"", "W/\"2\"", "\"1\", \"7\"", "\"\"", "2"] {
+        let response = http
+            .put(format!("{url}/api/messages/m"))
+            .header("if-match", tag)
+            .json(&json!({"text": "refused"}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 412, "If-Match: {tag} → {body}");
+        assert_eq!(body["error"]["code"], "version_mismatch", "If-Match: {tag}");
+    }
+    let (_, record) = get_json(&http, url, "/api/messages/m").await;
+    assert_eq!(
+        record["text"], "two",
+        "a failed precondition changed the record"
+    );
+
+    // A list matches when one of its strong tags is the current version.
+    let listed = http
+        .put(format!("{url}/api/messages/m"))
+        .header("if-match", "\"9\", \"2\", \"x\"")
+        .json(&json!({"text": "three"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let deleted = http
+        .delete(format!("{url}/api/messages/m"))
+        .header("if-match", "\"nope\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 412);
     server.stop().await;
 }

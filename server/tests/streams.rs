@@ -21,9 +21,9 @@ async fn sse_sends_state_then_changes_on_records_and_collections() {
     assert!(
         state[..2]
             .iter()
-            .all(|e| e.event == "put" && e.id.is_none())
+            .all(|e| e.kind() == "put" && e.id.is_none())
     );
-    assert_eq!(state[2].event, "sync");
+    assert_eq!(state[2].kind(), "sync");
     assert_eq!(state[2].id.as_deref(), Some("2"));
 
     let mut record = SseClient::connect(&format!("{url}/api/signs/a"), None).await;
@@ -39,20 +39,20 @@ async fn sse_sends_state_then_changes_on_records_and_collections() {
 
     let change = table.next().await.unwrap();
     assert_eq!(
-        (change.event.as_str(), change.id.as_deref()),
+        (change.kind().as_str(), change.id.as_deref()),
         ("put", Some("3"))
     );
     assert_eq!(change.json()["value"]["brightness"], 3);
     let change = table.next().await.unwrap();
     assert_eq!(
-        (change.event.as_str(), change.id.as_deref()),
+        (change.kind().as_str(), change.id.as_deref()),
         ("delete", Some("4"))
     );
 
     // The record stream sees only its own record.
     let change = record.next().await.unwrap();
     assert_eq!(
-        (change.event.as_str(), change.id.as_deref()),
+        (change.kind().as_str(), change.id.as_deref()),
         ("delete", Some("4"))
     );
     server.stop().await;
@@ -98,7 +98,7 @@ async fn sse_resumes_from_last_event_id_with_exactly_the_missed_changes() {
     let replay = sse.until_sync().await;
     let values: Vec<Value> = replay
         .iter()
-        .filter(|e| e.event == "put")
+        .filter(|e| e.kind() == "put")
         .map(|e| e.json()["value"]["text"].clone())
         .collect();
     assert_eq!(
@@ -108,7 +108,7 @@ async fn sse_resumes_from_last_event_id_with_exactly_the_missed_changes() {
     assert!(
         replay
             .iter()
-            .filter(|e| e.event == "put")
+            .filter(|e| e.kind() == "put")
             .all(|e| e.id.is_some())
     );
 
@@ -138,7 +138,7 @@ async fn a_resume_beyond_the_change_log_resets_to_current_state() {
 
     let mut sse = SseClient::connect(&format!("{url}/api/signs/"), Some("1")).await;
     let events = sse.until_sync().await;
-    assert_eq!(events[0].event, "reset");
+    assert_eq!(events[0].kind(), "reset");
     assert_eq!(events[0].json()["code"], "resume_gap");
     assert_eq!(events[1].json()["value"]["brightness"], 9);
     assert_eq!(events.last().unwrap().id.as_deref(), Some("10"));
@@ -346,7 +346,7 @@ async fn a_websocket_write_reaches_rest_sse_and_other_websockets() {
     let published = watcher.next().await.unwrap();
     assert_eq!(published["type"], "publish");
     assert!(published.get("seq").is_none());
-    assert_eq!(sse.next().await.unwrap().event, "publish");
+    assert_eq!(sse.next().await.unwrap().kind(), "publish");
     server.stop().await;
 }
 
@@ -445,5 +445,38 @@ async fn past_the_connection_limit_a_client_is_told_503_and_a_freed_slot_is_reus
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200);
+    server.stop().await;
+}
+
+/// A plain `EventSource` listens with `onmessage`, which only sees unnamed
+/// events: records and changes carry no `event:` field (the type is in the
+/// data), while control events (`sync`) are named so `onmessage` ignores them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_records_and_changes_are_unnamed_events_with_ids() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    put(&http, url, "/api/signs/a", &json!({"brightness": 1})).await;
+
+    let mut stream = SseClient::connect(&format!("{url}/api/signs/"), None).await;
+    let state = stream.until_sync().await;
+    assert_eq!(state.len(), 2, "{state:?}");
+    assert_eq!(state[0].event, "message", "{state:?}");
+    assert_eq!(state[0].json()["type"], "put");
+    assert_eq!(state[1].event, "sync");
+
+    put(&http, url, "/api/signs/a", &json!({"brightness": 2})).await;
+    http.post(format!("{url}/api/signs/a/publish"))
+        .json(&json!({"ping": 1}))
+        .send()
+        .await
+        .unwrap();
+    let change = stream.next().await.unwrap();
+    assert_eq!(change.event, "message", "{change:?}");
+    assert_eq!(change.id.as_deref(), Some("2"));
+    assert_eq!(change.json()["type"], "put");
+    let published = stream.next().await.unwrap();
+    assert_eq!(published.event, "message", "{published:?}");
+    assert_eq!(published.json()["type"], "publish");
     server.stop().await;
 }

@@ -227,34 +227,88 @@ pub fn is_websocket(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Parses a version precondition (`If-Match: "7"`); `*` means "any version", given as `None`.
+/// Parses `If-Match` / `If-None-Match` (RFC 9110 §13.1): `*`, or a list of
+/// entity tags. Our ETags are record versions (`"7"`); a tag of any other form
+/// is kept as one that can match nothing, so it fails the precondition (412)
+/// rather than being a bad request.
 pub fn parse_version_header(
     headers: &HeaderMap,
     name: header::HeaderName,
 ) -> Result<Option<Precondition>, ApiError> {
-    let Some(raw) = headers.get(&name) else {
-        return Ok(None);
-    };
-    let text = raw
-        .to_str()
-        .map_err(|_| ApiError::bad_request(format!("{name} is not readable text")))?
-        .trim();
-    if text == "*" {
-        return Ok(Some(Precondition::Any));
+    let mut tags = Vec::new();
+    let mut any = false;
+    for raw in headers.get_all(&name) {
+        let text = raw
+            .to_str()
+            .map_err(|_| ApiError::bad_request(format!("{name} is not readable text")))?;
+        for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if tag == "*" {
+                any = true;
+                continue;
+            }
+            let (weak, opaque) = match tag.strip_prefix("W/") {
+                Some(rest) => (true, rest),
+                None => (false, tag),
+            };
+            let version = opaque
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .and_then(|t| t.parse::<u64>().ok());
+            tags.push(EntityTag { version, weak });
+        }
     }
-    let tag = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    tag.parse::<u64>()
-        .map(|v| Some(Precondition::Version(v)))
-        .map_err(|_| {
-            ApiError::bad_request(format!("{name} must be a version ETag such as \"3\" or *"))
-        })
+    Ok(if any {
+        Some(Precondition::Any)
+    } else if tags.is_empty() {
+        None
+    } else {
+        Some(Precondition::Tags(tags))
+    })
 }
 
 /// A parsed `If-Match` / `If-None-Match` value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Precondition {
     Any,
-    Version(u64),
+    Tags(Vec<EntityTag>),
+}
+
+/// One entity tag of a precondition; `version` is `None` for a tag that is
+/// not one of ours (it matches no record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntityTag {
+    pub version: Option<u64>,
+    pub weak: bool,
+}
+
+impl Precondition {
+    /// `If-Match`: strong comparison, so a weak tag never matches.
+    pub fn strong_match(&self, version: u64) -> bool {
+        match self {
+            Precondition::Any => true,
+            Precondition::Tags(tags) => tags.iter().any(|t| !t.weak && t.version == Some(version)),
+        }
+    }
+
+    /// `If-None-Match`: weak comparison.
+    pub fn weak_match(&self, version: u64) -> bool {
+        match self {
+            Precondition::Any => true,
+            Precondition::Tags(tags) => tags.iter().any(|t| t.version == Some(version)),
+        }
+    }
+
+    /// The versions a strong comparison can match.
+    pub fn strong_versions(&self) -> Vec<u64> {
+        match self {
+            Precondition::Any => Vec::new(),
+            Precondition::Tags(tags) => tags
+                .iter()
+                .filter(|t| !t.weak)
+                .filter_map(|t| t.version)
+                .collect(),
+        }
+    }
 }
 
 /// The ETag for a record version.

@@ -205,11 +205,7 @@ pub async fn get_record(
         .ok_or_else(|| ApiError::not_found(format!("there is no record '{table}/{id}'")))?;
     let tag = etag(record.version);
     if let Some(wanted) = parse_version_header(&headers, header::IF_NONE_MATCH)? {
-        let unchanged = match wanted {
-            Precondition::Any => true,
-            Precondition::Version(v) => v == record.version,
-        };
-        if unchanged {
+        if wanted.weak_match(record.version) {
             return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
         }
     }
@@ -235,7 +231,7 @@ pub async fn put_record(
     let if_match = match parse_version_header(&headers, header::IF_NONE_MATCH)? {
         // `If-None-Match: *` = create only: the record must not exist (version 0).
         Some(Precondition::Any) => Some(0),
-        Some(Precondition::Version(_)) => {
+        Some(Precondition::Tags(_)) => {
             return Err(ApiError::bad_request(
                 "If-None-Match on a write only takes *",
             ));
@@ -331,24 +327,37 @@ pub async fn publish(
     Ok((StatusCode::ACCEPTED, Json(json!({"published": true}))).into_response())
 }
 
-/// The version a write must find, from `If-Match`; `*` means "whatever version exists now".
+/// The version a write must find, from `If-Match`; `*` means "whatever version
+/// exists now", and a list means "one of these" (checked against the record
+/// now, then held by the writer). Tags that can match nothing fail at once.
 async fn if_match(
     state: &AppState,
     table: &str,
     id: &str,
     headers: &HeaderMap,
 ) -> Result<Option<u64>, ApiError> {
-    match parse_version_header(headers, header::IF_MATCH)? {
-        None => Ok(None),
-        Some(Precondition::Version(v)) => Ok(Some(v)),
-        Some(Precondition::Any) => match state.store.get(table, id).await? {
-            Some(record) => Ok(Some(record.version)),
-            None => Err(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "version_mismatch",
-                format!("If-Match: * but there is no record '{table}/{id}'"),
-            )),
-        },
+    let Some(wanted) = parse_version_header(headers, header::IF_MATCH)? else {
+        return Ok(None);
+    };
+    let failed =
+        |why: String| ApiError::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", why);
+    if let [only] = wanted.strong_versions().as_slice() {
+        return Ok(Some(*only));
+    }
+    if wanted != Precondition::Any && wanted.strong_versions().is_empty() {
+        return Err(failed(format!(
+            "If-Match names no version of '{table}/{id}' (its ETags are like \"3\")"
+        )));
+    }
+    match state.store.get(table, id).await? {
+        Some(record) if wanted.strong_match(record.version) => Ok(Some(record.version)),
+        Some(record) => Err(failed(format!(
+            "'{table}/{id}' is at version {}, which If-Match does not name",
+            record.version
+        ))),
+        None => Err(failed(format!(
+            "If-Match was given but there is no record '{table}/{id}'"
+        ))),
     }
 }
 

@@ -1,6 +1,9 @@
 //! Server-Sent Events: the current state (or the changes since `Last-Event-ID`),
-//! a `sync` event, then every change as it commits. `id:` is the change's
-//! `seq`, `event:` its type; a comment heartbeat keeps proxies from closing it.
+//! a `sync` event, then every change as it commits. Records and changes are
+//! unnamed events, so a plain `EventSource.onmessage` receives them (the change
+//! type is in the JSON); `id:` is the change's `seq`. Only control events
+//! (`sync`, `reset`, `error`) carry a name. A comment heartbeat keeps proxies
+//! from closing the stream.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -119,9 +122,7 @@ async fn run(state: AppState, filter: TopicFilter, start: Start, tx: mpsc::Sende
 /// A change as an SSE event; `with_id` puts its seq in `id:` (state events
 /// carry none, so `Last-Event-ID` only ever names a point in the change log).
 fn change_event(change: &ChangeEvent, with_id: bool) -> Event {
-    let event = Event::default()
-        .event(change.kind.as_str())
-        .data(json(change));
+    let event = Event::default().data(json(change));
     match change.seq {
         Some(seq) if with_id => event.id(seq.to_string()),
         _ => event,

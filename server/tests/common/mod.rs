@@ -146,6 +146,16 @@ pub struct SseEvent {
 }
 
 impl SseEvent {
+    /// What the event is: a control event's name (`sync`, `reset`, `error`),
+    /// else — for an unnamed record or change event — the change's `type`.
+    pub fn kind(&self) -> String {
+        if self.event == "message" {
+            self.json()["type"].as_str().unwrap_or("").to_owned()
+        } else {
+            self.event.clone()
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or(Value::Null)
     }
@@ -193,7 +203,11 @@ impl SseClient {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = SseEvent::default();
+                // An event without an `event:` field is a "message" (the SSE spec).
+                let mut event = SseEvent {
+                    event: "message".into(),
+                    ..SseEvent::default()
+                };
                 let mut has_field = false;
                 for line in block.lines() {
                     if line.starts_with(':') || line.is_empty() {
@@ -231,7 +245,7 @@ impl SseClient {
     pub async fn until_sync(&mut self) -> Vec<SseEvent> {
         let mut out = Vec::new();
         while let Some(event) = self.next().await {
-            let done = event.event == "sync";
+            let done = event.kind() == "sync";
             out.push(event);
             if done {
                 return out;

@@ -3,6 +3,7 @@
 //! then live changes — with no gap and no duplicate between the two. SSE, the
 //! per-record WebSocket and the multiplexed `/api/ws` all stream through it.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use app::event::ChangeEvent;
@@ -33,11 +34,16 @@ pub struct Feed {
 }
 
 /// A filter's backfill, read page by page.
+///
+/// [`Backfill::next_page`] is cancel-safe: connections race it in a
+/// `select!` against client traffic, so a page read that loses the race is
+/// kept (not restarted) and finished by the next call.
 pub struct Backfill {
     filter: TopicFilter,
     source: Source,
     until: u64,
     done: bool,
+    reading: Option<PageRead>,
 }
 
 enum Source {
@@ -50,6 +56,16 @@ enum Source {
     },
 }
 
+/// A page read under way, owning everything it needs.
+type PageRead = Pin<Box<dyn Future<Output = Result<Page, StoreError>> + Send>>;
+
+enum Page {
+    /// Records, and the cursor after them (`None` at the end).
+    State(Vec<ChangeEvent>, Option<String>),
+    /// Changes, and the last seq the read examined.
+    Replay(Vec<ChangeEvent>, u64),
+}
+
 impl Backfill {
     /// The next page of backfill events, or `None` when it is complete.
     pub async fn next_page(
@@ -59,23 +75,25 @@ impl Backfill {
         if self.done {
             return Ok(None);
         }
-        match &mut self.source {
-            Source::State { view, after } => {
-                let (events, next) = store
-                    .read_state(view, &self.filter, after.take(), PAGE)
-                    .await?;
+        if let Source::Replay { after } = &self.source
+            && *after >= self.until
+        {
+            self.done = true;
+            return Ok(None);
+        }
+        let read = self
+            .reading
+            .get_or_insert_with(|| start_read(store, &self.source, &self.filter));
+        let page = read.await;
+        // Only now, with the page in hand, does the cursor move.
+        self.reading = None;
+        match (page?, &mut self.source) {
+            (Page::State(events, next), Source::State { after, .. }) => {
                 self.done = next.is_none();
                 *after = next;
                 Ok(Some(events))
             }
-            Source::Replay { after } => {
-                if *after >= self.until {
-                    self.done = true;
-                    return Ok(None);
-                }
-                let (mut events, scanned) = store
-                    .changes_since(*after, Some(&self.filter), PAGE)
-                    .await?;
+            (Page::Replay(mut events, scanned), Source::Replay { after }) => {
                 events.retain(|e| e.seq.is_some_and(|s| s <= self.until));
                 *after = scanned.min(self.until);
                 if scanned >= self.until {
@@ -83,12 +101,37 @@ impl Backfill {
                 }
                 Ok(Some(events))
             }
+            _ => Err(StoreError::Storage(
+                "backfill page of the wrong kind".into(),
+            )),
         }
     }
 
     /// Whether this backfill replays changes (each with its `seq`) rather than state.
     pub fn is_replay(&self) -> bool {
         matches!(self.source, Source::Replay { .. })
+    }
+}
+
+fn start_read(store: &Store, source: &Source, filter: &TopicFilter) -> PageRead {
+    let store = store.clone();
+    let filter = filter.clone();
+    match source {
+        Source::State { view, after } => {
+            let view = view.clone();
+            let after = after.clone();
+            Box::pin(async move {
+                let (events, next) = store.read_state(&view, &filter, after, PAGE).await?;
+                Ok(Page::State(events, next))
+            })
+        }
+        Source::Replay { after } => {
+            let after = *after;
+            Box::pin(async move {
+                let (events, scanned) = store.changes_since(after, Some(&filter), PAGE).await?;
+                Ok(Page::Replay(events, scanned))
+            })
+        }
     }
 }
 
@@ -136,6 +179,7 @@ impl Feed {
                 source,
                 until,
                 done: false,
+                reading: None,
             }),
             Err(e) => {
                 if !self.synced.iter().any(|(f, _)| *f == filter) {

@@ -330,6 +330,65 @@ async fn a_new_wildcard_subscriber_gets_every_retained_record_not_a_capped_few()
     server.stop().await;
 }
 
+/// The retained backfill is read page by page while the client talks: its
+/// PUBACKs and PINGREQs race the page reads in the connection's select!. A
+/// page read that loses the race must not restart the scan.
+#[tokio::test]
+async fn retained_backfill_is_sent_once_while_the_client_acks_and_pings() {
+    let server = start().await;
+    let http = client();
+    const N: usize = 600;
+    for i in 0..N {
+        put(
+            &http,
+            &server.url,
+            &format!("/api/sensors/r{i:04}"),
+            // Large enough that reading a page takes a while.
+            &json!({"n": i, "pad": "x".repeat(16 * 1024)}),
+        )
+        .await;
+    }
+    let (mut raw, _) = Raw::connect(mqtt_addr(&server), connect_packet(V311, "acker", true)).await;
+    raw.subscribe(1, vec![Subscription::new("sensors/#", QoS::AtLeastOnce)])
+        .await;
+    let mut deliveries: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut total = 0;
+    // Past N, keep listening a while: a restarted scan shows as more PUBLISHes.
+    let quiet = Duration::from_millis(1500);
+    loop {
+        let within = if total < N { WAIT } else { quiet };
+        match raw.recv_within(within).await {
+            Some(Packet::Publish(p)) => {
+                total += 1;
+                assert!(total <= 2 * N, "the backfill is looping");
+                *deliveries.entry(p.topic.clone()).or_default() += 1;
+                // Acks trickle in, as from a real device, so they arrive
+                // while the server is reading the next page.
+                tokio::time::sleep(Duration::from_micros(500)).await;
+                if let Some(id) = p.packet_id {
+                    raw.send(&Packet::PubAck(Ack::new(id))).await;
+                }
+                if total % 2 == 0 {
+                    raw.send(&Packet::PingReq).await;
+                }
+            }
+            Some(Packet::PingResp) => {}
+            None if total >= N => break,
+            other => panic!("after {total} PUBLISHes: {other:?}"),
+        }
+    }
+    let twice: Vec<_> = deliveries.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "delivered more than once: {} topics, e.g. {:?}",
+        twice.len(),
+        twice.first()
+    );
+    assert_eq!(deliveries.len(), N);
+    assert_eq!(total, N);
+    server.stop().await;
+}
+
 // ------------------------------------------------------------ QoS flows
 
 #[tokio::test]

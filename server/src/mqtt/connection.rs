@@ -377,6 +377,14 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             let deadline = self.keep_alive.map(|k| last_heard + k);
             let reading = self.can_read();
             let session = &mut self.session;
+            // Every future raced here must be cancel-safe: the loser of each
+            // round is dropped and made anew next time, so it may not have
+            // consumed anything it would then lose. `stopped` and the sleep
+            // hold nothing; `recv` on an mpsc, `read_buf` and
+            // `FuturesOrdered::next` are cancel-safe by their docs; `pull`
+            // awaits only `Feed::next` (an mpsc `recv`) or
+            // `Backfill::next_page`, which keeps an unfinished page read for
+            // the next call instead of restarting the scan.
             tokio::select! {
                 biased;
                 () = stopped(&mut shutdown) => return End::ShuttingDown,

@@ -168,6 +168,7 @@ struct TableDef {
 type Tables = Arc<RwLock<BTreeMap<String, TableDef>>>;
 
 /// A consistent, durable view of every record at one `seq`.
+#[derive(Clone)]
 pub struct ReadView {
     snapshot: fjall::Snapshot,
     pub seq: u64,

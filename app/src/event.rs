@@ -63,6 +63,10 @@ pub struct ChangeEvent {
     /// protocols neither carry nor store it.
     #[serde(skip)]
     pub mqtt: Option<std::sync::Arc<MqttMeta>>,
+    /// For the writer's answer: whether this `put` made a record that did not
+    /// exist (versions continue across a delete, so `version == 1` cannot say).
+    #[serde(skip)]
+    pub created: bool,
 }
 
 impl ChangeEvent {

@@ -230,6 +230,7 @@ mod tests {
             origin: Origin::System,
             value: None,
             mqtt: None,
+            created: false,
         })
     }
 

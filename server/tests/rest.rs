@@ -495,3 +495,58 @@ async fn if_match_of_any_form_that_matches_nothing_is_412() {
     assert_eq!(deleted.status(), 412);
     server.stop().await;
 }
+
+/// Deleting and re-creating a record continues its versions: an ETag taken
+/// from the first record can never pass against the second, even after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_versions_never_repeat_across_delete_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let http = client();
+    let version = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    {
+        let server = ChildServer::spawn(&data, &[]);
+        let url = &server.url;
+        let created = put(&http, url, "/api/messages/m", &json!({"text": "one"})).await;
+        assert_eq!(version(&created), "\"1\"");
+        put(&http, url, "/api/messages/m", &json!({"text": "two"})).await;
+        let deleted = http
+            .delete(format!("{url}/api/messages/m"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 200);
+        let again = put(&http, url, "/api/messages/m", &json!({"text": "new"})).await;
+        assert_eq!(again.status(), 201);
+        assert_eq!(
+            version(&again),
+            "\"4\"",
+            "re-created after v1, v2, delete v3"
+        );
+        let stale = http
+            .put(format!("{url}/api/messages/m"))
+            .header("if-match", "\"1\"")
+            .json(&json!({"text": "stale"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), 412);
+        let deleted = http
+            .delete(format!("{url}/api/messages/m"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 200);
+    }
+    let server = ChildServer::spawn(&data, &[]);
+    let after_restart = put(&http, &server.url, "/api/messages/m", &json!({"text": "x"})).await;
+    assert_eq!(after_restart.status(), 201);
+    assert_eq!(version(&after_restart), "\"6\"");
+}

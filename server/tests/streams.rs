@@ -480,3 +480,74 @@ async fn sse_records_and_changes_are_unnamed_events_with_ids() {
     assert_eq!(published.json()["type"], "publish");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_websockets_interleaved_writes_and_publishes_arrive_and_are_acked_in_order() {
+    const N: usize = 1000;
+    let server = TestServer::start().await;
+    let http = client();
+    let declared = http
+        .post(format!("{}/api/_tables", server.url))
+        .json(&json!({"name": "counters"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(declared.status().is_success(), "{}", declared.status());
+
+    let mut watcher = WsClient::connect(&server.ws_url("/api/counters/c")).await;
+    watcher.until_sync().await;
+    let mut writer = WsClient::connect(&server.ws_url("/api/ws")).await;
+
+    let kind = |i: usize| ["put", "patch", "publish"][i % 3];
+    // Everything sent at once, without waiting for a single ack.
+    let mut frames = Vec::with_capacity(N);
+    for i in 0..N {
+        let message = json!({"type": kind(i), "req": i.to_string(), "table": "counters", "id": "c", "value": {"n": i}});
+        frames.push(Ok(tokio_tungstenite::tungstenite::Message::Text(
+            message.to_string().into(),
+        )));
+    }
+    let mut frames = futures_util::stream::iter(frames);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures_util::SinkExt::send_all(&mut writer.socket, &mut frames),
+    )
+    .await
+    .expect("sent in time")
+    .unwrap();
+
+    let mut acks = Vec::with_capacity(N);
+    for _ in 0..N {
+        let reply = writer.next().await.expect("a reply for every request");
+        assert_eq!(reply["type"], "ack", "{reply}");
+        acks.push(reply["req"].as_str().unwrap().parse::<usize>().unwrap());
+    }
+    assert_eq!(
+        acks,
+        (0..N).collect::<Vec<_>>(),
+        "acks come back in request order"
+    );
+
+    let mut seen = Vec::with_capacity(N);
+    for _ in 0..N {
+        let change = watcher.next().await.expect("every change is delivered");
+        seen.push((
+            change["type"].as_str().unwrap().to_owned(),
+            change["value"]["n"].as_u64().unwrap() as usize,
+        ));
+    }
+    let sent: Vec<_> = (0..N).map(|i| (kind(i).to_owned(), i)).collect();
+    let first_wrong = seen.iter().zip(&sent).position(|(a, b)| a != b);
+    assert_eq!(
+        first_wrong, None,
+        "the subscriber sees exactly the order the socket sent (first difference at {first_wrong:?})"
+    );
+    assert!(
+        watcher
+            .next_within(std::time::Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing more than was sent"
+    );
+    server.stop().await;
+}

@@ -377,7 +377,7 @@ fn start_from(query: &ApiQuery, headers: &HeaderMap) -> Result<Start, ApiError> 
 /// The answer to a successful write: the change event, its ETag, and for a
 /// creation `201` with the record's `Location`.
 fn written(event: &ChangeEvent, created_by_post: bool) -> Response {
-    let created = created_by_post || event.version == Some(1) && event.value.is_some();
+    let created = created_by_post || event.created;
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -8,7 +8,7 @@ use app::event::{ChangeEvent, ClientMessage, ErrorBody, Origin, ServerReply};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{FuturesUnordered, SplitSink};
+use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 
@@ -34,7 +34,58 @@ pub enum Scope {
 }
 
 type Sink = SplitSink<WebSocket, Message>;
-type PendingReply = Pin<Box<dyn Future<Output = ServerReply> + Send>>;
+type Pending = Pin<Box<dyn Future<Output = Step> + Send>>;
+
+/// What a queued request comes to once every request before it is done.
+enum Step {
+    /// A write's reply (its change is already on the bus when it resolves).
+    Reply(ServerReply),
+    /// A transient publish that arrived while writes were in flight: it goes
+    /// on the bus only when the queue reaches it, after their changes.
+    Publish {
+        req: Option<String>,
+        table: String,
+        id: String,
+        value: Value,
+    },
+}
+
+/// One socket's writes and publishes in the order it sent them. Each write is
+/// queued at the store when its message is handled, so the store commits them
+/// in that order; replies come out in that order too.
+struct Queue {
+    pending: FuturesOrdered<Pending>,
+    /// A publish is waiting for the writes before it: the socket reads nothing
+    /// more until it is out, so no later write can reach the bus before it.
+    publish_waiting: bool,
+}
+
+impl Queue {
+    fn push(&mut self, step: Pending) {
+        self.pending.push_back(step);
+    }
+
+    fn ready(&mut self, reply: ServerReply) {
+        self.push(Box::pin(std::future::ready(Step::Reply(reply))));
+    }
+
+    /// The reply for a request the queue has reached, publishing it if it is a
+    /// transient message.
+    fn finish(&mut self, state: &AppState, step: Step) -> ServerReply {
+        match step {
+            Step::Reply(reply) => reply,
+            Step::Publish {
+                req,
+                table,
+                id,
+                value,
+            } => {
+                self.publish_waiting = false;
+                publish(state, req, &table, &id, value)
+            }
+        }
+    }
+}
 
 /// `GET /api/ws`.
 pub async fn multiplexed(
@@ -93,7 +144,10 @@ async fn session(
     let mut shutdown = state.shutdown.clone();
     let (mut sink, mut incoming) = socket.split();
     let mut feed = Feed::new(state.store.clone());
-    let mut writes: FuturesUnordered<PendingReply> = FuturesUnordered::new();
+    let mut writes = Queue {
+        pending: FuturesOrdered::new(),
+        publish_waiting: false,
+    };
 
     if let Some((filter, start)) = initial
         && subscribe(&state, &mut feed, &mut sink, None, filter, start)
@@ -105,7 +159,7 @@ async fn session(
 
     loop {
         tokio::select! {
-            message = incoming.next(), if writes.len() < MAX_INFLIGHT => {
+            message = incoming.next(), if writes.pending.len() < MAX_INFLIGHT && !writes.publish_waiting => {
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => {
@@ -117,13 +171,12 @@ async fn session(
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 };
                 state.metrics.message_in(Protocol::Ws);
-                match handle(&state, &scope, &mut feed, &mut sink, text.as_str()).await {
-                    Ok(Some(pending)) => writes.push(pending),
-                    Ok(None) => {}
-                    Err(()) => return,
+                if handle(&state, &scope, &mut feed, &mut sink, &mut writes, text.as_str()).await.is_err() {
+                    return;
                 }
             }
-            Some(reply) = writes.next(), if !writes.is_empty() => {
+            Some(step) = writes.pending.next(), if !writes.pending.is_empty() => {
+                let reply = writes.finish(&state, step);
                 if send(&state, &mut sink, &reply).await.is_err() { return; }
             }
             next = feed.next(), if feed.filter_count() > 0 => match next {
@@ -146,7 +199,8 @@ async fn session(
         }
     }
     // Let writes already sent finish and be acknowledged before closing.
-    while let Some(reply) = writes.next().await {
+    while let Some(step) = writes.pending.next().await {
+        let reply = writes.finish(&state, step);
         if send(&state, &mut sink, &reply).await.is_err() {
             return;
         }
@@ -154,15 +208,17 @@ async fn session(
     let _ = sink.close().await;
 }
 
-/// Handles one client message. Writes are returned as a pending reply so
-/// several can wait for their commit at once; `Err` means the socket is gone.
+/// Handles one client message. Writes are queued at the store at once and
+/// their replies put on `writes`, so several wait for their commit together
+/// and still go out in order; `Err` means the socket is gone.
 async fn handle(
     state: &AppState,
     scope: &Scope,
     feed: &mut Feed,
     sink: &mut Sink,
+    writes: &mut Queue,
     text: &str,
-) -> Result<Option<PendingReply>, ()> {
+) -> Result<(), ()> {
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(message) => message,
         Err(e) => {
@@ -171,7 +227,7 @@ async fn handle(
                 .and_then(|v| v.get("req").and_then(Value::as_str).map(str::to_owned));
             let reply = error_reply(req, "bad_message", &format!("not a valid message: {e}"));
             send(state, sink, &reply).await?;
-            return Ok(None);
+            return Ok(());
         }
     };
     match message {
@@ -182,7 +238,7 @@ async fn handle(
                     let reply =
                         error_reply(req, "bad_message", "subscribe is only available on /api/ws");
                     send(state, sink, &reply).await?;
-                    return Ok(None);
+                    return Ok(());
                 }
             };
             let filter = match filter {
@@ -194,11 +250,11 @@ async fn handle(
                         &format!("a socket may hold at most {MAX_FILTERS} filters"),
                     );
                     send(state, sink, &reply).await?;
-                    return Ok(None);
+                    return Ok(());
                 }
                 Err(e) => {
                     send(state, sink, &error_reply(req, "bad_filter", &e.to_string())).await?;
-                    return Ok(None);
+                    return Ok(());
                 }
             };
             if let Err(e) = super::authorize(state, Action::Subscribe, filter.as_str()) {
@@ -208,11 +264,10 @@ async fn handle(
                     &error_reply(req, &e.body.code, &e.body.message),
                 )
                 .await?;
-                return Ok(None);
+                return Ok(());
             }
             let start = since.map_or(Start::State, Start::Since);
-            subscribe(state, feed, sink, req, filter, start).await?;
-            Ok(None)
+            subscribe(state, feed, sink, req, filter, start).await
         }
         ClientMessage::Unsubscribe { req, filter } => {
             let reply = match TopicFilter::parse(&filter) {
@@ -220,8 +275,7 @@ async fn handle(
                 Ok(_) => error_reply(req, "not_subscribed", "this socket holds no such filter"),
                 Err(e) => error_reply(req, "bad_filter", &e.to_string()),
             };
-            send(state, sink, &reply).await?;
-            Ok(None)
+            send(state, sink, &reply).await
         }
         ClientMessage::Publish {
             req,
@@ -239,17 +293,29 @@ async fn handle(
                 {
                     error_reply(req, &e.body.code, &e.body.message)
                 }
+                // Nothing in flight: nothing to wait for.
+                Ok((table, Some(id))) if writes.pending.is_empty() => {
+                    publish(state, req, &table, &id, value)
+                }
                 Ok((table, Some(id))) => {
-                    match state.store.publish(&table, &id, value, Origin::Ws) {
-                        Ok(()) => ack(req),
-                        Err(e) => store_error(req, &e),
-                    }
+                    writes.publish_waiting = true;
+                    writes.push(Box::pin(std::future::ready(Step::Publish {
+                        req,
+                        table,
+                        id,
+                        value,
+                    })));
+                    return Ok(());
                 }
                 Ok((_, None)) => error_reply(req, "bad_message", "a publish needs an id"),
                 Err(message) => error_reply(req, "bad_message", &message),
             };
-            send(state, sink, &reply).await?;
-            Ok(None)
+            if writes.pending.is_empty() {
+                send(state, sink, &reply).await
+            } else {
+                writes.ready(reply);
+                Ok(())
+            }
         }
         ClientMessage::Put {
             req,
@@ -264,7 +330,8 @@ async fn handle(
                 value,
                 if_match,
             });
-            Ok(Some(pending_write(state, req, op)))
+            queue_write(state, writes, req, op).await;
+            Ok(())
         }
         ClientMessage::Patch {
             req,
@@ -282,7 +349,8 @@ async fn handle(
                     if_match,
                 })
             });
-            Ok(Some(pending_write(state, req, op)))
+            queue_write(state, writes, req, op).await;
+            Ok(())
         }
         ClientMessage::Delete {
             req,
@@ -298,7 +366,8 @@ async fn handle(
                     if_match,
                 })
             });
-            Ok(Some(pending_write(state, req, op)))
+            queue_write(state, writes, req, op).await;
+            Ok(())
         }
     }
 }
@@ -364,12 +433,14 @@ fn target(
     Ok((table, id))
 }
 
-fn pending_write(
+/// Queues a write at the store now (so it commits after every write this
+/// socket sent before it) and its reply on `writes`.
+async fn queue_write(
     state: &AppState,
+    writes: &mut Queue,
     req: Option<String>,
     op: Result<WriteOp, String>,
-) -> PendingReply {
-    let store = state.store.clone();
+) {
     let denied = match &op {
         Ok(op) => {
             let (table, id) = match op {
@@ -382,19 +453,36 @@ fn pending_write(
         }
         Err(_) => None,
     };
-    Box::pin(async move {
-        let op = match op {
-            Ok(op) => op,
-            Err(message) => return error_reply(req, "bad_message", &message),
-        };
-        if let Some(e) = denied {
-            return error_reply(req, &e.body.code, &e.body.message);
-        }
-        match store.write(op, Origin::Ws).await {
-            Ok(event) => written(req, &event),
-            Err(e) => store_error(req, &e),
-        }
-    })
+    let op = match op {
+        Ok(op) => op,
+        Err(message) => return writes.ready(error_reply(req, "bad_message", &message)),
+    };
+    if let Some(e) = denied {
+        return writes.ready(error_reply(req, &e.body.code, &e.body.message));
+    }
+    match state.store.enqueue(op, Origin::Ws, None).await {
+        Ok(pending) => writes.push(Box::pin(async move {
+            Step::Reply(match pending.durable().await {
+                Ok(event) => written(req, &event),
+                Err(e) => store_error(req, &e),
+            })
+        })),
+        Err(e) => writes.ready(store_error(req, &e)),
+    }
+}
+
+/// Puts a transient message on the bus now.
+fn publish(
+    state: &AppState,
+    req: Option<String>,
+    table: &str,
+    id: &str,
+    value: Value,
+) -> ServerReply {
+    match state.store.publish(table, id, value, Origin::Ws) {
+        Ok(()) => ack(req),
+        Err(e) => store_error(req, &e),
+    }
 }
 
 fn written(req: Option<String>, event: &ChangeEvent) -> ServerReply {

@@ -143,6 +143,7 @@ mod tests {
             origin: Origin::Mqtt,
             value: Some(value),
             mqtt: None,
+            created: false,
         }
     }
 

@@ -445,6 +445,7 @@ impl Store {
             origin,
             value: Some(value),
             mqtt,
+            created: false,
         }));
         Ok(())
     }
@@ -582,6 +583,7 @@ impl Store {
                     origin: record.origin,
                     value: Some(record.value),
                     mqtt: None,
+                    created: false,
                 });
             }
             Ok((out, next))

@@ -71,8 +71,14 @@ enum TableChange {
     Drop(String),
 }
 
-/// Records touched earlier in the batch being built: `None` = deleted.
-type Overlay = HashMap<Vec<u8>, Option<StoredRecord>>;
+/// What the batch being built has done so far, read before the store.
+#[derive(Default)]
+struct Overlay {
+    /// Records touched earlier in the batch: `None` = deleted.
+    records: HashMap<Vec<u8>, Option<StoredRecord>>,
+    /// The last version of records the batch deleted.
+    tombstones: HashMap<Vec<u8>, u64>,
+}
 
 impl Writer {
     pub fn run(mut self, mut requests: mpsc::Receiver<Request>) {
@@ -104,7 +110,7 @@ impl Writer {
     }
 
     fn commit(&mut self, requests: Vec<Request>) {
-        let mut overlay = Overlay::new();
+        let mut overlay = Overlay::default();
         let mut batch = self.db.batch();
         let mut seq = self.last_seq;
         let mut pending = Vec::with_capacity(requests.len());
@@ -268,7 +274,12 @@ impl Writer {
             None => None,
         };
 
-        let version = current_version + 1;
+        // A re-created record continues after the version it was deleted at, so
+        // an ETag of one record id never names two different records.
+        let version = match &current {
+            Some(record) => record.version + 1,
+            None => self.deleted_version(&key, overlay)? + 1,
+        };
         let ts = clock::now_rfc3339();
         match &new_value {
             Some(value) => {
@@ -282,13 +293,24 @@ impl Writer {
                 let bytes =
                     serde_json::to_vec(&record).map_err(|e| StoreError::Storage(e.to_string()))?;
                 batch.insert(&self.records, key.clone(), bytes);
-                overlay.insert(key, Some(record));
+                if current.is_none() {
+                    batch.remove(&self.meta, tombstone_key(&key));
+                    overlay.tombstones.remove(&key);
+                }
+                overlay.records.insert(key, Some(record));
             }
             None => {
                 batch.remove(&self.records, key.clone());
-                overlay.insert(key, None);
+                batch.insert(
+                    &self.meta,
+                    tombstone_key(&key),
+                    version.to_be_bytes().to_vec(),
+                );
+                overlay.tombstones.insert(key.clone(), version);
+                overlay.records.insert(key, None);
             }
         }
+        let created = current.is_none() && new_value.is_some();
         let event = ChangeEvent {
             seq: Some(seq),
             kind,
@@ -299,6 +321,7 @@ impl Writer {
             origin,
             value: new_value,
             mqtt: None,
+            created,
         };
         let bytes = serde_json::to_vec(&event).map_err(|e| StoreError::Storage(e.to_string()))?;
         batch.insert(&self.changes, seq.to_be_bytes().to_vec(), bytes);
@@ -308,8 +331,19 @@ impl Writer {
         Ok(event)
     }
 
+    /// The version a deleted record was at when it was deleted (0 if never).
+    fn deleted_version(&self, key: &[u8], overlay: &Overlay) -> Result<u64, StoreError> {
+        if let Some(version) = overlay.tombstones.get(key) {
+            return Ok(*version);
+        }
+        Ok(self
+            .meta
+            .get(tombstone_key(key))?
+            .map_or(0, |bytes| super::decode_seq(&bytes)))
+    }
+
     fn current(&self, key: &[u8], overlay: &Overlay) -> Result<Option<StoredRecord>, StoreError> {
-        if let Some(state) = overlay.get(key) {
+        if let Some(state) = overlay.records.get(key) {
             return Ok(state.clone());
         }
         self.records
@@ -365,6 +399,7 @@ impl Writer {
         let mut prefix = name.as_bytes().to_vec();
         prefix.push(0);
         let pending_record = overlay
+            .records
             .iter()
             .any(|(k, v)| k.starts_with(&prefix) && v.is_some());
         if pending_record || self.records.prefix(&prefix).next().is_some() {
@@ -411,3 +446,13 @@ impl Writer {
         self.log_start.store(keep_from, Ordering::Release);
     }
 }
+
+/// Where the last version of a deleted record is kept (in the meta keyspace).
+fn tombstone_key(record_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(TOMBSTONE_PREFIX.len() + record_key.len());
+    key.extend_from_slice(TOMBSTONE_PREFIX);
+    key.extend_from_slice(record_key);
+    key
+}
+
+const TOMBSTONE_PREFIX: &[u8] = b"tombstone:";

@@ -29,6 +29,10 @@ pub struct Config {
     pub mqtt_limits: Limits,
     /// Who may publish and subscribe to what.
     pub access: Access,
+    /// Test hook (from `MARQUEE_FAULT_FAIL_FSYNC_AFTER` only): after this many
+    /// commits the next fsync fails, to exercise the failure path.
+    #[doc(hidden)]
+    pub fail_fsync_after: Option<u64>,
 }
 
 pub const DEFAULT_HTTP: &str = "127.0.0.1:3000";
@@ -231,6 +235,9 @@ impl ServeArgs {
             access: Access::new(file.mqtt.allow_anonymous.unwrap_or(true), file.acl)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?,
             tables: file.tables,
+            fail_fsync_after: std::env::var(crate::store::FAULT_ENV)
+                .ok()
+                .and_then(|n| n.parse().ok()),
         };
         if config.change_log_window == 0 {
             return Err(ConfigError::Invalid(

@@ -89,6 +89,7 @@ impl Server {
                 data_dir: config.data_dir.clone(),
                 change_log_window: config.change_log_window,
                 tables: config.tables.clone(),
+                fail_persist_after: config.fail_fsync_after,
             },
             bus,
             metrics.clone(),
@@ -173,6 +174,12 @@ impl Server {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Resolves, with the reason, if the store stopped because a commit or an
+    /// fsync failed; the process must then exit non-zero.
+    pub async fn failed(&self) -> String {
+        self.store.failed().await
     }
 
     /// Stops accepting, ends streams, lets in-flight requests finish, waits

@@ -35,10 +35,19 @@ async fn main() -> anyhow::Result<()> {
         server.http_addr()
     );
 
-    wait_for_signal().await;
+    // A storage failure ends the process non-zero: after a failed fsync
+    // nothing more may be acknowledged, and the next start's recovery
+    // decides what the disk holds.
+    let failure = tokio::select! {
+        () = wait_for_signal() => None,
+        reason = server.failed() => Some(reason),
+    };
     tracing::info!("shutting down");
     server.shutdown().await;
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(reason) => Err(anyhow::anyhow!("stopped after a storage failure: {reason}")),
+    }
 }
 
 async fn wait_for_signal() {

@@ -321,3 +321,45 @@ async fn a_slow_subscriber_is_cut_off_without_slowing_the_others() {
         "memory stayed bounded: {rss_before} KiB -> {rss_after} KiB"
     );
 }
+
+/// A failed fsync is fatal: the write waiting for it is refused (503 with a
+/// JSON error), nothing later is accepted, the process exits non-zero, and
+/// the next start recovers every acknowledged write without reusing a seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_refuses_the_write_and_stops_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_path(&dir);
+    let http = client();
+    let mut seen = Vec::new();
+    {
+        let mut server =
+            ChildServer::spawn_with_env(&data, &[], &[("MARQUEE_FAULT_FAIL_FSYNC_AFTER", "3")]);
+        for i in 0..3 {
+            let response = put(&http, &server.url, &format!("/api/signs/s{i}"), &json!({})).await;
+            assert_eq!(response.status(), 201);
+            let event: Value = response.json().await.unwrap();
+            seen.push(event["seq"].as_u64().unwrap());
+        }
+        let failed = put(&http, &server.url, "/api/signs/doomed", &json!({})).await;
+        assert_eq!(failed.status(), 503);
+        let body: Value = failed.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "storage_failed", "{body}");
+        let status = server
+            .wait_exit(Duration::from_secs(20))
+            .expect("the process exits after a failed fsync");
+        assert!(!status.success(), "exit status {status:?}");
+    }
+    let server = ChildServer::spawn(&data, &[]);
+    for i in 0..3 {
+        let (status, _) = get_json(&http, &server.url, &format!("/api/signs/s{i}")).await;
+        assert_eq!(status, 200, "acknowledged write s{i} lost");
+    }
+    let after = put(&http, &server.url, "/api/signs/after", &json!({})).await;
+    assert_eq!(after.status(), 201);
+    let event: Value = after.json().await.unwrap();
+    let seq = event["seq"].as_u64().unwrap();
+    assert!(
+        seq > *seen.iter().max().unwrap(),
+        "seq {seq} reused (saw {seen:?})"
+    );
+}

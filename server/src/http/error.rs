@@ -43,14 +43,14 @@ pub fn status_of(e: &StoreError) -> StatusCode {
         StoreError::TableExists(_) | StoreError::TableNotEmpty(_) => StatusCode::CONFLICT,
         StoreError::BuiltIn(_) => StatusCode::FORBIDDEN,
         StoreError::ResumeGap { .. } => StatusCode::GONE,
-        StoreError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        StoreError::ShuttingDown | StoreError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
         StoreError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        if matches!(e, StoreError::Storage(_)) {
+        if matches!(e, StoreError::Storage(_) | StoreError::Failed(_)) {
             tracing::error!("{e}");
         }
         Self::new(status_of(&e), e.code(), e.to_string())

@@ -204,10 +204,10 @@ pub async fn get_record(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("there is no record '{table}/{id}'")))?;
     let tag = etag(record.version);
-    if let Some(wanted) = parse_version_header(&headers, header::IF_NONE_MATCH)? {
-        if wanted.weak_match(record.version) {
-            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
-        }
+    if let Some(wanted) = parse_version_header(&headers, header::IF_NONE_MATCH)?
+        && wanted.weak_match(record.version)
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
     let mut response = Json(record.value).into_response();
     set_header(&mut response, header::ETAG, &tag);

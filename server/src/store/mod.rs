@@ -54,7 +54,14 @@ pub struct StoreOptions {
     pub change_log_window: u64,
     /// Tables declared by the config file.
     pub tables: Vec<TableDecl>,
+    /// Test hook: after this many successful commits, the next fsync fails.
+    #[doc(hidden)]
+    pub fail_persist_after: Option<u64>,
 }
+
+/// The environment variable that sets [`StoreOptions::fail_persist_after`] in
+/// the `marquee` binary: a fault hook for tests of the failure path, never for use.
+pub const FAULT_ENV: &str = "MARQUEE_FAULT_FAIL_FSYNC_AFTER";
 
 /// A table declaration, from the config file or `POST /api/_tables`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +135,10 @@ pub enum StoreError {
     ResumeGap { since: u64, oldest: u64 },
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A commit or fsync failed: the writer has stopped and the process is
+    /// exiting; the next start's recovery decides what was kept.
+    #[error("the store could not make writes durable and has stopped: {0}")]
+    Failed(String),
     #[error("storage failure: {0}")]
     Storage(String),
 }
@@ -146,6 +157,7 @@ impl StoreError {
             StoreError::BuiltIn(_) => "builtin_table",
             StoreError::ResumeGap { .. } => "resume_gap",
             StoreError::ShuttingDown => "shutting_down",
+            StoreError::Failed(_) => "storage_failed",
             StoreError::Storage(_) => "storage",
         }
     }
@@ -192,6 +204,8 @@ struct Shared {
     bus: Bus,
     metrics: Arc<Metrics>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set once, with the reason, if the writer stopped on a storage failure.
+    failed: watch::Receiver<Option<String>>,
 }
 
 /// A write queued by [`Store::enqueue`].
@@ -267,6 +281,7 @@ impl Store {
         }
 
         let (durable_tx, durable) = watch::channel(last_seq);
+        let (failed_tx, failed) = watch::channel(None);
         let (writes, requests) = mpsc::channel(WRITE_QUEUE);
         let log_start = Arc::new(AtomicU64::new(first_logged));
         let tables: Tables = Arc::new(RwLock::new(tables));
@@ -283,6 +298,8 @@ impl Store {
                 durable: durable_tx,
                 bus: bus.clone(),
                 metrics: metrics.clone(),
+                failed: failed_tx,
+                fail_persist_after: options.fail_persist_after,
             };
             let handle = std::thread::Builder::new()
                 .name("marquee-writer".into())
@@ -300,6 +317,7 @@ impl Store {
                 bus,
                 metrics,
                 writer: Mutex::new(handle),
+                failed,
             })
         };
         if shared.writer.lock().map(|w| w.is_none()).unwrap_or(true) {
@@ -636,6 +654,18 @@ impl Store {
         Ok((events, scanned))
     }
 
+    /// Resolves, with the reason, if the writer stops because a commit or an
+    /// fsync failed. The process must then exit: what is on disk is for the
+    /// next start's recovery to decide.
+    pub async fn failed(&self) -> String {
+        let mut failed = self.shared.failed.clone();
+        match failed.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The writer ended without failing: never resolve.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// The seq of the last durable change.
     pub fn last_seq(&self) -> u64 {
         *self.shared.durable.borrow()
@@ -855,6 +885,7 @@ mod tests {
                 data_dir: dir.path().join("data"),
                 change_log_window: 1000,
                 tables: Vec::new(),
+                fail_persist_after: None,
             },
             Bus::new(64, metrics.clone()),
             metrics,

@@ -54,6 +54,10 @@ pub(super) struct Writer {
     pub durable: watch::Sender<u64>,
     pub bus: Bus,
     pub metrics: Arc<Metrics>,
+    /// Told the reason when a commit or fsync fails and the writer stops.
+    pub failed: watch::Sender<Option<String>>,
+    /// Test hook: commits left before a simulated fsync failure.
+    pub fail_persist_after: Option<u64>,
 }
 
 /// What one request will do once its batch is durable.
@@ -104,12 +108,24 @@ impl Writer {
                 }
                 stopping = true;
             }
-            self.commit(std::mem::take(&mut batch));
+            if let Err(reason) = self.commit(std::mem::take(&mut batch)) {
+                // Nothing after a failed fsync can be trusted to be durable, and
+                // the failed batch may already be readable: refuse everything
+                // and stop, so the process exits and recovery decides.
+                tracing::error!("stopping the writer: {reason}");
+                requests.close();
+                while let Ok(request) = requests.try_recv() {
+                    let _ = request.reply.send(Err(StoreError::Failed(reason.clone())));
+                }
+                self.failed.send_replace(Some(reason));
+                return;
+            }
         }
         tracing::info!(last_seq = self.last_seq, "writer stopped");
     }
 
-    fn commit(&mut self, requests: Vec<Request>) {
+    /// Commits one batch; `Err` (with the reason) if it could not be made durable.
+    fn commit(&mut self, requests: Vec<Request>) -> Result<(), String> {
         let mut overlay = Overlay::default();
         let mut batch = self.db.batch();
         let mut seq = self.last_seq;
@@ -143,20 +159,20 @@ impl Writer {
             }
         }
         if pending.is_empty() {
-            return;
+            return Ok(());
         }
         if seq != self.last_seq {
             batch.insert(&self.meta, LAST_SEQ_KEY, seq.to_be_bytes().to_vec());
         }
         let written = batch
             .commit()
-            .and_then(|()| self.db.persist(PersistMode::SyncData));
-        if let Err(e) = written {
-            tracing::error!("commit failed: {e}");
+            .and_then(|()| self.persist())
+            .map_err(|e| format!("commit failed: {e}"));
+        if let Err(reason) = written {
             for (reply, _, _) in pending {
-                let _ = reply.send(Err(StoreError::Storage(e.to_string())));
+                let _ = reply.send(Err(StoreError::Failed(reason.clone())));
             }
-            return;
+            return Err(reason);
         }
         self.last_seq = seq;
         self.metrics.commits.inc();
@@ -187,6 +203,20 @@ impl Writer {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The one fsync of a batch (or, under the test hook, its failure).
+    fn persist(&mut self) -> Result<(), fjall::Error> {
+        if let Some(left) = self.fail_persist_after.as_mut() {
+            if *left == 0 {
+                return Err(fjall::Error::Io(std::io::Error::other(
+                    "simulated fsync failure (test hook)",
+                )));
+            }
+            *left -= 1;
+        }
+        self.db.persist(PersistMode::SyncData)
     }
 
     fn apply(

@@ -61,7 +61,12 @@ pub struct ChildServer {
 
 impl ChildServer {
     pub fn spawn(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn_with_env(data_dir, extra, &[])
+    }
+
+    pub fn spawn_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
+            .envs(env.iter().copied())
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
@@ -92,6 +97,18 @@ impl ChildServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits (at most `limit`) for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     pub fn pid(&self) -> u32 {

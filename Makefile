@@ -10,7 +10,7 @@ MQTT ?= 127.0.0.1:1883
 
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run test setup setup-rust setup-apt setup-npm build test-rust lint test-e2e bench clean
+.PHONY: run test setup setup-rust setup-apt setup-npm build test-rust lint test-e2e bench soak clean
 
 run: setup build
 	@echo "Starting Marquee (data in $(DATA_DIR)); Ctrl-C stops it."
@@ -70,10 +70,19 @@ test-rust:
 test-e2e:
 	scripts/e2e.sh
 
-# Throughput and latency figures for this machine (see BENCHMARKS.md).
+# Throughput and latency figures for this machine (see BENCHMARKS.md). Data goes
+# under target/bench-data/ (a real disk), not a possibly-tmpfs /tmp.
 bench:
 	@command -v mosquitto >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq mosquitto; }
 	cargo bench -p marquee --bench core --bench mqtt
+
+# A bounded soak of the release build: mixed REST/WS/MQTT load for SOAK_MINUTES
+# (default 30; e.g. SOAK_MINUTES=2 make soak), RSS every minute, and a non-zero
+# exit if any subscriber missed or duplicated a change. Not part of `make test`.
+SOAK_MINUTES ?= 30
+soak:
+	cargo build --release -p marquee --bin marquee
+	SOAK_MINUTES=$(SOAK_MINUTES) cargo bench -p marquee --bench soak
 
 clean:
 	cargo clean

@@ -1,23 +1,26 @@
 //! `make bench`: figures for this machine. Starts the release `marquee` binary
 //! on a loopback port with a fresh data directory and measures, as clients see it:
 //! - durable REST writes/s and ack latency with 1 and 64 concurrent writers;
-//! - REST write → SSE and → WebSocket delivery latency at a fixed 1,000 writes/s.
+//! - REST write → WebSocket, SSE and MQTT delivery latency, open loop at 100 and
+//!   1,000 writes/s (measured from each write's scheduled send time).
+//!
+//! Data lives under `target/bench-data/` (a real disk, not a tmpfs `/tmp`), and
+//! the filesystem, a measured fsync and the load average are printed first.
 //!
 //! Every loop is bounded in count and time; nothing here asserts a figure.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
 mod support;
-use support::{Marquee, process_cpu};
+use support::{BenchDir, Marquee, load_average, percentile, print_environment, process_cpu};
 
 const WRITE_PHASE: Duration = Duration::from_secs(5);
-const OFFERED_RATE: u64 = 1000;
-const DELIVERY_WRITES: u64 = 5000;
+/// (writes/s, writes): 10 s at 100/s, 5 s at 1,000/s.
+const DELIVERY_PHASES: [(u64, usize); 2] = [(100, 1000), (1000, 5000)];
 
 /// A bare HTTP/1.1 keep-alive client: the load generator shares the machine's
 /// cores with the server, so it should cost as little as possible.
@@ -75,14 +78,6 @@ impl RawHttp {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -121,7 +116,7 @@ async fn write_throughput(url: &str, pid: u32, writers: usize) {
     let cpu = process_cpu(pid).saturating_sub(cpu_before);
     latencies.sort_unstable();
     println!(
-        "REST durable writes, {writers:>2} writer(s): {:>8.0} writes/s   ack p50 {}   p99 {}   ({} writes in {:.1} s; server CPU {:.1} s = {:.0} writes per server CPU-second)",
+        "REST durable writes, {writers:>2} writer(s): {:>8.0} writes/s   ack p50 {}   p99 {}   ({} writes in {:.1} s; server CPU {:.1} s = {:.0} writes per server CPU-second; load {})",
         latencies.len() as f64 / elapsed.as_secs_f64(),
         ms(percentile(&latencies, 0.50)),
         ms(percentile(&latencies, 0.99)),
@@ -129,130 +124,226 @@ async fn write_throughput(url: &str, pid: u32, writers: usize) {
         elapsed.as_secs_f64(),
         cpu.as_secs_f64(),
         latencies.len() as f64 / cpu.as_secs_f64().max(0.001),
+        load_average(),
     );
 }
 
-async fn delivery_latency(url: &str) {
-    let base = Instant::now();
-    let http = reqwest::Client::new();
+/// Microseconds since the benchmark's epoch: the clock every schedule and
+/// every arrival is read on.
+fn now_us(base: Instant) -> u64 {
+    base.elapsed().as_micros() as u64
+}
 
-    // SSE subscriber.
-    let response = http
+/// The scheduled send time (`sched_us`) of a delivered record of this phase.
+fn scheduled(value: &Value, phase: u64) -> Option<u64> {
+    (value["phase"].as_u64() == Some(phase))
+        .then(|| value["sched_us"].as_u64())
+        .flatten()
+}
+
+type Arrivals = tokio::task::JoinHandle<Vec<Duration>>;
+
+async fn sse_subscriber(url: &str, base: Instant, phase: u64, count: usize) -> Arrivals {
+    let response = reqwest::Client::new()
         .get(format!("{url}/api/latency/"))
         .header("accept", "text/event-stream")
         .send()
         .await
         .expect("SSE");
     let mut body = response.bytes_stream();
-    let sse_latencies = Arc::new(Mutex::new(Vec::new()));
-    let sse_task = {
-        let latencies = sse_latencies.clone();
-        tokio::spawn(async move {
-            let mut buffer = String::new();
-            let give_up = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < give_up {
-                let Ok(Some(Ok(chunk))) =
-                    tokio::time::timeout(Duration::from_secs(5), body.next()).await
-                else {
-                    break;
-                };
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    if !block.contains("event: put") {
-                        continue;
-                    }
-                    if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: "))
-                        && let Ok(event) = serde_json::from_str::<Value>(data)
-                        && let Some(sent) = event["value"]["sent_us"].as_u64()
-                    {
-                        let now = base.elapsed().as_micros() as u64;
-                        let mut l = latencies.lock().await;
-                        l.push(Duration::from_micros(now.saturating_sub(sent)));
-                        if l.len() as u64 >= DELIVERY_WRITES {
-                            return;
-                        }
-                    }
+    tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(count);
+        let mut buffer = String::new();
+        let give_up = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < give_up && latencies.len() < count {
+            let Ok(Some(Ok(chunk))) =
+                tokio::time::timeout(Duration::from_secs(10), body.next()).await
+            else {
+                break;
+            };
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                // Changes are unnamed events with an `id:`; state events have none.
+                if block.lines().any(|l| l.starts_with("event:"))
+                    || !block.lines().any(|l| l.starts_with("id:"))
+                {
+                    continue;
+                }
+                if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:"))
+                    && let Ok(event) = serde_json::from_str::<Value>(data.trim_start())
+                    && let Some(sent) = scheduled(&event["value"], phase)
+                {
+                    latencies.push(Duration::from_micros(now_us(base).saturating_sub(sent)));
                 }
             }
-        })
-    };
+        }
+        latencies
+    })
+}
 
-    // WebSocket subscriber.
+async fn ws_subscriber(url: &str, base: Instant, phase: u64, count: usize) -> Arrivals {
     let ws_url = format!("{}/api/latency/", url.replacen("http", "ws", 1));
     let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await.expect("WS");
-    let ws_latencies = Arc::new(Mutex::new(Vec::new()));
-    let ws_task = {
-        let latencies = ws_latencies.clone();
-        tokio::spawn(async move {
-            let give_up = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < give_up {
-                let Ok(Some(Ok(message))) =
-                    tokio::time::timeout(Duration::from_secs(5), socket.next()).await
-                else {
-                    break;
-                };
-                let Ok(text) = message.to_text() else {
-                    continue;
-                };
-                let Ok(event) = serde_json::from_str::<Value>(text) else {
-                    continue;
-                };
-                if let Some(sent) = event["value"]["sent_us"].as_u64() {
-                    let now = base.elapsed().as_micros() as u64;
-                    let mut l = latencies.lock().await;
-                    l.push(Duration::from_micros(now.saturating_sub(sent)));
-                    if l.len() as u64 >= DELIVERY_WRITES {
-                        return;
-                    }
+    tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(count);
+        let give_up = Instant::now() + Duration::from_secs(60);
+        let mut synced = false;
+        while Instant::now() < give_up && latencies.len() < count {
+            let Ok(Some(Ok(message))) =
+                tokio::time::timeout(Duration::from_secs(10), socket.next()).await
+            else {
+                break;
+            };
+            let Ok(text) = message.to_text() else {
+                continue;
+            };
+            let Ok(event) = serde_json::from_str::<Value>(text) else {
+                continue;
+            };
+            if event["type"] == "sync" {
+                synced = true;
+            } else if synced && let Some(sent) = scheduled(&event["value"], phase) {
+                latencies.push(Duration::from_micros(now_us(base).saturating_sub(sent)));
+            }
+        }
+        latencies
+    })
+}
+
+/// An MQTT 3.1.1 QoS 0 subscriber to `latency/#`: a record arrives as its JSON.
+async fn mqtt_subscriber(addr: SocketAddr, base: Instant, phase: u64, count: usize) -> Arrivals {
+    use marquee::mqtt::{
+        Connect, ConnectProperties, Packet, ProtocolVersion, QoS, Subscribe, Subscription,
+        decode_as_client, encode,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const V: ProtocolVersion = ProtocolVersion::V311;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("MQTT");
+    stream.set_nodelay(true).ok();
+    let mut out = bytes::BytesMut::new();
+    for packet in [
+        Packet::Connect(Connect {
+            protocol: V,
+            clean_start: true,
+            keep_alive: 120,
+            client_id: format!("latency-{phase}"),
+            will: None,
+            username: None,
+            password: None,
+            properties: ConnectProperties::default(),
+        }),
+        Packet::Subscribe(Subscribe {
+            packet_id: 1.try_into().expect("id"),
+            subscriptions: vec![Subscription::new("latency/#".into(), QoS::AtMostOnce)],
+            properties: Default::default(),
+        }),
+    ] {
+        encode(&packet, V, &mut out).expect("encode");
+    }
+    stream.write_all(&out).await.expect("send");
+    let mut buf = bytes::BytesMut::new();
+    // Wait for the SUBACK, so the subscription is in place before the writes start.
+    'suback: loop {
+        while let Some(packet) = decode_as_client(&mut buf, V, 1 << 20).expect("decode") {
+            if matches!(packet, Packet::SubAck(_)) {
+                break 'suback;
+            }
+        }
+        if stream.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+            break;
+        }
+    }
+    tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(count);
+        let give_up = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < give_up && latencies.len() < count {
+            while let Ok(Some(packet)) = decode_as_client(&mut buf, V, 1 << 20) {
+                if let Packet::Publish(p) = packet
+                    && !p.retain
+                    && let Ok(value) = serde_json::from_slice::<Value>(&p.payload)
+                    && let Some(sent) = scheduled(&value, phase)
+                {
+                    latencies.push(Duration::from_micros(now_us(base).saturating_sub(sent)));
                 }
             }
-        })
-    };
+            if latencies.len() >= count {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), stream.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
+            }
+        }
+        latencies
+    })
+}
+
+/// Open loop: write `i` is due at `start + i / rate` and is sent then, whether
+/// or not earlier writes have been answered; its latency is counted from that
+/// scheduled time to its arrival at each subscriber, so a stall anywhere
+/// (server, fsync, or this load generator falling behind) shows in p99/max.
+async fn delivery_latency(url: &str, mqtt: SocketAddr, base: Instant, rate: u64, count: usize) {
+    let sse = sse_subscriber(url, base, rate, count).await;
+    let ws = ws_subscriber(url, base, rate, count).await;
+    let mqtt = mqtt_subscriber(mqtt, base, rate, count).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // Offer a fixed rate, whatever the acks do.
-    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / OFFERED_RATE));
-    let limiter = Arc::new(tokio::sync::Semaphore::new(256));
-    let mut writes = Vec::new();
-    for i in 0..DELIVERY_WRITES {
-        ticker.tick().await;
-        let permit = limiter.clone().acquire_owned().await.expect("semaphore");
+    let http = reqwest::Client::new();
+    let period_us = 1_000_000 / rate;
+    let start_us = now_us(base) + 10_000;
+    let mut late = Duration::ZERO;
+    let mut writes = Vec::with_capacity(count);
+    for i in 0..count as u64 {
+        let due_us = start_us + i * period_us;
+        let due = base + Duration::from_micros(due_us);
+        tokio::time::sleep_until(due.into()).await;
+        late = late.max(Instant::now().saturating_duration_since(due));
         let http = http.clone();
         let url = url.to_owned();
         writes.push(tokio::spawn(async move {
-            let sent_us = base.elapsed().as_micros() as u64;
-            let _ = http
-                .put(format!("{url}/api/latency/r{}", i % 16))
-                .json(&json!({"i": i, "sent_us": sent_us}))
+            http.put(format!("{url}/api/latency/p{rate}-r{}", i % 16))
+                .json(&json!({"phase": rate, "i": i, "sched_us": due_us}))
                 .send()
-                .await;
-            drop(permit);
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
         }));
     }
+    let mut failed = 0;
     for write in writes {
-        let _ = write.await;
+        if !write.await.unwrap_or(false) {
+            failed += 1;
+        }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(35), sse_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(35), ws_task).await;
-    for (name, latencies) in [("SSE", sse_latencies), ("WS ", ws_latencies)] {
-        let mut l = latencies.lock().await.clone();
+    for (name, arrivals) in [("WS  ", ws), ("SSE ", sse), ("MQTT", mqtt)] {
+        let mut l = tokio::time::timeout(Duration::from_secs(70), arrivals)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         l.sort_unstable();
         println!(
-            "REST write -> {name} delivery at {OFFERED_RATE} writes/s: p50 {}   p99 {}   max {}   ({} of {DELIVERY_WRITES} delivered)",
+            "REST write -> {name} delivery, open loop at {rate:>4} writes/s: p50 {}   p99 {}   max {}   ({} of {count} delivered)",
             ms(percentile(&l, 0.50)),
             ms(percentile(&l, 0.99)),
             ms(l.last().copied().unwrap_or_default()),
             l.len()
         );
     }
+    println!(
+        "    (sender at most {} behind its schedule; {failed} writes failed; load average {})",
+        ms(late),
+        load_average()
+    );
 }
 
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let marquee = Marquee::start(dir.path());
+    let dir = BenchDir::new("core");
+    let data = dir.path().join("data");
+    let marquee = Marquee::start(&data);
     let url = marquee.url.clone();
     let http = reqwest::Client::new();
     for table in ["bench", "latency"] {
@@ -264,12 +355,14 @@ async fn main() {
             .expect("declare table");
         assert!(r.status().is_success());
     }
-    println!(
-        "Marquee core benchmark ({} cores), server at {url}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    println!("Marquee core benchmark, server at {url}");
+    print_environment(dir.path());
     let pid = marquee.pid();
     write_throughput(&url, pid, 1).await;
     write_throughput(&url, pid, 64).await;
-    delivery_latency(&url).await;
+    let base = Instant::now();
+    for (rate, count) in DELIVERY_PHASES {
+        delivery_latency(&url, marquee.mqtt, base, rate, count).await;
+    }
+    println!("load average at the end {}", load_average());
 }

@@ -1,7 +1,8 @@
 //! `make bench` (MQTT part): fan-out from one publisher to 1, 10 and 100
 //! subscribers at QoS 0 and 1, on Marquee and on Debian's Mosquitto 2.0
 //! started here on a loopback port, with the same clients in the same run:
-//! - latency (publish → delivery) p50/p99 at a fixed offered rate;
+//! - latency (publish → delivery) p50/p99/max, open loop at a fixed offered
+//!   rate: counted from each message's scheduled send time;
 //! - deliveries/s at saturation, and deliveries per CPU-second of the broker.
 //!
 //! Marquee runs twice: with transient messages (what Mosquitto does) and with
@@ -27,7 +28,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
 mod support;
-use support::{Marquee, process_cpu};
+use support::{BenchDir, Marquee, load_average, print_environment, process_cpu};
 
 const V: ProtocolVersion = ProtocolVersion::V311;
 const LATENCY_PHASE: Duration = Duration::from_secs(3);
@@ -89,8 +90,10 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn stamp() -> Bytes {
-    let nanos = epoch().elapsed().as_nanos() as u64;
+/// A 64-byte payload carrying `at` (nanoseconds since the epoch): the
+/// scheduled send time when paced, else the time of sending.
+fn stamp(at: Duration) -> Bytes {
+    let nanos = at.as_nanos() as u64;
     let mut payload = nanos.to_le_bytes().to_vec();
     payload.extend_from_slice(&[b'x'; 56]); // 64-byte messages
     Bytes::from(payload)
@@ -225,21 +228,22 @@ async fn publisher(
         }
         read
     });
-    let mut ticker = rate.map(|r| {
-        let mut t = tokio::time::interval(Duration::from_nanos(1_000_000_000 / r.max(1)));
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        t
-    });
+    // Open loop when paced: message `n` is due at `start + n / rate`, is sent
+    // then whatever came before, and carries its due time, so latency counts
+    // from the schedule and a stall shows in p99/max.
+    let period = rate.map(|r| Duration::from_nanos(1_000_000_000 / r.max(1)));
+    let start = epoch().elapsed() + Duration::from_millis(10);
     let mut out = BytesMut::new();
     let mut next_id: u16 = 1;
     let mut sent = 0;
     while sent < count {
-        if let Some(t) = &mut ticker {
-            t.tick().await;
+        let due = period.map(|p| start + p * sent as u32);
+        if let Some(due) = due {
+            tokio::time::sleep_until((epoch() + due).into()).await;
         }
         out.clear();
         // Unpaced: write in batches of 64 packets, as a busy client would.
-        let batch = if ticker.is_some() {
+        let batch = if period.is_some() {
             1
         } else {
             64.min(count - sent)
@@ -257,7 +261,7 @@ async fn publisher(
                     retain,
                     topic: topic.into(),
                     packet_id,
-                    payload: stamp(),
+                    payload: stamp(due.unwrap_or_else(|| epoch().elapsed())),
                     properties: PublishProperties::default(),
                 }),
                 V,
@@ -283,6 +287,7 @@ async fn publisher(
 struct Figures {
     p50: Duration,
     p99: Duration,
+    max: Duration,
     received: usize,
     expected: usize,
 }
@@ -334,6 +339,7 @@ async fn phase(
         Figures {
             p50: pick(0.5),
             p99: pick(0.99),
+            max: all.last().copied().unwrap_or_default(),
             received: all.len(),
             expected: count * subscribers,
         },
@@ -348,7 +354,7 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = BenchDir::new("mqtt");
     epoch();
     let mut brokers = Vec::new();
     for (name, retain) in [("marquee", false), ("marquee-retained", true)] {
@@ -373,19 +379,18 @@ async fn main() {
             "mosquitto not found: install Debian's mosquitto (make bench does) for the comparison"
         ),
     }
-    println!(
-        "MQTT fan-out benchmark ({} cores), 64-byte messages, MQTT 3.1.1 clients in this process",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    println!("MQTT fan-out benchmark, 64-byte messages, MQTT 3.1.1 clients in this process");
+    print_environment(dir.path());
     println!("marquee-retained: every publish is retained, i.e. a durable write to the store\n");
     println!(
-        "{:<17} {:>3} {:>5} | {:>9} {:>9} {:>9} | {:>12} {:>11} {:>14}",
+        "{:<17} {:>3} {:>5} | {:>9} {:>9} {:>9} {:>9} | {:>12} {:>11} {:>14}",
         "broker",
         "qos",
         "subs",
         "rate/s",
         "p50 ms",
         "p99 ms",
+        "max ms",
         "sat. deliv/s",
         "CPU s",
         "deliv/CPU-s"
@@ -432,13 +437,14 @@ async fn main() {
                     String::new()
                 };
                 println!(
-                    "{:<17} {:>3} {:>5} | {:>9} {:>9} {:>9} | {:>12.0} {:>11.2} {:>14.0}{lost}",
+                    "{:<17} {:>3} {:>5} | {:>9} {:>9} {:>9} {:>9} | {:>12.0} {:>11.2} {:>14.0}{lost}",
                     broker.name,
                     qos.as_u8(),
                     subscribers,
                     rate,
                     ms(lat.p50),
                     ms(lat.p99),
+                    ms(lat.max),
                     per_second,
                     cpu_used.as_secs_f64(),
                     per_cpu
@@ -446,4 +452,5 @@ async fn main() {
             }
         }
     }
+    println!("\nload average at the end {}", load_average());
 }

@@ -75,3 +75,136 @@ pub fn process_cpu(pid: u32) -> Duration {
     // Linux reports in clock ticks of 1/100 s.
     Duration::from_millis((field(11) + field(12)) * 10)
 }
+
+/// Where a benchmark keeps its data: `target/bench-data/<name>-<pid>`, on the
+/// same filesystem as the build (a real disk here; `/tmp` may be tmpfs, where
+/// fsync is free). Removed when dropped.
+pub struct BenchDir(pub std::path::PathBuf);
+
+impl BenchDir {
+    pub fn new(name: &str) -> Self {
+        // CARGO_BIN_EXE_marquee is <target>/release/marquee.
+        let target = Path::new(env!("CARGO_BIN_EXE_marquee"))
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let dir = target
+            .join("bench-data")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("bench data dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The filesystem type of `path` (`ext2/ext3` is how `stat` names ext4, `tmpfs`, …).
+pub fn fs_type(path: &Path) -> String {
+    Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(path)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The mount (device, filesystem) `path` lives on, from /proc/mounts: the
+/// longest mount point that is a prefix of it.
+pub fn mount_of(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && path.starts_with(f[1]))
+                .then(|| (f[1].len(), format!("{} on {} type {}", f[0], f[1], f[2])))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, m)| m)
+        .unwrap_or_else(|| "unknown mount".into())
+}
+
+/// Writes 4 KiB and fdatasyncs it, `n` times, in a file under `dir`; returns
+/// (median, p99).
+pub fn fsync_probe(dir: &Path, n: usize) -> (Duration, Duration) {
+    use std::io::{Seek, Write};
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).expect("probe file");
+    let block = [0x5a_u8; 4096];
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        // Overwrite a few blocks in turn, so every sync has data to flush.
+        let _ = file.seek(std::io::SeekFrom::Start((i % 16) as u64 * 4096));
+        let started = std::time::Instant::now();
+        file.write_all(&block).expect("probe write");
+        file.sync_data().expect("fdatasync");
+        times.push(started.elapsed());
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    times.sort_unstable();
+    let pick = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    (pick(0.5), pick(0.99))
+}
+
+/// The 1-, 5- and 15-minute load averages, as /proc/loadavg has them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Prints where the data lives, the filesystem, a measured fsync and the load:
+/// the figures that follow only mean something next to these.
+pub fn print_environment(dir: &Path) {
+    let (p50, p99) = fsync_probe(dir, 200);
+    println!(
+        "data in {} ({}; stat -f: {})",
+        dir.display(),
+        mount_of(dir),
+        fs_type(dir)
+    );
+    println!(
+        "fsync (4 KiB write + fdatasync, 200 times): median {:.2} ms   p99 {:.2} ms",
+        p50.as_secs_f64() * 1000.0,
+        p99.as_secs_f64() * 1000.0
+    );
+    println!(
+        "cores {}   load average (1/5/15 min) {}  -- other work on the machine makes timing figures noisy",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
+    );
+}
+
+/// A process's resident set size in KiB (VmRSS), 0 if it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}

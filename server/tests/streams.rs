@@ -551,3 +551,115 @@ async fn one_websockets_interleaved_writes_and_publishes_arrive_and_are_acked_in
     );
     server.stop().await;
 }
+
+/// Writes a socket sent before shutdown are committed and acknowledged, in
+/// order, before the socket is closed; the socket then closes by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_writes_in_flight_at_shutdown_are_acknowledged_then_the_socket_closes() {
+    const N: usize = 300;
+    let mut server = TestServer::start().await;
+    let mut ws = WsClient::connect(&server.ws_url("/api/ws")).await;
+    let mut frames = Vec::with_capacity(N);
+    for i in 0..N {
+        let message = json!({"type": "put", "req": i.to_string(), "table": "signs", "id": format!("s{i}"), "value": {"name": i.to_string()}});
+        frames.push(Ok(tokio_tungstenite::tungstenite::Message::Text(
+            message.to_string().into(),
+        )));
+    }
+    let mut frames = futures_util::stream::iter(frames);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures_util::SinkExt::send_all(&mut ws.socket, &mut frames),
+    )
+    .await
+    .expect("sent in time")
+    .unwrap();
+    let first = ws.next().await.expect("a first ack");
+    assert_eq!(
+        (&first["type"], &first["req"]),
+        (&json!("ack"), &json!("0"))
+    );
+
+    let running = server.server.take().unwrap();
+    let stopping = tokio::spawn(running.shutdown());
+    let mut acked = vec![0usize];
+    while let Some(reply) = ws.next_within(std::time::Duration::from_secs(10)).await {
+        assert_eq!(reply["type"], "ack", "{reply}");
+        acked.push(reply["req"].as_str().unwrap().parse().unwrap());
+        assert!(acked.len() <= N);
+    }
+    assert_eq!(
+        acked,
+        (0..acked.len()).collect::<Vec<_>>(),
+        "acks in order, none missing"
+    );
+    eprintln!("{} of {N} writes acknowledged around shutdown", acked.len());
+    tokio::time::timeout(std::time::Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown is prompt")
+        .unwrap();
+
+    let config =
+        marquee::Config::new(data_path(&server.dir), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let again = marquee::Server::start(config).await.unwrap();
+    let url = format!("http://{}", again.http_addr());
+    let http = client();
+    for i in &acked {
+        let (status, body) = get_json(&http, &url, &format!("/api/signs/s{i}")).await;
+        assert_eq!(status, 200, "acknowledged write s{i} is durable");
+        assert_eq!(body["name"], i.to_string());
+    }
+    again.shutdown().await;
+}
+
+/// An SSE client that stops reading does not hold up shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_client_that_stops_reading_does_not_hold_up_shutdown() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = TestServer::start().await;
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let http = client();
+    let declared = http
+        .post(format!("{}/api/_tables", server.url))
+        .json(&json!({"name": "blobs"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(declared.status().is_success());
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(
+            format!(
+                "GET /api/signs/ HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Far more than the socket buffers hold, never read.
+    let big = "x".repeat(12000);
+    for i in 0..1000 {
+        let response = http
+            .put(format!("{}/api/blobs/b{}", server.url, i % 50))
+            .json(&json!({"blob": big}))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+    let running = server.server.take().unwrap();
+    let started = std::time::Instant::now();
+    let stopped =
+        tokio::time::timeout(std::time::Duration::from_secs(20), running.shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown hung on a client that does not read"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    eprintln!("shutdown took {:?}", started.elapsed());
+    drop(stalled);
+}

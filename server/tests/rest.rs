@@ -550,3 +550,78 @@ async fn a_records_versions_never_repeat_across_delete_and_restart() {
     assert_eq!(after_restart.status(), 201);
     assert_eq!(version(&after_restart), "\"6\"");
 }
+
+/// `If-None-Match` (RFC 9110 §13.1.2): weak comparison, any tag of a list; a
+/// tag that is not one of ours never matches. On a write a match is 412.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_none_match_compares_every_tag_on_reads_and_writes() {
+    let server = TestServer::start().await;
+    let http = client();
+    let url = &server.url;
+    put(&http, url, "/api/messages/n", &json!({"text": "one"})).await;
+    put(&http, url, "/api/messages/n", &json!({"text": "two"})).await; // now "2"
+
+    for (tag, expected) in [
+        ("\"2\"", 304),
+        ("W/\"2\"", 304),
+        ("\"1\", \"2\"", 304),
+        ("*", 304),
+        ("\"abc\"", 200),
+        ("\"1\", \"x\"", 200),
+        ("W/\"1\"", 200),
+    ] {
+        let response = http
+            .get(format!("{url}/api/messages/n"))
+            .header("if-none-match", tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            expected,
+            "GET If-None-Match: {tag}"
+        );
+    }
+
+    // A write whose If-None-Match names the current version is refused...
+    for tag in ["\"2\"", "W/\"2\"", "\"7\", \"2\"", "*"] {
+        let response = http
+            .put(format!("{url}/api/messages/n"))
+            .header("if-none-match", tag)
+            .json(&json!({"text": "refused"}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 412, "PUT If-None-Match: {tag} → {body}");
+        assert_eq!(
+            body["error"]["code"], "version_mismatch",
+            "PUT If-None-Match: {tag}"
+        );
+    }
+    // ...and one naming other tags goes ahead.
+    for (n, tag) in ["\"abc\"", "\"1\", W/\"x\""].iter().enumerate() {
+        let response = http
+            .patch(format!("{url}/api/messages/n"))
+            .header("if-none-match", *tag)
+            .json(&json!({"text": format!("patched {n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "PATCH If-None-Match: {tag}");
+    }
+    let (_, record) = get_json(&http, url, "/api/messages/n").await;
+    assert_eq!(record["text"], "patched 1");
+
+    // `*` on a record that does not exist yet still creates it.
+    let created = http
+        .put(format!("{url}/api/messages/fresh"))
+        .header("if-none-match", "*")
+        .json(&json!({"text": "new"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    server.stop().await;
+}

@@ -228,16 +228,7 @@ pub async fn put_record(
     state.metrics.message_in(Protocol::Rest);
     authorize(&state, Action::Publish, &record_topic(&table, &id))?;
     let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
-    let if_match = match parse_version_header(&headers, header::IF_NONE_MATCH)? {
-        // `If-None-Match: *` = create only: the record must not exist (version 0).
-        Some(Precondition::Any) => Some(0),
-        Some(Precondition::Tags(_)) => {
-            return Err(ApiError::bad_request(
-                "If-None-Match on a write only takes *",
-            ));
-        }
-        None => if_match(&state, &table, &id, &headers).await?,
-    };
+    let if_match = write_precondition(&state, &table, &id, &headers).await?;
     let op = WriteOp::Put {
         table,
         id: Some(id),
@@ -257,7 +248,7 @@ pub async fn patch_record(
     state.metrics.message_in(Protocol::Rest);
     authorize(&state, Action::Publish, &record_topic(&table, &id))?;
     let patch = read_json(&headers, request.into_body(), state.body_limit, true).await?;
-    let if_match = if_match(&state, &table, &id, &headers).await?;
+    let if_match = write_precondition(&state, &table, &id, &headers).await?;
     let op = WriteOp::Patch {
         table,
         id,
@@ -275,7 +266,7 @@ pub async fn delete_record(
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
     authorize(&state, Action::Publish, &record_topic(&table, &id))?;
-    let if_match = if_match(&state, &table, &id, &headers).await?;
+    let if_match = write_precondition(&state, &table, &id, &headers).await?;
     let op = WriteOp::Delete {
         table,
         id,
@@ -325,6 +316,36 @@ pub async fn publish(
     let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
     state.store.publish(&table, &id, value, Origin::Rest)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"published": true}))).into_response())
+}
+
+/// The version a write must find, from `If-Match` and then `If-None-Match`
+/// (RFC 9110 §13.2.2). `If-None-Match` fails (412) when one of its tags is the
+/// record's version by weak comparison, `*` when the record exists (so
+/// `If-None-Match: *` creates only); otherwise the write is held to the
+/// version it was judged against.
+async fn write_precondition(
+    state: &AppState,
+    table: &str,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Option<u64>, ApiError> {
+    let held = if_match(state, table, id, headers).await?;
+    let Some(unwanted) = parse_version_header(headers, header::IF_NONE_MATCH)? else {
+        return Ok(held);
+    };
+    // Version 0: there is no record.
+    let current = match held {
+        Some(version) => version,
+        None => state.store.get(table, id).await?.map_or(0, |r| r.version),
+    };
+    if current != 0 && unwanted.weak_match(current) {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "version_mismatch",
+            format!("'{table}/{id}' is at version {current}, which If-None-Match names"),
+        ));
+    }
+    Ok(Some(current))
 }
 
 /// The version a write must find, from `If-Match`; `*` means "whatever version

@@ -663,3 +663,45 @@ async fn an_sse_client_that_stops_reading_does_not_hold_up_shutdown() {
     eprintln!("shutdown took {:?}", started.elapsed());
     drop(stalled);
 }
+
+/// A WebSocket subscriber that stops reading does not hold up shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_that_stops_reading_does_not_hold_up_shutdown() {
+    let mut server = TestServer::start().await;
+    let http = client();
+    let declared = http
+        .post(format!("{}/api/_tables", server.url))
+        .json(&json!({"name": "blobs"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(declared.status().is_success());
+    let mut stalled = WsClient::connect(&server.ws_url("/api/blobs/")).await;
+    stalled.until_sync().await;
+    // Far more than the socket buffers hold, never read.
+    let big = "x".repeat(12000);
+    for i in 0..1000 {
+        let response = http
+            .put(format!("{}/api/blobs/b{}", server.url, i % 50))
+            .json(&json!({"blob": big}))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+    let running = server.server.take().unwrap();
+    let started = std::time::Instant::now();
+    let stopped =
+        tokio::time::timeout(std::time::Duration::from_secs(20), running.shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown hung on a socket that does not read"
+    );
+    eprintln!("shutdown took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}

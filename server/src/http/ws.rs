@@ -22,6 +22,9 @@ use crate::topic::TopicFilter;
 
 /// Writes one socket may have waiting for their commit before it stops reading.
 const MAX_INFLIGHT: usize = 256;
+/// Once the server is stopping, how long one message may take to go out
+/// before the socket is given up on (a client that stopped reading).
+const STOPPING_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Topic filters one socket may hold.
 const MAX_FILTERS: usize = 256;
 
@@ -524,5 +527,17 @@ async fn send<T: serde::Serialize>(
 ) -> Result<(), ()> {
     let text = serde_json::to_string(message).map_err(|_| ())?;
     state.metrics.message_out(Protocol::Ws);
-    sink.send(Message::Text(text.into())).await.map_err(|_| ())
+    let sending = sink.send(Message::Text(text.into()));
+    tokio::pin!(sending);
+    let mut shutdown = state.shutdown.clone();
+    tokio::select! {
+        sent = &mut sending => return sent.map_err(|_| ()),
+        _ = super::stopped(&mut shutdown) => {}
+    }
+    // Stopping: a client that still reads gets its last replies; one that
+    // does not is given up on soon, rather than holding up shutdown.
+    match tokio::time::timeout(STOPPING_SEND_LIMIT, sending).await {
+        Ok(sent) => sent.map_err(|_| ()),
+        Err(_) => Err(()),
+    }
 }

@@ -235,7 +235,7 @@ async fn mqtt_subscriber(addr: SocketAddr, base: Instant, phase: u64, count: usi
         }),
         Packet::Subscribe(Subscribe {
             packet_id: 1.try_into().expect("id"),
-            subscriptions: vec![Subscription::new("latency/#".into(), QoS::AtMostOnce)],
+            subscriptions: vec![Subscription::new("latency/#", QoS::AtMostOnce)],
             properties: Default::default(),
         }),
     ] {

@@ -444,7 +444,7 @@ async fn ws_subscriber(url: String, run: Arc<Run>) -> Seen {
     let mut last: Option<u64> = None;
     let mut give_up: Option<Instant> = None;
     'connection: loop {
-        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&ws_url).await else {
+        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(ws_url.as_str()).await else {
             seen.notes.push("connect failed".into());
             tokio::time::sleep(Duration::from_secs(1)).await;
             if run.stopped() && give_up.is_some_and(|g| Instant::now() > g) {
@@ -630,7 +630,7 @@ async fn churn(url: String, addr: SocketAddr, mqtt: SocketAddr, run: Arc<Run>) {
                 .await;
                 ok.is_some()
             }
-            1 => match tokio_tungstenite::connect_async(&ws_url).await {
+            1 => match tokio_tungstenite::connect_async(ws_url.as_str()).await {
                 Ok((mut socket, _)) => {
                     let until = Instant::now() + stay;
                     while Instant::now() < until {

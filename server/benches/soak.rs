@@ -351,6 +351,7 @@ async fn sse_subscriber(addr: SocketAddr, run: Arc<Run>, name: &str, slow: bool)
             }
             let blocks = parser.push(bytes);
             raw.clear();
+            let ended = parser.ended;
             for block in blocks {
                 let mut id = None;
                 let mut event = None;
@@ -394,6 +395,12 @@ async fn sse_subscriber(addr: SocketAddr, run: Arc<Run>, name: &str, slow: bool)
                     }
                 }
             }
+            if ended {
+                // The server ended the stream (a slow reader's cut-off):
+                // resume with Last-Event-ID.
+                seen.cut_offs += 1;
+                continue 'connection;
+            }
         }
     }
     seen
@@ -405,6 +412,9 @@ async fn sse_subscriber(addr: SocketAddr, run: Arc<Run>, name: &str, slow: bool)
 struct SseParser {
     raw: Vec<u8>,
     text: String,
+    /// The zero-size chunk came: the response is over, though the
+    /// keep-alive connection stays open.
+    ended: bool,
 }
 
 impl SseParser {
@@ -420,6 +430,9 @@ impl SseParser {
             };
             if self.raw.len() < line_end + 2 + size + 2 {
                 break;
+            }
+            if size == 0 {
+                self.ended = true;
             }
             let data = self.raw[line_end + 2..line_end + 2 + size].to_vec();
             self.text.push_str(&String::from_utf8_lossy(&data));

@@ -420,10 +420,7 @@ struct SseParser {
 impl SseParser {
     fn push(&mut self, bytes: &[u8]) -> Vec<String> {
         self.raw.extend_from_slice(bytes);
-        loop {
-            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
+        while let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") {
             let size_line = String::from_utf8_lossy(&self.raw[..line_end]).to_string();
             let Ok(size) = usize::from_str_radix(size_line.trim(), 16) else {
                 break;
@@ -517,11 +514,10 @@ async fn ws_subscriber(url: String, run: Arc<Run>) -> Seen {
                     live = true;
                 }
                 Some("reset") => seen.resets += 1,
-                Some("error") => {
-                    if event["error"]["code"] != "lagged" {
-                        seen.notes.push(format!("error: {event}"));
-                    }
+                Some("error") if event["error"]["code"] != "lagged" => {
+                    seen.notes.push(format!("error: {event}"));
                 }
+                Some("error") => {}
                 Some("put" | "patch" | "delete") if live => {
                     if let Some(tag) = tag_of(&event["value"]) {
                         seen.tags.push(tag);
@@ -650,7 +646,7 @@ async fn churn(url: String, addr: SocketAddr, mqtt: SocketAddr, run: Arc<Run>) {
                         let _ =
                             tokio::time::timeout(Duration::from_millis(200), socket.next()).await;
                     }
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         let _ = socket.close(None).await;
                     }
                     true
@@ -678,7 +674,7 @@ async fn churn(url: String, addr: SocketAddr, mqtt: SocketAddr, run: Arc<Run>) {
                         .await;
                         buf.clear();
                     }
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         let _ = stream
                             .write_all(&encoded(&Packet::Disconnect(Default::default())))
                             .await;

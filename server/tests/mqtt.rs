@@ -389,6 +389,55 @@ async fn retained_backfill_is_sent_once_while_the_client_acks_and_pings() {
     server.stop().await;
 }
 
+/// MQTT 5 §4.6: one client's messages on one topic reach subscribers in the
+/// order it sent them, whether they are stored (retained) or not.
+#[tokio::test]
+async fn stored_and_transient_publishes_from_one_client_arrive_in_the_order_sent() {
+    let server = start().await;
+    let addr = mqtt_addr(&server);
+    let (mut subscriber, _) = Raw::connect(addr, connect_packet(V5, "watcher", true)).await;
+    subscriber
+        .subscribe(1, vec![Subscription::new("order/x", QoS::AtMostOnce)])
+        .await;
+    let (mut publisher, _) = Raw::connect(addr, connect_packet(V5, "sender", true)).await;
+    const N: usize = 400;
+    // One write of every packet, so the stored ones are still on their way to
+    // the disk when the transient ones after them arrive.
+    let mut wire = BytesMut::new();
+    for i in 0..N {
+        let packet = publish(
+            "order/x",
+            QoS::AtMostOnce,
+            0,
+            i % 2 == 0,
+            i.to_string().as_bytes(),
+        );
+        encode(&packet, V5, &mut wire).unwrap();
+    }
+    publisher.send_bytes(&wire).await;
+    let mut received = Vec::with_capacity(N);
+    while received.len() < N {
+        match subscriber.recv().await {
+            Some(Packet::Publish(p)) => received.push(
+                String::from_utf8(p.payload.to_vec())
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap(),
+            ),
+            other => panic!("after {} messages: {other:?}", received.len()),
+        }
+    }
+    let out_of_order: Vec<_> = received.windows(2).filter(|w| w[0] > w[1]).collect();
+    assert!(
+        out_of_order.is_empty(),
+        "{} reversals, e.g. {:?}",
+        out_of_order.len(),
+        out_of_order.first()
+    );
+    assert_eq!(received, (0..N).collect::<Vec<_>>());
+    server.stop().await;
+}
+
 // ------------------------------------------------------------ QoS flows
 
 #[tokio::test]

@@ -56,6 +56,8 @@ struct Inbound {
     packet_id: Option<u16>,
     qos: QoS,
     reason: ReasonCode,
+    /// It went through the store's writer queue (see `Connection::queued`).
+    queued: bool,
 }
 
 /// Why a connection ends.
@@ -175,6 +177,10 @@ struct Connection<W> {
     client_max_packet: usize,
     aliases: HashMap<u16, String>,
     writes: FuturesOrdered<InboundWrite>,
+    /// Of `writes`, those still in the store's writer queue. While there are
+    /// any, a transient publish joins that queue too instead of going straight
+    /// to the bus, so it cannot overtake them (MQTT 5 §4.6).
+    queued: usize,
     /// Client QoS 1/2 publishes not yet fully acknowledged.
     receiving: usize,
 }
@@ -308,6 +314,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             client_max_packet,
             aliases: HashMap::new(),
             writes: FuturesOrdered::new(),
+            queued: 0,
             receiving: 0,
         };
         let properties = ConnAckProperties {
@@ -577,12 +584,15 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             }
         }
         let meta = Arc::new(meta_of(&publish, &self.client_id));
-        let write = apply_publish(&self.broker, publish, meta).await;
+        let write = apply_publish(&self.broker, publish, meta, self.queued > 0).await;
+        let queued = write.queued;
+        self.queued += usize::from(queued);
         self.writes.push_back(Box::pin(async move {
             Inbound {
                 packet_id,
                 qos,
-                reason: write.await,
+                reason: write.done.await,
+                queued,
             }
         }));
         Ok(())
@@ -601,12 +611,15 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 packet_id,
                 qos,
                 reason,
+                queued: false,
             }
         }));
     }
 
     /// A client publish is durable (or refused): acknowledge it.
     fn acknowledge(&mut self, done: Inbound) {
+        // Acknowledged in order, so every earlier queued item is on the bus too.
+        self.queued -= usize::from(done.queued);
         let Some(id) = done.packet_id.and_then(NonZeroU16::new) else {
             return;
         };
@@ -1144,37 +1157,69 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// A client publish handed to the store.
+struct Applied {
+    /// Resolves when the message is durable (stored) or on the bus (transient).
+    done: Pin<Box<dyn Future<Output = ReasonCode> + Send>>,
+    /// Whether it went through the store's writer queue.
+    queued: bool,
+}
+
+impl Applied {
+    fn ready(reason: ReasonCode) -> Self {
+        Self {
+            done: Box::pin(std::future::ready(reason)),
+            queued: false,
+        }
+    }
+}
+
 /// Writes a client publish through the store: retained is a durable put (or,
 /// empty, a delete) of the topic's record; not retained is a message on the
-/// bus. Returns once the write is queued; the future resolves when durable.
+/// bus — straight away, or `behind_writes` still queued at the store, through
+/// the writer's queue after them. Returns once the message is queued.
 async fn apply_publish(
     broker: &Broker,
     publish: Publish,
     meta: Arc<MqttMeta>,
-) -> Pin<Box<dyn Future<Output = ReasonCode> + Send>> {
+    behind_writes: bool,
+) -> Applied {
     let store = broker.store();
     let target = Target::of(store, &publish.topic);
     let (table, id) = target.key();
     if !publish.retain {
-        let value = match target.value(&publish.payload) {
-            Ok(value) => Some((table, id, value)),
+        let (table, id, value) = match target.value(&publish.payload) {
+            Ok(value) => (table, id, value),
             // Not JSON on a record topic: still a message for MQTT subscribers.
-            Err(_) => Some((
+            Err(_) => (
                 crate::store::MQTT_TABLE,
                 publish.topic.as_str(),
                 topics::raw_value(&publish.payload),
-            )),
+            ),
         };
-        let reason = match value {
-            Some((table, id, value)) => {
+        if !behind_writes {
+            return Applied::ready(
                 match store.publish_with(table, id, value, Origin::Mqtt, Some(meta)) {
                     Ok(()) => ReasonCode::Success,
                     Err(e) => reason_for(&e),
-                }
-            }
-            None => ReasonCode::UnspecifiedError,
+                },
+            );
+        }
+        return match store
+            .publish_queued(table, id, value, Origin::Mqtt, Some(meta))
+            .await
+        {
+            Ok(pending) => Applied {
+                done: Box::pin(async move {
+                    match pending.durable().await {
+                        Ok(_) => ReasonCode::Success,
+                        Err(e) => reason_for(&e),
+                    }
+                }),
+                queued: true,
+            },
+            Err(e) => Applied::ready(reason_for(&e)),
         };
-        return Box::pin(std::future::ready(reason));
     }
     let op = if publish.payload.is_empty() {
         WriteOp::Delete {
@@ -1190,17 +1235,20 @@ async fn apply_publish(
                 value,
                 if_match: None,
             },
-            Err(_) => return Box::pin(std::future::ready(ReasonCode::PayloadFormatInvalid)),
+            Err(_) => return Applied::ready(ReasonCode::PayloadFormatInvalid),
         }
     };
     match store.enqueue(op, Origin::Mqtt, Some(meta)).await {
-        Ok(pending) => Box::pin(async move {
-            match pending.durable().await {
-                Ok(_) | Err(StoreError::NotFound(_)) => ReasonCode::Success,
-                Err(e) => reason_for(&e),
-            }
-        }),
-        Err(e) => Box::pin(std::future::ready(reason_for(&e))),
+        Ok(pending) => Applied {
+            done: Box::pin(async move {
+                match pending.durable().await {
+                    Ok(_) | Err(StoreError::NotFound(_)) => ReasonCode::Success,
+                    Err(e) => reason_for(&e),
+                }
+            }),
+            queued: true,
+        },
+        Err(e) => Applied::ready(reason_for(&e)),
     }
 }
 
@@ -1223,7 +1271,8 @@ async fn publish_will_message(broker: &Broker, will: Will, client_id: &str) {
         },
     };
     let meta = Arc::new(meta_of(&publish, client_id));
-    let reason = apply_publish(broker, publish, meta).await.await;
+    // The connection's own writes are done by now: nothing to queue behind.
+    let reason = apply_publish(broker, publish, meta, false).await.done.await;
     if reason.is_error() {
         tracing::warn!(%client_id, ?reason, "will message not published");
     }

@@ -446,6 +446,38 @@ impl Store {
         origin: Origin,
         mqtt: Option<Arc<MqttMeta>>,
     ) -> Result<(), StoreError> {
+        let event = self.transient(table, id, value, origin, mqtt)?;
+        self.shared.bus.publish(event);
+        Ok(())
+    }
+
+    /// A transient publish queued behind every write queued before it: the
+    /// writer puts it on the bus after their changes, so a connection whose
+    /// writes are still on their way keeps its order without waiting for
+    /// them. [`PendingWrite::durable`] resolves once it is on the bus.
+    pub async fn publish_queued(
+        &self,
+        table: &str,
+        id: &str,
+        value: Value,
+        origin: Origin,
+        mqtt: Option<Arc<MqttMeta>>,
+    ) -> Result<PendingWrite, StoreError> {
+        let event = self.transient(table, id, value, origin, mqtt)?;
+        self.send(writer::Command::Publish(event))
+            .await
+            .map(PendingWrite)
+    }
+
+    /// Checks a transient message and makes its change event.
+    fn transient(
+        &self,
+        table: &str,
+        id: &str,
+        value: Value,
+        origin: Origin,
+        mqtt: Option<Arc<MqttMeta>>,
+    ) -> Result<Arc<ChangeEvent>, StoreError> {
         self.require_table(table)?;
         validate_record_id(table, id)?;
         if !value.is_object() {
@@ -453,7 +485,7 @@ impl Store {
                 "a message must be a JSON object".into(),
             ));
         }
-        self.shared.bus.publish(Arc::new(ChangeEvent {
+        Ok(Arc::new(ChangeEvent {
             seq: None,
             kind: ChangeType::Publish,
             table: table.to_owned(),
@@ -464,8 +496,7 @@ impl Store {
             value: Some(value),
             mqtt,
             created: false,
-        }));
-        Ok(())
+        }))
     }
 
     /// The record as last made durable.

@@ -27,6 +27,8 @@ pub(super) enum Command {
     Write(WriteOp, Origin, Option<Arc<MqttMeta>>),
     DeclareTable(TableDecl),
     DropTable(String),
+    /// Put a transient message on the bus after the changes queued before it.
+    Publish(Arc<ChangeEvent>),
     /// Set (or with `None` remove) a key of the meta keyspace, durably.
     SetMeta(Vec<u8>, Option<Vec<u8>>),
     /// Commit everything queued before this, then exit.
@@ -65,6 +67,8 @@ enum Outcome {
     Change(Arc<ChangeEvent>),
     /// A table declaration or removal: applied to the in-memory table list after commit.
     Tables(TableChange),
+    /// A transient message: nothing to commit, on the bus in its turn.
+    Publish(Arc<ChangeEvent>),
     /// Nothing to do after the commit but answer.
     Done,
     Stop,
@@ -139,6 +143,7 @@ impl Writer {
                         event.mqtt = mqtt;
                         Outcome::Change(Arc::new(event))
                     }),
+                Command::Publish(event) => Ok(Outcome::Publish(event)),
                 Command::DeclareTable(decl) => self.declare(decl, &mut batch),
                 Command::DropTable(name) => self.drop_table(name, &overlay, &mut batch),
                 Command::SetMeta(key, value) => {
@@ -164,10 +169,18 @@ impl Writer {
         if seq != self.last_seq {
             batch.insert(&self.meta, LAST_SEQ_KEY, seq.to_be_bytes().to_vec());
         }
-        let written = batch
-            .commit()
-            .and_then(|()| self.persist())
-            .map_err(|e| format!("commit failed: {e}"));
+        // A batch of transient messages alone has nothing to make durable.
+        let only_publishes = pending
+            .iter()
+            .all(|(_, _, outcome)| matches!(outcome, Outcome::Publish(_)));
+        let written = if only_publishes {
+            Ok(())
+        } else {
+            batch
+                .commit()
+                .and_then(|()| self.persist())
+                .map_err(|e| format!("commit failed: {e}"))
+        };
         if let Err(reason) = written {
             for (reply, _, _) in pending {
                 let _ = reply.send(Err(StoreError::Failed(reason.clone())));
@@ -175,8 +188,10 @@ impl Writer {
             return Err(reason);
         }
         self.last_seq = seq;
-        self.metrics.commits.inc();
-        self.metrics.commit_batch.observe(pending.len() as f64);
+        if !only_publishes {
+            self.metrics.commits.inc();
+            self.metrics.commit_batch.observe(pending.len() as f64);
+        }
         self.durable.send_replace(seq);
         if seq > self.window {
             self.log_start
@@ -191,6 +206,10 @@ impl Writer {
                         .observe_duration(queued.elapsed());
                     // On the bus before the answer: a connection that waits for
                     // this write and then publishes something else cannot overtake it.
+                    self.bus.publish(event.clone());
+                    let _ = reply.send(Ok(Some(event)));
+                }
+                Outcome::Publish(event) => {
                     self.bus.publish(event.clone());
                     let _ = reply.send(Ok(Some(event)));
                 }

@@ -190,6 +190,15 @@ impl Feed {
         }
     }
 
+    /// Starts routing `filter` to this feed with no backfill: whatever is
+    /// published from now on. Unlike [`Feed::begin`] it does not wait, so a
+    /// caller can be on the bus before it answers its client.
+    pub fn begin_live(&mut self, filter: TopicFilter) {
+        self.subscriber.add_filter(&filter);
+        self.synced.retain(|(f, _)| *f != filter);
+        self.synced.push((filter, 0));
+    }
+
     /// Marks a backfill as delivered; returns the `seq` it covered.
     pub fn synced(&mut self, backfill: Backfill) -> u64 {
         let through = backfill.until;

@@ -1027,9 +1027,21 @@ async fn mqtt_over_websocket_at_slash_mqtt_talks_to_tcp_clients() {
         br#"{"b":2}"#,
     ))
     .await;
-    match ws.recv().await {
-        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::Success),
-        other => panic!("{other:?}"),
+    // The browser is subscribed too: its own message may come before the PUBACK.
+    let mut acked = false;
+    let mut echoed = 0;
+    while !(acked && echoed == 1) {
+        match ws.recv().await {
+            Some(Packet::PubAck(ack)) if !acked => {
+                assert_eq!(ack.reason_code, ReasonCode::Success);
+                acked = true;
+            }
+            Some(Packet::Publish(p)) if echoed == 0 => {
+                assert_eq!(p.payload.as_ref(), br#"{"b":2}"#);
+                echoed += 1;
+            }
+            other => panic!("acked {acked}, echoed {echoed}: {other:?}"),
+        }
     }
     let (status, body) = get_json(&client(), &server.url, "/api/sensors/web").await;
     assert_eq!(status, 200);
@@ -1117,6 +1129,175 @@ async fn a_shared_subscription_delivers_each_message_to_one_member() {
         per_member.iter().filter(|c| **c > 0).count() >= 2,
         "spread: {per_member:?}"
     );
+    server.stop().await;
+}
+
+/// How a member of the churn test below comes and goes.
+#[derive(Clone, Copy, Debug)]
+enum Membership {
+    /// Connected throughout.
+    Stays,
+    /// Leaves (clean session) after a few hundred messages and joins again, over and over.
+    Churns,
+    /// A persistent session that goes away for a while and comes back.
+    Naps,
+}
+
+/// One member of `$share/workers/jobs/#`: counts every job it is sent (PUBACKing
+/// each) until `done`, leaving and joining as `how` says.
+async fn shared_member(
+    addr: SocketAddr,
+    name: String,
+    how: Membership,
+    counts: std::sync::Arc<Vec<std::sync::atomic::AtomicUsize>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> usize {
+    use std::sync::atomic::Ordering;
+    let mut received = 0;
+    let mut round = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !done.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+        let persistent = matches!(how, Membership::Naps);
+        let mut connect = connect_packet(V5, &name, !(persistent && round > 0));
+        if persistent {
+            connect.properties.session_expiry_interval = Some(300);
+        }
+        let (mut raw, ack) = Raw::connect(addr, connect).await;
+        if !ack.session_present {
+            let codes = raw
+                .subscribe(
+                    1,
+                    vec![Subscription::new("$share/workers/jobs/#", QoS::AtLeastOnce)],
+                )
+                .await;
+            assert_eq!(codes, vec![ReasonCode::GrantedQoS1]);
+        }
+        // How many jobs this connection takes before it leaves.
+        let quota = match how {
+            Membership::Stays => usize::MAX,
+            Membership::Churns => 150 + (round * 97) % 300,
+            Membership::Naps if round == 0 => 1000,
+            Membership::Naps => usize::MAX,
+        };
+        let mut this_connection = 0;
+        while this_connection < quota {
+            match raw.recv_within(Duration::from_millis(100)).await {
+                Some(Packet::Publish(p)) => {
+                    let job: usize = std::str::from_utf8(&p.payload).unwrap().parse().unwrap();
+                    counts[job].fetch_add(1, Ordering::AcqRel);
+                    received += 1;
+                    this_connection += 1;
+                    raw.send(&Packet::PubAck(Ack::new(p.packet_id.unwrap())))
+                        .await;
+                }
+                Some(other) => panic!("{name}: {other:?}"),
+                None if done.load(Ordering::Acquire) => break,
+                None => {}
+            }
+        }
+        // Leave cleanly, after the PUBACKs: whatever the server sent after we
+        // stopped reading was never ours and must go to another member.
+        raw.send(&Packet::Disconnect(Default::default())).await;
+        let (closed, _unread) = raw.closed().await;
+        assert!(closed, "{name}: no close after DISCONNECT");
+        round += 1;
+        if persistent && round == 1 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    received
+}
+
+/// MQTT 5 §4.8.2: each message to a shared subscription goes to one member,
+/// chosen once, while members join and leave (clean sessions hand back what
+/// they had not acknowledged; a persistent one keeps its own).
+#[tokio::test]
+async fn shared_subscription_delivers_each_message_exactly_once_while_members_join_and_leave() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let server = start().await;
+    let addr = mqtt_addr(&server);
+    const N: usize = 10_000;
+    let counts: Arc<Vec<AtomicUsize>> = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect());
+    let done = Arc::new(AtomicBool::new(false));
+    let plan = [
+        ("stays-1", Membership::Stays),
+        ("stays-2", Membership::Stays),
+        ("churns-1", Membership::Churns),
+        ("churns-2", Membership::Churns),
+        ("churns-3", Membership::Churns),
+        ("naps", Membership::Naps),
+    ];
+    let mut members = tokio::task::JoinSet::new();
+    for (name, how) in plan {
+        members.spawn(shared_member(
+            addr,
+            name.to_owned(),
+            how,
+            counts.clone(),
+            done.clone(),
+        ));
+    }
+    // Let the steady members subscribe before the first job.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (mut boss, _) = Raw::connect(addr, connect_packet(V5, "boss", true)).await;
+    for batch in (0..N).collect::<Vec<_>>().chunks(50) {
+        let mut wire = BytesMut::new();
+        for (k, job) in batch.iter().enumerate() {
+            let id = u16::try_from(k + 1).unwrap();
+            let packet = publish(
+                "jobs/x",
+                QoS::AtLeastOnce,
+                id,
+                false,
+                job.to_string().as_bytes(),
+            );
+            encode(&packet, V5, &mut wire).unwrap();
+        }
+        boss.send_bytes(&wire).await;
+        for _ in batch {
+            match boss.recv().await {
+                Some(Packet::PubAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::Success),
+                other => panic!("publisher: {other:?}"),
+            }
+        }
+    }
+
+    let total = || {
+        counts
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .sum::<usize>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while total() < N && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A while longer: a message handed out twice would show now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    done.store(true, Ordering::Release);
+    let mut per_member = Vec::new();
+    while let Some(received) = members.join_next().await {
+        per_member.push(received.unwrap());
+    }
+    let missing: Vec<usize> = (0..N)
+        .filter(|j| counts[*j].load(Ordering::Acquire) == 0)
+        .collect();
+    let twice: Vec<usize> = (0..N)
+        .filter(|j| counts[*j].load(Ordering::Acquire) > 1)
+        .collect();
+    assert!(
+        missing.is_empty() && twice.is_empty(),
+        "{} never delivered (e.g. {:?}), {} delivered more than once (e.g. {:?}); per member {per_member:?}",
+        missing.len(),
+        missing.first(),
+        twice.len(),
+        twice.first()
+    );
+    assert_eq!(per_member.iter().sum::<usize>(), N);
     server.stop().await;
 }
 

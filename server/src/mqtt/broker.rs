@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::connection;
 use super::session::{NEVER_EXPIRES, SavedSession, Session};
+use super::shares::Shares;
 use crate::access::Access;
 use crate::store::Store;
 
@@ -79,8 +80,7 @@ struct Inner {
     limits: Limits,
     access: Access,
     sessions: Mutex<HashMap<String, Slot>>,
-    /// Shared subscriptions: (group, filter) → the client ids subscribed, sorted.
-    shares: Mutex<Shares>,
+    shares: Shares,
     connections: AtomicUsize,
     generation: AtomicU64,
     shutdown: watch::Receiver<bool>,
@@ -133,11 +133,11 @@ impl Broker {
         let sessions = restore_sessions(&store);
         // A restored session is still in its groups: it gets its share of
         // what they are sent while away, as it would have without the restart.
-        let mut shares = Shares::new();
+        let shares = Shares::new(store.clone(), shutdown.clone());
         for (client_id, slot) in &sessions {
             if let Slot::Offline { session, .. } = slot {
-                for (group, filter) in session.shares() {
-                    add_member(&mut shares, group, filter, client_id);
+                for (subscription, filter) in session.shares() {
+                    shares.join(subscription, filter, client_id, &session.shared);
                 }
             }
         }
@@ -147,7 +147,7 @@ impl Broker {
                 limits,
                 access,
                 sessions: Mutex::new(sessions),
-                shares: Mutex::new(shares),
+                shares,
                 connections: AtomicUsize::new(0),
                 generation: AtomicU64::new(1),
                 shutdown,
@@ -246,9 +246,12 @@ impl Broker {
         match previous {
             None => Previous::None,
             Some(Slot::Online { takeover, .. }) => Previous::Online(takeover),
-            Some(Slot::Offline { session, expires }) => {
+            Some(Slot::Offline {
+                mut session,
+                expires,
+            }) => {
                 if expires.is_some_and(|at| at <= Instant::now()) {
-                    self.leave_shares(&session, client_id);
+                    self.leave_shares(client_id, &mut session);
                     Previous::None
                 } else {
                     Previous::Offline(session)
@@ -314,24 +317,26 @@ impl Broker {
         loop {
             tick.tick().await;
             let now = Instant::now();
-            let mut expired = Vec::new();
-            self.sessions().retain(|id, slot| match slot {
-                Slot::Offline {
-                    session,
-                    expires: Some(at),
-                } if *at <= now => {
-                    expired.push((id.clone(), std::mem::take(&mut session.subscriptions)));
-                    false
-                }
-                _ => true,
-            });
-            for (id, subscriptions) in expired {
-                // An expired member must not be handed more of its groups' messages.
-                for subscription in subscriptions.values() {
-                    if let Some(group) = &subscription.share {
-                        self.leave_share(group, subscription.filter.as_str(), &id);
-                    }
-                }
+            let expired: Vec<(String, Box<Session>)> = {
+                let mut sessions = self.sessions();
+                let ids: Vec<String> = sessions
+                    .iter()
+                    .filter(|(_, slot)| {
+                        matches!(slot, Slot::Offline { expires: Some(at), .. } if *at <= now)
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| match sessions.remove(&id) {
+                        Some(Slot::Offline { session, .. }) => Some((id, session)),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            for (id, mut session) in expired {
+                // An expired member gets no more of its groups' messages, and
+                // what it was given goes to the others.
+                self.leave_shares(&id, &mut session);
                 if let Err(e) = self.inner.store.save_session(&id, None).await {
                     tracing::warn!(client_id = %id, "cannot forget an expired session: {e}");
                 }
@@ -339,45 +344,19 @@ impl Broker {
         }
     }
 
-    /// Adds `client_id` to a shared subscription's group.
-    pub(super) fn join_share(&self, group: &str, filter: &str, client_id: &str) {
-        add_member(&mut self.shares(), group, filter, client_id);
+    /// The shared subscriptions' groups.
+    pub(super) fn shares(&self) -> &Shares {
+        &self.inner.shares
     }
 
-    /// Takes an ending session's client out of all its groups.
-    pub(super) fn leave_shares(&self, session: &Session, client_id: &str) {
-        for (group, filter) in session.shares() {
-            self.leave_share(group, filter, client_id);
+    /// Takes an ending session out of all its groups, handing back to them
+    /// what it was given and had not finished.
+    pub(super) fn leave_shares(&self, client_id: &str, session: &mut Session) {
+        let subscriptions: Vec<String> = session.shares().map(|(s, _)| s.to_owned()).collect();
+        for subscription in subscriptions {
+            let returned = session.take_shared(Some(&subscription), true);
+            self.inner.shares.leave(&subscription, client_id, returned);
         }
-    }
-
-    pub(super) fn leave_share(&self, group: &str, filter: &str, client_id: &str) {
-        let mut shares = self.shares();
-        let key = (group.to_owned(), filter.to_owned());
-        if let Some(members) = shares.get_mut(&key) {
-            members.retain(|m| m != client_id);
-            if members.is_empty() {
-                shares.remove(&key);
-            }
-        }
-    }
-
-    /// Which member of a shared subscription gets the message identified by
-    /// `token`: every member computes the same answer, so each message goes
-    /// to exactly one of them, spread evenly.
-    pub(super) fn share_owner(&self, group: &str, filter: &str, token: u64) -> Option<String> {
-        let shares = self.shares();
-        let members = shares.get(&(group.to_owned(), filter.to_owned()))?;
-        let len = u64::try_from(members.len()).ok().filter(|l| *l > 0)?;
-        let at = usize::try_from(token.wrapping_mul(0x9E37_79B9_7F4A_7C15) % len).ok()?;
-        members.get(at).cloned()
-    }
-
-    fn shares(&self) -> std::sync::MutexGuard<'_, Shares> {
-        self.inner
-            .shares
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -385,18 +364,6 @@ impl Broker {
             .sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// Shared subscriptions: (group, filter) → the client ids subscribed, sorted.
-type Shares = HashMap<(String, String), Vec<String>>;
-
-fn add_member(shares: &mut Shares, group: &str, filter: &str, client_id: &str) {
-    let members = shares
-        .entry((group.to_owned(), filter.to_owned()))
-        .or_default();
-    if let Err(at) = members.binary_search_by(|m| m.as_str().cmp(client_id)) {
-        members.insert(at, client_id.to_owned());
     }
 }
 

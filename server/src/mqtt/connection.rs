@@ -30,6 +30,7 @@ use super::reason::ReasonCode;
 use super::session::{
     Delivery, Filling, Incoming, NEVER_EXPIRES, OutState, Outgoing, Session, Subscription,
 };
+use super::shares::SharedMessage;
 use super::topics::{self, Target};
 use crate::access::{Action, Identity};
 use crate::bus::RecvError;
@@ -262,8 +263,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         };
         let (mut session, session_present) = match previous {
             Some(session) if !connect.clean_start => (session, true),
-            Some(old) => {
-                broker.leave_shares(&old, &client_id);
+            Some(mut old) => {
+                broker.leave_shares(&client_id, &mut old);
                 if old.stored
                     && let Err(e) = broker.store().save_session(&client_id, None).await
                 {
@@ -274,6 +275,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             None => (Box::new(Session::new(expiry)), false),
         };
         session.expiry = expiry;
+        session.shared.set_online(true);
 
         let (keep_alive, server_keep_alive) = match version {
             ProtocolVersion::V5
@@ -378,9 +380,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 return end;
             }
             // Take more from the stream only when the client can take it.
-            let pulling = self.session.inflight.len() < self.window
-                && self.session.pending.is_empty()
-                && (!self.session.backfills.is_empty() || self.session.feed.is_some());
+            let pulling =
+                self.session.inflight.len() < self.window && self.session.pending.is_empty();
             let deadline = self.keep_alive.map(|k| last_heard + k);
             let reading = self.can_read();
             let session = &mut self.session;
@@ -389,9 +390,10 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             // consumed anything it would then lose. `stopped` and the sleep
             // hold nothing; `recv` on an mpsc, `read_buf` and
             // `FuturesOrdered::next` are cancel-safe by their docs; `pull`
-            // awaits only `Feed::next` (an mpsc `recv`) or
-            // `Backfill::next_page`, which keeps an unfinished page read for
-            // the next call instead of restarting the scan.
+            // awaits only `Feed::next` or the shared-subscription inbox (both
+            // an mpsc `recv`) or `Backfill::next_page`, which keeps an
+            // unfinished page read for the next call instead of restarting
+            // the scan.
             tokio::select! {
                 biased;
                 () = stopped(&mut shutdown) => return End::ShuttingDown,
@@ -686,8 +688,14 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     RetainHandling::SendIfNewSubscription => is_new,
                     RetainHandling::DoNotSend => false,
                 };
-            if let Some(group) = share {
-                self.broker.join_share(group, text, &self.client_id);
+            if share.is_some() {
+                // Its messages come from the group, never from the feed.
+                self.broker.shares().join(
+                    &request.filter,
+                    &filter,
+                    &self.client_id,
+                    &self.session.shared,
+                );
             }
             self.session.subscriptions.insert(
                 request.filter.clone(),
@@ -700,7 +708,9 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     id: subscribe.properties.subscription_identifier,
                 },
             );
-            fillings.push((filter, send_retained.then(|| request.filter.clone())));
+            if share.is_none() {
+                fillings.push((filter, send_retained.then(|| request.filter.clone())));
+            }
             codes.push(match options.qos {
                 QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
                 QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
@@ -777,14 +787,15 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         for filter in &unsubscribe.filters {
             match self.session.subscriptions.remove(filter) {
+                Some(subscription) if subscription.share.is_some() => {
+                    // What the client has in hand it keeps; the rest goes back.
+                    let returned = self.session.take_shared(Some(filter), false);
+                    self.broker
+                        .shares()
+                        .leave(filter, &self.client_id, returned);
+                    codes.push(ReasonCode::Success);
+                }
                 Some(subscription) => {
-                    if let Some(group) = &subscription.share {
-                        self.broker.leave_share(
-                            group,
-                            subscription.filter.as_str(),
-                            &self.client_id,
-                        );
-                    }
                     if let Some(feed) = &mut self.session.feed {
                         for (bus_filter, _) in topics::bus_filters(&subscription.filter) {
                             feed.remove(&bus_filter);
@@ -817,6 +828,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             .session
             .subscriptions
             .values()
+            .filter(|s| s.share.is_none())
             .map(|s| s.filter.clone())
             .collect();
         for filter in filters {
@@ -853,30 +865,21 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let mut qos = None;
         let mut retain = false;
         let mut ids = Vec::new();
-        let matching =
-            self.session
-                .subscriptions
-                .iter()
-                .filter(|(text, s)| match &delivery.retained_for {
-                    Some(only) => *text == only,
-                    None => s.filter.matches(&topic),
-                });
+        // A group's message goes through its shared subscription alone; a
+        // live change through every other subscription it matches.
+        let matching = self.session.subscriptions.iter().filter(|(text, s)| {
+            match (&delivery.retained_for, &delivery.share) {
+                (Some(only), _) => *text == only,
+                (None, Some(share)) => text.as_str() == &**share,
+                (None, None) => s.share.is_none() && s.filter.matches(&topic),
+            }
+        });
         for (_, subscription) in matching {
             if delivery.retained_for.is_none()
                 && subscription.no_local
                 && meta.is_some_and(|m| m.client_id == self.client_id)
             {
                 continue;
-            }
-            if let Some(group) = &subscription.share {
-                let owner = self.broker.share_owner(
-                    group,
-                    subscription.filter.as_str(),
-                    share_token(event),
-                );
-                if owner.as_deref() != Some(self.client_id.as_str()) {
-                    continue;
-                }
             }
             let granted = subscription.qos.min(published_qos);
             qos = Some(qos.map_or(granted, |q: QoS| q.max(granted)));
@@ -922,6 +925,10 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 } else {
                     OutState::Received
                 },
+                shared: delivery.share.as_ref().map(|subscription| SharedMessage {
+                    subscription: subscription.clone(),
+                    event: event.clone(),
+                }),
             });
         }
         self.broker.store().metrics().message_out(Protocol::Mqtt);
@@ -1053,8 +1060,9 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             }
         }
         if takeover.is_none() {
+            self.session.shared.set_online(false);
             if self.session.expiry == 0 {
-                self.broker.leave_shares(&self.session, &self.client_id);
+                self.broker.leave_shares(&self.client_id, &mut self.session);
             }
             self.save_session().await;
         }
@@ -1083,16 +1091,38 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
 /// Moves the next messages into `pending`: a page of the oldest backfill
 /// while there is one (no live change may overtake it), else the next live change.
 async fn pull(session: &mut Session, store: &crate::store::Store) -> Result<(), End> {
+    // What a shared subscription's group chose this session for comes in
+    // beside the feed (a group sends no retained state, so nothing to wait for).
+    if let Ok(message) = session.shared.inbox.try_recv() {
+        session.pending.push_back(shared_delivery(message));
+        return Ok(());
+    }
     let Some(filling) = session.backfills.front_mut() else {
-        let event = match &mut session.feed {
-            Some(feed) => feed.next().await,
-            None => std::future::pending().await,
+        let next = {
+            let live = async {
+                match &mut session.feed {
+                    Some(feed) => feed.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(message) = session.shared.inbox.recv() => Err(message),
+                event = live => Ok(event),
+            }
+        };
+        let event = match next {
+            Ok(event) => event,
+            Err(message) => {
+                session.pending.push_back(shared_delivery(message));
+                return Ok(());
+            }
         };
         return match event {
             Ok(event) => {
                 session.pending.push_back(Delivery {
                     event,
                     retained_for: None,
+                    share: None,
                 });
                 // Take what else is ready at once, so a burst goes out in one write.
                 if let Some(feed) = &mut session.feed {
@@ -1101,6 +1131,7 @@ async fn pull(session: &mut Session, store: &crate::store::Store) -> Result<(), 
                             Some(Ok(event)) => session.pending.push_back(Delivery {
                                 event,
                                 retained_for: None,
+                                share: None,
                             }),
                             Some(Err(RecvError::Lagged)) => {
                                 session.lagged = true;
@@ -1129,6 +1160,7 @@ async fn pull(session: &mut Session, store: &crate::store::Store) -> Result<(), 
                     session.pending.push_back(Delivery {
                         event: Arc::new(event),
                         retained_for: filling.retained_for.clone(),
+                        share: None,
                     });
                 }
             }
@@ -1143,6 +1175,14 @@ async fn pull(session: &mut Session, store: &crate::store::Store) -> Result<(), 
             Ok(())
         }
         Err(e) => Err(store_failure(e)),
+    }
+}
+
+fn shared_delivery(message: SharedMessage) -> Delivery {
+    Delivery {
+        event: message.event,
+        retained_for: None,
+        share: Some(message.subscription),
     }
 }
 
@@ -1350,12 +1390,6 @@ fn split_share(filter: &str) -> Result<(Option<&str>, &str), ()> {
         }
         _ => Err(()),
     }
-}
-
-/// The same number for one message in every member's session: its `seq`,
-/// or for a transient message the address of the one event they all share.
-fn share_token(event: &Arc<ChangeEvent>) -> u64 {
-    event.seq.unwrap_or(Arc::as_ptr(event) as usize as u64)
 }
 
 /// Topic names clients publish to: within the configured length and depth.

@@ -16,6 +16,7 @@ mod connection;
 pub mod properties;
 pub mod reason;
 mod session;
+mod shares;
 mod sys;
 pub mod topics;
 pub mod websocket;

@@ -12,6 +12,7 @@ use app::event::ChangeEvent;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{Publish, QoS};
+use super::shares::{Membership, SharedMessage};
 use super::topics::Carrier;
 use crate::feed::{Backfill, Feed};
 use crate::topic::TopicFilter;
@@ -40,6 +41,8 @@ pub struct Session {
     pub resume_from: Option<u64>,
     /// Whether the store holds a saved copy (which must go when the session ends).
     pub stored: bool,
+    /// Where its shared subscriptions' groups put the messages chosen for it.
+    pub shared: Membership,
 }
 
 pub struct Subscription {
@@ -58,6 +61,9 @@ pub struct Outgoing {
     pub seq: Option<u64>,
     pub publish: Publish,
     pub state: OutState,
+    /// For a message from a shared subscription: what goes back to the
+    /// group if the session ends before it is acknowledged.
+    pub shared: Option<SharedMessage>,
 }
 
 /// Where an outgoing message is in its flow, named by the packet that ends the step.
@@ -85,6 +91,9 @@ pub struct Delivery {
     /// For a retained message sent because of a subscription: that
     /// subscription's filter. Live changes go to every matching subscription.
     pub retained_for: Option<String>,
+    /// For a message a shared subscription's group chose this session for:
+    /// that subscription (`$share/{group}/{filter}`), and only it.
+    pub share: Option<Arc<str>>,
 }
 
 /// A backfill in progress.
@@ -96,12 +105,56 @@ pub struct Filling {
 }
 
 impl Session {
-    /// The shared subscriptions' groups this session is in, as (group, filter).
-    pub fn shares(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.subscriptions.values().filter_map(|subscription| {
-            let group = subscription.share.as_deref()?;
-            Some((group, subscription.filter.as_str()))
-        })
+    /// The shared subscriptions this session holds: `$share/{group}/{filter}`
+    /// and the filter.
+    pub fn shares(&self) -> impl Iterator<Item = (&str, &TopicFilter)> {
+        self.subscriptions
+            .iter()
+            .filter(|(_, s)| s.share.is_some())
+            .map(|(text, s)| (text.as_str(), &s.filter))
+    }
+
+    /// Takes out the messages its groups gave it that it has not sent (and,
+    /// `with_inflight`, those the client has not acknowledged), for the shared
+    /// subscription `only` or for all, so the groups can give them to others.
+    pub fn take_shared(&mut self, only: Option<&str>, with_inflight: bool) -> Vec<SharedMessage> {
+        let wanted = |subscription: &str| only.is_none_or(|o| o == subscription);
+        let mut taken = Vec::new();
+        // The inbox cannot be picked from: what stays goes on to `pending`.
+        while let Ok(message) = self.shared.inbox.try_recv() {
+            if wanted(&message.subscription) {
+                taken.push(message);
+            } else {
+                self.pending.push_back(Delivery {
+                    event: message.event,
+                    retained_for: None,
+                    share: Some(message.subscription),
+                });
+            }
+        }
+        self.pending.retain(|delivery| match &delivery.share {
+            Some(subscription) if wanted(subscription) => {
+                taken.push(SharedMessage {
+                    subscription: subscription.clone(),
+                    event: delivery.event.clone(),
+                });
+                false
+            }
+            _ => true,
+        });
+        if with_inflight {
+            // A QoS 2 message whose PUBREC came is the client's already.
+            self.inflight.retain(|outgoing| match &outgoing.shared {
+                Some(message)
+                    if wanted(&message.subscription) && outgoing.state != OutState::Released =>
+                {
+                    taken.push(message.clone());
+                    false
+                }
+                _ => true,
+            });
+        }
+        taken
     }
 
     pub fn new(expiry: u32) -> Self {
@@ -117,6 +170,7 @@ impl Session {
             expiry,
             resume_from: None,
             stored: false,
+            shared: Membership::new(),
         }
     }
 
@@ -145,11 +199,18 @@ impl Session {
     /// restart (which loses what is in flight) replays them. QoS 1 allows the
     /// duplicates this can bring.
     pub fn safe_position(&self) -> u64 {
+        // Messages from shared subscriptions are not the feed's: not counted.
         let unacknowledged = self
             .inflight
             .iter()
+            .filter(|o| o.shared.is_none())
             .filter_map(|o| o.seq)
-            .chain(self.pending.iter().filter_map(|d| d.event.seq))
+            .chain(
+                self.pending
+                    .iter()
+                    .filter(|d| d.share.is_none())
+                    .filter_map(|d| d.event.seq),
+            )
             .min();
         match unacknowledged {
             Some(seq) => self.position().min(seq.saturating_sub(1)),

@@ -126,6 +126,8 @@ pub struct MqttSection {
     pub max_subscriptions: Option<usize>,
     pub max_inflight: Option<u16>,
     pub max_connections: Option<usize>,
+    pub max_sessions: Option<usize>,
+    pub persistent_client_expiration_secs: Option<u64>,
     pub connect_timeout_secs: Option<u64>,
     pub max_keep_alive: Option<u16>,
     pub topic_alias_maximum: Option<u16>,
@@ -142,6 +144,10 @@ impl MqttSection {
             max_subscriptions: self.max_subscriptions.unwrap_or(d.max_subscriptions),
             max_inflight: self.max_inflight.unwrap_or(d.max_inflight),
             max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_sessions: self.max_sessions.unwrap_or(d.max_sessions),
+            max_session_expiry: self
+                .persistent_client_expiration_secs
+                .map_or(d.max_session_expiry, std::time::Duration::from_secs),
             connect_timeout: self
                 .connect_timeout_secs
                 .map_or(d.connect_timeout, std::time::Duration::from_secs),
@@ -163,6 +169,11 @@ impl MqttSection {
         }
         if limits.sys_interval.is_zero() {
             return invalid("sys_interval_secs must be at least 1");
+        }
+        if limits.max_session_expiry.is_zero()
+            || limits.max_session_expiry.as_secs() >= u64::from(u32::MAX)
+        {
+            return invalid("persistent_client_expiration_secs must be between 1 and 4294967294");
         }
         if limits.max_keep_alive == 0 {
             return invalid("max_keep_alive must be at least 1 second");

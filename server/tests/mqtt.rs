@@ -1408,6 +1408,124 @@ async fn persistent_sessions_and_their_missed_messages_survive_sigkill() {
     }
 }
 
+/// SIGTERM with 100 persistent sessions connected, each with messages queued
+/// behind one it has not acknowledged and a will (half of them delayed): the
+/// server waits for them, so after a restart every session is there with its
+/// position and its queue, and every will went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_keeps_100_persistent_sessions_their_queues_and_their_wills() {
+    const CLIENTS: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = common::ChildServer::spawn(&data, &[]);
+    let session = |i: usize, clean: bool| {
+        let mut connect = connect_packet(V5, &format!("s{i}"), clean);
+        connect.properties.session_expiry_interval = Some(600);
+        // One message in flight at a time: the rest wait in the session.
+        connect.properties.receive_maximum = Some(1.try_into().unwrap());
+        connect
+    };
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let mut connect = session(i, true);
+        connect.will = Some(Will {
+            topic: format!("devices/will-{i}"),
+            payload: Bytes::from(format!(r#"{{"gone":{i}}}"#)),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: WillProperties {
+                will_delay_interval: (i % 2 == 0).then_some(60),
+                ..Default::default()
+            },
+        });
+        let (mut raw, ack) = Raw::connect(first.mqtt, connect).await;
+        assert_eq!(ack.reason_code, ReasonCode::Success);
+        let codes = raw
+            .subscribe(
+                1,
+                vec![Subscription::new(
+                    format!("devices/q{i}"),
+                    QoS::AtLeastOnce,
+                )],
+            )
+            .await;
+        assert_eq!(codes, vec![ReasonCode::GrantedQoS1]);
+        clients.push(raw);
+    }
+    let http = client();
+    for n in 0..3 {
+        for i in 0..CLIENTS {
+            let r = put(
+                &http,
+                &first.url,
+                &format!("/api/devices/q{i}"),
+                &json!({"n": n}),
+            )
+            .await;
+            assert!(r.status().is_success());
+        }
+    }
+    // Each has the first in hand, unacknowledged; the other two wait.
+    for (i, raw) in clients.iter_mut().enumerate() {
+        match raw.recv().await {
+            Some(Packet::Publish(p)) => assert_eq!(p.payload.as_ref(), br#"{"n":0}"#, "s{i}"),
+            other => panic!("s{i}: {other:?}"),
+        }
+    }
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &first.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = first.wait_exit(Duration::from_secs(20));
+        (exit, first)
+    })
+    .await
+    .unwrap();
+    assert!(
+        exit.0.is_some_and(|e| e.success()),
+        "clean exit on SIGTERM: {:?}",
+        exit.0
+    );
+    drop(clients);
+
+    let second = common::ChildServer::spawn(&data, &[]);
+    for i in 0..CLIENTS {
+        let (status, will) = get_json(&http, &second.url, &format!("/api/devices/will-{i}")).await;
+        assert_eq!((status, &will["gone"]), (200, &json!(i)), "will of s{i}");
+    }
+    for i in 0..CLIENTS {
+        let (mut raw, ack) = Raw::connect(second.mqtt, session(i, false)).await;
+        assert!(ack.session_present, "s{i} lost its session");
+        let mut got = Vec::new();
+        while let Some(packet) = raw
+            .recv_within(Duration::from_millis(if got.len() < 3 {
+                5000
+            } else {
+                200
+            }))
+            .await
+        {
+            match packet {
+                Packet::Publish(p) => {
+                    raw.send(&Packet::PubAck(Ack::new(p.packet_id.unwrap())))
+                        .await;
+                    let value: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                    got.push(value["n"].as_u64().unwrap());
+                }
+                other => panic!("s{i}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            got,
+            vec![0, 1, 2],
+            "s{i}: the unacknowledged one again, then its queue"
+        );
+    }
+}
+
 #[tokio::test]
 async fn one_set_of_access_rules_guards_mqtt_rest_sse_and_websockets() {
     let server = TestServer::start_with(|config| {
@@ -1527,6 +1645,167 @@ async fn configured_limits_are_enforced_with_the_reason_codes_the_spec_names() {
     let (_d, ack) = Raw::connect(addr, connect_packet(V5, "fourth", true)).await;
     assert_eq!(ack.reason_code, ReasonCode::ServerBusy);
     server.stop().await;
+}
+
+/// Sockets count against `max_connections` from accept: a flood of sockets
+/// that never send CONNECT cannot hold more than the limit, and past it a
+/// client is told the server is busy.
+#[tokio::test]
+async fn sockets_count_against_max_connections_before_they_send_connect() {
+    let server = start_with_limits(|limits| {
+        limits.max_connections = 2;
+        limits.connect_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let addr = mqtt_addr(&server);
+    let silent = [Raw::open(addr, V5).await, Raw::open(addr, V5).await];
+    // Let the server accept them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, ack) = Raw::connect(addr, connect_packet(V5, "late", true)).await;
+    assert_eq!(ack.reason_code, ReasonCode::ServerBusy);
+    let (_, ack) = Raw::connect(addr, connect_packet(V311, "late-311", true)).await;
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::ServerUnavailable,
+        "3.1.1 return code 3"
+    );
+    drop(silent);
+    // Their slots come back once the server sees them close.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_raw, ack) = Raw::connect(addr, connect_packet(V5, "in-time", true)).await;
+        if ack.reason_code == ReasonCode::Success {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slots never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
+/// Sessions that outlive their connection are capped (`max_sessions`): a
+/// client asking for a new one past the cap is refused; clean sessions and
+/// clients coming back to their own session are not.
+#[tokio::test]
+async fn a_new_persistent_session_past_max_sessions_is_refused() {
+    let server = start_with_limits(|limits| limits.max_sessions = 2).await;
+    let addr = mqtt_addr(&server);
+    let persistent = |version, id: &str| {
+        let mut connect = connect_packet(version, id, version == V5);
+        if version == V5 {
+            connect.properties.session_expiry_interval = Some(600);
+        }
+        connect
+    };
+    for id in ["kept-1", "kept-2"] {
+        let (mut raw, ack) = Raw::connect(addr, persistent(V5, id)).await;
+        assert_eq!(ack.reason_code, ReasonCode::Success);
+        raw.send(&Packet::Disconnect(Default::default())).await;
+        assert!(raw.closed().await.0);
+    }
+    let (mut refused, ack) = Raw::connect(addr, persistent(V5, "third")).await;
+    assert_eq!(ack.reason_code, ReasonCode::QuotaExceeded);
+    assert!(refused.closed().await.0);
+    let (_, ack) = Raw::connect(addr, persistent(V311, "third-311")).await;
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::ServerUnavailable,
+        "3.1.1 return code 3"
+    );
+
+    let (_clean, ack) = Raw::connect(addr, connect_packet(V5, "clean", true)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    let mut back = persistent(V5, "kept-1");
+    back.clean_start = false;
+    let (_back, ack) = Raw::connect(addr, back).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    assert!(ack.session_present);
+    server.stop().await;
+}
+
+/// No session waits for ever: an MQTT 3.1.1 persistent session expires after
+/// `persistent_client_expiration`, and an MQTT 5 client asking for "never"
+/// is told the limit in CONNACK.
+#[tokio::test]
+async fn persistent_sessions_expire_after_persistent_client_expiration() {
+    let server =
+        start_with_limits(|limits| limits.max_session_expiry = Duration::from_secs(1)).await;
+    let addr = mqtt_addr(&server);
+    let leave = |mut raw: Raw| async move {
+        raw.send(&Packet::Disconnect(Default::default())).await;
+        assert!(raw.closed().await.0);
+    };
+    let (mut raw, _) = Raw::connect(addr, connect_packet(V311, "old-device", false)).await;
+    raw.subscribe(1, vec![Subscription::new("a/b", QoS::AtLeastOnce)])
+        .await;
+    leave(raw).await;
+    let (raw, ack) = Raw::connect(addr, connect_packet(V311, "old-device", false)).await;
+    assert!(ack.session_present, "back within the expiry");
+    leave(raw).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_raw, ack) = Raw::connect(addr, connect_packet(V311, "old-device", false)).await;
+    assert!(!ack.session_present, "expired after 1 s away");
+
+    let mut forever = connect_packet(V5, "v5-device", true);
+    forever.properties.session_expiry_interval = Some(u32::MAX);
+    let (_raw, ack) = Raw::connect(addr, forever).await;
+    assert_eq!(ack.properties.session_expiry_interval, Some(1));
+    server.stop().await;
+}
+
+/// What a connection has encoded and not yet written is capped in bytes: a
+/// subscriber that stops reading does not make the server hold every large
+/// record it is sent (a window of 1,024 such messages would be a gigabyte).
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_does_not_hold_its_messages_encoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::ChildServer::spawn(&dir.path().join("data"), &[]);
+    let http = client();
+    const RECORDS: usize = 60;
+    let pad = "x".repeat(900_000);
+    for i in 0..RECORDS {
+        let r = put(
+            &http,
+            &server.url,
+            &format!("/api/devices/big-{i:02}"),
+            &json!({"pad": pad}),
+        )
+        .await;
+        assert!(r.status().is_success());
+    }
+    // A subscriber that reads them all first, so caches are as warm as they get.
+    let (mut reader, _) = Raw::connect(server.mqtt, connect_packet(V5, "reader", true)).await;
+    reader
+        .subscribe(1, vec![Subscription::new("devices/#", QoS::AtMostOnce)])
+        .await;
+    for i in 0..RECORDS {
+        assert!(
+            matches!(reader.recv().await, Some(Packet::Publish(_))),
+            "record {i}"
+        );
+    }
+    drop(reader);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = common::rss_kib(server.pid());
+
+    // 60 × 900 KB = 54 MB of retained records this client never reads.
+    let mut connect = connect_packet(V5, "stalled", true);
+    connect.properties.receive_maximum = Some(1024.try_into().unwrap());
+    let (mut stalled, _) = Raw::connect(server.mqtt, connect).await;
+    stalled
+        .send(&Packet::Subscribe(Subscribe {
+            packet_id: 1.try_into().unwrap(),
+            subscriptions: vec![Subscription::new("devices/#", QoS::AtLeastOnce)],
+            properties: Default::default(),
+        }))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let grown_mb = common::rss_kib(server.pid()).saturating_sub(before) / 1024;
+    assert!(
+        grown_mb < 30,
+        "the server grew by {grown_mb} MB for a client that reads nothing"
+    );
+    drop(stalled);
 }
 
 #[tokio::test]

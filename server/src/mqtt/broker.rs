@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 use super::connection;
-use super::session::{NEVER_EXPIRES, SavedSession, Session};
+use super::session::{SavedSession, Session};
 use super::shares::Shares;
 use crate::access::Access;
 use crate::store::Store;
@@ -39,8 +39,16 @@ pub struct Limits {
     /// QoS 1/2 messages in flight each way (our Receive Maximum; the window
     /// towards MQTT 3.1.1 clients).
     pub max_inflight: u16,
-    /// Open MQTT connections, TCP and WebSocket together.
+    /// Open MQTT connections, TCP and WebSocket together, counted from the
+    /// moment a socket is accepted.
     pub max_connections: usize,
+    /// Sessions that outlive their connection, online or not. A client
+    /// asking for a new one past this is refused (0x97; 3.1.1: 0x03).
+    pub max_sessions: usize,
+    /// The longest a session may outlive its connection: what an MQTT 3.1.1
+    /// persistent session gets (Mosquitto's `persistent_client_expiration`),
+    /// and the cap on an MQTT 5 client's Session Expiry Interval.
+    pub max_session_expiry: Duration,
     /// How long a new connection may take to send CONNECT.
     pub connect_timeout: Duration,
     /// The longest keep-alive a client may ask for; MQTT 5 clients asking
@@ -52,6 +60,13 @@ pub struct Limits {
     pub sys_interval: Duration,
 }
 
+impl Limits {
+    /// `max_session_expiry` as MQTT's Session Expiry Interval.
+    pub fn max_session_expiry_secs(&self) -> u32 {
+        u32::try_from(self.max_session_expiry.as_secs()).unwrap_or(u32::MAX - 1)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -61,6 +76,8 @@ impl Default for Limits {
             max_subscriptions: 256,
             max_inflight: 64,
             max_connections: 10_000,
+            max_sessions: 10_000,
+            max_session_expiry: Duration::from_secs(7 * 24 * 3600),
             connect_timeout: Duration::from_secs(10),
             max_keep_alive: 3600,
             topic_alias_maximum: 64,
@@ -82,6 +99,8 @@ struct Inner {
     sessions: Mutex<HashMap<String, Slot>>,
     shares: Shares,
     connections: AtomicUsize,
+    /// Sockets past `max_connections` waiting to be told the server is busy.
+    refusing: AtomicUsize,
     generation: AtomicU64,
     shutdown: watch::Receiver<bool>,
     /// Connection tasks and delayed wills; the server waits for them at shutdown.
@@ -95,10 +114,12 @@ enum Slot {
     Online {
         generation: u64,
         takeover: mpsc::Sender<Takeover>,
+        /// Its session outlives the connection (counts against `max_sessions`).
+        persistent: bool,
     },
     Offline {
         session: Box<Session>,
-        expires: Option<Instant>,
+        expires: Instant,
     },
 }
 
@@ -109,16 +130,31 @@ pub(super) enum Previous {
     Offline(Box<Session>),
 }
 
-/// Counts a connection for as long as it lives.
+/// Counts a socket for as long as it lives.
 pub(super) struct ConnectionSlot {
     broker: Broker,
+    /// Counted among the sockets being refused, not the connections.
+    refusal: bool,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.broker.inner.connections.fetch_sub(1, Ordering::AcqRel);
+        let inner = &self.broker.inner;
+        let counter = if self.refusal {
+            &inner.refusing
+        } else {
+            &inner.connections
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+/// Sockets past `max_connections` that may wait (briefly) for their CONNECT
+/// to be answered "server busy"; any more are closed at once.
+const MAX_REFUSING: usize = 64;
+
+/// `claim` found no room for another session that outlives its connection.
+pub(super) struct TooManySessions;
 
 impl Broker {
     /// A broker on `store`, with the persistent sessions saved there before
@@ -130,7 +166,7 @@ impl Broker {
         shutdown: watch::Receiver<bool>,
         tasks: TaskTracker,
     ) -> Self {
-        let sessions = restore_sessions(&store);
+        let sessions = restore_sessions(&store, &limits);
         // A restored session is still in its groups: it gets its share of
         // what they are sent while away, as it would have without the restart.
         let shares = Shares::new(store.clone(), shutdown.clone());
@@ -149,6 +185,7 @@ impl Broker {
                 sessions: Mutex::new(sessions),
                 shares,
                 connections: AtomicUsize::new(0),
+                refusing: AtomicUsize::new(0),
                 generation: AtomicU64::new(1),
                 shutdown,
                 tasks,
@@ -214,13 +251,20 @@ impl Broker {
         connection::run(self.clone(), stream, peer).await;
     }
 
-    /// Counts a new connection, or refuses it past the limit.
-    pub(super) fn admit_connection(&self) -> Option<ConnectionSlot> {
-        let before = self.inner.connections.fetch_add(1, Ordering::AcqRel);
-        let slot = ConnectionSlot {
-            broker: self.clone(),
+    /// Counts a socket just accepted: `Ok` within `max_connections`; past
+    /// it `Err`, with a slot among the few that wait to be refused, or none.
+    pub(super) fn admit_connection(&self) -> Result<ConnectionSlot, Option<ConnectionSlot>> {
+        let admit = |counter: &AtomicUsize, limit: usize, refusal: bool| {
+            let before = counter.fetch_add(1, Ordering::AcqRel);
+            let slot = ConnectionSlot {
+                broker: self.clone(),
+                refusal,
+            };
+            (before < limit).then_some(slot)
         };
-        (before < self.inner.limits.max_connections).then_some(slot)
+        let inner = &self.inner;
+        admit(&inner.connections, inner.limits.max_connections, false)
+            .ok_or_else(|| admit(&inner.refusing, MAX_REFUSING, true))
     }
 
     pub(super) fn next_generation(&self) -> u64 {
@@ -229,35 +273,56 @@ impl Broker {
 
     /// Registers a connection as the owner of `client_id` and returns what
     /// was there before: a live connection to take over, or a stored session.
+    /// A `persistent` connection that would start a new session past
+    /// `max_sessions` is refused, and nothing changes.
     pub(super) fn claim(
         &self,
         client_id: &str,
         generation: u64,
         takeover: mpsc::Sender<Takeover>,
-    ) -> Previous {
+        persistent: bool,
+    ) -> Result<Previous, TooManySessions> {
         let mut sessions = self.sessions();
+        let has_session = match sessions.get(client_id) {
+            Some(Slot::Online { .. }) => true,
+            Some(Slot::Offline { expires, .. }) => *expires > Instant::now(),
+            None => false,
+        };
+        if persistent && !has_session {
+            let kept = sessions
+                .values()
+                .filter(|slot| match slot {
+                    Slot::Online { persistent, .. } => *persistent,
+                    Slot::Offline { .. } => true,
+                })
+                .count();
+            if kept >= self.inner.limits.max_sessions {
+                return Err(TooManySessions);
+            }
+        }
         let previous = sessions.insert(
             client_id.to_owned(),
             Slot::Online {
                 generation,
                 takeover,
+                persistent,
             },
         );
-        match previous {
+        Ok(match previous {
             None => Previous::None,
             Some(Slot::Online { takeover, .. }) => Previous::Online(takeover),
             Some(Slot::Offline {
                 mut session,
                 expires,
             }) => {
-                if expires.is_some_and(|at| at <= Instant::now()) {
+                if expires <= Instant::now() {
                     self.leave_shares(client_id, &mut session);
                     Previous::None
                 } else {
                     Previous::Offline(session)
                 }
             }
-        }
+        })
     }
 
     /// Ends a connection's ownership of `client_id`, keeping its session if it
@@ -279,8 +344,7 @@ impl Broker {
         }
         match Some(session).filter(|s| s.expiry > 0) {
             Some(session) => {
-                let expires = (session.expiry != NEVER_EXPIRES)
-                    .then(|| Instant::now() + Duration::from_secs(u64::from(session.expiry)));
+                let expires = Instant::now() + Duration::from_secs(u64::from(session.expiry));
                 sessions.insert(client_id.to_owned(), Slot::Offline { session, expires });
             }
             None => {
@@ -322,7 +386,7 @@ impl Broker {
                 let ids: Vec<String> = sessions
                     .iter()
                     .filter(|(_, slot)| {
-                        matches!(slot, Slot::Offline { expires: Some(at), .. } if *at <= now)
+                        matches!(slot, Slot::Offline { expires, .. } if *expires <= now)
                     })
                     .map(|(id, _)| id.clone())
                     .collect();
@@ -367,8 +431,11 @@ impl Broker {
     }
 }
 
-/// Reads the persistent sessions saved in the store, dropping expired ones.
-fn restore_sessions(store: &Store) -> HashMap<String, Slot> {
+/// Reads the persistent sessions saved in the store; the sweep drops those
+/// that expired while the server was down. Sessions saved under a longer
+/// expiry than today's limit get today's.
+fn restore_sessions(store: &Store, limits: &Limits) -> HashMap<String, Slot> {
+    let max_expiry = limits.max_session_expiry_secs();
     let saved = match store.saved_sessions() {
         Ok(saved) => saved,
         Err(e) => {
@@ -383,13 +450,11 @@ fn restore_sessions(store: &Store) -> HashMap<String, Slot> {
             tracing::warn!(%client_id, "ignoring an unreadable saved session");
             continue;
         };
-        let expires = (saved.expiry != NEVER_EXPIRES).then(|| {
-            let end_ms = saved
-                .saved_at_ms
-                .saturating_add(u64::from(saved.expiry) * 1000);
-            Instant::now() + Duration::from_millis(end_ms.saturating_sub(now_ms))
-        });
-        let session = Box::new(Session::restore(saved));
+        let expiry = saved.expiry.min(max_expiry);
+        let end_ms = saved.saved_at_ms.saturating_add(u64::from(expiry) * 1000);
+        let expires = Instant::now() + Duration::from_millis(end_ms.saturating_sub(now_ms));
+        let mut session = Box::new(Session::restore(saved));
+        session.expiry = expiry;
         sessions.insert(client_id, Slot::Offline { session, expires });
     }
     if !sessions.is_empty() {

@@ -27,9 +27,7 @@ use super::properties::{
     AckProperties, ConnAckProperties, DisconnectProperties, PayloadFormat, PublishProperties,
 };
 use super::reason::ReasonCode;
-use super::session::{
-    Delivery, Filling, Incoming, NEVER_EXPIRES, OutState, Outgoing, Session, Subscription,
-};
+use super::session::{Delivery, Filling, Incoming, OutState, Outgoing, Session, Subscription};
 use super::shares::SharedMessage;
 use super::topics::{self, Target};
 use crate::access::{Action, Identity};
@@ -49,6 +47,12 @@ const MAX_CLIENT_ID_LEN: usize = 256;
 const MAX_WINDOW: usize = 1024;
 /// Live changes taken from the feed at once when they are already waiting.
 const PULL_BATCH: usize = 256;
+/// How long a socket past `max_connections` may take to send the CONNECT
+/// that is answered "server busy".
+const BUSY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes encoded for the client and not yet written, past which no more
+/// deliveries are encoded until they are (one message may go over it).
+const MAX_UNWRITTEN: usize = 1 << 20;
 
 /// A client publish on its way to durability, acknowledged in arrival order.
 type InboundWrite = Pin<Box<dyn Future<Output = Inbound> + Send>>;
@@ -80,12 +84,23 @@ pub(super) async fn run<S>(broker: Broker, stream: S, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Counted from accept, so sockets that never send CONNECT count too.
+    // Past the limit a few may wait, briefly, to be told the server is busy.
+    let (_slot, busy) = match broker.admit_connection() {
+        Ok(slot) => (slot, false),
+        Err(Some(slot)) => (slot, true),
+        Err(None) => return,
+    };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let limits = broker.limits().clone();
     let mut input = BytesMut::with_capacity(4096);
-
+    let wait = if busy {
+        limits.connect_timeout.min(BUSY_CONNECT_TIMEOUT)
+    } else {
+        limits.connect_timeout
+    };
     let connect = match timeout(
-        limits.connect_timeout,
+        wait,
         read_connect(&mut reader, &mut writer, &mut input, limits.max_packet_size),
     )
     .await
@@ -97,10 +112,10 @@ where
             return;
         }
     };
-    let Some(_slot) = broker.admit_connection() else {
+    if busy {
         refuse_connect(&mut writer, connect.protocol, ReasonCode::ServerBusy).await;
         return;
-    };
+    }
     let metrics = broker.store().metrics().clone();
     let _metric = metrics.connection(Protocol::Mqtt);
     let Some(mut connection) = Connection::open(broker, writer, connect, peer).await else {
@@ -184,6 +199,8 @@ struct Connection<W> {
     queued: usize,
     /// Client QoS 1/2 publishes not yet fully acknowledged.
     receiving: usize,
+    /// The session was resumed: what it had in flight goes again first.
+    resend: bool,
 }
 
 impl<W: AsyncWrite + Unpin + Send> Connection<W> {
@@ -239,13 +256,23 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         } else {
             connect.client_id.clone()
         };
-        let expiry = match version {
+        // No session waits for ever: 3.1.1 persistent sessions get the
+        // configured expiry, and MQTT 5 clients at most that.
+        let max_expiry = limits.max_session_expiry_secs();
+        let asked = match version {
             ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
             ProtocolVersion::V311 if connect.clean_start => 0,
-            ProtocolVersion::V311 => NEVER_EXPIRES,
+            ProtocolVersion::V311 => max_expiry,
         };
+        let expiry = asked.min(max_expiry);
         let (takeover_tx, takeovers) = mpsc::channel(1);
-        let previous = match broker.claim(&client_id, generation, takeover_tx) {
+        let claimed = broker.claim(&client_id, generation, takeover_tx, expiry > 0);
+        let Ok(previous) = claimed else {
+            tracing::debug!(%peer, %client_id, "CONNECT refused: max_sessions reached");
+            refuse_connect(&mut writer, version, ReasonCode::QuotaExceeded).await;
+            return None;
+        };
+        let previous = match previous {
             Previous::None => None,
             Previous::Offline(session) => Some(session),
             Previous::Online(old) => {
@@ -318,6 +345,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             writes: FuturesOrdered::new(),
             queued: 0,
             receiving: 0,
+            resend: false,
         };
         let properties = ConnAckProperties {
             receive_maximum: NonZeroU16::new(limits.max_inflight),
@@ -327,6 +355,9 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             topic_alias_maximum: Some(limits.topic_alias_maximum),
             assigned_client_identifier: assigned.then(|| connection.client_id.clone()),
             server_keep_alive,
+            // Told only when it is not what the client asked for.
+            session_expiry_interval: (version == ProtocolVersion::V5 && expiry != asked)
+                .then_some(expiry),
             retain_available: Some(true),
             wildcard_subscription_available: Some(true),
             subscription_identifiers_available: Some(true),
@@ -338,9 +369,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             reason_code: ReasonCode::Success,
             properties,
         }));
-        if session_present {
-            connection.resend_inflight();
-        }
+        connection.resend = session_present;
         tracing::debug!(%peer, client_id = %connection.client_id, ?version, session_present, "MQTT client connected");
         Some(connection)
     }
@@ -351,6 +380,11 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let max_packet = self.broker.limits().max_packet_size;
         let store = self.broker.store().clone();
         let mut last_heard = Instant::now();
+        if self.resend
+            && let Err(end) = self.resend_inflight().await
+        {
+            return end;
+        }
         if self.session.lagged
             && let Err(end) = self.rebuild_feed().await
         {
@@ -375,9 +409,15 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     Err(e) => return refused_for(&e),
                 }
             }
-            self.drain_pending();
-            if let Err(end) = self.flush().await {
-                return end;
+            // Deliver what the window allows, a buffer's worth at a time.
+            loop {
+                let more = self.drain_pending();
+                if let Err(end) = self.flush().await {
+                    return end;
+                }
+                if !more {
+                    break;
+                }
             }
             // Take more from the stream only when the client can take it.
             let pulling =
@@ -503,7 +543,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                             "session expiry set at DISCONNECT after 0 at CONNECT".into(),
                         ));
                     }
-                    self.session.expiry = expiry;
+                    self.session.expiry =
+                        expiry.min(self.broker.limits().max_session_expiry_secs());
                 }
                 Err(End::Disconnected {
                     will: disconnect.reason_code == ReasonCode::DisconnectWithWillMessage,
@@ -838,13 +879,18 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     }
 
     /// Sends queued deliveries while the client's window has room.
-    fn drain_pending(&mut self) {
+    /// Returns whether it stopped for the unwritten-bytes cap with more to send.
+    fn drain_pending(&mut self) -> bool {
         while self.session.inflight.len() < self.window {
+            if self.out.len() >= MAX_UNWRITTEN {
+                return !self.session.pending.is_empty();
+            }
             let Some(delivery) = self.session.pending.pop_front() else {
                 break;
             };
             self.deliver(&delivery);
         }
+        false
     }
 
     fn deliver(&mut self, delivery: &Delivery) {
@@ -948,25 +994,28 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
 
     /// On session resume: everything unacknowledged goes again, in order,
     /// PUBLISH with DUP set, PUBREL as it was [MQTT-4.4.0-1].
-    fn resend_inflight(&mut self) {
-        let packets: Vec<Packet> = self
-            .session
-            .inflight
-            .iter()
-            .filter_map(|o| match o.state {
+    async fn resend_inflight(&mut self) -> Result<(), End> {
+        for at in 0..self.session.inflight.len() {
+            let Some(outgoing) = self.session.inflight.get(at) else {
+                break;
+            };
+            let packet = match outgoing.state {
                 OutState::Acked | OutState::Received => {
-                    let mut publish = o.publish.clone();
+                    let mut publish = outgoing.publish.clone();
                     publish.dup = true;
-                    Some(Packet::Publish(publish))
+                    Packet::Publish(publish)
                 }
-                OutState::Released => {
-                    NonZeroU16::new(o.packet_id).map(|id| Packet::PubRel(Ack::new(id)))
-                }
-            })
-            .collect();
-        for packet in &packets {
-            self.send(packet);
+                OutState::Released => match NonZeroU16::new(outgoing.packet_id) {
+                    Some(id) => Packet::PubRel(Ack::new(id)),
+                    None => continue,
+                },
+            };
+            self.send(&packet);
+            if self.out.len() >= MAX_UNWRITTEN {
+                self.flush().await?;
+            }
         }
+        Ok(())
     }
 
     fn allows(&self, action: Action, topic: &str) -> bool {

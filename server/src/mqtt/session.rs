@@ -17,9 +17,6 @@ use super::topics::Carrier;
 use crate::feed::{Backfill, Feed};
 use crate::topic::TopicFilter;
 
-/// Session expiry meaning "never" (MQTT 3.1.1 clean session 0, or 0xFFFFFFFF).
-pub const NEVER_EXPIRES: u32 = u32::MAX;
-
 pub struct Session {
     pub subscriptions: BTreeMap<String, Subscription>,
     /// `None` until the first subscription.

@@ -45,6 +45,9 @@ pub const MAX_ID_LEN: usize = 256;
 pub const MAX_TABLE_LEN: usize = 64;
 /// Largest page a list or a backfill reads at once.
 pub const MAX_PAGE: usize = 1000;
+/// A page of records or changes ends once it holds this many bytes (it
+/// always holds at least one), so a page of large records stays small.
+pub const PAGE_BYTES: usize = 1 << 20;
 
 /// How the store is opened.
 #[derive(Clone, Debug)]
@@ -596,6 +599,7 @@ impl Store {
             };
             let mut out = Vec::new();
             let mut next = None;
+            let mut page_bytes = 0;
             for guard in snapshot.range(&records, start..) {
                 let (key, bytes) = guard.into_inner()?;
                 if !key.starts_with(&prefix) {
@@ -608,7 +612,7 @@ impl Store {
                 if !filter.matches(&topic) {
                     continue;
                 }
-                if out.len() == limit {
+                if out.len() == limit || page_bytes >= PAGE_BYTES {
                     next = Some(match filter.literal_table() {
                         Some(_) => out
                             .last()
@@ -621,6 +625,7 @@ impl Store {
                     });
                     break;
                 }
+                page_bytes += bytes.len();
                 let record = decode_record(&bytes)?;
                 out.push(ChangeEvent {
                     seq: Some(record.seq),
@@ -656,9 +661,10 @@ impl Store {
         let limit = limit.clamp(1, MAX_PAGE);
         let changes = self.shared.changes.clone();
         let filter = filter.cloned();
-        let (events, scanned) = blocking(move || {
+        let (events, scanned, full) = blocking(move || {
             let mut out = Vec::new();
             let mut scanned = since;
+            let mut page_bytes = 0;
             let start = (since + 1).to_be_bytes();
             let end = last.to_be_bytes();
             for guard in changes.range(start..=end) {
@@ -668,12 +674,13 @@ impl Store {
                     .map_err(|e| StoreError::Storage(format!("corrupt change log entry: {e}")))?;
                 if filter.as_ref().is_none_or(|f| f.matches(&event.topic())) {
                     out.push(event);
-                    if out.len() == limit {
-                        break;
+                    page_bytes += bytes.len();
+                    if out.len() == limit || page_bytes >= PAGE_BYTES {
+                        return Ok((out, scanned, true));
                     }
                 }
             }
-            Ok((out, scanned))
+            Ok((out, scanned, false))
         })
         .await?;
         // The log may have been trimmed under us while reading.
@@ -681,7 +688,7 @@ impl Store {
         if since.saturating_add(1) < oldest {
             return Err(StoreError::ResumeGap { since, oldest });
         }
-        let scanned = if events.len() < limit { last } else { scanned };
+        let scanned = if full { scanned } else { last };
         Ok((events, scanned))
     }
 

@@ -343,3 +343,14 @@ impl WsClient {
 pub fn data_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("data")
 }
+
+/// A process's resident set size in KiB (VmRSS), 0 if it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

@@ -1443,10 +1443,7 @@ async fn sigterm_keeps_100_persistent_sessions_their_queues_and_their_wills() {
         let codes = raw
             .subscribe(
                 1,
-                vec![Subscription::new(
-                    format!("devices/q{i}"),
-                    QoS::AtLeastOnce,
-                )],
+                vec![Subscription::new(format!("devices/q{i}"), QoS::AtLeastOnce)],
             )
             .await;
         assert_eq!(codes, vec![ReasonCode::GrantedQoS1]);

@@ -1,21 +1,17 @@
-//! The broker: accepts MQTT connections (TCP, or WebSocket streams handed
-//! over by the HTTP side), keeps the registry of client sessions so a second
-//! connection with the same client id takes over the first, and holds the
-//! limits every connection enforces. Messages travel through the store and
+//! The broker: the registry of client sessions (so a second connection with
+//! the same client id takes over the first), the shared subscriptions'
+//! groups, and the limits every connection enforces. `listener` accepts the
+//! connections that use it. Messages travel through the store and
 //! the bus like every other protocol's; nothing here keeps a second copy.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
-use super::connection;
 use super::session::{SavedSession, Session};
 use super::shares::Shares;
 use crate::access::Access;
@@ -214,43 +210,6 @@ impl Broker {
         &self.inner.tasks
     }
 
-    /// Accepts TCP connections until shutdown.
-    pub async fn serve(self, listener: TcpListener) {
-        let mut shutdown = self.shutdown_signal();
-        let sweeper = tokio::spawn(self.clone().sweep_expired_sessions());
-        let statistics = tokio::spawn(super::sys::publish_statistics(
-            self.clone(),
-            self.inner.limits.sys_interval,
-        ));
-        loop {
-            tokio::select! {
-                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let broker = self.clone();
-                        self.inner.tasks.spawn(async move { broker.serve_stream(stream, peer).await });
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, don't spin.
-                        tracing::warn!("MQTT accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-            }
-        }
-        sweeper.abort();
-        statistics.abort();
-    }
-
-    /// Runs one MQTT connection over any byte stream (TCP, or a WebSocket's).
-    pub async fn serve_stream<S>(&self, stream: S, peer: SocketAddr)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        connection::run(self.clone(), stream, peer).await;
-    }
-
     /// Counts a socket just accepted: `Ok` within `max_connections`; past
     /// it `Err`, with a slot among the few that wait to be refused, or none.
     pub(super) fn admit_connection(&self) -> Result<ConnectionSlot, Option<ConnectionSlot>> {
@@ -376,7 +335,8 @@ impl Broker {
         self.inner.connections.load(Ordering::Acquire)
     }
 
-    async fn sweep_expired_sessions(self) {
+    /// Forgets sessions whose expiry has passed, every 10 s, for ever.
+    pub(super) async fn sweep_expired_sessions(self) {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             tick.tick().await;

@@ -6,13 +6,17 @@
 //! with the reason code the specification names for it
 //! ([`DecodeError::reason_code`]); nothing in here panics on input.
 //!
-//! [`Broker`] runs the connections: sessions, QoS flows and limits, with
-//! every message going through the store and the bus ([`topics`] says how
-//! topics map onto records).
+//! [`Broker`] holds the sessions, the shared subscriptions' groups and the
+//! limits; `listener` accepts connections and `connection` runs each one
+//! (its QoS flows, in `inbound`, `outbound` and `subscriptions`), with every
+//! message going through the store and the bus ([`topics`] says how topics
+//! map onto records). Nothing here imports in a circle: `connection` uses
+//! `broker`, `listener` uses both.
 
 mod broker;
 pub mod codec;
 mod connection;
+mod listener;
 pub mod properties;
 pub mod reason;
 mod session;

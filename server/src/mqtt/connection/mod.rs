@@ -1,0 +1,704 @@
+//! One MQTT connection, from CONNECT to close: reads packets, writes what
+//! clients publish through the store (acknowledging only once it is durable),
+//! and delivers changes from the bus with the QoS flows, windows and limits
+//! the client and the config allow.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU16, NonZeroU32};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+
+use super::broker::{Broker, Previous, Takeover};
+use super::codec::{
+    Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, ProtocolVersion, Publish, QoS,
+    RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Will, decode, encode, encoded_len,
+};
+use super::properties::{
+    AckProperties, ConnAckProperties, DisconnectProperties, PayloadFormat, PublishProperties,
+};
+use super::reason::ReasonCode;
+use super::session::{Delivery, Filling, Incoming, OutState, Outgoing, Session, Subscription};
+use super::shares::SharedMessage;
+use super::topics::{self, Target};
+use crate::access::{Action, Identity};
+use crate::bus::RecvError;
+use crate::feed::{Feed, Start};
+use crate::metrics::Protocol;
+use crate::store::{StoreError, WriteOp};
+use crate::topic::TopicFilter;
+
+mod inbound;
+mod outbound;
+mod subscriptions;
+
+use inbound::{InboundWrite, check_levels, check_topic, publish_will_message};
+use outbound::pull;
+
+/// How long a stuck client may block a write before it is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for a connection being taken over to hand its session on.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest client id accepted.
+const MAX_CLIENT_ID_LEN: usize = 256;
+/// The window towards an MQTT 5 client is its Receive Maximum, capped here.
+const MAX_WINDOW: usize = 1024;
+/// Live changes taken from the feed at once when they are already waiting.
+const PULL_BATCH: usize = 256;
+/// How long a socket past `max_connections` may take to send the CONNECT
+/// that is answered "server busy".
+const BUSY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes encoded for the client and not yet written, past which no more
+/// deliveries are encoded until they are (one message may go over it).
+const MAX_UNWRITTEN: usize = 1 << 20;
+
+/// Why a connection ends.
+enum End {
+    /// The client sent DISCONNECT; `will` says whether it asked for its will (0x04).
+    Disconnected {
+        will: bool,
+    },
+    /// The socket closed or failed without DISCONNECT.
+    Closed,
+    /// A newer connection with the same client id asked for the session.
+    TakenOver(Takeover),
+    /// We close it, telling an MQTT 5 client why.
+    Refused(ReasonCode, String),
+    ShuttingDown,
+}
+
+pub(super) async fn run<S>(broker: Broker, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Counted from accept, so sockets that never send CONNECT count too.
+    // Past the limit a few may wait, briefly, to be told the server is busy.
+    let (_slot, busy) = match broker.admit_connection() {
+        Ok(slot) => (slot, false),
+        Err(Some(slot)) => (slot, true),
+        Err(None) => return,
+    };
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let limits = broker.limits().clone();
+    let mut input = BytesMut::with_capacity(4096);
+    let wait = if busy {
+        limits.connect_timeout.min(BUSY_CONNECT_TIMEOUT)
+    } else {
+        limits.connect_timeout
+    };
+    let connect = match timeout(
+        wait,
+        read_connect(&mut reader, &mut writer, &mut input, limits.max_packet_size),
+    )
+    .await
+    {
+        Ok(Some(connect)) => connect,
+        Ok(None) => return,
+        Err(_) => {
+            tracing::debug!(%peer, "no CONNECT in time");
+            return;
+        }
+    };
+    if busy {
+        refuse_connect(&mut writer, connect.protocol, ReasonCode::ServerBusy).await;
+        return;
+    }
+    let metrics = broker.store().metrics().clone();
+    let _metric = metrics.connection(Protocol::Mqtt);
+    let Some(mut connection) = Connection::open(broker, writer, connect, peer).await else {
+        return;
+    };
+    let end = connection.serve(&mut reader, &mut input).await;
+    connection.close(end).await;
+}
+
+/// Reads up to the CONNECT packet; answers a refused CONNECT before closing.
+async fn read_connect<S: AsyncRead + AsyncWrite>(
+    reader: &mut ReadHalf<S>,
+    writer: &mut WriteHalf<S>,
+    input: &mut BytesMut,
+    max_packet_size: usize,
+) -> Option<Connect> {
+    loop {
+        match decode(input, None, max_packet_size) {
+            Ok(Some(Packet::Connect(connect))) => return Some(connect),
+            Ok(Some(_)) => return None,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!("bad CONNECT: {e}");
+                let version = e
+                    .connack_version()
+                    .or_else(|| super::codec::connect_protocol_version(input));
+                if let Some(version) = version {
+                    refuse_connect(writer, version, e.reason_code()).await;
+                }
+                return None;
+            }
+        }
+        input.reserve(4096);
+        match reader.read_buf(input).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn refuse_connect<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    version: ProtocolVersion,
+    reason_code: ReasonCode,
+) {
+    let mut out = BytesMut::new();
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason_code,
+        properties: ConnAckProperties::default(),
+    });
+    // 3.1.1 has no code for some refusals; it just closes [MQTT-3.2.2-6].
+    if encode(&connack, version, &mut out).is_ok() {
+        let _ = timeout(WRITE_TIMEOUT, writer.write_all(&out)).await;
+    }
+    let _ = writer.shutdown().await;
+}
+
+struct Connection<W> {
+    broker: Broker,
+    writer: W,
+    out: BytesMut,
+    version: ProtocolVersion,
+    client_id: String,
+    username: Option<String>,
+    generation: u64,
+    session: Box<Session>,
+    will: Option<Will>,
+    takeovers: mpsc::Receiver<Takeover>,
+    /// Silence allowed before the keep-alive deadline (1.5 × keep-alive).
+    keep_alive: Option<Duration>,
+    /// QoS 1/2 messages we may have in flight to the client.
+    window: usize,
+    /// The largest packet the client accepts.
+    client_max_packet: usize,
+    aliases: HashMap<u16, String>,
+    writes: FuturesOrdered<InboundWrite>,
+    /// Of `writes`, those still in the store's writer queue. While there are
+    /// any, a transient publish joins that queue too instead of going straight
+    /// to the bus, so it cannot overtake them (MQTT 5 §4.6).
+    queued: usize,
+    /// Client QoS 1/2 publishes not yet fully acknowledged.
+    receiving: usize,
+    /// The session was resumed: what it had in flight goes again first.
+    resend: bool,
+}
+
+impl<W: AsyncWrite + Unpin + Send> Connection<W> {
+    /// Checks CONNECT, claims the client id (taking over a live connection or
+    /// a stored session) and answers with CONNACK.
+    async fn open(
+        broker: Broker,
+        mut writer: W,
+        connect: Connect,
+        peer: SocketAddr,
+    ) -> Option<Self> {
+        let version = connect.protocol;
+        let limits = broker.limits().clone();
+        let refuse = |code: ReasonCode| (code, version);
+        let checked = (|| {
+            if connect.properties.authentication_method.is_some() {
+                return Err(refuse(ReasonCode::BadAuthenticationMethod));
+            }
+            let who = Identity {
+                username: connect.username.as_deref(),
+                client_id: &connect.client_id,
+            };
+            if !broker.access().admits(&who) {
+                return Err(refuse(ReasonCode::NotAuthorized));
+            }
+            if connect.client_id.len() > MAX_CLIENT_ID_LEN
+                || (connect.client_id.is_empty()
+                    && version == ProtocolVersion::V311
+                    && !connect.clean_start)
+            {
+                return Err(refuse(ReasonCode::ClientIdentifierNotValid));
+            }
+            if let Some(will) = &connect.will {
+                if let Err(code) = check_topic(&will.topic, &limits) {
+                    return Err(refuse(code));
+                }
+                if !broker.access().allows(&who, Action::Publish, &will.topic) {
+                    return Err(refuse(ReasonCode::NotAuthorized));
+                }
+            }
+            Ok(())
+        })();
+        if let Err((code, version)) = checked {
+            tracing::debug!(%peer, client_id = %connect.client_id, ?code, "CONNECT refused");
+            refuse_connect(&mut writer, version, code).await;
+            return None;
+        }
+
+        let generation = broker.next_generation();
+        let assigned = connect.client_id.is_empty();
+        let client_id = if assigned {
+            format!("marquee-{generation:x}-{:x}", std::process::id())
+        } else {
+            connect.client_id.clone()
+        };
+        // No session waits for ever: 3.1.1 persistent sessions get the
+        // configured expiry, and MQTT 5 clients at most that.
+        let max_expiry = limits.max_session_expiry_secs();
+        let asked = match version {
+            ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+            ProtocolVersion::V311 if connect.clean_start => 0,
+            ProtocolVersion::V311 => max_expiry,
+        };
+        let expiry = asked.min(max_expiry);
+        let (takeover_tx, takeovers) = mpsc::channel(1);
+        let claimed = broker.claim(&client_id, generation, takeover_tx, expiry > 0);
+        let Ok(previous) = claimed else {
+            tracing::debug!(%peer, %client_id, "CONNECT refused: max_sessions reached");
+            refuse_connect(&mut writer, version, ReasonCode::QuotaExceeded).await;
+            return None;
+        };
+        let previous = match previous {
+            Previous::None => None,
+            Previous::Offline(session) => Some(session),
+            Previous::Online(old) => {
+                let (reply, handed) = tokio::sync::oneshot::channel();
+                if old.send(reply).await.is_ok() {
+                    timeout(TAKEOVER_TIMEOUT, handed)
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten()
+                } else {
+                    None
+                }
+            }
+        };
+        let (mut session, session_present) = match previous {
+            Some(session) if !connect.clean_start => (session, true),
+            Some(mut old) => {
+                broker.leave_shares(&client_id, &mut old);
+                if old.stored
+                    && let Err(e) = broker.store().save_session(&client_id, None).await
+                {
+                    tracing::warn!(%client_id, "cannot forget the old session: {e}");
+                }
+                (Box::new(Session::new(expiry)), false)
+            }
+            None => (Box::new(Session::new(expiry)), false),
+        };
+        session.expiry = expiry;
+        session.shared.set_online(true);
+
+        let (keep_alive, server_keep_alive) = match version {
+            ProtocolVersion::V5
+                if connect.keep_alive == 0 || connect.keep_alive > limits.max_keep_alive =>
+            {
+                (limits.max_keep_alive, Some(limits.max_keep_alive))
+            }
+            _ => (connect.keep_alive, None),
+        };
+        let window = match version {
+            ProtocolVersion::V5 => connect
+                .properties
+                .receive_maximum
+                .map_or(MAX_WINDOW, |m| usize::from(m.get()).min(MAX_WINDOW)),
+            ProtocolVersion::V311 => usize::from(limits.max_inflight),
+        };
+        let client_max_packet = connect
+            .properties
+            .maximum_packet_size
+            .map_or(super::broker::MAX_PACKET_SIZE, |m| {
+                usize::try_from(m.get()).unwrap_or(usize::MAX)
+            });
+
+        let mut connection = Self {
+            broker,
+            writer,
+            out: BytesMut::with_capacity(4096),
+            version,
+            client_id,
+            username: connect.username,
+            generation,
+            session,
+            will: connect.will,
+            takeovers,
+            keep_alive: (keep_alive > 0)
+                .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+            window,
+            client_max_packet,
+            aliases: HashMap::new(),
+            writes: FuturesOrdered::new(),
+            queued: 0,
+            receiving: 0,
+            resend: false,
+        };
+        let properties = ConnAckProperties {
+            receive_maximum: NonZeroU16::new(limits.max_inflight),
+            maximum_packet_size: u32::try_from(limits.max_packet_size)
+                .ok()
+                .and_then(NonZeroU32::new),
+            topic_alias_maximum: Some(limits.topic_alias_maximum),
+            assigned_client_identifier: assigned.then(|| connection.client_id.clone()),
+            server_keep_alive,
+            // Told only when it is not what the client asked for.
+            session_expiry_interval: (version == ProtocolVersion::V5 && expiry != asked)
+                .then_some(expiry),
+            retain_available: Some(true),
+            wildcard_subscription_available: Some(true),
+            subscription_identifiers_available: Some(true),
+            shared_subscription_available: Some(true),
+            ..ConnAckProperties::default()
+        };
+        connection.send(&Packet::ConnAck(ConnAck {
+            session_present,
+            reason_code: ReasonCode::Success,
+            properties,
+        }));
+        connection.resend = session_present;
+        tracing::debug!(%peer, client_id = %connection.client_id, ?version, session_present, "MQTT client connected");
+        Some(connection)
+    }
+
+    /// The connection's life: packets in, deliveries out, until it ends.
+    async fn serve<R: AsyncRead + Unpin>(&mut self, reader: &mut R, input: &mut BytesMut) -> End {
+        let mut shutdown = self.broker.shutdown_signal();
+        let max_packet = self.broker.limits().max_packet_size;
+        let store = self.broker.store().clone();
+        let mut last_heard = Instant::now();
+        if self.resend
+            && let Err(end) = self.resend_inflight().await
+        {
+            return end;
+        }
+        if self.session.lagged
+            && let Err(end) = self.rebuild_feed().await
+        {
+            return end;
+        }
+        loop {
+            // Handle every whole packet buffered, including any that came
+            // in the same read as CONNECT.
+            while self.can_read() {
+                match decode(input, Some(self.version), max_packet) {
+                    Ok(Some(packet)) => {
+                        store.metrics().message_in(Protocol::Mqtt);
+                        if let Err(end) = self.handle(packet).await {
+                            return end;
+                        }
+                        // A full read buffer is hundreds of packets: let the
+                        // subscribers' tasks run in between, or a fast
+                        // publisher fills their queues before they get a turn.
+                        tokio::task::consume_budget().await;
+                    }
+                    Ok(None) => break,
+                    Err(e) => return refused_for(&e),
+                }
+            }
+            // Deliver what the window allows, a buffer's worth at a time.
+            loop {
+                let more = self.drain_pending();
+                if let Err(end) = self.flush().await {
+                    return end;
+                }
+                if !more {
+                    break;
+                }
+            }
+            // Take more from the stream only when the client can take it.
+            let pulling =
+                self.session.inflight.len() < self.window && self.session.pending.is_empty();
+            let deadline = self.keep_alive.map(|k| last_heard + k);
+            let reading = self.can_read();
+            let session = &mut self.session;
+            // Every future raced here must be cancel-safe: the loser of each
+            // round is dropped and made anew next time, so it may not have
+            // consumed anything it would then lose. `stopped` and the sleep
+            // hold nothing; `recv` on an mpsc, `read_buf` and
+            // `FuturesOrdered::next` are cancel-safe by their docs; `pull`
+            // awaits only `Feed::next` or the shared-subscription inbox (both
+            // an mpsc `recv`) or `Backfill::next_page`, which keeps an
+            // unfinished page read for the next call instead of restarting
+            // the scan.
+            tokio::select! {
+                biased;
+                () = stopped(&mut shutdown) => return End::ShuttingDown,
+                Some(reply) = self.takeovers.recv() => return End::TakenOver(reply),
+                Some(done) = self.writes.next(), if !self.writes.is_empty() => {
+                    self.acknowledge(done);
+                }
+                read = reader.read_buf(input), if reading => {
+                    match read {
+                        Ok(0) | Err(_) => return End::Closed,
+                        Ok(_) => {}
+                    }
+                    last_heard = Instant::now();
+                    // Room for the next read, never more than one packet's worth.
+                    if input.capacity() - input.len() < 1024 {
+                        input.reserve(4096.min(max_packet));
+                    }
+                }
+                pulled = pull(session, &store), if pulling => {
+                    if let Err(end) = pulled {
+                        return end;
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    return End::Refused(ReasonCode::KeepAliveTimeout, "keep-alive timeout".into());
+                }
+            }
+        }
+    }
+
+    /// Whether to take more packets from the client. Publishes waiting for
+    /// the store push back by not reading: always past `max_inflight` writes,
+    /// and for MQTT 3.1.1 (which has no Receive Maximum to enforce) past
+    /// `max_inflight` unacknowledged QoS 1/2 publishes.
+    fn can_read(&self) -> bool {
+        let max = usize::from(self.broker.limits().max_inflight);
+        self.writes.len() < max && (self.version == ProtocolVersion::V5 || self.receiving < max)
+    }
+
+    async fn handle(&mut self, packet: Packet) -> Result<(), End> {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish).await,
+            Packet::PubAck(ack) => {
+                self.finish_outgoing(ack.packet_id.get(), OutState::Acked);
+                Ok(())
+            }
+            Packet::PubRec(ack) => {
+                let id = ack.packet_id.get();
+                let known = self
+                    .session
+                    .inflight
+                    .iter_mut()
+                    .find(|o| o.packet_id == id && o.state == OutState::Received);
+                match known {
+                    Some(outgoing) if !ack.reason_code.is_error() => {
+                        outgoing.state = OutState::Released;
+                        self.send(&Packet::PubRel(Ack::new(ack.packet_id)));
+                    }
+                    Some(_) => self.finish_outgoing(id, OutState::Received),
+                    None => {
+                        let mut rel = Ack::new(ack.packet_id);
+                        rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+                        self.send(&Packet::PubRel(rel));
+                    }
+                }
+                Ok(())
+            }
+            Packet::PubComp(ack) => {
+                self.finish_outgoing(ack.packet_id.get(), OutState::Released);
+                Ok(())
+            }
+            Packet::PubRel(ack) => {
+                let mut comp = Ack::new(ack.packet_id);
+                match self.session.incoming.get(&ack.packet_id.get()) {
+                    Some(Incoming::Received) => {
+                        self.session.incoming.remove(&ack.packet_id.get());
+                        self.receiving = self.receiving.saturating_sub(1);
+                    }
+                    // The write is still on its way: the client broke the flow.
+                    Some(Incoming::Writing) => {
+                        return Err(End::Refused(
+                            ReasonCode::ProtocolError,
+                            "PUBREL before PUBREC".into(),
+                        ));
+                    }
+                    None => comp.reason_code = ReasonCode::PacketIdentifierNotFound,
+                }
+                self.send(&Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe).await,
+            Packet::Unsubscribe(unsubscribe) => {
+                self.on_unsubscribe(unsubscribe).await;
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => {
+                if let Some(expiry) = disconnect.properties.session_expiry_interval {
+                    // [MQTT-3.14.2-2]: no session may be asked for at DISCONNECT
+                    // when CONNECT said it would end with the connection.
+                    if self.session.expiry == 0 && expiry != 0 {
+                        return Err(End::Refused(
+                            ReasonCode::ProtocolError,
+                            "session expiry set at DISCONNECT after 0 at CONNECT".into(),
+                        ));
+                    }
+                    self.session.expiry =
+                        expiry.min(self.broker.limits().max_session_expiry_secs());
+                }
+                Err(End::Disconnected {
+                    will: disconnect.reason_code == ReasonCode::DisconnectWithWillMessage,
+                })
+            }
+            Packet::Auth(_) => Err(End::Refused(
+                ReasonCode::BadAuthenticationMethod,
+                "enhanced authentication is not supported".into(),
+            )),
+            // The decoder refuses every packet a client cannot send.
+            other => Err(End::Refused(
+                ReasonCode::ProtocolError,
+                format!("unexpected {:?}", other.packet_type()),
+            )),
+        }
+    }
+
+    fn allows(&self, action: Action, topic: &str) -> bool {
+        let who = Identity {
+            username: self.username.as_deref(),
+            client_id: &self.client_id,
+        };
+        self.broker.access().allows(&who, action, topic)
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        if let Err(e) = encode(packet, self.version, &mut self.out) {
+            tracing::warn!(client_id = %self.client_id, "cannot encode {:?}: {e}", packet.packet_type());
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let written = timeout(WRITE_TIMEOUT, self.writer.write_all(&self.out)).await;
+        self.out.clear();
+        match written {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Closed),
+        }
+    }
+
+    /// Says goodbye, publishes the will if the client did not leave cleanly,
+    /// and keeps or ends the session.
+    async fn close(mut self, end: End) {
+        let (reason, publish_will, takeover) = match end {
+            End::Disconnected { will } => (None, will, None),
+            End::Closed => (None, true, None),
+            End::TakenOver(reply) => (
+                Some((ReasonCode::SessionTakenOver, String::new())),
+                true,
+                Some(reply),
+            ),
+            End::Refused(code, why) => (Some((code, why)), true, None),
+            End::ShuttingDown => (
+                Some((ReasonCode::ServerShuttingDown, String::new())),
+                true,
+                None,
+            ),
+        };
+        if let Some((code, why)) = reason {
+            if !why.is_empty() {
+                tracing::debug!(client_id = %self.client_id, ?code, "closing: {why}");
+            }
+            if self.version == ProtocolVersion::V5 {
+                self.send(&Packet::Disconnect(Disconnect {
+                    reason_code: code,
+                    properties: DisconnectProperties {
+                        reason_string: (!why.is_empty()).then_some(why),
+                        ..DisconnectProperties::default()
+                    },
+                }));
+            }
+        }
+        let _ = self.flush().await;
+        let _ = self.writer.shutdown().await;
+
+        // Let acknowledged-or-not writes finish: they are already queued.
+        while self.writes.next().await.is_some() {}
+        self.session
+            .incoming
+            .retain(|_, s| *s == Incoming::Received);
+
+        if let Some(will) = self.will.take().filter(|_| publish_will) {
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            let broker = self.broker.clone();
+            let client_id = self.client_id.clone();
+            let generation = self.generation;
+            if delay == 0 || self.session.expiry == 0 {
+                publish_will_message(&broker, will, &client_id).await;
+            } else {
+                let wait = Duration::from_secs(u64::from(delay.min(self.session.expiry)));
+                let mut shutdown = broker.shutdown_signal();
+                broker.tasks().clone().spawn(async move {
+                    // A delayed will does not outlive the server: at shutdown
+                    // it goes out at once rather than being lost.
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stopped(&mut shutdown) => {}
+                    }
+                    if broker.not_reconnected(&client_id, generation) {
+                        publish_will_message(&broker, will, &client_id).await;
+                    }
+                });
+            }
+        }
+        if takeover.is_none() {
+            self.session.shared.set_online(false);
+            if self.session.expiry == 0 {
+                self.broker.leave_shares(&self.client_id, &mut self.session);
+            }
+            self.save_session().await;
+        }
+        let reply = match takeover {
+            Some(reply) => reply,
+            None => match self
+                .broker
+                .release(&self.client_id, self.generation, self.session)
+            {
+                Ok(()) => return,
+                Err(session) => {
+                    // A new connection claimed the client id while this one was
+                    // closing; its request for the session is on its way.
+                    self.session = session;
+                    match timeout(TAKEOVER_TIMEOUT, self.takeovers.recv()).await {
+                        Ok(Some(reply)) => reply,
+                        _ => return,
+                    }
+                }
+            },
+        };
+        let _ = reply.send(Some(self.session));
+    }
+}
+
+async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn store_failure(error: StoreError) -> End {
+    tracing::warn!("MQTT session cannot read the store: {error}");
+    End::Refused(ReasonCode::UnspecifiedError, error.to_string())
+}
+
+fn refused_for(error: &DecodeError) -> End {
+    End::Refused(error.reason_code(), error.to_string())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

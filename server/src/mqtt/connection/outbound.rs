@@ -1,0 +1,286 @@
+//! What goes out to the client: changes from the feed, its backfills and its
+//! groups, within its window and the unwritten-bytes cap, with the QoS flows.
+
+use super::*;
+
+impl<W: AsyncWrite + Unpin + Send> Connection<W> {
+    /// Sends queued deliveries while the client's window has room.
+    /// Returns whether it stopped for the unwritten-bytes cap with more to send.
+    pub(super) fn drain_pending(&mut self) -> bool {
+        while self.session.inflight.len() < self.window {
+            if self.out.len() >= MAX_UNWRITTEN {
+                return !self.session.pending.is_empty();
+            }
+            let Some(delivery) = self.session.pending.pop_front() else {
+                break;
+            };
+            self.deliver(&delivery);
+        }
+        false
+    }
+
+    pub(super) fn deliver(&mut self, delivery: &Delivery) {
+        let event = &delivery.event;
+        let topic = topics::topic_of(event);
+        if !self.allows(Action::Subscribe, &topic) {
+            return;
+        }
+        let meta = event.mqtt.as_deref();
+        if let Some(expires) = meta.and_then(|m| m.expires_at_ms)
+            && expires <= now_ms()
+        {
+            return;
+        }
+        let published_qos = meta.map_or(QoS::ExactlyOnce, |m| {
+            QoS::from_u8(m.qos).unwrap_or(QoS::AtMostOnce)
+        });
+        let mut qos = None;
+        let mut retain = false;
+        let mut ids = Vec::new();
+        // A group's message goes through its shared subscription alone; a
+        // live change through every other subscription it matches.
+        let matching = self.session.subscriptions.iter().filter(|(text, s)| {
+            match (&delivery.retained_for, &delivery.share) {
+                (Some(only), _) => *text == only,
+                (None, Some(share)) => text.as_str() == &**share,
+                (None, None) => s.share.is_none() && s.filter.matches(&topic),
+            }
+        });
+        for (_, subscription) in matching {
+            if delivery.retained_for.is_none()
+                && subscription.no_local
+                && meta.is_some_and(|m| m.client_id == self.client_id)
+            {
+                continue;
+            }
+            let granted = subscription.qos.min(published_qos);
+            qos = Some(qos.map_or(granted, |q: QoS| q.max(granted)));
+            retain |= subscription.retain_as_published;
+            if let Some(id) = subscription.id {
+                ids.push(id);
+            }
+        }
+        let Some(qos) = qos else { return };
+        let stored = event.kind != ChangeType::Publish;
+        let retain = match (&delivery.retained_for, self.version) {
+            (Some(_), _) => true,
+            (None, ProtocolVersion::V5) => retain && stored && meta.is_none_or(|m| m.retain),
+            (None, ProtocolVersion::V311) => false,
+        };
+        let mut publish = Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: topic.into_owned(),
+            packet_id: None,
+            payload: topics::payload_of(event),
+            properties: PublishProperties::default(),
+        };
+        if self.version == ProtocolVersion::V5 {
+            publish.properties = properties_for(event, meta, ids);
+        }
+        if encoded_len(&Packet::Publish(publish.clone()), self.version)
+            .is_ok_and(|len| len > self.client_max_packet)
+        {
+            // Too large for this client: discarded as if delivered [MQTT-3.1.2-25].
+            return;
+        }
+        if qos != QoS::AtMostOnce {
+            let id = self.session.allocate_packet_id();
+            publish.packet_id = NonZeroU16::new(id);
+            self.session.inflight.push_back(Outgoing {
+                packet_id: id,
+                seq: event.seq,
+                publish: publish.clone(),
+                state: if qos == QoS::AtLeastOnce {
+                    OutState::Acked
+                } else {
+                    OutState::Received
+                },
+                shared: delivery.share.as_ref().map(|subscription| SharedMessage {
+                    subscription: subscription.clone(),
+                    event: event.clone(),
+                }),
+            });
+        }
+        self.broker.store().metrics().message_out(Protocol::Mqtt);
+        self.send(&Packet::Publish(publish));
+    }
+
+    pub(super) fn finish_outgoing(&mut self, id: u16, state: OutState) {
+        if let Some(at) = self
+            .session
+            .inflight
+            .iter()
+            .position(|o| o.packet_id == id && o.state == state)
+        {
+            self.session.inflight.remove(at);
+        }
+    }
+
+    /// On session resume: everything unacknowledged goes again, in order,
+    /// PUBLISH with DUP set, PUBREL as it was [MQTT-4.4.0-1].
+    pub(super) async fn resend_inflight(&mut self) -> Result<(), End> {
+        for at in 0..self.session.inflight.len() {
+            let Some(outgoing) = self.session.inflight.get(at) else {
+                break;
+            };
+            let packet = match outgoing.state {
+                OutState::Acked | OutState::Received => {
+                    let mut publish = outgoing.publish.clone();
+                    publish.dup = true;
+                    Packet::Publish(publish)
+                }
+                OutState::Released => match NonZeroU16::new(outgoing.packet_id) {
+                    Some(id) => Packet::PubRel(Ack::new(id)),
+                    None => continue,
+                },
+            };
+            self.send(&packet);
+            if self.out.len() >= MAX_UNWRITTEN {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Moves the next messages into `pending`: a page of the oldest backfill
+/// while there is one (no live change may overtake it), else the next live change.
+pub(super) async fn pull(session: &mut Session, store: &crate::store::Store) -> Result<(), End> {
+    // What a shared subscription's group chose this session for comes in
+    // beside the feed (a group sends no retained state, so nothing to wait for).
+    if let Ok(message) = session.shared.inbox.try_recv() {
+        session.pending.push_back(shared_delivery(message));
+        return Ok(());
+    }
+    let Some(filling) = session.backfills.front_mut() else {
+        let next = {
+            let live = async {
+                match &mut session.feed {
+                    Some(feed) => feed.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(message) = session.shared.inbox.recv() => Err(message),
+                event = live => Ok(event),
+            }
+        };
+        let event = match next {
+            Ok(event) => event,
+            Err(message) => {
+                session.pending.push_back(shared_delivery(message));
+                return Ok(());
+            }
+        };
+        return match event {
+            Ok(event) => {
+                session.pending.push_back(Delivery {
+                    event,
+                    retained_for: None,
+                    share: None,
+                });
+                // Take what else is ready at once, so a burst goes out in one write.
+                if let Some(feed) = &mut session.feed {
+                    while session.pending.len() < PULL_BATCH {
+                        match feed.next().now_or_never() {
+                            Some(Ok(event)) => session.pending.push_back(Delivery {
+                                event,
+                                retained_for: None,
+                                share: None,
+                            }),
+                            Some(Err(RecvError::Lagged)) => {
+                                session.lagged = true;
+                                break;
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(RecvError::Lagged) => {
+                session.lagged = true;
+                Err(End::Refused(
+                    ReasonCode::QuotaExceeded,
+                    "too slow: more changes queued for this client than allowed".into(),
+                ))
+            }
+            Err(RecvError::Closed) => Err(End::ShuttingDown),
+        };
+    };
+    match filling.backfill.next_page(store).await {
+        Ok(Some(events)) => {
+            for event in events {
+                if topics::carried_by(&event, filling.carrier) {
+                    session.pending.push_back(Delivery {
+                        event: Arc::new(event),
+                        retained_for: filling.retained_for.clone(),
+                        share: None,
+                    });
+                }
+            }
+            Ok(())
+        }
+        Ok(None) => {
+            if let Some(done) = session.backfills.pop_front()
+                && let Some(feed) = &mut session.feed
+            {
+                feed.synced(done.backfill);
+            }
+            Ok(())
+        }
+        Err(e) => Err(store_failure(e)),
+    }
+}
+
+pub(super) fn shared_delivery(message: SharedMessage) -> Delivery {
+    Delivery {
+        event: message.event,
+        retained_for: None,
+        share: Some(message.subscription),
+    }
+}
+
+/// MQTT 5 properties of a delivery: what the publisher sent, the change's
+/// metadata for stored changes, and the matching subscription identifiers.
+pub(super) fn properties_for(
+    event: &ChangeEvent,
+    meta: Option<&MqttMeta>,
+    subscription_identifiers: Vec<NonZeroU32>,
+) -> PublishProperties {
+    let mut properties = PublishProperties {
+        subscription_identifiers,
+        ..PublishProperties::default()
+    };
+    if let Some(meta) = meta {
+        properties.payload_format_indicator = meta.payload_utf8.then_some(PayloadFormat::Utf8);
+        properties.content_type = meta.content_type.clone();
+        properties.response_topic = meta.response_topic.clone();
+        properties.correlation_data = meta.correlation_data.clone().map(Bytes::from);
+        properties.user_properties = meta.user_properties.clone();
+        properties.message_expiry_interval = meta.expires_at_ms.map(|at| {
+            u32::try_from(at.saturating_sub(now_ms()).div_ceil(1000)).unwrap_or(u32::MAX)
+        });
+    }
+    if let Some(seq) = event.seq {
+        let user = &mut properties.user_properties;
+        user.push(("seq".into(), seq.to_string()));
+        user.push(("type".into(), event.kind.as_str().into()));
+        if let Some(version) = event.version {
+            user.push(("version".into(), version.to_string()));
+        }
+        user.push(("origin".into(), origin_name(event.origin).into()));
+    }
+    properties
+}
+
+pub(super) fn origin_name(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Rest => "rest",
+        Origin::Ws => "ws",
+        Origin::Mqtt => "mqtt",
+        Origin::System => "system",
+    }
+}

@@ -1,0 +1,52 @@
+//! Where MQTT connections come in: the TCP listener, and any byte stream the
+//! HTTP side hands over (MQTT over WebSocket). Each runs as a task that
+//! shutdown waits for.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+use super::broker::Broker;
+use super::connection;
+
+impl Broker {
+    /// Accepts TCP connections until shutdown, with the broker's
+    /// housekeeping (expired sessions, `$SYS` statistics) beside it.
+    pub async fn serve(self, listener: TcpListener) {
+        let mut shutdown = self.shutdown_signal();
+        let sweeper = tokio::spawn(self.clone().sweep_expired_sessions());
+        let statistics = tokio::spawn(super::sys::publish_statistics(
+            self.clone(),
+            self.limits().sys_interval,
+        ));
+        loop {
+            tokio::select! {
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let broker = self.clone();
+                        self.tasks().spawn(async move { broker.serve_stream(stream, peer).await });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, don't spin.
+                        tracing::warn!("MQTT accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        sweeper.abort();
+        statistics.abort();
+    }
+
+    /// Runs one MQTT connection over any byte stream (TCP, or a WebSocket's).
+    pub async fn serve_stream<S>(&self, stream: S, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        connection::run(self.clone(), stream, peer).await;
+    }
+}

@@ -37,30 +37,16 @@ pub enum Scope {
 }
 
 type Sink = SplitSink<WebSocket, Message>;
-type Pending = Pin<Box<dyn Future<Output = Step> + Send>>;
-
-/// What a queued request comes to once every request before it is done.
-enum Step {
-    /// A write's reply (its change is already on the bus when it resolves).
-    Reply(ServerReply),
-    /// A transient publish that arrived while writes were in flight: it goes
-    /// on the bus only when the queue reaches it, after their changes.
-    Publish {
-        req: Option<String>,
-        table: String,
-        id: String,
-        value: Value,
-    },
-}
+/// A request's reply, once it is durable (or refused). A write's change is
+/// on the bus by the time its reply resolves.
+type Pending = Pin<Box<dyn Future<Output = ServerReply> + Send>>;
 
 /// One socket's writes and publishes in the order it sent them. Each write is
 /// queued at the store when its message is handled, so the store commits them
-/// in that order; replies come out in that order too.
+/// in that order, and a publish sent while writes are in flight joins the
+/// store's queue behind them; replies come out in that order too.
 struct Queue {
     pending: FuturesOrdered<Pending>,
-    /// A publish is waiting for the writes before it: the socket reads nothing
-    /// more until it is out, so no later write can reach the bus before it.
-    publish_waiting: bool,
 }
 
 impl Queue {
@@ -69,24 +55,7 @@ impl Queue {
     }
 
     fn ready(&mut self, reply: ServerReply) {
-        self.push(Box::pin(std::future::ready(Step::Reply(reply))));
-    }
-
-    /// The reply for a request the queue has reached, publishing it if it is a
-    /// transient message.
-    fn finish(&mut self, state: &AppState, step: Step) -> ServerReply {
-        match step {
-            Step::Reply(reply) => reply,
-            Step::Publish {
-                req,
-                table,
-                id,
-                value,
-            } => {
-                self.publish_waiting = false;
-                publish(state, req, &table, &id, value)
-            }
-        }
+        self.push(Box::pin(std::future::ready(reply)));
     }
 }
 
@@ -149,7 +118,6 @@ async fn session(
     let mut feed = Feed::new(state.store.clone());
     let mut writes = Queue {
         pending: FuturesOrdered::new(),
-        publish_waiting: false,
     };
 
     if let Some((filter, start)) = initial
@@ -162,7 +130,7 @@ async fn session(
 
     loop {
         tokio::select! {
-            message = incoming.next(), if writes.pending.len() < MAX_INFLIGHT && !writes.publish_waiting => {
+            message = incoming.next(), if writes.pending.len() < MAX_INFLIGHT => {
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => {
@@ -178,8 +146,7 @@ async fn session(
                     return;
                 }
             }
-            Some(step) = writes.pending.next(), if !writes.pending.is_empty() => {
-                let reply = writes.finish(&state, step);
+            Some(reply) = writes.pending.next(), if !writes.pending.is_empty() => {
                 if send(&state, &mut sink, &reply).await.is_err() { return; }
             }
             next = feed.next(), if feed.filter_count() > 0 => match next {
@@ -202,8 +169,7 @@ async fn session(
         }
     }
     // Let writes already sent finish and be acknowledged before closing.
-    while let Some(step) = writes.pending.next().await {
-        let reply = writes.finish(&state, step);
+    while let Some(reply) = writes.pending.next().await {
         if send(&state, &mut sink, &reply).await.is_err() {
             return;
         }
@@ -300,14 +266,21 @@ async fn handle(
                 Ok((table, Some(id))) if writes.pending.is_empty() => {
                     publish(state, req, &table, &id, value)
                 }
+                // Behind the writes still on their way, through the store's queue.
                 Ok((table, Some(id))) => {
-                    writes.publish_waiting = true;
-                    writes.push(Box::pin(std::future::ready(Step::Publish {
-                        req,
-                        table,
-                        id,
-                        value,
-                    })));
+                    match state
+                        .store
+                        .publish_queued(&table, &id, value, Origin::Ws, None)
+                        .await
+                    {
+                        Ok(queued) => writes.push(Box::pin(async move {
+                            match queued.durable().await {
+                                Ok(_) => ack(req),
+                                Err(e) => store_error(req, &e),
+                            }
+                        })),
+                        Err(e) => writes.ready(store_error(req, &e)),
+                    }
                     return Ok(());
                 }
                 Ok((_, None)) => error_reply(req, "bad_message", "a publish needs an id"),
@@ -465,10 +438,10 @@ async fn queue_write(
     }
     match state.store.enqueue(op, Origin::Ws, None).await {
         Ok(pending) => writes.push(Box::pin(async move {
-            Step::Reply(match pending.durable().await {
+            match pending.durable().await {
                 Ok(event) => written(req, &event),
                 Err(e) => store_error(req, &e),
-            })
+            }
         })),
         Err(e) => writes.ready(store_error(req, &e)),
     }

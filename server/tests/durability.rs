@@ -353,3 +353,64 @@ async fn a_failed_fsync_refuses_the_write_and_stops_the_process() {
         "seq {seq} reused (saw {seen:?})"
     );
 }
+
+/// A failed fsync refuses the write on the protocol it came from, too: an
+/// MQTT retained publish gets PUBACK 0x80 (before the DISCONNECT that the
+/// stopping server sends) and a WebSocket write an error reply.
+#[tokio::test]
+async fn a_failed_fsync_refuses_mqtt_and_websocket_writes_with_their_own_errors() {
+    use common::mqtt::{Raw, connect_packet, publish};
+    use marquee::mqtt::{Packet, ProtocolVersion, QoS, ReasonCode};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_path(&dir);
+    let http = client();
+    let fail_next = [("MARQUEE_FAULT_FAIL_FSYNC_AFTER", "0")];
+
+    let mut server = ChildServer::spawn_with_env(&data, &[], &fail_next);
+    let (mut raw, _) = Raw::connect(
+        server.mqtt,
+        connect_packet(ProtocolVersion::V5, "doomed", true),
+    )
+    .await;
+    raw.send(&publish(
+        "devices/by-mqtt",
+        QoS::AtLeastOnce,
+        7,
+        true,
+        br#"{"n":1}"#,
+    ))
+    .await;
+    match raw.recv().await {
+        Some(Packet::PubAck(ack)) => {
+            assert_eq!(ack.packet_id.get(), 7);
+            assert_eq!(ack.reason_code, ReasonCode::UnspecifiedError);
+        }
+        other => panic!("expected PUBACK 0x80, got {other:?}"),
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("the process exits after a failed fsync");
+    assert!(!status.success(), "exit status {status:?}");
+
+    let mut server = ChildServer::spawn_with_env(&data, &[], &fail_next);
+    let ws_url = format!("{}/api/ws", server.url.replacen("http", "ws", 1));
+    let mut ws = WsClient::connect(&ws_url).await;
+    ws.send(
+        json!({"type": "put", "req": "w1", "table": "devices", "id": "by-ws", "value": {"n": 1}}),
+    )
+    .await;
+    let mut others = Vec::new();
+    let refused = ws.reply("w1", &mut others).await;
+    assert_eq!(refused["error"]["code"], "storage_failed", "{refused}");
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("the process exits after a failed fsync");
+    assert!(!status.success(), "exit status {status:?}");
+
+    // What the failed batch left is for recovery to decide; the store opens
+    // and takes writes again.
+    let server = ChildServer::spawn(&data, &[]);
+    let after = put(&http, &server.url, "/api/devices/after", &json!({})).await;
+    assert_eq!(after.status(), 201);
+}

@@ -587,6 +587,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     /// Says goodbye, publishes the will if the client did not leave cleanly,
     /// and keeps or ends the session.
     async fn close(mut self, end: End) {
+        // The socket is gone: nothing can be said on it.
+        let gone = matches!(end, End::Closed);
         let (reason, publish_will, takeover) = match end {
             End::Disconnected { will } => (None, will, None),
             End::Closed => (None, true, None),
@@ -602,6 +604,15 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 None,
             ),
         };
+        // Writes already handed to the store finish first, and their
+        // acknowledgements (or refusals: a failed fsync is 0x80) go out before
+        // any DISCONNECT, so the client learns what became durable.
+        while let Some(done) = self.writes.next().await {
+            self.acknowledge(done);
+        }
+        if gone {
+            self.out.clear();
+        }
         if let Some((code, why)) = reason {
             if !why.is_empty() {
                 tracing::debug!(client_id = %self.client_id, ?code, "closing: {why}");
@@ -618,9 +629,6 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         }
         let _ = self.flush().await;
         let _ = self.writer.shutdown().await;
-
-        // Let acknowledged-or-not writes finish: they are already queued.
-        while self.writes.next().await.is_some() {}
         self.session
             .incoming
             .retain(|_, s| *s == Incoming::Received);

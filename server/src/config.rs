@@ -61,6 +61,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
+    /// Accounts, on the data directory of a stopped server.
+    Admin(crate::admin::AdminArgs),
 }
 
 #[derive(Debug, Clone, Default, Args)]

@@ -21,6 +21,8 @@
 )]
 
 pub mod access;
+pub mod admin;
+pub mod auth;
 pub mod bus;
 pub mod clock;
 pub mod config;

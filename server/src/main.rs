@@ -10,15 +10,26 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // `marquee admin` is a short command whose output a person reads: only
+    // warnings on stderr unless RUST_LOG asks for more.
+    let default_level = match cli.command {
+        Some(Command::Admin(_)) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
 
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Admin(args)) => {
+            let mut input = std::io::stdin().lock();
+            let mut output = std::io::stdout().lock();
+            return Ok(marquee::admin::run(args, &mut input, &mut output).await?);
+        }
         None => cli.serve,
     };
     let config = args.resolve().context("invalid configuration")?;

@@ -36,15 +36,19 @@ impl ApiError {
 /// The status each store error is reported with.
 pub fn status_of(e: &StoreError) -> StatusCode {
     match e {
-        StoreError::NoSuchTable(_) | StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        StoreError::NoSuchTable(_) | StoreError::NotFound(_) | StoreError::NoSuchAccount(_) => {
+            StatusCode::NOT_FOUND
+        }
         StoreError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
         StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
         StoreError::BadName(_) => StatusCode::BAD_REQUEST,
-        StoreError::TableExists(_) | StoreError::TableNotEmpty(_) => StatusCode::CONFLICT,
+        StoreError::TableExists(_)
+        | StoreError::TableNotEmpty(_)
+        | StoreError::AccountExists(_) => StatusCode::CONFLICT,
         StoreError::BuiltIn(_) => StatusCode::FORBIDDEN,
         StoreError::ResumeGap { .. } => StatusCode::GONE,
         StoreError::ShuttingDown | StoreError::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
-        StoreError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        StoreError::Storage(_) | StoreError::InUse => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -144,6 +144,13 @@ pub enum StoreError {
     Failed(String),
     #[error("storage failure: {0}")]
     Storage(String),
+    #[error("an account named '{0}' already exists")]
+    AccountExists(String),
+    #[error("there is no account named '{0}'")]
+    NoSuchAccount(String),
+    /// Another process holds the data directory (fjall's lock).
+    #[error("the data directory is in use by another process (is Marquee running on it?)")]
+    InUse,
 }
 
 impl StoreError {
@@ -162,13 +169,19 @@ impl StoreError {
             StoreError::ShuttingDown => "shutting_down",
             StoreError::Failed(_) => "storage_failed",
             StoreError::Storage(_) => "storage",
+            StoreError::AccountExists(_) => "account_exists",
+            StoreError::NoSuchAccount(_) => "no_such_account",
+            StoreError::InUse => "data_dir_in_use",
         }
     }
 }
 
 impl From<fjall::Error> for StoreError {
     fn from(e: fjall::Error) -> Self {
-        StoreError::Storage(e.to_string())
+        match e {
+            fjall::Error::Locked => StoreError::InUse,
+            e => StoreError::Storage(e.to_string()),
+        }
     }
 }
 
@@ -200,6 +213,8 @@ struct Shared {
     records: Keyspace,
     changes: Keyspace,
     meta: Keyspace,
+    /// Accounts by user name; never reachable through the record API.
+    accounts: Keyspace,
     tables: Tables,
     writes: mpsc::Sender<writer::Request>,
     durable: watch::Receiver<u64>,
@@ -246,6 +261,7 @@ impl Store {
         let records = db.keyspace("records", KeyspaceCreateOptions::default)?;
         let changes = db.keyspace("changes", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let accounts = db.keyspace("accounts", KeyspaceCreateOptions::default)?;
 
         let last_seq = meta.get(LAST_SEQ_KEY)?.map(|v| decode_seq(&v)).unwrap_or(0);
         let first_logged = match changes.first_key_value() {
@@ -294,6 +310,7 @@ impl Store {
                 records: records.clone(),
                 changes: changes.clone(),
                 meta: meta.clone(),
+                accounts: accounts.clone(),
                 tables: tables.clone(),
                 last_seq,
                 window: options.change_log_window.max(1),
@@ -313,6 +330,7 @@ impl Store {
                 records,
                 changes,
                 meta,
+                accounts,
                 tables,
                 writes,
                 durable,
@@ -384,6 +402,38 @@ impl Store {
         self.submit(writer::Command::SetMeta(key, state))
             .await
             .map(|_| ())
+    }
+
+    /// Stores an account under its user name, durably: `create` refuses a
+    /// name that is taken, otherwise the account must exist.
+    pub async fn put_account(
+        &self,
+        username: &str,
+        account: Vec<u8>,
+        create: bool,
+    ) -> Result<(), StoreError> {
+        self.submit(writer::Command::PutAccount {
+            username: username.to_owned(),
+            account,
+            create,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// An account as stored, by user name.
+    pub fn account(&self, username: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.shared.accounts.get(username)?.map(|v| v.to_vec()))
+    }
+
+    /// Every account as stored, in user-name order.
+    pub fn accounts(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self.shared.accounts.iter() {
+            let (_, value) = guard.into_inner()?;
+            out.push(value.to_vec());
+        }
+        Ok(out)
     }
 
     /// Every saved MQTT session: client id and state.

@@ -29,6 +29,12 @@ pub(super) enum Command {
     DropTable(String),
     /// Put a transient message on the bus after the changes queued before it.
     Publish(Arc<ChangeEvent>),
+    /// Store an account: `create` only if the name is free, else only if it exists.
+    PutAccount {
+        username: String,
+        account: Vec<u8>,
+        create: bool,
+    },
     /// Set (or with `None` remove) a key of the meta keyspace, durably.
     SetMeta(Vec<u8>, Option<Vec<u8>>),
     /// Commit everything queued before this, then exit.
@@ -49,6 +55,7 @@ pub(super) struct Writer {
     pub records: Keyspace,
     pub changes: Keyspace,
     pub meta: Keyspace,
+    pub accounts: Keyspace,
     pub tables: Tables,
     pub last_seq: u64,
     pub window: u64,
@@ -86,6 +93,8 @@ struct Overlay {
     records: HashMap<Vec<u8>, Option<StoredRecord>>,
     /// The last version of records the batch deleted.
     tombstones: HashMap<Vec<u8>, u64>,
+    /// Accounts the batch created.
+    accounts: std::collections::HashSet<String>,
 }
 
 impl Writer {
@@ -146,6 +155,11 @@ impl Writer {
                 Command::Publish(event) => Ok(Outcome::Publish(event)),
                 Command::DeclareTable(decl) => self.declare(decl, &mut batch),
                 Command::DropTable(name) => self.drop_table(name, &overlay, &mut batch),
+                Command::PutAccount {
+                    username,
+                    account,
+                    create,
+                } => self.put_account(username, account, create, &mut overlay, &mut batch),
                 Command::SetMeta(key, value) => {
                     match value {
                         Some(value) => batch.insert(&self.meta, key, value),
@@ -413,6 +427,26 @@ impl Writer {
             candidate = format!("{base}-{n}");
         }
         Err(StoreError::Storage("no free id".into()))
+    }
+
+    fn put_account(
+        &self,
+        username: String,
+        account: Vec<u8>,
+        create: bool,
+        overlay: &mut Overlay,
+        batch: &mut fjall::OwnedWriteBatch,
+    ) -> Result<Outcome, StoreError> {
+        let exists =
+            overlay.accounts.contains(&username) || self.accounts.contains_key(&username)?;
+        match (create, exists) {
+            (true, true) => return Err(StoreError::AccountExists(username)),
+            (false, false) => return Err(StoreError::NoSuchAccount(username)),
+            _ => {}
+        }
+        batch.insert(&self.accounts, username.as_bytes(), account);
+        overlay.accounts.insert(username);
+        Ok(Outcome::Done)
     }
 
     fn declare(

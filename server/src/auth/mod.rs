@@ -1,0 +1,119 @@
+//! Accounts: who may sign in, with which role, and how their passwords are
+//! kept. Each account lives in the store's own `accounts` keyspace (written
+//! durably through the writer like everything else, and never reachable
+//! through the record API); passwords are argon2id hashes, checked a few at
+//! a time off the async runtime.
+//!
+//! This is the first part of accounts and sign-in (issue 9): the store, the
+//! hashes and `marquee admin`. Nothing here is consulted by the protocols yet.
+
+mod account;
+mod password;
+
+pub use account::{Account, MAX_USERNAME_LEN, Role, normalize_username};
+pub use password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, Passwords, generate_password};
+
+use crate::clock;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    BadUsername(String),
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+    #[error("a stored account cannot be read: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The accounts kept in a store. Cheap to clone.
+#[derive(Clone)]
+pub struct Accounts {
+    store: Store,
+    passwords: Passwords,
+}
+
+impl Accounts {
+    pub fn new(store: Store, passwords: Passwords) -> Self {
+        Self { store, passwords }
+    }
+
+    /// Creates an account; refuses a user name that is taken.
+    pub async fn create(
+        &self,
+        username: &str,
+        role: Role,
+        password: &str,
+    ) -> Result<Account, AuthError> {
+        let username = normalize_username(username)?;
+        let now = clock::now_millis();
+        let account = Account {
+            username,
+            role,
+            password_hash: self.passwords.hash(password).await?,
+            disabled: false,
+            created_ms: now,
+            changed_ms: now,
+        };
+        self.save(&account, true).await?;
+        Ok(account)
+    }
+
+    /// Gives an existing account a new password.
+    pub async fn set_password(&self, username: &str, password: &str) -> Result<(), AuthError> {
+        let username = normalize_username(username)?;
+        let mut account = self
+            .get(&username)?
+            .ok_or_else(|| StoreError::NoSuchAccount(username.clone()))?;
+        account.password_hash = self.passwords.hash(password).await?;
+        account.changed_ms = clock::now_millis();
+        self.save(&account, false).await
+    }
+
+    /// The account with this user name, if there is one.
+    pub fn get(&self, username: &str) -> Result<Option<Account>, AuthError> {
+        let Ok(username) = normalize_username(username) else {
+            return Ok(None);
+        };
+        self.store
+            .account(&username)?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    /// Every account, in user-name order.
+    pub fn list(&self) -> Result<Vec<Account>, AuthError> {
+        self.store.accounts()?.iter().map(|b| decode(b)).collect()
+    }
+
+    /// The account, if `password` is its password and it may sign in. An
+    /// unknown user name costs the same time as a wrong password.
+    pub async fn check(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Account>, AuthError> {
+        let account = self.get(username)?;
+        let stored = account.as_ref().map(|a| a.password_hash.as_str());
+        if !self.passwords.verify(stored, password).await {
+            return Ok(None);
+        }
+        Ok(account.filter(|a| !a.disabled))
+    }
+
+    async fn save(&self, account: &Account, create: bool) -> Result<(), AuthError> {
+        let bytes = serde_json::to_vec(account).map_err(|e| AuthError::Corrupt(e.to_string()))?;
+        self.store
+            .put_account(&account.username, bytes, create)
+            .await?;
+        Ok(())
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Account, AuthError> {
+    serde_json::from_slice(bytes).map_err(|e| AuthError::Corrupt(e.to_string()))
+}

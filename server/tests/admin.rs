@@ -1,0 +1,201 @@
+//! `marquee admin`, run as a person would: the binary on a data directory,
+//! then the accounts it left checked through the library, and a server
+//! started on the same directory.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{ChildServer, client, get_json};
+use marquee::auth::{Accounts, Passwords, Role};
+use marquee::bus::Bus;
+use marquee::store::{Store, StoreOptions};
+
+/// Runs `marquee admin ARGS` on `data`, with `stdin` as its standard input.
+fn admin(data: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
+        .arg("admin")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn marquee admin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The command failed, saying `why` on stderr.
+fn assert_refused(out: &Output, why: &str) {
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "accepted; wanted a refusal saying {why:?}"
+    );
+    assert!(stderr.contains(why), "{stderr}");
+}
+
+/// The accounts in a data directory no server holds.
+fn accounts(data: &Path) -> (Accounts, Store) {
+    let metrics = std::sync::Arc::new(marquee::metrics::Metrics::default());
+    let store = Store::open(
+        StoreOptions {
+            data_dir: data.to_path_buf(),
+            change_log_window: 1000,
+            tables: Vec::new(),
+            fail_persist_after: None,
+        },
+        Bus::new(8, metrics.clone()),
+        metrics,
+    )
+    .unwrap();
+    (Accounts::new(store.clone(), Passwords::new()), store)
+}
+
+#[tokio::test]
+async fn create_list_and_reset_accounts_on_a_stopped_servers_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    let out = admin(
+        &data,
+        &["create-user", "Alice", "--password-stdin"],
+        "correct horse\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Created 'alice' (admin).\n");
+
+    let out = admin(&data, &["create-user", "bob", "--role", "viewer"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let generated = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Password (shown only now): "))
+        .unwrap_or_else(|| panic!("no generated password in {stdout:?}"))
+        .to_owned();
+    assert_eq!(generated.len(), 24);
+
+    let out = admin(
+        &data,
+        &["create-user", "ALICE", "--password-stdin"],
+        "another one\n",
+    );
+    assert_refused(&out, "already exists");
+
+    let out = admin(
+        &data,
+        &["create-user", "carol", "--password-stdin"],
+        "short\n",
+    );
+    assert_refused(&out, "at least 8 characters");
+    let out = admin(
+        &data,
+        &["create-user", "a/b", "--password-stdin"],
+        "long enough\n",
+    );
+    assert_refused(&out, "user name");
+
+    let out = admin(&data, &["list-users"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: Vec<Vec<String>> = text(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().take(3).map(str::to_owned).collect())
+        .collect();
+    assert_eq!(
+        listed,
+        vec![vec!["alice", "admin", "no"], vec!["bob", "viewer", "no"]]
+    );
+    assert!(
+        !text(&out.stdout).contains("argon2"),
+        "hashes are never shown"
+    );
+
+    let out = admin(
+        &data,
+        &["reset-password", "alice", "--password-stdin"],
+        "battery staple\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = admin(
+        &data,
+        &["reset-password", "nobody", "--password-stdin"],
+        "battery staple\n",
+    );
+    assert_refused(&out, "no account named 'nobody'");
+
+    let (accounts, store) = accounts(&data);
+    let alice = accounts.check("alice", "battery staple").await.unwrap();
+    assert_eq!(alice.map(|a| a.role), Some(Role::Admin));
+    assert!(
+        accounts
+            .check("alice", "correct horse")
+            .await
+            .unwrap()
+            .is_none(),
+        "old password still works"
+    );
+    assert!(accounts.check("bob", &generated).await.unwrap().is_some());
+    assert!(
+        accounts
+            .check("nobody", &generated)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_running_servers_data_is_left_alone_and_accounts_are_no_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = admin(
+        &data,
+        &["create-user", "alice", "--password-stdin"],
+        "correct horse\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let server = ChildServer::spawn(&data, &[]);
+    let out = admin(
+        &data,
+        &["create-user", "mallory", "--password-stdin"],
+        "correct horse\n",
+    );
+    assert_refused(&out, "in use");
+
+    // Accounts are not a table, and writing them made no change events.
+    let http = client();
+    let (status, _) = get_json(&http, &server.url, "/api/accounts/alice").await;
+    assert_eq!(status, 404);
+    let (status, tables) = get_json(&http, &server.url, "/api/_tables").await;
+    assert_eq!(status, 200);
+    assert!(!tables.to_string().contains("\"accounts\""), "{tables}");
+    let (_, changes) = get_json(&http, &server.url, "/api/changes?since=0").await;
+    assert_eq!(changes["changes"], serde_json::json!([]), "{changes}");
+    drop(server);
+
+    let (accounts, store) = accounts(&data);
+    let names: Vec<String> = accounts
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.username)
+        .collect();
+    assert_eq!(names, vec!["alice"]);
+    store.shutdown().await;
+}

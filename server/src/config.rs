@@ -29,10 +29,30 @@ pub struct Config {
     pub mqtt_limits: Limits,
     /// Who may publish and subscribe to what.
     pub access: Access,
+    /// The admin to create at start if none exists (`MARQUEE_ADMIN_USER`,
+    /// `MARQUEE_ADMIN_PASSWORD`: environment only, never a command-line
+    /// flag that `ps` would show).
+    pub admin_bootstrap: Option<AdminBootstrap>,
     /// Test hook (from `MARQUEE_FAULT_FAIL_FSYNC_AFTER` only): after this many
     /// commits the next fsync fails, to exercise the failure path.
     #[doc(hidden)]
     pub fail_fsync_after: Option<u64>,
+}
+
+/// An admin account to create at start when there is none.
+#[derive(Clone)]
+pub struct AdminBootstrap {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for AdminBootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminBootstrap")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
 }
 
 pub const DEFAULT_HTTP: &str = "127.0.0.1:3000";
@@ -248,6 +268,16 @@ impl ServeArgs {
             access: Access::new(file.mqtt.allow_anonymous.unwrap_or(true), file.acl)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?,
             tables: file.tables,
+            admin_bootstrap: std::env::var("MARQUEE_ADMIN_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .map(|password| AdminBootstrap {
+                    username: std::env::var("MARQUEE_ADMIN_USER")
+                        .ok()
+                        .filter(|u| !u.is_empty())
+                        .unwrap_or_else(|| "admin".into()),
+                    password,
+                }),
             fail_fsync_after: std::env::var(crate::store::FAULT_ENV)
                 .ok()
                 .and_then(|n| n.parse().ok()),

@@ -62,6 +62,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot create the admin account from MARQUEE_ADMIN_PASSWORD: {0}")]
+    Admin(#[from] auth::AuthError),
 }
 
 /// A started server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -96,6 +98,15 @@ impl Server {
             bus,
             metrics.clone(),
         )?;
+        if let Some(seed) = &config.admin_bootstrap {
+            let accounts = auth::Accounts::new(store.clone(), auth::Passwords::new());
+            if accounts
+                .create_first_admin(&seed.username, &seed.password)
+                .await?
+            {
+                tracing::info!(username = %seed.username, "created the admin account from MARQUEE_ADMIN_PASSWORD");
+            }
+        }
         let listener =
             TcpListener::bind(config.http)
                 .await

@@ -199,3 +199,42 @@ async fn a_running_servers_data_is_left_alone_and_accounts_are_no_records() {
     assert_eq!(names, vec!["alice"]);
     store.shutdown().await;
 }
+
+/// `MARQUEE_ADMIN_PASSWORD` (and `MARQUEE_ADMIN_USER`) make the admin at
+/// start, durably before the server says where it listens, and only while
+/// there is no admin: a later start with another password changes nothing.
+#[tokio::test]
+async fn the_environment_seeds_the_first_admin_and_only_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let seed = |user: &str, password: &str| {
+        let mut server = ChildServer::spawn_with_env(
+            &data,
+            &[],
+            &[
+                ("MARQUEE_ADMIN_USER", user),
+                ("MARQUEE_ADMIN_PASSWORD", password),
+            ],
+        );
+        server.kill();
+    };
+    seed("Root", "first secret");
+    seed("other", "second secret");
+
+    let (accounts, store) = accounts(&data);
+    let list: Vec<(String, Role)> = accounts
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.username, a.role))
+        .collect();
+    assert_eq!(list, vec![("root".to_owned(), Role::Admin)]);
+    assert!(
+        accounts
+            .check("root", "first secret")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.shutdown().await;
+}

@@ -63,6 +63,21 @@ impl Accounts {
         Ok(account)
     }
 
+    /// Creates an admin account, only if no admin exists yet; returns whether
+    /// it did. For automation (`MARQUEE_ADMIN_PASSWORD`): there is never a
+    /// default password.
+    pub async fn create_first_admin(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<bool, AuthError> {
+        if self.list()?.iter().any(|a| a.role == Role::Admin) {
+            return Ok(false);
+        }
+        self.create(username, Role::Admin, password).await?;
+        Ok(true)
+    }
+
     /// Gives an existing account a new password.
     pub async fn set_password(&self, username: &str, password: &str) -> Result<(), AuthError> {
         let username = normalize_username(username)?;

@@ -4,14 +4,17 @@
 //! through the record API); passwords are argon2id hashes, checked a few at
 //! a time off the async runtime.
 //!
-//! This is the first part of accounts and sign-in (issue 9): the store, the
-//! hashes and `marquee admin`. Nothing here is consulted by the protocols yet.
+//! This is the first part of accounts and sign-in (issue 9): accounts and
+//! tokens in the store, the hashes and `marquee admin`. Nothing here is
+//! consulted by the protocols yet.
 
 mod account;
 mod password;
+mod tokens;
 
 pub use account::{Account, MAX_USERNAME_LEN, Role, normalize_username};
 pub use password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, Passwords, generate_password};
+pub use tokens::{Lifetime, Token, TokenId, TokenKind, Tokens};
 
 use crate::clock;
 use crate::store::{Store, StoreError};

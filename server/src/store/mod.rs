@@ -49,6 +49,9 @@ pub const MAX_PAGE: usize = 1000;
 /// always holds at least one), so a page of large records stays small.
 pub const PAGE_BYTES: usize = 1 << 20;
 
+/// A key and its value as stored, for keyspaces the store does not interpret.
+pub type RawEntry = (Vec<u8>, Vec<u8>);
+
 /// How the store is opened.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -215,6 +218,9 @@ struct Shared {
     meta: Keyspace,
     /// Accounts by user name; never reachable through the record API.
     accounts: Keyspace,
+    /// Sign-in and API tokens by the SHA-256 of their secret; never reachable
+    /// through the record API either.
+    tokens: Keyspace,
     tables: Tables,
     writes: mpsc::Sender<writer::Request>,
     durable: watch::Receiver<u64>,
@@ -262,6 +268,7 @@ impl Store {
         let changes = db.keyspace("changes", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let accounts = db.keyspace("accounts", KeyspaceCreateOptions::default)?;
+        let tokens = db.keyspace("tokens", KeyspaceCreateOptions::default)?;
 
         let last_seq = meta.get(LAST_SEQ_KEY)?.map(|v| decode_seq(&v)).unwrap_or(0);
         let first_logged = match changes.first_key_value() {
@@ -311,6 +318,7 @@ impl Store {
                 changes: changes.clone(),
                 meta: meta.clone(),
                 accounts: accounts.clone(),
+                tokens: tokens.clone(),
                 tables: tables.clone(),
                 last_seq,
                 window: options.change_log_window.max(1),
@@ -331,6 +339,7 @@ impl Store {
                 changes,
                 meta,
                 accounts,
+                tokens,
                 tables,
                 writes,
                 durable,
@@ -432,6 +441,28 @@ impl Store {
         for guard in self.shared.accounts.iter() {
             let (_, value) = guard.into_inner()?;
             out.push(value.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Stores (or with `None` removes) a token under the hash of its secret, durably.
+    pub async fn set_token(&self, hash: &[u8], token: Option<Vec<u8>>) -> Result<(), StoreError> {
+        self.submit(writer::Command::SetToken(hash.to_vec(), token))
+            .await
+            .map(|_| ())
+    }
+
+    /// A token as stored, by the hash of its secret.
+    pub fn token(&self, hash: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.shared.tokens.get(hash)?.map(|v| v.to_vec()))
+    }
+
+    /// Every token as stored: the hash of its secret and the token.
+    pub fn tokens(&self) -> Result<Vec<RawEntry>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self.shared.tokens.iter() {
+            let (key, value) = guard.into_inner()?;
+            out.push((key.to_vec(), value.to_vec()));
         }
         Ok(out)
     }

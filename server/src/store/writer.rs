@@ -37,6 +37,8 @@ pub(super) enum Command {
     },
     /// Set (or with `None` remove) a key of the meta keyspace, durably.
     SetMeta(Vec<u8>, Option<Vec<u8>>),
+    /// Set (or with `None` remove) a key of the tokens keyspace, durably.
+    SetToken(Vec<u8>, Option<Vec<u8>>),
     /// Commit everything queued before this, then exit.
     Stop,
 }
@@ -56,6 +58,7 @@ pub(super) struct Writer {
     pub changes: Keyspace,
     pub meta: Keyspace,
     pub accounts: Keyspace,
+    pub tokens: Keyspace,
     pub tables: Tables,
     pub last_seq: u64,
     pub window: u64,
@@ -160,6 +163,13 @@ impl Writer {
                     account,
                     create,
                 } => self.put_account(username, account, create, &mut overlay, &mut batch),
+                Command::SetToken(key, value) => {
+                    match value {
+                        Some(value) => batch.insert(&self.tokens, key, value),
+                        None => batch.remove(&self.tokens, key),
+                    }
+                    Ok(Outcome::Done)
+                }
                 Command::SetMeta(key, value) => {
                     match value {
                         Some(value) => batch.insert(&self.meta, key, value),

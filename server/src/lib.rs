@@ -151,13 +151,18 @@ impl Server {
             shutdown: stopping.clone(),
             access: Arc::new(config.access.clone()),
             tasks: tasks.clone(),
+            accounts: auth::Accounts::new(store.clone(), auth::Passwords::new()),
+            tokens: auth::Tokens::new(store.clone()),
+            throttle: Arc::new(auth::Throttle::new()),
+            origins: http::own_origins(http_addr).into(),
         };
         let router = http::router(state, leptos_options(&config, http_addr))
             .merge(mqtt::websocket::router(broker));
         let mut until_stopped = stopping;
         let listener = http::LimitedListener::new(listener, config.http_max_connections);
         let http = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let service = router.into_make_service_with_connect_info::<http::Peer>();
+            let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
                 let _ = until_stopped.wait_for(|s| *s).await;
             });
             if let Err(e) = serve.await {

@@ -10,8 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use common::{ChildServer, client, get_json};
 use marquee::auth::{Accounts, Passwords, Role};
-use marquee::bus::Bus;
-use marquee::store::{Store, StoreOptions};
+use marquee::store::Store;
 
 /// Runs `marquee admin ARGS` on `data`, with `stdin` as its standard input.
 fn admin(data: &Path, args: &[&str], stdin: &str) -> Output {
@@ -50,18 +49,7 @@ fn assert_refused(out: &Output, why: &str) {
 
 /// The accounts in a data directory no server holds.
 fn accounts(data: &Path) -> (Accounts, Store) {
-    let metrics = std::sync::Arc::new(marquee::metrics::Metrics::default());
-    let store = Store::open(
-        StoreOptions {
-            data_dir: data.to_path_buf(),
-            change_log_window: 1000,
-            tables: Vec::new(),
-            fail_persist_after: None,
-        },
-        Bus::new(8, metrics.clone()),
-        metrics,
-    )
-    .unwrap();
+    let store = common::open_store(data);
     (Accounts::new(store.clone(), Passwords::new()), store)
 }
 

@@ -10,10 +10,12 @@
 
 mod account;
 mod password;
+mod throttle;
 mod tokens;
 
 pub use account::{Account, MAX_USERNAME_LEN, Role, normalize_username};
 pub use password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, Passwords, generate_password};
+pub use throttle::Throttle;
 pub use tokens::{Lifetime, Token, TokenId, TokenKind, Tokens};
 
 use crate::clock;

@@ -11,6 +11,10 @@ use crate::store::StoreError;
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,
+    /// Seconds to send as `Retry-After` (429).
+    pub retry_after: Option<u64>,
+    /// Send `WWW-Authenticate: Bearer realm="marquee"` (401).
+    pub www_authenticate: bool,
 }
 
 impl ApiError {
@@ -21,6 +25,8 @@ impl ApiError {
                 code: code.to_owned(),
                 message: message.into(),
             },
+            retry_after: None,
+            www_authenticate: false,
         }
     }
 
@@ -64,6 +70,17 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.body });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(seconds) = self.retry_after {
+            headers.insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        if self.www_authenticate {
+            headers.insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"marquee\""),
+            );
+        }
+        response
     }
 }

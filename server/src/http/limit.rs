@@ -154,3 +154,16 @@ mod tests {
         assert_eq!(json["error"]["code"], "too_many_connections");
     }
 }
+
+/// The address a request came from, for handlers that need it
+/// (`ConnectInfo<Peer>`): the sign-in throttle counts failures per address.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}

@@ -1,6 +1,7 @@
 //! The HTTP side: REST, Server-Sent Events and WebSockets over the same
 //! records, plus `/healthz`, `/metrics` and the web app itself.
 
+mod auth;
 mod error;
 mod limit;
 mod preview;
@@ -20,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 pub use error::ApiError;
-pub use limit::LimitedListener;
+pub use limit::{LimitedListener, Peer};
 
 use crate::access::{Access, Action, Identity};
 use crate::metrics::Metrics;
@@ -39,6 +40,31 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// Stream tasks are spawned here, so shutdown can wait for them.
     pub tasks: tokio_util::task::TaskTracker,
+    pub accounts: crate::auth::Accounts,
+    pub tokens: crate::auth::Tokens,
+    pub throttle: Arc<crate::auth::Throttle>,
+    /// The origins a cookie-authenticated change may come from: this
+    /// server's own addresses (never taken from a request's `Host`).
+    pub origins: Arc<[String]>,
+}
+
+/// The origins a browser uses for pages served from `addr`: the address
+/// itself, and `localhost` for a loopback or unspecified address.
+pub fn own_origins(addr: std::net::SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    let ip = addr.ip();
+    let mut origins = Vec::new();
+    if !ip.is_unspecified() {
+        origins.push(format!("http://{addr}"));
+    }
+    if ip.is_loopback() || ip.is_unspecified() {
+        origins.push(format!("http://localhost:{port}"));
+        origins.push(format!("http://127.0.0.1:{port}"));
+        origins.push(format!("http://[::1]:{port}"));
+    }
+    origins.sort();
+    origins.dedup();
+    origins
 }
 
 /// Checks `action` on `topic` (an MQTT topic or filter) for an HTTP client,
@@ -90,6 +116,10 @@ pub fn router(state: AppState, leptos_options: LeptosOptions) -> Router {
             only(get(rest::get_table).delete(rest::drop_table)),
         )
         .route("/changes", only(get(rest::changes)))
+        .route("/auth/login", only(axum::routing::post(auth::login)))
+        .route("/auth/logout", only(axum::routing::post(auth::logout)))
+        .route("/auth/me", only(get(auth::me)))
+        .route("/auth/password", only(axum::routing::post(auth::password)))
         .route("/ws", only(get(ws::multiplexed)))
         // A literal path: the router prefers it to `/{table}/{id}/...`, whatever the order.
         .route("/signs/{id}/preview.png", only(get(preview::preview)))

@@ -38,7 +38,7 @@ pub const MQTT_TABLE: &str = "mqtt";
 /// Longest MQTT topic kept as a record id in [`MQTT_TABLE`], in bytes.
 pub const MAX_TOPIC_ID_LEN: usize = 1024;
 /// Names taken by API paths (`/api/changes`, `/api/ws`).
-const RESERVED_TABLES: &[&str] = &["changes", "ws"];
+const RESERVED_TABLES: &[&str] = &["changes", "ws", "auth"];
 /// Longest record id, in bytes.
 pub const MAX_ID_LEN: usize = 256;
 /// Longest table name, in bytes.

@@ -354,3 +354,20 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// The store of a data directory no server holds, opened in this process.
+pub fn open_store(data_dir: &Path) -> marquee::store::Store {
+    let metrics = std::sync::Arc::new(marquee::metrics::Metrics::default());
+    marquee::store::Store::open(
+        marquee::store::StoreOptions {
+            data_dir: data_dir.to_path_buf(),
+            // Large enough never to trim the log the server kept.
+            change_log_window: u64::MAX,
+            tables: Vec::new(),
+            fail_persist_after: None,
+        },
+        marquee::bus::Bus::new(8, metrics.clone()),
+        metrics,
+    )
+    .expect("open the store")
+}

@@ -1,0 +1,171 @@
+//! Slows password guessing (SECURITY.md §7.7). Per account: after 5
+//! failures within 15 minutes, attempts are refused for a time that doubles
+//! with each further failure (2 s, 4 s, … at most 15 minutes) — a growing
+//! delay, not a lock-out an attacker could hold forever. Per address: 20
+//! failures within a minute refuse that address for a minute. Loopback is
+//! not exempt. The counts live in memory (a restart forgets them) and are
+//! bounded: past the bound, expired entries go, and then new ones are not
+//! tracked (the other counter still is).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const ACCOUNT_FREE_FAILURES: u32 = 5;
+const ACCOUNT_WINDOW: Duration = Duration::from_secs(15 * 60);
+const ACCOUNT_MAX_WAIT: Duration = Duration::from_secs(15 * 60);
+const PEER_FAILURES: u32 = 20;
+const PEER_WINDOW: Duration = Duration::from_secs(60);
+const PEER_WAIT: Duration = Duration::from_secs(60);
+/// Accounts and addresses tracked at most, each.
+const MAX_TRACKED: usize = 10_000;
+
+#[derive(Default)]
+pub struct Throttle {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    accounts: HashMap<String, Failures>,
+    peers: HashMap<IpAddr, Failures>,
+}
+
+struct Failures {
+    count: u32,
+    since: Instant,
+    blocked_until: Option<Instant>,
+}
+
+impl Throttle {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `Err(wait)` if an attempt for `username` from `peer` must be refused now.
+    pub fn check(&self, username: &str, peer: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        let state = self.state();
+        let waits = [
+            state.accounts.get(username).and_then(|f| f.wait(now)),
+            state.peers.get(&peer).and_then(|f| f.wait(now)),
+        ];
+        match waits.into_iter().flatten().max() {
+            Some(wait) => Err(wait),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed attempt.
+    pub fn failed(&self, username: &str, peer: IpAddr) {
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some(f) = track(
+            &mut state.accounts,
+            username.to_owned(),
+            now,
+            ACCOUNT_WINDOW,
+        ) && f.count > ACCOUNT_FREE_FAILURES
+        {
+            let doublings = (f.count - ACCOUNT_FREE_FAILURES - 1).min(20);
+            let wait = Duration::from_secs(2u64 << doublings).min(ACCOUNT_MAX_WAIT);
+            f.blocked_until = Some(now + wait);
+        }
+        if let Some(f) = track(&mut state.peers, peer, now, PEER_WINDOW)
+            && f.count >= PEER_FAILURES
+        {
+            f.blocked_until = Some(now + PEER_WAIT);
+        }
+    }
+
+    /// A successful sign-in clears the account's count (not the address's).
+    pub fn succeeded(&self, username: &str) {
+        self.state().accounts.remove(username);
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Failures {
+    fn wait(&self, now: Instant) -> Option<Duration> {
+        self.blocked_until
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+    }
+}
+
+/// The failures of `key`, one more, restarting the count after `window`.
+fn track<K: Hash + Eq>(
+    map: &mut HashMap<K, Failures>,
+    key: K,
+    now: Instant,
+    window: Duration,
+) -> Option<&mut Failures> {
+    if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
+        map.retain(|_, f| now < f.since + window || f.wait(now).is_some());
+        if map.len() >= MAX_TRACKED {
+            return None;
+        }
+    }
+    let failures = map.entry(key).or_insert(Failures {
+        count: 0,
+        since: now,
+        blocked_until: None,
+    });
+    if now >= failures.since + window && failures.wait(now).is_none() {
+        failures.count = 0;
+        failures.since = now;
+    }
+    failures.count += 1;
+    Some(failures)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_account_gets_five_tries_then_a_growing_wait() {
+        let throttle = Throttle::new();
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        for _ in 0..5 {
+            assert!(throttle.check("alice", peer).is_ok());
+            throttle.failed("alice", peer);
+        }
+        assert!(
+            throttle.check("alice", peer).is_ok(),
+            "five failures are free"
+        );
+        throttle.failed("alice", peer);
+        let first = throttle.check("alice", peer).unwrap_err();
+        assert!(first <= Duration::from_secs(2) && first > Duration::from_secs(1));
+        throttle.failed("alice", peer);
+        let second = throttle.check("alice", peer).unwrap_err();
+        assert!(second > Duration::from_secs(3), "{second:?}");
+        // Another account from another address is not held up.
+        assert!(throttle.check("bob", "10.0.0.2".parse().unwrap()).is_ok());
+        throttle.succeeded("alice");
+        assert!(throttle.check("alice", "10.0.0.3".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn an_address_with_twenty_failures_waits_a_minute_whatever_the_account() {
+        let throttle = Throttle::new();
+        let peer: IpAddr = "::1".parse().unwrap();
+        for i in 0..20 {
+            throttle.failed(&format!("user{i}"), peer);
+        }
+        let wait = throttle.check("someone-else", peer).unwrap_err();
+        assert!(wait > Duration::from_secs(59));
+        assert!(
+            throttle
+                .check("someone-else", "::2".parse().unwrap())
+                .is_ok()
+        );
+    }
+}

@@ -302,3 +302,396 @@ async fn an_api_token_is_a_bearer_token_and_a_session_is_not() {
     // The session itself survived the restart.
     assert_eq!(me(&server, Some(&cookie)).await.0, 200);
 }
+
+/// Who a request is from, as a browser or a script sends it.
+#[derive(Clone, Copy)]
+enum As<'a> {
+    Nobody,
+    /// The session cookie, from a page of this server (Origin).
+    Browser(&'a str),
+    /// The session cookie, without an Origin.
+    BrowserNoOrigin(&'a str),
+    Script(&'a str),
+}
+
+async fn call(
+    server: &ChildServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    who: As<'_>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", server.url));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request = match who {
+        As::Nobody => request,
+        As::Browser(cookie) => request.header(COOKIE, cookie).header(ORIGIN, &server.url),
+        As::BrowserNoOrigin(cookie) => request.header(COOKIE, cookie),
+        As::Script(token) => request.bearer_auth(token),
+    };
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Signs `username` in and returns its cookie (`name=value`).
+async fn sign_in(server: &ChildServer, username: &str, password: &str) -> String {
+    let response = post(
+        server,
+        "/api/auth/login",
+        json!({"username": username, "password": password}),
+        Some(&server.url),
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{username} cannot sign in");
+    session_cookie(&response).0
+}
+
+async fn signs_in(server: &ChildServer, username: &str, password: &str) -> bool {
+    post(
+        server,
+        "/api/auth/login",
+        json!({"username": username, "password": password}),
+        None,
+        None,
+    )
+    .await
+    .status()
+        == 200
+}
+
+#[tokio::test]
+async fn an_admin_manages_accounts_and_nobody_else_may() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir);
+    let root = sign_in(&server, "admin", PASSWORD).await;
+    let admin = As::Browser(&root);
+
+    let (status, ed) = call(
+        &server,
+        Method::POST,
+        "/api/accounts",
+        Some(json!({"username": "Ed", "role": "editor", "password": "editor pass"})),
+        admin,
+    )
+    .await;
+    assert_eq!(status, 201, "{ed}");
+    assert_eq!(
+        (&ed["username"], &ed["role"], &ed["disabled"]),
+        (&json!("ed"), &json!("editor"), &json!(false))
+    );
+    assert!(
+        ed.get("password").is_none(),
+        "a given password is never echoed"
+    );
+    let (status, vi) = call(
+        &server,
+        Method::POST,
+        "/api/accounts",
+        Some(json!({"username": "vi", "role": "viewer"})),
+        admin,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let vi_password = vi["password"]
+        .as_str()
+        .expect("a generated password, shown once")
+        .to_owned();
+    assert_eq!(vi_password.len(), 24);
+    let (status, taken) = call(
+        &server,
+        Method::POST,
+        "/api/accounts",
+        Some(json!({"username": "ED", "role": "viewer", "password": "whatever1"})),
+        admin,
+    )
+    .await;
+    assert_eq!(
+        (status, &taken["error"]["code"]),
+        (409, &json!("account_exists"))
+    );
+    let (status, _) = call(
+        &server,
+        Method::POST,
+        "/api/accounts",
+        Some(json!({"username": "x", "role": "emperor", "password": "whatever1"})),
+        admin,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let (status, list) = call(&server, Method::GET, "/api/accounts", None, admin).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["admin", "ed", "vi"]);
+    assert!(!list.to_string().contains("argon2"), "{list}");
+
+    // Only an admin, and only from this server's pages.
+    let ed_cookie = sign_in(&server, "ed", "editor pass").await;
+    assert_eq!(
+        call(
+            &server,
+            Method::GET,
+            "/api/accounts",
+            None,
+            As::Browser(&ed_cookie)
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            &server,
+            Method::DELETE,
+            "/api/accounts/vi",
+            None,
+            As::Browser(&ed_cookie)
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(&server, Method::GET, "/api/accounts", None, As::Nobody)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        call(
+            &server,
+            Method::DELETE,
+            "/api/accounts/vi",
+            None,
+            As::BrowserNoOrigin(&root)
+        )
+        .await
+        .0,
+        403
+    );
+
+    // Disabling ends the account's sessions and its sign-in.
+    let vi_cookie = sign_in(&server, "vi", &vi_password).await;
+    let (status, changed) = call(
+        &server,
+        Method::PATCH,
+        "/api/accounts/vi",
+        Some(json!({"disabled": true})),
+        admin,
+    )
+    .await;
+    assert_eq!((status, &changed["disabled"]), (200, &json!(true)));
+    assert_eq!(me(&server, Some(&vi_cookie)).await.0, 401);
+    assert!(!signs_in(&server, "vi", &vi_password).await);
+
+    // The last admin stays.
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        "/api/accounts/admin",
+        Some(json!({"role": "viewer"})),
+        admin,
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("last_admin"))
+    );
+    assert_eq!(
+        call(&server, Method::DELETE, "/api/accounts/admin", None, admin)
+            .await
+            .0,
+        409
+    );
+
+    // A reset password ends the old sessions; the new one signs in.
+    let (status, reset) = call(
+        &server,
+        Method::POST,
+        "/api/accounts/ed/password",
+        Some(json!({})),
+        admin,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ed_password = reset["password"].as_str().unwrap().to_owned();
+    assert_eq!(me(&server, Some(&ed_cookie)).await.0, 401);
+    assert!(!signs_in(&server, "ed", "editor pass").await);
+    assert!(signs_in(&server, "ed", &ed_password).await);
+
+    assert_eq!(
+        call(&server, Method::DELETE, "/api/accounts/ed", None, admin)
+            .await
+            .0,
+        204
+    );
+    assert!(!signs_in(&server, "ed", &ed_password).await);
+    assert_eq!(
+        call(&server, Method::GET, "/api/accounts/ed", None, admin)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call(&server, Method::DELETE, "/api/accounts/ed", None, admin)
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn api_tokens_are_shown_once_kept_apart_and_revoked() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir);
+    let root = sign_in(&server, "admin", PASSWORD).await;
+    let admin = As::Browser(&root);
+    call(
+        &server,
+        Method::POST,
+        "/api/accounts",
+        Some(json!({"username": "ed", "role": "editor", "password": "editor pass"})),
+        admin,
+    )
+    .await;
+    let ed_cookie = sign_in(&server, "ed", "editor pass").await;
+    let ed = As::Browser(&ed_cookie);
+
+    let (status, made) = call(
+        &server,
+        Method::POST,
+        "/api/tokens",
+        Some(json!({"name": "deploy script"})),
+        admin,
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let secret = made["token"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("mqt_"), "{secret}");
+    let id = made["id"].as_str().unwrap().to_owned();
+    let (_, listed) = call(&server, Method::GET, "/api/tokens", None, admin).await;
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        (&items[0]["id"], &items[0]["name"]),
+        (&json!(id), &json!("deploy script"))
+    );
+    assert!(
+        !listed.to_string().contains(&secret[4..]),
+        "a secret listed again"
+    );
+    let (status, who) = call(
+        &server,
+        Method::GET,
+        "/api/auth/me",
+        None,
+        As::Script(&secret),
+    )
+    .await;
+    assert_eq!((status, &who["username"]), (200, &json!("admin")));
+
+    let (status, eds) = call(
+        &server,
+        Method::POST,
+        "/api/tokens",
+        Some(json!({"name": "ed's"})),
+        ed,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, ed_list) = call(&server, Method::GET, "/api/tokens?all=true", None, ed).await;
+    assert_eq!(
+        ed_list["items"].as_array().unwrap().len(),
+        1,
+        "an editor sees only its own"
+    );
+    assert_eq!(
+        call(
+            &server,
+            Method::DELETE,
+            &format!("/api/tokens/{id}"),
+            None,
+            ed
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, all) = call(&server, Method::GET, "/api/tokens?all=true", None, admin).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        call(
+            &server,
+            Method::POST,
+            "/api/tokens",
+            Some(json!({"name": ""})),
+            ed
+        )
+        .await
+        .0,
+        400
+    );
+
+    // A script may revoke its own token with it.
+    let ed_secret = eds["token"].as_str().unwrap().to_owned();
+    let ed_id = eds["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(
+            &server,
+            Method::DELETE,
+            &format!("/api/tokens/{ed_id}"),
+            None,
+            As::Script(&ed_secret)
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            &server,
+            Method::GET,
+            "/api/auth/me",
+            None,
+            As::Script(&ed_secret)
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        call(
+            &server,
+            Method::DELETE,
+            &format!("/api/tokens/{id}"),
+            None,
+            admin
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            &server,
+            Method::GET,
+            "/api/auth/me",
+            None,
+            As::Script(&secret)
+        )
+        .await
+        .0,
+        401
+    );
+}

@@ -31,6 +31,8 @@ pub enum AuthError {
     Hash(String),
     #[error("a stored account cannot be read: {0}")]
     Corrupt(String),
+    #[error("this would leave no enabled admin account")]
+    LastAdmin,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -92,6 +94,52 @@ impl Accounts {
         account.password_hash = self.passwords.hash(password).await?;
         account.changed_ms = clock::now_millis();
         self.save(&account, false).await
+    }
+
+    /// Changes an account's role or whether it is disabled. Refuses to leave
+    /// no enabled admin.
+    pub async fn update(
+        &self,
+        username: &str,
+        role: Option<Role>,
+        disabled: Option<bool>,
+    ) -> Result<Account, AuthError> {
+        let mut account = self.require(username)?;
+        account.role = role.unwrap_or(account.role);
+        account.disabled = disabled.unwrap_or(account.disabled);
+        if account.role != Role::Admin || account.disabled {
+            self.keep_an_admin(&account.username)?;
+        }
+        account.changed_ms = clock::now_millis();
+        self.save(&account, false).await?;
+        Ok(account)
+    }
+
+    /// Removes an account. Refuses to remove the last enabled admin.
+    pub async fn delete(&self, username: &str) -> Result<(), AuthError> {
+        let account = self.require(username)?;
+        self.keep_an_admin(&account.username)?;
+        self.store.delete_account(&account.username).await?;
+        Ok(())
+    }
+
+    fn require(&self, username: &str) -> Result<Account, AuthError> {
+        let name = normalize_username(username)?;
+        self.get(&name)?
+            .ok_or_else(|| StoreError::NoSuchAccount(name).into())
+    }
+
+    /// Err unless an enabled admin other than `username` exists.
+    fn keep_an_admin(&self, username: &str) -> Result<(), AuthError> {
+        let others = self
+            .list()?
+            .into_iter()
+            .any(|a| a.role == Role::Admin && !a.disabled && a.username != username);
+        if others {
+            Ok(())
+        } else {
+            Err(AuthError::LastAdmin)
+        }
     }
 
     /// The account with this user name, if there is one.

@@ -157,6 +157,11 @@ impl Tokens {
         Ok(Some(token))
     }
 
+    /// The id a secret's token is listed and revoked by.
+    pub fn id_of(secret: &str) -> TokenId {
+        hex(&hash(secret))
+    }
+
     /// Ends the token a secret stands for (sign-out, a used setup link).
     pub async fn revoke_secret(&self, secret: &str) -> Result<(), AuthError> {
         Ok(self.store.set_token(&hash(secret), None).await?)

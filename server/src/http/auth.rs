@@ -135,6 +135,20 @@ pub async fn password(
     }
 }
 
+/// The signed-in account of a request; one that `changes` something with
+/// the cookie must carry this server's Origin too.
+pub(super) async fn acting_account(
+    state: &AppState,
+    headers: &HeaderMap,
+    changes: bool,
+) -> Result<Account, ApiError> {
+    let (account, via) = signed_in_account(state, headers).await?;
+    if changes && matches!(via, Credential::Session(_)) {
+        check_origin(state, headers, true)?;
+    }
+    Ok(account)
+}
+
 /// The account behind the request's cookie or bearer token, or 401.
 async fn signed_in_account(
     state: &AppState,
@@ -274,9 +288,10 @@ fn check_origin(state: &AppState, headers: &HeaderMap, required: bool) -> Result
     ))
 }
 
-fn auth_error(e: AuthError) -> ApiError {
+pub(super) fn auth_error(e: AuthError) -> ApiError {
     match e {
         AuthError::Store(e) => e.into(),
+        AuthError::LastAdmin => ApiError::new(StatusCode::CONFLICT, "last_admin", e.to_string()),
         AuthError::WeakPassword(message) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", message)
         }

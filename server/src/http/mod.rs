@@ -1,6 +1,7 @@
 //! The HTTP side: REST, Server-Sent Events and WebSockets over the same
 //! records, plus `/healthz`, `/metrics` and the web app itself.
 
+mod accounts;
 mod auth;
 mod error;
 mod limit;
@@ -120,6 +121,38 @@ pub fn router(state: AppState, leptos_options: LeptosOptions) -> Router {
         .route("/auth/logout", only(axum::routing::post(auth::logout)))
         .route("/auth/me", only(get(auth::me)))
         .route("/auth/password", only(axum::routing::post(auth::password)))
+        .route(
+            "/accounts",
+            only(get(accounts::list).post(accounts::create)),
+        )
+        .route(
+            "/accounts/",
+            only(get(accounts::list).post(accounts::create)),
+        )
+        .route(
+            "/accounts/{name}",
+            only(
+                get(accounts::get)
+                    .patch(accounts::update)
+                    .delete(accounts::delete),
+            ),
+        )
+        .route(
+            "/accounts/{name}/password",
+            only(axum::routing::post(accounts::reset_password)),
+        )
+        .route(
+            "/tokens",
+            only(get(accounts::list_tokens).post(accounts::create_token)),
+        )
+        .route(
+            "/tokens/",
+            only(get(accounts::list_tokens).post(accounts::create_token)),
+        )
+        .route(
+            "/tokens/{id}",
+            only(axum::routing::delete(accounts::revoke_token)),
+        )
         .route("/ws", only(get(ws::multiplexed)))
         // A literal path: the router prefers it to `/{table}/{id}/...`, whatever the order.
         .route("/signs/{id}/preview.png", only(get(preview::preview)))

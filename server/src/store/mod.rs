@@ -38,7 +38,7 @@ pub const MQTT_TABLE: &str = "mqtt";
 /// Longest MQTT topic kept as a record id in [`MQTT_TABLE`], in bytes.
 pub const MAX_TOPIC_ID_LEN: usize = 1024;
 /// Names taken by API paths (`/api/changes`, `/api/ws`).
-const RESERVED_TABLES: &[&str] = &["changes", "ws", "auth"];
+const RESERVED_TABLES: &[&str] = &["changes", "ws", "auth", "accounts", "tokens"];
 /// Longest record id, in bytes.
 pub const MAX_ID_LEN: usize = 256;
 /// Longest table name, in bytes.
@@ -428,6 +428,13 @@ impl Store {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Removes an account, durably.
+    pub async fn delete_account(&self, username: &str) -> Result<(), StoreError> {
+        self.submit(writer::Command::DeleteAccount(username.to_owned()))
+            .await
+            .map(|_| ())
     }
 
     /// An account as stored, by user name.

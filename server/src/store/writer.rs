@@ -35,6 +35,8 @@ pub(super) enum Command {
         account: Vec<u8>,
         create: bool,
     },
+    /// Remove an account (it must exist).
+    DeleteAccount(String),
     /// Set (or with `None` remove) a key of the meta keyspace, durably.
     SetMeta(Vec<u8>, Option<Vec<u8>>),
     /// Set (or with `None` remove) a key of the tokens keyspace, durably.
@@ -96,8 +98,8 @@ struct Overlay {
     records: HashMap<Vec<u8>, Option<StoredRecord>>,
     /// The last version of records the batch deleted.
     tombstones: HashMap<Vec<u8>, u64>,
-    /// Accounts the batch created.
-    accounts: std::collections::HashSet<String>,
+    /// Accounts the batch wrote (`true`) or removed (`false`).
+    accounts: HashMap<String, bool>,
 }
 
 impl Writer {
@@ -163,6 +165,9 @@ impl Writer {
                     account,
                     create,
                 } => self.put_account(username, account, create, &mut overlay, &mut batch),
+                Command::DeleteAccount(username) => {
+                    self.delete_account(username, &mut overlay, &mut batch)
+                }
                 Command::SetToken(key, value) => {
                     match value {
                         Some(value) => batch.insert(&self.tokens, key, value),
@@ -447,16 +452,36 @@ impl Writer {
         overlay: &mut Overlay,
         batch: &mut fjall::OwnedWriteBatch,
     ) -> Result<Outcome, StoreError> {
-        let exists =
-            overlay.accounts.contains(&username) || self.accounts.contains_key(&username)?;
+        let exists = self.account_exists(&username, overlay)?;
         match (create, exists) {
             (true, true) => return Err(StoreError::AccountExists(username)),
             (false, false) => return Err(StoreError::NoSuchAccount(username)),
             _ => {}
         }
         batch.insert(&self.accounts, username.as_bytes(), account);
-        overlay.accounts.insert(username);
+        overlay.accounts.insert(username, true);
         Ok(Outcome::Done)
+    }
+
+    fn delete_account(
+        &self,
+        username: String,
+        overlay: &mut Overlay,
+        batch: &mut fjall::OwnedWriteBatch,
+    ) -> Result<Outcome, StoreError> {
+        if !self.account_exists(&username, overlay)? {
+            return Err(StoreError::NoSuchAccount(username));
+        }
+        batch.remove(&self.accounts, username.as_bytes());
+        overlay.accounts.insert(username, false);
+        Ok(Outcome::Done)
+    }
+
+    fn account_exists(&self, username: &str, overlay: &Overlay) -> Result<bool, StoreError> {
+        match overlay.accounts.get(username) {
+            Some(present) => Ok(*present),
+            None => Ok(self.accounts.contains_key(username)?),
+        }
     }
 
     fn declare(

@@ -1,0 +1,330 @@
+//! Managing accounts and API tokens over HTTP (SECURITY.md §7.8):
+//! `/api/accounts` for admins, `/api/tokens` for everyone signed in (their
+//! own; admins see and revoke all). Passwords and token secrets appear in
+//! an answer only when they were just made, and hashes never.
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::{acting_account, auth_error};
+use super::{ApiError, AppState, read_json};
+use crate::auth::{Account, Lifetime, Role, Token, TokenId, TokenKind, Tokens, generate_password};
+use crate::clock;
+
+/// An account as the API shows it.
+#[derive(Serialize)]
+struct AccountView<'a> {
+    username: &'a str,
+    role: &'a str,
+    disabled: bool,
+    created: String,
+    changed: String,
+    /// A generated password, in the answer that made it only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<&'a str>,
+}
+
+/// An API token as the API shows it: never its secret.
+#[derive(Serialize)]
+struct TokenView<'a> {
+    id: &'a str,
+    name: Option<&'a str>,
+    username: &'a str,
+    created: String,
+    last_used: String,
+    /// The secret, in the answer that made it only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccount {
+    username: String,
+    role: Role,
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountChange {
+    role: Option<Role>,
+    disabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    password: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+}
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    /// Admins: every account's tokens, not only their own.
+    #[serde(default)]
+    all: bool,
+}
+
+/// Longest token name, in characters.
+const MAX_TOKEN_NAME: usize = 100;
+
+/// `GET /api/accounts` (admin).
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    admin(&state, &headers, false).await?;
+    let accounts = state.accounts.list().map_err(auth_error)?;
+    let views: Vec<AccountView> = accounts.iter().map(view).collect();
+    Ok(Json(json!({ "items": views })).into_response())
+}
+
+/// `POST /api/accounts {"username","role","password"?}` (admin): 201; a
+/// password is generated, and shown in this answer only, when none is given.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    admin(&state, &headers, true).await?;
+    let new: NewAccount = body(&state, &headers, request).await?;
+    let (password, generated) = password_or_generated(new.password)?;
+    let account = state
+        .accounts
+        .create(&new.username, new.role, &password)
+        .await
+        .map_err(auth_error)?;
+    tracing::info!(username = %account.username, role = account.role.as_str(), "account created");
+    let answer = AccountView {
+        password: generated.then_some(password.as_str()),
+        ..view(&account)
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `GET /api/accounts/{name}` (admin).
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&state, &headers, false).await?;
+    let account = state.accounts.get(&name).map_err(auth_error)?;
+    match account {
+        Some(account) => Ok(Json(view(&account)).into_response()),
+        None => Err(no_such_account(&name)),
+    }
+}
+
+/// `PATCH /api/accounts/{name} {"role"?, "disabled"?}` (admin). A new role
+/// or a disabled account ends its sessions and tokens.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    admin(&state, &headers, true).await?;
+    let change: AccountChange = body(&state, &headers, request).await?;
+    let before = state.accounts.get(&name).map_err(auth_error)?;
+    let account = state
+        .accounts
+        .update(&name, change.role, change.disabled)
+        .await
+        .map_err(auth_error)?;
+    let access_changed =
+        before.is_none_or(|b| b.role != account.role || b.disabled != account.disabled);
+    if access_changed {
+        end_sessions(&state, &account.username).await?;
+    }
+    tracing::info!(username = %account.username, role = account.role.as_str(), disabled = account.disabled, "account changed");
+    Ok(Json(view(&account)).into_response())
+}
+
+/// `POST /api/accounts/{name}/password {"password"?}` (admin): sets (or
+/// generates and shows once) a new password; its sessions and tokens end.
+pub async fn reset_password(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    admin(&state, &headers, true).await?;
+    let new: NewPassword = body(&state, &headers, request).await?;
+    let (password, generated) = password_or_generated(new.password)?;
+    state
+        .accounts
+        .set_password(&name, &password)
+        .await
+        .map_err(auth_error)?;
+    let username = name.trim().to_ascii_lowercase();
+    end_sessions(&state, &username).await?;
+    tracing::info!(%username, "password reset by an admin");
+    let answer = if generated {
+        json!({ "username": username, "password": password })
+    } else {
+        json!({ "username": username })
+    };
+    Ok(Json(answer).into_response())
+}
+
+/// `DELETE /api/accounts/{name}` (admin): 204; its sessions and tokens end.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&state, &headers, true).await?;
+    state.accounts.delete(&name).await.map_err(auth_error)?;
+    let username = name.trim().to_ascii_lowercase();
+    end_sessions(&state, &username).await?;
+    tracing::info!(%username, "account deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /api/tokens[?all=true]`: your API tokens (admins: `all`, everyone's).
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = acting_account(&state, &headers, false).await?;
+    let whose = if query.all && account.role == Role::Admin {
+        None
+    } else {
+        Some(account.username.as_str())
+    };
+    let tokens = state.tokens.list(whose).map_err(auth_error)?;
+    let views: Vec<TokenView> = tokens
+        .iter()
+        .filter(|(_, t)| t.kind == TokenKind::Api)
+        .map(|(id, t)| token_view(id, t))
+        .collect();
+    Ok(Json(json!({ "items": views })).into_response())
+}
+
+/// `POST /api/tokens {"name"}`: 201 with the token's secret, shown this once.
+pub async fn create_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let account = acting_account(&state, &headers, true).await?;
+    let new: NewToken = body(&state, &headers, request).await?;
+    let name = new.name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_TOKEN_NAME
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(format!(
+            "a token name is 1–{MAX_TOKEN_NAME} characters"
+        )));
+    }
+    let (secret, token) = state
+        .tokens
+        .issue(
+            &account.username,
+            TokenKind::Api,
+            Some(name.to_owned()),
+            Lifetime::API,
+        )
+        .await
+        .map_err(auth_error)?;
+    let id = Tokens::id_of(&secret);
+    let answer = TokenView {
+        token: Some(&secret),
+        ..token_view(&id, &token)
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `DELETE /api/tokens/{id}`: revokes one of your tokens (admins: anyone's).
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Path(id): Path<TokenId>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let account = acting_account(&state, &headers, true).await?;
+    let whose = (account.role != Role::Admin).then_some(account.username.as_str());
+    let owned = state
+        .tokens
+        .list(whose)
+        .map_err(auth_error)?
+        .into_iter()
+        .any(|(token_id, t)| token_id == id && t.kind == TokenKind::Api);
+    if !owned || !state.tokens.revoke(&id).await.map_err(auth_error)? {
+        return Err(ApiError::not_found("there is no such token of yours"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The signed-in admin, or 401 / 403.
+async fn admin(state: &AppState, headers: &HeaderMap, changes: bool) -> Result<Account, ApiError> {
+    let account = acting_account(state, headers, changes).await?;
+    if account.role != Role::Admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an admin manages accounts",
+        ));
+    }
+    Ok(account)
+}
+
+async fn end_sessions(state: &AppState, username: &str) -> Result<(), ApiError> {
+    state
+        .tokens
+        .revoke_all(username)
+        .await
+        .map_err(auth_error)?;
+    Ok(())
+}
+
+async fn body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: Request,
+) -> Result<T, ApiError> {
+    let value = read_json(headers, request.into_body(), state.body_limit, false).await?;
+    serde_json::from_value(value).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn password_or_generated(given: Option<String>) -> Result<(String, bool), ApiError> {
+    match given {
+        Some(password) => Ok((password, false)),
+        None => Ok((generate_password().map_err(auth_error)?, true)),
+    }
+}
+
+fn no_such_account(name: &str) -> ApiError {
+    ApiError::not_found(format!("there is no account named '{name}'"))
+}
+
+fn view(account: &Account) -> AccountView<'_> {
+    AccountView {
+        username: &account.username,
+        role: account.role.as_str(),
+        disabled: account.disabled,
+        created: clock::format_millis(account.created_ms),
+        changed: clock::format_millis(account.changed_ms),
+        password: None,
+    }
+}
+
+fn token_view<'a>(id: &'a str, token: &'a Token) -> TokenView<'a> {
+    TokenView {
+        id,
+        name: token.name.as_deref(),
+        username: &token.username,
+        created: clock::format_millis(token.created_ms),
+        last_used: clock::format_millis(token.last_used_ms),
+        token: None,
+    }
+}

@@ -166,10 +166,14 @@ async fn a_running_servers_data_is_left_alone_and_accounts_are_no_records() {
     );
     assert_refused(&out, "in use");
 
-    // Accounts are not a table, and writing them made no change events.
+    // Accounts are not a table: only the admin API shows them, to an admin;
+    // and writing them made no change events.
     let http = client();
-    let (status, _) = get_json(&http, &server.url, "/api/accounts/alice").await;
-    assert_eq!(status, 404);
+    let (status, body) = get_json(&http, &server.url, "/api/accounts/alice").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &serde_json::json!("unauthenticated"))
+    );
     let (status, tables) = get_json(&http, &server.url, "/api/_tables").await;
     assert_eq!(status, 200);
     assert!(!tables.to_string().contains("\"accounts\""), "{tables}");

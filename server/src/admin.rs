@@ -112,12 +112,8 @@ async fn act(
             password_stdin,
         } => {
             let (password, generated) = password(password_stdin, input)?;
-            accounts.set_password(&username, &password).await?;
-            writeln!(
-                output,
-                "New password set for '{}'.",
-                username.trim().to_ascii_lowercase()
-            )?;
+            let username = accounts.set_password(&username, &password).await?;
+            writeln!(output, "New password set for '{username}'.")?;
             if generated {
                 writeln!(output, "Password (shown only now): {password}")?;
             }

@@ -33,6 +33,8 @@ pub enum AuthError {
     Corrupt(String),
     #[error("this would leave no enabled admin account")]
     LastAdmin,
+    #[error("this account has as many tokens as it may; revoke one first")]
+    TooManyTokens,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -85,26 +87,25 @@ impl Accounts {
         Ok(true)
     }
 
-    /// Gives an existing account a new password.
-    pub async fn set_password(&self, username: &str, password: &str) -> Result<(), AuthError> {
-        let username = normalize_username(username)?;
-        let mut account = self
-            .get(&username)?
-            .ok_or_else(|| StoreError::NoSuchAccount(username.clone()))?;
+    /// Gives an existing account a new password; returns its (stored) user name.
+    pub async fn set_password(&self, username: &str, password: &str) -> Result<String, AuthError> {
+        let mut account = self.require(username)?;
         account.password_hash = self.passwords.hash(password).await?;
         account.changed_ms = clock::now_millis();
-        self.save(&account, false).await
+        self.save(&account, false).await?;
+        Ok(account.username)
     }
 
-    /// Changes an account's role or whether it is disabled. Refuses to leave
-    /// no enabled admin.
+    /// Changes an account's role or whether it is disabled, and says whether
+    /// either changed. Refuses to leave no enabled admin.
     pub async fn update(
         &self,
         username: &str,
         role: Option<Role>,
         disabled: Option<bool>,
-    ) -> Result<Account, AuthError> {
+    ) -> Result<(Account, bool), AuthError> {
         let mut account = self.require(username)?;
+        let before = (account.role, account.disabled);
         account.role = role.unwrap_or(account.role);
         account.disabled = disabled.unwrap_or(account.disabled);
         if account.role != Role::Admin || account.disabled {
@@ -112,15 +113,17 @@ impl Accounts {
         }
         account.changed_ms = clock::now_millis();
         self.save(&account, false).await?;
-        Ok(account)
+        let changed = before != (account.role, account.disabled);
+        Ok((account, changed))
     }
 
-    /// Removes an account. Refuses to remove the last enabled admin.
-    pub async fn delete(&self, username: &str) -> Result<(), AuthError> {
+    /// Removes an account and returns its (stored) user name. Refuses to
+    /// remove the last enabled admin.
+    pub async fn delete(&self, username: &str) -> Result<String, AuthError> {
         let account = self.require(username)?;
         self.keep_an_admin(&account.username)?;
         self.store.delete_account(&account.username).await?;
-        Ok(())
+        Ok(account.username)
     }
 
     fn require(&self, username: &str) -> Result<Account, AuthError> {

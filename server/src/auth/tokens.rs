@@ -59,6 +59,10 @@ pub struct Tokens {
 
 /// Bytes of randomness in a secret.
 const SECRET_BYTES: usize = 32;
+/// Live tokens of one kind one account may hold. Past it, a new session
+/// ends the least recently used one (a script that signs in in a loop must
+/// not grow the store for ever), and a new API or setup token is refused.
+pub const MAX_TOKENS_PER_KIND: usize = 50;
 /// Last-use times are written at most this often per token: a durable write
 /// on every request would cost more than the information is worth.
 const TOUCH_EVERY_MS: i64 = 60_000;
@@ -105,6 +109,7 @@ impl Tokens {
         name: Option<String>,
         lifetime: Lifetime,
     ) -> Result<(String, Token), AuthError> {
+        self.make_room(username, kind).await?;
         let mut random = [0u8; SECRET_BYTES];
         getrandom::fill(&mut random).map_err(|e| AuthError::Hash(e.to_string()))?;
         let secret = format!(
@@ -125,6 +130,36 @@ impl Tokens {
         };
         self.save(&hash(&secret), &token).await?;
         Ok((secret, token))
+    }
+
+    /// Removes the account's expired tokens, and keeps its live ones of
+    /// `kind` under [`MAX_TOKENS_PER_KIND`] so one more fits.
+    async fn make_room(&self, username: &str, kind: TokenKind) -> Result<(), AuthError> {
+        let now = clock::now_millis();
+        let mut live = Vec::new();
+        for (key, bytes) in self.store.tokens()? {
+            let token = decode(&bytes)?;
+            if token.username != username {
+                continue;
+            }
+            if is_expired(&token, now) {
+                self.store.set_token(&key, None).await?;
+            } else if token.kind == kind {
+                live.push((token.last_used_ms, key));
+            }
+        }
+        if live.len() < MAX_TOKENS_PER_KIND {
+            return Ok(());
+        }
+        if kind != TokenKind::Session {
+            return Err(AuthError::TooManyTokens);
+        }
+        live.sort_unstable();
+        let excess = live.len() + 1 - MAX_TOKENS_PER_KIND;
+        for (_, key) in live.into_iter().take(excess) {
+            self.store.set_token(&key, None).await?;
+        }
+        Ok(())
     }
 
     /// The live token a secret stands for, if any: right prefix, known,
@@ -304,6 +339,47 @@ mod tests {
         assert!(tokens.revoke(&listed[0].0).await.unwrap());
         assert_eq!(tokens.resolve(&secret).await.unwrap(), None);
         assert!(!tokens.revoke(&listed[0].0).await.unwrap());
+        store.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_account_holds_a_bounded_number_of_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let tokens = Tokens::new(store.clone());
+        let mut sessions = Vec::new();
+        for _ in 0..MAX_TOKENS_PER_KIND + 3 {
+            let (secret, _) = tokens
+                .issue("loop", TokenKind::Session, None, Lifetime::SESSION)
+                .await
+                .unwrap();
+            sessions.push(secret);
+        }
+        // The oldest sessions made way; the newest still work.
+        assert_eq!(
+            tokens.list(Some("loop")).unwrap().len(),
+            MAX_TOKENS_PER_KIND
+        );
+        assert_eq!(tokens.resolve(&sessions[0]).await.unwrap(), None);
+        assert!(
+            tokens
+                .resolve(sessions.last().unwrap())
+                .await
+                .unwrap()
+                .is_some()
+        );
+        for _ in 0..MAX_TOKENS_PER_KIND {
+            tokens
+                .issue("loop", TokenKind::Api, None, Lifetime::API)
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            tokens
+                .issue("loop", TokenKind::Api, None, Lifetime::API)
+                .await,
+            Err(AuthError::TooManyTokens)
+        ));
         store.shutdown().await;
     }
 

@@ -133,14 +133,11 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     admin(&state, &headers, true).await?;
     let change: AccountChange = body(&state, &headers, request).await?;
-    let before = state.accounts.get(&name).map_err(auth_error)?;
-    let account = state
+    let (account, access_changed) = state
         .accounts
         .update(&name, change.role, change.disabled)
         .await
         .map_err(auth_error)?;
-    let access_changed =
-        before.is_none_or(|b| b.role != account.role || b.disabled != account.disabled);
     if access_changed {
         end_sessions(&state, &account.username).await?;
     }
@@ -159,12 +156,11 @@ pub async fn reset_password(
     admin(&state, &headers, true).await?;
     let new: NewPassword = body(&state, &headers, request).await?;
     let (password, generated) = password_or_generated(new.password)?;
-    state
+    let username = state
         .accounts
         .set_password(&name, &password)
         .await
         .map_err(auth_error)?;
-    let username = name.trim().to_ascii_lowercase();
     end_sessions(&state, &username).await?;
     tracing::info!(%username, "password reset by an admin");
     let answer = if generated {
@@ -182,8 +178,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     admin(&state, &headers, true).await?;
-    state.accounts.delete(&name).await.map_err(auth_error)?;
-    let username = name.trim().to_ascii_lowercase();
+    let username = state.accounts.delete(&name).await.map_err(auth_error)?;
     end_sessions(&state, &username).await?;
     tracing::info!(%username, "account deleted");
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::limit::Peer;
 use super::{ApiError, AppState, read_json};
-use crate::auth::{Account, AuthError, Lifetime, Role, TokenKind};
+use crate::auth::{Account, AuthError, Lifetime, Role, TokenKind, normalize_username};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "marquee_session";
@@ -189,7 +189,9 @@ async fn check_password(
     username: &str,
     password: &str,
 ) -> Result<Account, ApiError> {
-    let name = username.trim().to_ascii_lowercase();
+    // Only a well-formed name is its own throttle key (at most 64 bytes):
+    // whatever else a client sends shares one key, so it cannot grow the map.
+    let name = normalize_username(username).unwrap_or_default();
     if let Err(wait) = state.throttle.check(&name, peer.ip()) {
         tracing::info!(username = %name, %peer, "sign-in throttled");
         let mut error = ApiError::new(
@@ -292,6 +294,9 @@ pub(super) fn auth_error(e: AuthError) -> ApiError {
     match e {
         AuthError::Store(e) => e.into(),
         AuthError::LastAdmin => ApiError::new(StatusCode::CONFLICT, "last_admin", e.to_string()),
+        AuthError::TooManyTokens => {
+            ApiError::new(StatusCode::CONFLICT, "too_many_tokens", e.to_string())
+        }
         AuthError::WeakPassword(message) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", message)
         }

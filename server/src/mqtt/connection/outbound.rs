@@ -146,14 +146,11 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
 }
 
 /// Moves the next messages into `pending`: a page of the oldest backfill
-/// while there is one (no live change may overtake it), else the next live change.
+/// while there is one (no live change may overtake it), else the next live
+/// change or the next message a shared subscription's group chose this
+/// session for, whichever is ready (`select!` picks fairly, so a busy group
+/// cannot starve the feed, nor the other way round).
 pub(super) async fn pull(session: &mut Session, store: &crate::store::Store) -> Result<(), End> {
-    // What a shared subscription's group chose this session for comes in
-    // beside the feed (a group sends no retained state, so nothing to wait for).
-    if let Ok(message) = session.shared.inbox.try_recv() {
-        session.pending.push_back(shared_delivery(message));
-        return Ok(());
-    }
     let Some(filling) = session.backfills.front_mut() else {
         let next = {
             let live = async {

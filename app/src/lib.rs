@@ -1,6 +1,8 @@
 //! Everything the server and the browser share: the wire types, the live
-//! connection, and the web app's pages.
+//! connection, the sign-in state, and the web app's pages.
 
+pub mod api;
+pub mod auth;
 pub mod event;
 pub mod live;
 mod pages;
@@ -9,10 +11,14 @@ pub mod sign;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, provide_meta_context};
-use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{Lazy, LazyRoute, lazy_route, path};
 
-use crate::pages::{DataPage, HomePage, MessagesPage, NotFound, SignPage};
+use crate::auth::Auth;
+use crate::pages::{
+    AccountPage, AdminOnly, AdminPage, AuthRedirect, DataPage, HomePage, LoginPage, MessagesPage,
+    NotFound, SetupPage, SignPage, SignedInOnly, TopBar,
+};
 
 /// The HTML document the server renders every page into.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -39,31 +45,26 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // Who is signed in, for every page, the header and the live connections.
+    Auth::provide();
 
     // Each page sets its own <Title>: a <Title> here, beside the router, made
     // hydration expect a marker node that the server never rendered.
     view! {
         <Stylesheet id="leptos" href="/pkg/marquee.css" />
         <Router>
-            <header class="topbar">
-                <a class="brand" href="/">
-                    <span class="brand-mark" aria-hidden="true"></span>
-                    "Marquee"
-                </a>
-                <nav class="nav">
-                    <A href="/" exact=true>
-                        "Signs"
-                    </A>
-                    <A href="/messages">"Messages"</A>
-                    <A href="/data">"Data"</A>
-                </nav>
-            </header>
+            <AuthRedirect />
+            <TopBar />
             <main class="main">
                 <Routes fallback=NotFound>
                     <Route path=path!("/") view={Lazy::<HomeRoute>::new()} />
                     <Route path=path!("/signs/:id") view={Lazy::<SignRoute>::new()} />
                     <Route path=path!("/messages") view={Lazy::<MessagesRoute>::new()} />
                     <Route path=path!("/data") view={Lazy::<DataRoute>::new()} />
+                    <Route path=path!("/login") view={Lazy::<LoginRoute>::new()} />
+                    <Route path=path!("/setup") view={Lazy::<SetupRoute>::new()} />
+                    <Route path=path!("/account") view={Lazy::<AccountRoute>::new()} />
+                    <Route path=path!("/admin") view={Lazy::<AdminRoute>::new()} />
                 </Routes>
             </main>
         </Router>
@@ -83,7 +84,12 @@ impl LazyRoute for HomeRoute {
     }
 
     fn view(_this: Self) -> AnyView {
-        view! { <HomePage /> }.into_any()
+        view! {
+            <SignedInOnly>
+                <HomePage />
+            </SignedInOnly>
+        }
+        .into_any()
     }
 }
 
@@ -96,7 +102,12 @@ impl LazyRoute for SignRoute {
     }
 
     fn view(_this: Self) -> AnyView {
-        view! { <SignPage /> }.into_any()
+        view! {
+            <SignedInOnly>
+                <SignPage />
+            </SignedInOnly>
+        }
+        .into_any()
     }
 }
 
@@ -109,7 +120,12 @@ impl LazyRoute for MessagesRoute {
     }
 
     fn view(_this: Self) -> AnyView {
-        view! { <MessagesPage /> }.into_any()
+        view! {
+            <SignedInOnly>
+                <MessagesPage />
+            </SignedInOnly>
+        }
+        .into_any()
     }
 }
 
@@ -122,6 +138,77 @@ impl LazyRoute for DataRoute {
     }
 
     fn view(_this: Self) -> AnyView {
-        view! { <DataPage /> }.into_any()
+        view! {
+            <SignedInOnly>
+                <DataPage />
+            </SignedInOnly>
+        }
+        .into_any()
+    }
+}
+
+// Sign-in and setup are for the signed out; the account pages gate themselves.
+
+struct LoginRoute;
+
+#[lazy_route]
+impl LazyRoute for LoginRoute {
+    fn data() -> Self {
+        LoginRoute
+    }
+
+    fn view(_this: Self) -> AnyView {
+        view! { <LoginPage /> }.into_any()
+    }
+}
+
+struct SetupRoute;
+
+#[lazy_route]
+impl LazyRoute for SetupRoute {
+    fn data() -> Self {
+        SetupRoute
+    }
+
+    fn view(_this: Self) -> AnyView {
+        view! { <SetupPage /> }.into_any()
+    }
+}
+
+struct AccountRoute;
+
+#[lazy_route]
+impl LazyRoute for AccountRoute {
+    fn data() -> Self {
+        AccountRoute
+    }
+
+    fn view(_this: Self) -> AnyView {
+        view! {
+            <SignedInOnly>
+                <AccountPage />
+            </SignedInOnly>
+        }
+        .into_any()
+    }
+}
+
+struct AdminRoute;
+
+#[lazy_route]
+impl LazyRoute for AdminRoute {
+    fn data() -> Self {
+        AdminRoute
+    }
+
+    fn view(_this: Self) -> AnyView {
+        view! {
+            <SignedInOnly>
+                <AdminOnly>
+                    <AdminPage />
+                </AdminOnly>
+            </SignedInOnly>
+        }
+        .into_any()
     }
 }

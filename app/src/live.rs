@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use leptos::prelude::*;
 use serde_json::Value;
 
+use crate::auth::Auth;
 use crate::event::{ChangeEvent, ChangeType, ClientMessage, ErrorBody, ServerMessage, ServerReply};
 
 /// One record as the page shows it.
@@ -430,6 +431,10 @@ pub struct Live {
     pub table_error: RwSignal<Option<ErrorBody>>,
     /// The last error about the connection itself.
     pub notice: RwSignal<Option<ErrorBody>>,
+    /// Told when the server says the session is gone (close 1008, a refused
+    /// upgrade, an `unauthenticated` answer), so the app returns to sign-in.
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    auth: Option<Auth>,
     #[cfg(feature = "hydrate")]
     commands: StoredValue<Option<futures::channel::mpsc::UnboundedSender<client::Command>>>,
 }
@@ -450,6 +455,7 @@ impl Live {
             synced: RwSignal::new(false),
             table_error: RwSignal::new(None),
             notice: RwSignal::new(None),
+            auth: use_context::<Auth>(),
             #[cfg(feature = "hydrate")]
             commands: StoredValue::new(None),
         }
@@ -519,7 +525,7 @@ mod client {
     use futures::channel::{mpsc, oneshot};
     use futures::future::{Either, select};
     use futures::{Sink, SinkExt, StreamExt};
-    use gloo_net::websocket::{Message, State, futures::WebSocket};
+    use gloo_net::websocket::{Message, State, WebSocketError, futures::WebSocket};
     use leptos::prelude::*;
 
     use super::{Acked, Live, Output, Status, Tracker, Write, offline};
@@ -536,7 +542,7 @@ mod client {
     }
 
     enum Input {
-        Frame(Option<Result<Message, gloo_net::websocket::WebSocketError>>),
+        Frame(Option<Result<Message, WebSocketError>>),
         Command(Option<Command>),
     }
 
@@ -545,6 +551,18 @@ mod client {
         tracker: Tracker,
         pending: HashMap<String, Reply>,
     }
+
+    /// How a served socket ended.
+    enum Ended {
+        /// The page went away: stop.
+        PageGone,
+        /// The socket closed or failed; `policy`: the server closed it with
+        /// 1008, as it does when the session behind it ends.
+        Dropped { policy: bool },
+    }
+
+    /// The close code a server uses when the socket's session has ended.
+    const POLICY_VIOLATION: u16 = 1008;
 
     /// Runs until the page's command sender is dropped (the page went away).
     pub async fn run(live: Live, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -555,6 +573,9 @@ mod client {
         };
         let mut backoff = MIN_BACKOFF;
         loop {
+            // A socket that never opens may be a refused upgrade (401): the
+            // browser does not say, so ask whether the session still stands.
+            let mut ask = true;
             if let Ok(mut socket) = WebSocket::open(&url()) {
                 let opened = futures::future::poll_fn(|cx| Pin::new(&mut socket).poll_ready(cx))
                     .await
@@ -563,12 +584,16 @@ mod client {
                 if opened {
                     backoff = MIN_BACKOFF;
                     live.status.try_set(Status::Live);
-                    if !conn.serve(&mut socket, &mut commands).await {
-                        return;
+                    match conn.serve(&mut socket, &mut commands).await {
+                        Ended::PageGone => return,
+                        Ended::Dropped { policy } => ask = policy,
                     }
                 }
             }
             conn.down();
+            if ask && let Some(auth) = live.auth {
+                auth.recheck();
+            }
             // Wait out the backoff; the page may still change table or try to write.
             let (wake, mut slept) = oneshot::channel::<()>();
             set_timeout(
@@ -601,16 +626,16 @@ mod client {
     }
 
     impl Connection {
-        /// Serves one open socket; `false` when the page went away.
+        /// Serves one open socket until it ends or the page goes away.
         async fn serve(
             &mut self,
             socket: &mut WebSocket,
             commands: &mut mpsc::UnboundedReceiver<Command>,
-        ) -> bool {
+        ) -> Ended {
             let mut out = Vec::new();
             self.tracker.on_open(&mut out);
             if !self.emit(socket, out).await {
-                return true;
+                return Ended::Dropped { policy: false };
             }
             loop {
                 let input = match select(socket.next(), commands.next()).await {
@@ -626,8 +651,15 @@ mod client {
                         }
                     }
                     Input::Frame(Some(Ok(Message::Bytes(_)))) => {}
-                    Input::Frame(Some(Err(_)) | None) => return true,
-                    Input::Command(None) => return false,
+                    Input::Frame(Some(Err(WebSocketError::ConnectionClose(close)))) => {
+                        return Ended::Dropped {
+                            policy: close.code == POLICY_VIOLATION,
+                        };
+                    }
+                    Input::Frame(Some(Err(_)) | None) => {
+                        return Ended::Dropped { policy: false };
+                    }
+                    Input::Command(None) => return Ended::PageGone,
                     Input::Command(Some(Command::Watch(table))) => {
                         self.tracker.watch(table, true, &mut out);
                     }
@@ -648,7 +680,7 @@ mod client {
                     }
                 }
                 if !self.emit(socket, out).await {
-                    return true;
+                    return Ended::Dropped { policy: false };
                 }
             }
         }
@@ -678,10 +710,14 @@ mod client {
                         live.notice.try_set(None);
                     }
                     Output::TableError(error) => {
+                        self.session_lost(&error);
                         live.table_error.try_set(Some(error));
                         live.synced.try_set(true);
                     }
                     Output::Reply { req, result } => {
+                        if let Err(error) = &result {
+                            self.session_lost(error);
+                        }
                         if let Some(reply) = self.pending.remove(&req) {
                             let _ = reply.send(result);
                         }
@@ -692,6 +728,13 @@ mod client {
                 }
             }
             true
+        }
+
+        /// An answer that says the session is gone sends the app to sign-in.
+        fn session_lost(&self, error: &ErrorBody) {
+            if let Some(auth) = self.live.auth {
+                auth.lost(error);
+            }
         }
 
         /// The socket closed: fail what waits for an answer, show the state.

@@ -83,12 +83,15 @@ pub fn ErrorNote(error: RwSignal<Option<String>>, place: &'static str) -> impl I
 }
 
 /// A delete button that asks once more before it acts: the first press arms
-/// it, the second confirms, leaving it disarms it.
+/// it, the second confirms, leaving it disarms it. `label` / `confirm` name
+/// other drastic acts ("Revoke", "Reset password").
 #[component]
 pub fn DeleteButton(
     busy: RwSignal<bool>,
     testid: &'static str,
     on_confirm: Callback<()>,
+    #[prop(default = "Delete")] label: &'static str,
+    #[prop(default = "Confirm delete")] confirm: &'static str,
 ) -> impl IntoView {
     let armed = RwSignal::new(false);
     let press = move |_| {
@@ -108,7 +111,7 @@ pub fn DeleteButton(
             on:click=press
             on:blur=move |_| armed.set(false)
         >
-            {move || if armed.get() { "Confirm delete" } else { "Delete" }}
+            {move || if armed.get() { confirm } else { label }}
         </button>
     }
     .into_any()

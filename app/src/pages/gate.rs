@@ -1,0 +1,93 @@
+//! Pages for the signed in only: the gate that shows a page once the browser
+//! is known to be signed in, the admin-only gate, and the redirect that sends
+//! a signed-out browser to sign-in (remembering where it was) or a server
+//! without an admin to first-run setup.
+
+use leptos::prelude::*;
+use leptos_router::NavigateOptions;
+use leptos_router::hooks::{use_location, use_navigate};
+
+use crate::auth::{Session, encode_query, use_auth};
+
+/// Shows `children` while signed in. Until the browser knows (and always on
+/// the server, which cannot tell), a quiet placeholder; signed out, the
+/// redirect below has already moved on.
+#[component]
+pub fn SignedInOnly(children: ChildrenFn) -> impl IntoView {
+    let auth = use_auth();
+    // Only a change of signed in / out rebuilds the page, not a fresh `me`.
+    let signed_in = Memo::new(move |_| auth.session.with(|s| matches!(s, Session::SignedIn(_))));
+    view! {
+        <Show
+            when=move || signed_in.get()
+            fallback=move || {
+                view! {
+                    <div class="checking" data-testid="checking">
+                        {move || {
+                            auth.problem
+                                .get()
+                                .unwrap_or_else(|| "Checking who is signed in…".to_string())
+                        }}
+                    </div>
+                }
+            }
+        >
+            {children()}
+        </Show>
+    }
+}
+
+/// Shows `children` to admins only; others learn why there is nothing here.
+#[component]
+pub fn AdminOnly(children: ChildrenFn) -> impl IntoView {
+    let auth = use_auth();
+    let admin = Memo::new(move |_| auth.role().is_some_and(|r| r.is_admin()));
+    view! {
+        <Show
+            when=move || admin.get()
+            fallback=|| {
+                view! {
+                    <section class="hero">
+                        <h1>"Admins only"</h1>
+                        <p class="lead">"Only an admin manages accounts."</p>
+                        <a href="/account" class="button">
+                            "Your account"
+                        </a>
+                    </section>
+                }
+            }
+        >
+            {children()}
+        </Show>
+    }
+}
+
+/// Sends a signed-out browser to `/login?next=<where it was>`, and a server
+/// without an admin to `/setup`. Renders nothing.
+#[component]
+pub fn AuthRedirect() -> impl IntoView {
+    let auth = use_auth();
+    let location = use_location();
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        let session = auth.session.get();
+        let path = location.pathname.get();
+        let replace = NavigateOptions {
+            replace: true,
+            ..NavigateOptions::default()
+        };
+        match session {
+            Session::SignedOut if path != "/login" && path != "/setup" => {
+                let here = format!("{path}{}", location.search.get_untracked());
+                let target = if here == "/" {
+                    "/login".to_string()
+                } else {
+                    format!("/login?next={}", encode_query(&here))
+                };
+                navigate(&target, replace);
+            }
+            Session::SetupRequired if path != "/setup" => navigate("/setup", replace),
+            _ => {}
+        }
+    });
+}

@@ -1,0 +1,95 @@
+//! The header: the brand, the pages the signed-in account may use, and the
+//! user menu (who is signed in and as what, their account, sign out).
+
+use leptos::prelude::*;
+use leptos_router::components::A;
+
+use crate::auth::use_auth;
+
+#[component]
+pub fn TopBar() -> impl IntoView {
+    let auth = use_auth();
+    let signed_in = Memo::new(move |_| auth.me().is_some());
+    let admin = Memo::new(move |_| auth.role().is_some_and(|r| r.is_admin()));
+    view! {
+        <header class="topbar">
+            <a class="brand" href="/">
+                <span class="brand-mark" aria-hidden="true"></span>
+                "Marquee"
+            </a>
+            <Show when=move || signed_in.get()>
+                <nav class="nav">
+                    <A href="/" exact=true>
+                        "Signs"
+                    </A>
+                    <A href="/messages">"Messages"</A>
+                    <A href="/data">"Data"</A>
+                    // Offered only to those who may use it; the server refuses the rest anyway.
+                    <Show when=move || admin.get()>
+                        <A href="/admin">"Users"</A>
+                    </Show>
+                </nav>
+                <span class="spacer"></span>
+                <UserMenu />
+            </Show>
+        </header>
+    }
+}
+
+/// "ann · editor", opening onto the account page and sign out.
+#[component]
+fn UserMenu() -> impl IntoView {
+    let auth = use_auth();
+    let open = RwSignal::new(false);
+    let username = move || auth.me().map(|me| me.username).unwrap_or_default();
+    let role = move || auth.role().map(|r| r.as_str()).unwrap_or_default();
+    let signing_out = RwSignal::new(false);
+    let sign_out = move |_| {
+        signing_out.set(true);
+        open.set(false);
+        auth.sign_out();
+    };
+    view! {
+        <div
+            class="user-menu"
+            data-testid="user-menu"
+            on:keydown=move |ev| {
+                if ev.key() == "Escape" {
+                    open.set(false);
+                }
+            }
+        >
+            <button
+                type="button"
+                class="user-button"
+                data-testid="whoami"
+                aria-haspopup="true"
+                aria-expanded=move || open.get().to_string()
+                on:click=move |_| open.update(|o| *o = !*o)
+            >
+                <span class="user-name" data-testid="username">
+                    {username}
+                </span>
+                <span class="role-badge" data-testid="role">
+                    {role}
+                </span>
+            </button>
+            <Show when=move || open.get()>
+                <div class="menu" role="menu">
+                    <a href="/account" role="menuitem" on:click=move |_| open.set(false)>
+                        "Your account and password"
+                    </a>
+                    <button
+                        type="button"
+                        role="menuitem"
+                        data-testid="sign-out"
+                        disabled=move || signing_out.get()
+                        on:click=sign_out
+                    >
+                        "Sign out"
+                    </button>
+                </div>
+            </Show>
+        </div>
+    }
+}

@@ -35,6 +35,7 @@ pub fn SignedInOnly(children: ChildrenFn) -> impl IntoView {
             {children()}
         </Show>
     }
+    .into_any()
 }
 
 /// Shows `children` to admins only; others learn why there is nothing here.
@@ -60,6 +61,7 @@ pub fn AdminOnly(children: ChildrenFn) -> impl IntoView {
             {children()}
         </Show>
     }
+    .into_any()
 }
 
 /// Sends a signed-out browser to `/login?next=<where it was>`, and a server

@@ -34,6 +34,7 @@ pub fn TopBar() -> impl IntoView {
             </Show>
         </header>
     }
+    .into_any()
 }
 
 /// "ann · editor", opening onto the account page and sign out.
@@ -92,4 +93,5 @@ fn UserMenu() -> impl IntoView {
             </Show>
         </div>
     }
+    .into_any()
 }

@@ -8,7 +8,9 @@ use leptos_router::hooks::{use_navigate, use_query_map};
 use serde_json::Value;
 
 use super::common::{DeleteButton, ErrorNote, LiveStatus, describe, send};
-use crate::event::TableInfo;
+use crate::api;
+use crate::auth::{Auth, use_auth};
+use crate::event::{TableInfo, TableList};
 use crate::live::{Live, Record, Write, parse_record};
 
 /// The record being edited, and the state of its form.
@@ -79,37 +81,20 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-/// The REST error body: `{"error": {...}}`.
-#[cfg(feature = "hydrate")]
-#[derive(serde::Deserialize)]
-struct ErrorReply {
-    error: crate::event::ErrorBody,
-}
-
-#[cfg(feature = "hydrate")]
-async fn fetch_tables() -> Result<Vec<TableInfo>, String> {
-    use crate::event::TableList;
-    let response = gloo_net::http::Request::get("/api/_tables")
-        .send()
-        .await
-        .map_err(|e| format!("Cannot load the tables: {e}"))?;
-    if !response.ok() {
-        return Err(match response.json::<ErrorReply>().await {
-            Ok(reply) => format!("Cannot load the tables: {}", describe(&reply.error)),
-            Err(_) => format!("Cannot load the tables: HTTP {}", response.status()),
-        });
-    }
-    response
-        .json::<TableList>()
+/// The declared tables; a signed-out answer sends the app to sign-in.
+async fn fetch_tables(auth: Auth) -> Result<Vec<TableInfo>, String> {
+    api::get::<TableList>(Some(auth), "/api/_tables")
         .await
         .map(|list| list.tables)
-        .map_err(|e| format!("Cannot read the table list: {e}"))
+        .map_err(|failure| format!("Cannot load the tables: {}", describe(&failure.error)))
 }
 
 #[component]
 pub fn DataPage() -> impl IntoView {
     let live = Live::new();
     live.connect();
+    let auth = use_auth();
+    let can_edit = auth.can_edit();
 
     let query = use_query_map();
     let table = Memo::new(move |_| query.read().get("table").filter(|t| !t.is_empty()));
@@ -117,9 +102,8 @@ pub fn DataPage() -> impl IntoView {
 
     let tables = RwSignal::new(None::<Result<Vec<TableInfo>, String>>);
     let load_tables = move || {
-        #[cfg(feature = "hydrate")]
         leptos::task::spawn_local(async move {
-            tables.try_set(Some(fetch_tables().await));
+            tables.try_set(Some(fetch_tables(auth).await));
         });
     };
     Effect::new(move |_| load_tables());
@@ -158,10 +142,13 @@ pub fn DataPage() -> impl IntoView {
             >
                 <div class="data-grid">
                     <RecordsPanel live editor table />
-                    <aside class="side">
-                        <EditorPanel live editor />
-                        <NewRecordPanel live />
-                    </aside>
+                    // Viewers read records; the editors would only meet a 403.
+                    <Show when=move || can_edit.get()>
+                        <aside class="side">
+                            <EditorPanel live editor />
+                            <NewRecordPanel live />
+                        </aside>
+                    </Show>
                 </div>
             </Show>
         </div>
@@ -340,6 +327,7 @@ fn RecordsPanel(live: Live, editor: Editor, table: Memo<Option<String>>) -> impl
 
 #[component]
 fn RecordRow(id: String, record: Record, live: Live, editor: Editor) -> impl IntoView {
+    let can_edit = use_auth().can_edit();
     let busy = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let version = record.version;
@@ -380,10 +368,12 @@ fn RecordRow(id: String, record: Record, live: Live, editor: Editor) -> impl Int
                 </code>
             </td>
             <td class="col-actions">
-                <button data-testid="record-edit" on:click=edit>
-                    "Edit"
-                </button>
-                <DeleteButton busy testid="record-delete" on_confirm=delete />
+                <Show when=move || can_edit.get()>
+                    <button data-testid="record-edit" on:click=edit.clone()>
+                        "Edit"
+                    </button>
+                    <DeleteButton busy testid="record-delete" on_confirm=delete />
+                </Show>
                 {move || {
                     error
                         .get()

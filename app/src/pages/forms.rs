@@ -6,14 +6,16 @@ use leptos::html::Input;
 use leptos::prelude::*;
 
 /// A labelled input. `autocomplete` tells browsers and password managers what
-/// it holds (`username`, `current-password`, `new-password`, `off`).
+/// it holds (`username`, `current-password`, `new-password`, `off`); `name`
+/// (unique on the page) also names its id, so the label and the hint belong
+/// to the input by `for` and `aria-describedby`.
 #[component]
 pub fn TextField(
     label: &'static str,
     value: RwSignal<String>,
+    name: &'static str,
     #[prop(default = "text")] kind: &'static str,
     #[prop(default = "off")] autocomplete: &'static str,
-    #[prop(optional)] name: &'static str,
     #[prop(optional)] testid: &'static str,
     #[prop(optional)] placeholder: &'static str,
     #[prop(optional)] hint: &'static str,
@@ -23,14 +25,18 @@ pub fn TextField(
     edited: Option<Callback<()>>,
 ) -> impl IntoView {
     let node = node.unwrap_or_default();
+    let id = format!("field-{name}");
+    let hint_id = (!hint.is_empty()).then(|| format!("{id}-hint"));
     view! {
-        <label class="field">
-            <span>{label}</span>
+        <div class="field">
+            <label for=id.clone()>{label}</label>
             <input
                 node_ref=node
+                id=id
                 type=kind
-                name=(!name.is_empty()).then_some(name)
+                name=name
                 autocomplete=autocomplete
+                aria-describedby=hint_id.clone()
                 data-testid=(!testid.is_empty()).then_some(testid)
                 placeholder=(!placeholder.is_empty()).then_some(placeholder)
                 spellcheck="false"
@@ -43,8 +49,8 @@ pub fn TextField(
                     }
                 }
             />
-            {(!hint.is_empty()).then(|| view! { <small class="muted">{hint}</small> })}
-        </label>
+            {hint_id.map(|hint_id| view! { <small class="hint" id=hint_id>{hint}</small> })}
+        </div>
     }
     .into_any()
 }

@@ -11,6 +11,7 @@ use super::common::{
     sign_title,
 };
 use super::led::LedSign;
+use crate::auth::use_auth;
 use crate::live::{Live, Write};
 use crate::sign::{
     DEFAULT_HEIGHT, DEFAULT_WIDTH, MAX_HEIGHT, MAX_WIDTH, MIN_HEIGHT, MIN_WIDTH, Sign,
@@ -36,6 +37,7 @@ pub fn HomePage() -> impl IntoView {
     let messages = Live::new();
     messages.connect();
     messages.watch(Some("messages".into()));
+    let can_edit = use_auth().can_edit();
 
     let ids = move || {
         signs
@@ -70,19 +72,26 @@ pub fn HomePage() -> impl IntoView {
             <For
                 each=ids
                 key=|id| id.clone()
-                children=move |id| view! { <SignCard id signs messages /> }
+                children=move |id| view! { <SignCard id signs messages can_edit /> }
             />
-            <NewSign signs />
+            // Viewers are offered no writes: the server would refuse them (403).
+            <Show when=move || can_edit.get()>
+                <NewSign signs />
+            </Show>
         </div>
         <Show when=move || signs.synced.get() && signs.records.with(|r| r.is_empty())>
-            <p class="muted">"No signs yet: create the first one."</p>
+            <p class="muted">
+                {move || {
+                    if can_edit.get() { "No signs yet: create the first one." } else { "No signs yet." }
+                }}
+            </p>
         </Show>
     }
     .into_any()
 }
 
 #[component]
-fn SignCard(id: String, signs: Live, messages: Live) -> impl IntoView {
+fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> impl IntoView {
     let sign = {
         let id = id.clone();
         Memo::new(move |_| signs.records.with(|r| read_sign(r, &id)))
@@ -167,12 +176,14 @@ fn SignCard(id: String, signs: Live, messages: Live) -> impl IntoView {
                 when=move || editing.get()
                 fallback=move || {
                     view! {
-                        <div class="buttons">
-                            <button data-testid="sign-edit" on:click=open>
-                                "Rename / resize"
-                            </button>
-                            <DeleteButton busy testid="sign-delete" on_confirm=delete />
-                        </div>
+                        <Show when=move || can_edit.get()>
+                            <div class="buttons">
+                                <button data-testid="sign-edit" on:click=open>
+                                    "Rename / resize"
+                                </button>
+                                <DeleteButton busy testid="sign-delete" on_confirm=delete />
+                            </div>
+                        </Show>
                     }
                 }
             >

@@ -11,6 +11,7 @@ use super::common::{
     DeleteButton, ErrorNote, LiveStatus, NumberField, message_label, number_field, send,
 };
 use super::led::{LedSign, Showing};
+use crate::auth::use_auth;
 use crate::live::{Live, Write};
 use crate::sign::{
     Align, ColorDepth, Effect as TextEffect, Font, MAX_DURATION, MAX_SPEED, MIN_DURATION,
@@ -100,6 +101,8 @@ pub fn MessagesPage() -> impl IntoView {
     let live = Live::new();
     live.connect();
     live.watch(Some("messages".into()));
+    // Viewers read the library; they are offered no writes (the server refuses them).
+    let can_edit = use_auth().can_edit();
 
     // The message being edited: first the one in the URL (links from other
     // pages), then whatever is picked here.
@@ -144,9 +147,11 @@ pub fn MessagesPage() -> impl IntoView {
         <Title text="Messages · Marquee" />
         <div class="toolbar">
             <h1>"Messages"</h1>
-            <button class="primary" data-testid="message-new" on:click=new_message>
-                "New message"
-            </button>
+            <Show when=move || can_edit.get()>
+                <button class="primary" data-testid="message-new" on:click=new_message>
+                    "New message"
+                </button>
+            </Show>
             <span class="spacer"></span>
             <LiveStatus live />
         </div>
@@ -195,11 +200,19 @@ pub fn MessagesPage() -> impl IntoView {
             </section>
             {move || {
                 if creating.get() || selected.get().is_some() {
-                    view! { <MessageEditor live draft selected creating /> }.into_any()
+                    view! { <MessageEditor live draft selected creating can_edit /> }.into_any()
                 } else {
                     view! {
                         <section class="panel empty-state">
-                            <p>"Pick a message to edit it, or write a new one."</p>
+                            <p>
+                                {move || {
+                                    if can_edit.get() {
+                                        "Pick a message to edit it, or write a new one."
+                                    } else {
+                                        "Pick a message to see it."
+                                    }
+                                }}
+                            </p>
                         </section>
                     }
                         .into_any()
@@ -216,6 +229,7 @@ fn MessageEditor(
     draft: Draft,
     selected: RwSignal<Option<String>>,
     creating: RwSignal<bool>,
+    can_edit: Memo<bool>,
 ) -> impl IntoView {
     let error = RwSignal::new(None::<String>);
     let note = RwSignal::new(None::<String>);
@@ -356,6 +370,8 @@ fn MessageEditor(
                 />
             </div>
             <form class="message-form" novalidate=true on:submit=save>
+                // A viewer sees the fields, greyed: one `disabled` covers them all.
+                <fieldset class="plain" disabled=move || !can_edit.get()>
                 <label class="field">
                     <span>"Text"</span>
                     <textarea
@@ -458,6 +474,8 @@ fn MessageEditor(
                 }}
                 <ErrorNote error place="message" />
                 {move || note.get().map(|message| view! { <p class="ok">{message}</p> })}
+                </fieldset>
+                <Show when=move || can_edit.get()>
                 <div class="buttons">
                     <button
                         class="primary"
@@ -474,6 +492,7 @@ fn MessageEditor(
                         <DeleteButton busy testid="message-delete" on_confirm=delete />
                     </Show>
                 </div>
+                </Show>
             </form>
         </section>
     }

@@ -16,6 +16,7 @@ use super::common::{
     ErrorNote, LiveStatus, message_label, read_message, read_sign, send, showing, sign_title,
 };
 use super::led::LedSign;
+use crate::auth::use_auth;
 use crate::live::{Live, Write};
 use crate::sign::{MAX_DURATION, MIN_DURATION, Playlist, PlaylistItem, Shows, Sign};
 
@@ -181,6 +182,8 @@ fn SignEditor(
     signs: Live,
     messages: Live,
 ) -> impl IntoView {
+    // Viewers watch: nothing to drag, no buttons that write (the server refuses them).
+    let can_edit = use_auth().can_edit();
     let drag = RwSignal::new(None::<Drag>);
     let over = RwSignal::new(None::<Zone>);
     let error = RwSignal::new(None::<String>);
@@ -265,6 +268,9 @@ fn SignEditor(
         let Some(what) = drag.get_untracked() else {
             return;
         };
+        if !can_edit.get_untracked() {
+            return;
+        }
         drag.set(None);
         match (what, zone) {
             (Drag::Library(m), Zone::Stage) => show_now(m),
@@ -388,10 +394,12 @@ fn SignEditor(
                         label="The sign, as it shows now"
                         testid="sign-canvas"
                     />
-                    <p class="stage-hint muted">"Drop a message here to show it now."</p>
+                    <Show when=move || can_edit.get()>
+                        <p class="stage-hint muted">"Drop a message here to show it now."</p>
+                    </Show>
                 </div>
                 <ErrorNote error place="sign" />
-                <section class="panel controls">
+                <fieldset class="panel controls" disabled=move || !can_edit.get()>
                     <label class="field inline">
                         <span>"Brightness"</span>
                         <input
@@ -439,7 +447,7 @@ fn SignEditor(
                             <span class="muted">"Nothing yet"</span>
                         </Show>
                     </fieldset>
-                </section>
+                </fieldset>
                 <section
                     class="panel playlist drop-zone"
                     class:over=move || is_over(Zone::Playlist)
@@ -475,7 +483,7 @@ fn SignEditor(
                                             class="playlist-item"
                                             class:current=current
                                             class:over=move || is_over(Zone::Item(index))
-                                            draggable="true"
+                                            draggable=move || can_edit.get().to_string()
                                             data-testid="playlist-item"
                                             data-message=message.clone()
                                             data-index=index.to_string()
@@ -499,6 +507,7 @@ fn SignEditor(
                                                     type="number"
                                                     data-testid="playlist-duration"
                                                     aria-label="Seconds"
+                                                    disabled=move || !can_edit.get()
                                                     min=MIN_DURATION
                                                     max=MAX_DURATION
                                                     placeholder=hint
@@ -511,7 +520,7 @@ fn SignEditor(
                                             </label>
                                             {current
                                                 .then(|| view! { <span class="badge">"on now"</span> })}
-                                            <span class="item-buttons">
+                                            <span class="item-buttons" class:hidden=move || !can_edit.get()>
                                                 <button
                                                     title="Move up"
                                                     aria-label="Move up"
@@ -550,12 +559,19 @@ fn SignEditor(
                     </ol>
                     <Show when=move || count() == 0>
                         <p class="muted empty">
-                            "Drag messages here (or use “Add to playlist”) to play them in turn."
+                            {move || {
+                                if can_edit.get() {
+                                    "Drag messages here (or use “Add to playlist”) to play them in turn."
+                                } else {
+                                    "The playlist is empty."
+                                }
+                            }}
                         </p>
                     </Show>
                 </section>
                 <div
                     class="trash drop-zone"
+                    class:hidden=move || !can_edit.get()
                     class:over=move || is_over(Zone::Trash)
                     class:armed=dragging_item
                     data-testid="trash"
@@ -587,7 +603,7 @@ fn SignEditor(
                             view! {
                                 <li
                                     class="library-item"
-                                    draggable="true"
+                                    draggable=move || can_edit.get().to_string()
                                     data-testid="library-item"
                                     data-message=message.clone()
                                     on:dragstart=move |ev: leptos::ev::DragEvent| {
@@ -606,17 +622,21 @@ fn SignEditor(
                                     <span class="item-buttons">
                                         <button
                                             data-testid="show-now"
+                                            class:hidden=move || !can_edit.get()
                                             on:click=move |_| show_now(m2.clone())
                                         >
                                             "Show now"
                                         </button>
                                         <button
                                             data-testid="add-to-playlist"
+                                            class:hidden=move || !can_edit.get()
                                             on:click=move |_| add_at(m3.clone(), None)
                                         >
                                             "Add to playlist"
                                         </button>
-                                        <a href=edit>"Edit"</a>
+                                        <a href=edit>
+                                            {move || if can_edit.get() { "Edit" } else { "View" }}
+                                        </a>
                                     </span>
                                 </li>
                             }

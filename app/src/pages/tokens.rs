@@ -239,6 +239,7 @@ fn NewToken(made: Callback<TokenInfo>) -> impl IntoView {
             <TextField
                 label="New token's name"
                 value=name
+                name="token-name"
                 testid="token-name"
                 placeholder="what will use it"
                 edited=Callback::new(move |()| error.set(None))

@@ -1,7 +1,9 @@
 import { defineConfig } from "@playwright/test";
+import { ADMIN_STATE } from "./auth-state";
 
 // The server is started outside (scripts/e2e.sh starts one on a free port and
-// exports its address); the browser is the system's Chromium, never a download.
+// exports its address and its first-run setup link); the browser is the
+// system's Chromium, never a download.
 const baseURL = process.env.MARQUEE_URL || "http://127.0.0.1:3000";
 
 export default defineConfig({
@@ -32,5 +34,14 @@ export default defineConfig({
       ],
     },
   },
-  projects: [{ name: "chromium", use: { browserName: "chromium" } }],
+  projects: [
+    // First: the printed setup link makes the admin; its signed-in state is saved.
+    { name: "setup", testMatch: /.*\.setup\.ts/, use: { browserName: "chromium" } },
+    // Then every other test starts signed in as that admin.
+    {
+      name: "chromium",
+      use: { browserName: "chromium", storageState: ADMIN_STATE },
+      dependencies: ["setup"],
+    },
+  ],
 });

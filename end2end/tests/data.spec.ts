@@ -1,5 +1,6 @@
 import * as path from "node:path";
-import { test, expect, type APIRequestContext, type Page, type WebSocketRoute } from "@playwright/test";
+import { type APIRequestContext, type Page, type WebSocketRoute } from "@playwright/test";
+import { test, expect, cookieHeader } from "./fixtures";
 
 // Each test works in a table of its own, so tests never see each other's records.
 function uniqueName(): string {
@@ -41,10 +42,11 @@ class EventStream {
 
   private constructor() {}
 
-  static async open(url: string): Promise<EventStream> {
+  /** `cookie`: the session to watch as (Node's fetch keeps no cookies). */
+  static async open(url: string, cookie: string): Promise<EventStream> {
     const stream = new EventStream();
     const response = await fetch(url, {
-      headers: { Accept: "text/event-stream" },
+      headers: { Accept: "text/event-stream", Cookie: cookie },
       signal: stream.abort.signal,
     });
     expect(response.status).toBe(200);
@@ -124,7 +126,7 @@ test("records written elsewhere appear live; edits in the page reach SSE; bad JS
   await expect(hello.getByTestId("record-value")).toContainText('"text":"hello"');
 
   // Watch the record over SSE before editing it: the first event is its current state.
-  const stream = await EventStream.open(`${baseURL}/api/${table}/hello`);
+  const stream = await EventStream.open(`${baseURL}/api/${table}/hello`, await cookieHeader(request));
   try {
     await expect
       .poll(() => stream.events.find((e) => e.data?.id === "hello")?.data?.value?.text)

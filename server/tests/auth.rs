@@ -13,7 +13,7 @@ const PASSWORD: &str = "correct horse";
 fn start(dir: &tempfile::TempDir) -> ChildServer {
     ChildServer::spawn_with_env(
         &dir.path().join("data"),
-        &[],
+        &["--auth-mode", "accounts"],
         &[
             ("MARQUEE_ADMIN_USER", "admin"),
             ("MARQUEE_ADMIN_PASSWORD", PASSWORD),
@@ -115,12 +115,15 @@ async fn a_browser_signs_in_sees_who_it_is_and_signs_out_only_from_its_own_origi
     }
     assert_eq!(
         response.json::<Value>().await.unwrap(),
-        json!({"username": "admin", "role": "admin"})
+        json!({"username": "admin", "role": "admin", "mode": "accounts"})
     );
 
     assert_eq!(
         me(&server, Some(&cookie)).await,
-        (200, json!({"username": "admin", "role": "admin"}))
+        (
+            200,
+            json!({"username": "admin", "role": "admin", "mode": "accounts"})
+        )
     );
     let (status, body) = me(&server, None).await;
     assert_eq!(

@@ -1,20 +1,25 @@
-//! Accounts: who may sign in, with which role, and how their passwords are
-//! kept. Each account lives in the store's own `accounts` keyspace (written
-//! durably through the writer like everything else, and never reachable
-//! through the record API); passwords are argon2id hashes, checked a few at
-//! a time off the async runtime.
-//!
-//! This is the first part of accounts and sign-in (issue 9): accounts and
-//! tokens in the store, the hashes and `marquee admin`. Nothing here is
-//! consulted by the protocols yet.
+//! Accounts and sign-in: who may connect, with which role, and how their
+//! passwords and tokens are kept. Each account lives in the store's own
+//! `accounts` keyspace (written durably through the writer like everything
+//! else, and never reachable through the record API); passwords are
+//! argon2id hashes, checked a few at a time off the async runtime. The
+//! [`Guard`] is what the protocols talk to.
 
 mod account;
+mod audit;
+mod guard;
 mod password;
+mod principal;
+mod request;
 mod throttle;
 mod tokens;
 
 pub use account::{Account, MAX_USERNAME_LEN, Role, normalize_username};
+pub use audit::{Audit, AuditEntry, MAX_AUDIT_ENTRIES};
+pub use guard::{Guard, Refusal, SetupError};
 pub use password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, Passwords, generate_password};
+pub use principal::{Principal, Proof};
+pub use request::{Presented, RequestRefusal, SESSION_COOKIE, presented};
 pub use throttle::Throttle;
 pub use tokens::{Lifetime, Token, TokenId, TokenKind, Tokens};
 
@@ -161,7 +166,7 @@ impl Accounts {
         self.store.accounts()?.iter().map(|b| decode(b)).collect()
     }
 
-    /// The account, if `password` is its password and it may sign in. An
+    /// The account, if `password` is its password (disabled or not). An
     /// unknown user name costs the same time as a wrong password.
     pub async fn check(
         &self,
@@ -173,7 +178,7 @@ impl Accounts {
         if !self.passwords.verify(stored, password).await {
             return Ok(None);
         }
-        Ok(account.filter(|a| !a.disabled))
+        Ok(account)
     }
 
     async fn save(&self, account: &Account, create: bool) -> Result<(), AuthError> {

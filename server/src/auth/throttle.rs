@@ -1,9 +1,11 @@
-//! Slows password guessing (SECURITY.md §7.7). Per account: after 5
-//! failures within 15 minutes, attempts are refused for a time that doubles
-//! with each further failure (2 s, 4 s, … at most 15 minutes) — a growing
-//! delay, not a lock-out an attacker could hold forever. Per address: 20
-//! failures within a minute refuse that address for a minute. Loopback is
-//! not exempt. The counts live in memory (a restart forgets them) and are
+//! Slows password guessing (SECURITY.md §7.7). Per account and address:
+//! after 5 failures within 15 minutes, attempts are refused for a time that
+//! doubles with each further failure (2 s, 4 s, … at most 15 minutes) — a
+//! growing delay, not a lock-out. Keyed by address too, so someone guessing
+//! the admin's password from one place cannot lock the admin out from
+//! another (OWASP's lock-out denial of service). Per address: 20 failures
+//! within a minute refuse that address for a minute, whatever the account.
+//! Loopback is not exempt. The counts live in memory (a restart forgets them) and are
 //! bounded: past the bound, expired entries go, and then new ones are not
 //! tracked (the other counter still is).
 
@@ -29,7 +31,7 @@ pub struct Throttle {
 
 #[derive(Default)]
 struct State {
-    accounts: HashMap<String, Failures>,
+    accounts: HashMap<(String, IpAddr), Failures>,
     peers: HashMap<IpAddr, Failures>,
 }
 
@@ -49,7 +51,10 @@ impl Throttle {
         let now = Instant::now();
         let state = self.state();
         let waits = [
-            state.accounts.get(username).and_then(|f| f.wait(now)),
+            state
+                .accounts
+                .get(&(username.to_owned(), peer))
+                .and_then(|f| f.wait(now)),
             state.peers.get(&peer).and_then(|f| f.wait(now)),
         ];
         match waits.into_iter().flatten().max() {
@@ -64,7 +69,7 @@ impl Throttle {
         let mut state = self.state();
         if let Some(f) = track(
             &mut state.accounts,
-            username.to_owned(),
+            (username.to_owned(), peer),
             now,
             ACCOUNT_WINDOW,
         ) && f.count > ACCOUNT_FREE_FAILURES
@@ -80,9 +85,10 @@ impl Throttle {
         }
     }
 
-    /// A successful sign-in clears the account's count (not the address's).
-    pub fn succeeded(&self, username: &str) {
-        self.state().accounts.remove(username);
+    /// A successful sign-in clears the account's count from that address
+    /// (not the address's own).
+    pub fn succeeded(&self, username: &str, peer: IpAddr) {
+        self.state().accounts.remove(&(username.to_owned(), peer));
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -147,10 +153,11 @@ mod tests {
         throttle.failed("alice", peer);
         let second = throttle.check("alice", peer).unwrap_err();
         assert!(second > Duration::from_secs(3), "{second:?}");
-        // Another account from another address is not held up.
-        assert!(throttle.check("bob", "10.0.0.2".parse().unwrap()).is_ok());
-        throttle.succeeded("alice");
+        // Another account, or the same one from another address, is not held up.
+        assert!(throttle.check("bob", peer).is_ok());
         assert!(throttle.check("alice", "10.0.0.3".parse().unwrap()).is_ok());
+        throttle.succeeded("alice", peer);
+        assert!(throttle.check("alice", peer).is_ok());
     }
 
     #[test]

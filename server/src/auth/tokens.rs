@@ -68,7 +68,8 @@ pub const MAX_TOKENS_PER_KIND: usize = 50;
 const TOUCH_EVERY_MS: i64 = 60_000;
 
 impl TokenKind {
-    fn prefix(self) -> &'static str {
+    /// What every secret of this kind begins with.
+    pub fn prefix(self) -> &'static str {
         match self {
             TokenKind::Session => "mqs_",
             TokenKind::Api => "mqt_",
@@ -190,6 +191,11 @@ impl Tokens {
             self.save(&key, &token).await?;
         }
         Ok(Some(token))
+    }
+
+    /// The key a secret's token is stored under (see [`Store::token`]).
+    pub fn key_of(secret: &str) -> Vec<u8> {
+        hash(secret)
     }
 
     /// The id a secret's token is listed and revoked by.

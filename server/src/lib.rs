@@ -152,7 +152,15 @@ impl Server {
         {
             origins.push(origin);
         }
-        let guard = auth::Guard::new(store.clone(), config.access.clone(), origins);
+        let site = auth::Site {
+            origins,
+            loopback: http_addr.ip().is_loopback(),
+            https: config
+                .public_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://")),
+        };
+        let guard = auth::Guard::new(store.clone(), config.access.clone(), site);
         if config.access.mode == access::Mode::Open {
             tracing::warn!(
                 "auth mode \"open\": anyone who can reach the loopback listeners may read and write"
@@ -187,10 +195,15 @@ impl Server {
             body_limit: config.body_limit,
             shutdown: stopping.clone(),
             tasks: tasks.clone(),
-            guard,
+            guard: guard.clone(),
         };
+        let guard_for_hosts = guard;
         let router = http::router(state, leptos_options(&config, http_addr))
-            .merge(mqtt::websocket::router(broker));
+            .merge(mqtt::websocket::router(broker))
+            .layer(axum::middleware::from_fn_with_state(
+                guard_for_hosts,
+                http::check_host,
+            ));
         let mut until_stopped = stopping;
         let listener = http::LimitedListener::new(listener, config.http_max_connections);
         let http = tokio::spawn(async move {

@@ -58,6 +58,20 @@ const FAILURE_DELAY: Duration = Duration::from_millis(500);
 /// Setup tokens belong to this owner, which no account can be named.
 const SETUP_OWNER: &str = "-setup";
 
+/// Where the server is reached, for the browser rules.
+#[derive(Clone, Debug, Default)]
+pub struct Site {
+    /// Our pages' origins besides a connection's own address: `localhost`
+    /// for loopback, `public_url`, `allowed_origins`.
+    pub origins: Vec<String>,
+    /// The HTTP listener is on loopback, where a `Host` naming another site
+    /// means DNS rebinding.
+    pub loopback: bool,
+    /// People reach us over https (`public_url`): the session cookie is
+    /// then `Secure` and `__Host-` prefixed.
+    pub https: bool,
+}
+
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct Guard {
@@ -78,11 +92,19 @@ struct Inner {
     /// Origins a browser page of ours has, besides the connection's own
     /// address (see [`Guard::origin_allowed`]).
     origins: Vec<String>,
+    /// Whether requests must name us in `Host` (see [`Guard::host_allowed`]).
+    check_hosts: bool,
+    https: bool,
     failure_delay: Duration,
 }
 
 impl Guard {
-    pub fn new(store: Store, access: Access, origins: Vec<String>) -> Self {
+    pub fn new(store: Store, access: Access, site: Site) -> Self {
+        let Site {
+            origins,
+            loopback: check_hosts,
+            https,
+        } = site;
         Self {
             inner: Arc::new(Inner {
                 accounts: Accounts::new(store.clone(), Passwords::new()),
@@ -94,6 +116,8 @@ impl Guard {
                 admin_exists: AtomicBool::new(false),
                 setup: tokio::sync::Mutex::new(()),
                 origins,
+                check_hosts,
+                https,
                 failure_delay: FAILURE_DELAY,
             }),
         }
@@ -401,5 +425,49 @@ impl Guard {
         local.is_some_and(|local| {
             !local.ip().is_unspecified() && origin == format!("http://{local}")
         })
+    }
+
+    /// The session cookie's name: `__Host-` prefixed under https, where
+    /// the browser then holds it to this exact host and to `Secure`.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.inner.https {
+            super::request::SECURE_SESSION_COOKIE
+        } else {
+            super::request::SESSION_COOKIE
+        }
+    }
+
+    /// Whether the session cookie is `Secure` (sent over https only).
+    pub fn secure_cookies(&self) -> bool {
+        self.inner.https
+    }
+
+    /// Whether a request's `Host` may reach a loopback listener: an IP
+    /// address, `localhost`, or a configured origin's host. A page on a
+    /// name the attacker owns, re-pointed at 127.0.0.1 (DNS rebinding),
+    /// would otherwise be same-origin with us and need no cookie in `open`
+    /// mode; browsers cannot send a `Host` of an IP they did not connect to.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        if !self.inner.check_hosts {
+            return true;
+        }
+        let name = match host.strip_prefix('[') {
+            Some(v6) => {
+                return v6
+                    .split(']')
+                    .next()
+                    .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+            }
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        };
+        let name = name.to_ascii_lowercase();
+        name == "localhost"
+            || name.parse::<std::net::Ipv4Addr>().is_ok()
+            || self.inner.origins.iter().any(|origin| {
+                origin
+                    .split_once("://")
+                    .map(|(_, authority)| authority.rsplit_once(':').map_or(authority, |(h, _)| h))
+                    == Some(name.as_str())
+            })
     }
 }

@@ -16,10 +16,10 @@ mod tokens;
 
 pub use account::{Account, MAX_USERNAME_LEN, Role, normalize_username};
 pub use audit::{Audit, AuditEntry, MAX_AUDIT_ENTRIES};
-pub use guard::{Guard, Refusal, SetupError};
+pub use guard::{Guard, Refusal, SetupError, Site};
 pub use password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, Passwords, generate_password};
 pub use principal::{Principal, Proof};
-pub use request::{Presented, RequestRefusal, SESSION_COOKIE, presented};
+pub use request::{Presented, RequestRefusal, SECURE_SESSION_COOKIE, SESSION_COOKIE, presented};
 pub use throttle::Throttle;
 pub use tokens::{Lifetime, Token, TokenId, TokenKind, Tokens};
 

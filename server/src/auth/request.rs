@@ -16,8 +16,10 @@ use axum::http::{HeaderMap, header};
 
 use super::{AuthError, Guard, Principal, TokenKind};
 
-/// The session cookie's name.
+/// The session cookie's name over plain http.
 pub const SESSION_COOKIE: &str = "marquee_session";
+/// Its name under https (`public_url`): `Secure`, this host only.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-marquee_session";
 
 /// What a request proved nothing with.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +61,9 @@ pub fn presented(headers: &HeaderMap) -> Presented<'_> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .find(|(name, value)| {
+            (*name == SESSION_COOKIE || *name == SECURE_SESSION_COOKIE) && !value.is_empty()
+        })
         .map_or(Presented::Nothing, |(_, value)| Presented::Cookie(value))
 }
 

@@ -16,8 +16,8 @@ use super::limit::Peer;
 use super::{ApiError, AppState, is_websocket, read_json};
 use crate::access::{Action, Mode};
 use crate::auth::{
-    Account, AuthError, Lifetime, Presented, Principal, Refusal, RequestRefusal, Role,
-    SESSION_COOKIE, SetupError, TokenKind, presented,
+    Account, AuthError, Lifetime, Presented, Principal, Refusal, RequestRefusal, Role, SetupError,
+    TokenKind, presented,
 };
 
 /// Who is making a request: the extractor every handler that touches data
@@ -171,7 +171,7 @@ pub async fn logout(
             .record("-", Some(peer.remote), "http", "sign_out", None, "ok");
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    set_cookie(&mut response, "", 0);
+    set_cookie(&state, &mut response, "", 0);
     Ok(response)
 }
 
@@ -298,13 +298,19 @@ async fn new_session(state: &AppState, account: &Account) -> Result<Response, Ap
     })
     .into_response();
     let max_age = lifetime.absolute.map_or(0, |d| d.as_secs());
-    set_cookie(&mut response, &secret, max_age);
+    set_cookie(state, &mut response, &secret, max_age);
     Ok(response)
 }
 
-fn set_cookie(response: &mut Response, value: &str, max_age: u64) {
+fn set_cookie(state: &AppState, response: &mut Response, value: &str, max_age: u64) {
+    let name = state.guard.cookie_name();
+    let secure = if state.guard.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie =
-        format!("{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}");
+        format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

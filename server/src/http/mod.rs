@@ -82,6 +82,28 @@ pub fn record_topic(table: &str, id: &str) -> String {
     }
 }
 
+/// Refuses (403 `bad_host`) a request whose `Host` does not name this
+/// server, on a loopback listener (see [`Guard::host_allowed`]).
+pub async fn check_host(
+    axum::extract::State(guard): axum::extract::State<Guard>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if host.is_none_or(|host| guard.host_allowed(host)) {
+        return next.run(request).await;
+    }
+    axum::response::IntoResponse::into_response(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "bad_host",
+        "this server does not answer to that host name (set public_url or allowed_origins)",
+    ))
+}
+
 /// Every route: the API under `/api`, health and metrics, then the web app.
 pub fn router(state: AppState, leptos_options: LeptosOptions) -> Router {
     let api = Router::new()

@@ -288,23 +288,7 @@ fn decode(bytes: &[u8]) -> Result<Token, AuthError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::bus::Bus;
-    use crate::store::StoreOptions;
-
-    fn open(dir: &std::path::Path) -> Store {
-        let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
-        Store::open(
-            StoreOptions {
-                data_dir: dir.to_path_buf(),
-                change_log_window: 100,
-                tables: Vec::new(),
-                fail_persist_after: None,
-            },
-            Bus::new(8, metrics.clone()),
-            metrics,
-        )
-        .unwrap()
-    }
+    use crate::auth::tests::open;
 
     #[tokio::test]
     async fn a_secret_resolves_to_its_token_until_revoked_and_only_its_hash_is_kept() {

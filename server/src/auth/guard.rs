@@ -202,22 +202,25 @@ impl Guard {
                 .audit
                 .record(&name, Some(peer), protocol, "sign_in", None, outcome);
         };
-        if let Err(wait) = self.inner.throttle.check(&name, peer.ip()) {
-            audit("throttled");
-            return Err(Refusal::Throttled(wait));
-        }
+        let attempt = match self.inner.throttle.begin(&name, peer.ip()) {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                audit("throttled");
+                return Err(Refusal::Throttled(wait));
+            }
+        };
         match self.inner.accounts.check(&name, password).await? {
             Some(account) if account.disabled => {
                 audit("refused");
                 Err(Refusal::NotAuthorized)
             }
             Some(account) => {
-                self.inner.throttle.succeeded(&name, peer.ip());
+                attempt.succeeded();
                 audit("ok");
                 Ok(account)
             }
             None => {
-                self.inner.throttle.failed(&name, peer.ip());
+                attempt.failed();
                 audit("failed");
                 tokio::time::sleep(self.inner.failure_delay).await;
                 Err(Refusal::BadCredentials)
@@ -328,22 +331,25 @@ impl Guard {
         peer: SocketAddr,
     ) -> Result<Principal, Refusal> {
         let name = normalize_username(username).unwrap_or_default();
-        if let Err(wait) = self.inner.throttle.check(&name, peer.ip()) {
-            self.inner
-                .audit
-                .record(&name, Some(peer), "mqtt", "sign_in", None, "throttled");
-            return Err(Refusal::Throttled(wait));
-        }
+        let attempt = match self.inner.throttle.begin(&name, peer.ip()) {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                self.inner
+                    .audit
+                    .record(&name, Some(peer), "mqtt", "sign_in", None, "throttled");
+                return Err(Refusal::Throttled(wait));
+            }
+        };
         match self.principal_for_token(secret, TokenKind::Api).await? {
             Some(principal) if principal.username.as_deref() == Some(name.as_str()) => {
-                self.inner.throttle.succeeded(&name, peer.ip());
+                attempt.succeeded();
                 self.inner
                     .audit
                     .record(&name, Some(peer), "mqtt", "sign_in", None, "ok");
                 Ok(principal)
             }
             _ => {
-                self.inner.throttle.failed(&name, peer.ip());
+                attempt.failed();
                 self.inner
                     .audit
                     .record(&name, Some(peer), "mqtt", "sign_in", None, "failed");
@@ -387,19 +393,23 @@ impl Guard {
             audit("refused");
             return Err(SetupError::Done);
         }
-        if let Err(wait) = self.inner.throttle.check(SETUP_OWNER, peer.ip()) {
-            audit("throttled");
-            return Err(SetupError::Throttled(wait));
-        }
+        let attempt = match self.inner.throttle.begin(SETUP_OWNER, peer.ip()) {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                audit("throttled");
+                return Err(SetupError::Throttled(wait));
+            }
+        };
         let valid = matches!(
             self.inner.tokens.resolve(secret).await?,
             Some(t) if t.kind == TokenKind::Setup && t.username == SETUP_OWNER
         );
         if !valid {
-            self.inner.throttle.failed(SETUP_OWNER, peer.ip());
+            attempt.failed();
             audit("failed");
             return Err(SetupError::BadLink);
         }
+        drop(attempt);
         let account = self
             .inner
             .accounts

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
-use crate::access::{Access, AclRule};
+use crate::access::{Access, AclRule, Mode};
 use crate::mqtt::Limits;
 use crate::store::TableDecl;
 
@@ -29,6 +29,12 @@ pub struct Config {
     pub mqtt_limits: Limits,
     /// Who may publish and subscribe to what.
     pub access: Access,
+    /// The address people reach this server at, when not the listener's
+    /// own (a reverse proxy, a host name): setup links use it, and browser
+    /// pages from it are trusted.
+    pub public_url: Option<String>,
+    /// More origins whose pages may use a session cookie (`http://host:port`).
+    pub allowed_origins: Vec<String>,
     /// The admin to create at start if none exists (`MARQUEE_ADMIN_USER`,
     /// `MARQUEE_ADMIN_PASSWORD`: environment only, never a command-line
     /// flag that `ps` would show).
@@ -68,7 +74,7 @@ pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 10_000;
     about = "Marquee: a sign and pub/sub runtime. One process stores records durably and serves them over REST, Server-Sent Events, WebSockets and MQTT, with a web app for LED signs.",
     long_about = None,
     args_conflicts_with_subcommands = true,
-    after_help = "With no subcommand, `marquee` runs `serve`. Every option can also be set as an environment variable (shown in brackets) or in the TOML file given by --config; the command line wins over the environment, which wins over the file.\n\nConfig file example:\n  data_dir = \"./data\"\n  http = \"127.0.0.1:3000\"\n  change_log_window = 1000000\n\n  [mqtt]\n  listen = \"127.0.0.1:1883\"\n  allow_anonymous = true\n  max_packet_size = 1048576\n\n  [[acl]]                 # in order, first match wins; no match allows\n  filter = \"test/nosubscribe\"\n  subscribe = false       # also: publish = false; %u = username, %c = client id\n\n  [[tables]]\n  name = \"Sensors\"\n  schema = { type = \"object\", required = [\"temp\"], properties = { temp = { type = \"number\" } } }"
+    after_help = "With no subcommand, `marquee` runs `serve`. Every option can also be set as an environment variable (shown in brackets) or in the TOML file given by --config; the command line wins over the environment, which wins over the file. MARQUEE_ADMIN_PASSWORD (and MARQUEE_ADMIN_USER, default admin) creates the first admin if none exists.\n\nConfig file example:\n  data_dir = \"./data\"\n  http = \"127.0.0.1:3000\"\n  public_url = \"https://signs.example.com\"\n  allowed_origins = [\"http://signs.local:3000\"]\n  change_log_window = 1000000\n\n  [auth]\n  mode = \"accounts\"      # or \"open\": no sign-in, loopback only\n\n  [mqtt]\n  listen = \"127.0.0.1:1883\"\n  max_packet_size = 1048576\n\n  [[acl]]                 # deny rules first, then roles, then allow rules\n  filter = \"awtrix/%u/#\"   # %u = user name, %c = client id (whole levels)\n  role = \"device\"         # or user = \"name\", or anonymous = true\n  publish = true\n  subscribe = true\n\n  [[tables]]\n  name = \"Sensors\"\n  schema = { type = \"object\", required = [\"temp\"], properties = { temp = { type = \"number\" } } }"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -114,6 +120,13 @@ pub struct ServeArgs {
     /// Open HTTP connections at most, streams included; more are answered 503 [default: 10000]
     #[arg(long, env = "MARQUEE_HTTP_MAX_CONNECTIONS", value_name = "N")]
     pub http_max_connections: Option<usize>,
+    /// `accounts` (the default: everyone signs in) or `open` (anyone may
+    /// connect; only allowed when every listener is on loopback).
+    #[arg(long, env = "MARQUEE_AUTH_MODE", value_name = "MODE")]
+    pub auth_mode: Option<Mode>,
+    /// The URL people open to reach this server, e.g. https://signs.example.com.
+    #[arg(long, env = "MARQUEE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 /// The TOML file: the same settings as the options, plus table declarations.
@@ -133,6 +146,17 @@ pub struct FileConfig {
     pub mqtt: MqttSection,
     #[serde(default)]
     pub acl: Vec<AclRule>,
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub auth: AuthSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    pub mode: Option<Mode>,
 }
 
 /// `[mqtt]`: the broker's address, whether anonymous clients may connect,
@@ -265,8 +289,32 @@ impl ServeArgs {
                 .or(file.http_max_connections)
                 .unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS),
             mqtt_limits: file.mqtt.limits()?,
-            access: Access::new(file.mqtt.allow_anonymous.unwrap_or(true), file.acl)
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            access: Access::new(
+                self.auth_mode.or(file.auth.mode).unwrap_or_default(),
+                file.mqtt.allow_anonymous.unwrap_or(true),
+                file.acl,
+            )
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            public_url: self
+                .public_url
+                .or(file.public_url)
+                .map(|url| origin_of(&url).map(|_| url.trim_end_matches('/').to_owned()))
+                .transpose()?,
+            allowed_origins: file
+                .allowed_origins
+                .iter()
+                .map(|o| {
+                    origin_of(o).and_then(|origin| {
+                        if origin == *o {
+                            Ok(origin)
+                        } else {
+                            Err(ConfigError::Invalid(format!(
+                                "allowed_origins: '{o}' is not an origin (scheme://host[:port], no path)"
+                            )))
+                        }
+                    })
+                })
+                .collect::<Result<_, _>>()?,
             tables: file.tables,
             admin_bootstrap: std::env::var("MARQUEE_ADMIN_PASSWORD")
                 .ok()
@@ -313,6 +361,20 @@ impl Config {
         }
         .resolve()
     }
+}
+
+/// The origin (`scheme://host[:port]`) of an http(s) URL.
+pub fn origin_of(url: &str) -> Result<String, ConfigError> {
+    let bad = || ConfigError::Invalid(format!("'{url}' is not an http:// or https:// URL"));
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    if scheme != "http" && scheme != "https" {
+        return Err(bad());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains(['@', ' ']) {
+        return Err(bad());
+    }
+    Ok(format!("{scheme}://{}", authority.to_ascii_lowercase()))
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {

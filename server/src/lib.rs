@@ -64,6 +64,10 @@ pub enum StartError {
     },
     #[error("cannot create the admin account from MARQUEE_ADMIN_PASSWORD: {0}")]
     Admin(#[from] auth::AuthError),
+    #[error(
+        "auth mode \"open\" lets anyone connect without an account, so Marquee runs it only when every listener is on loopback; {0} is not. Use mode \"accounts\" (the default) or listen on 127.0.0.1"
+    )]
+    OpenBeyondLoopback(SocketAddr),
 }
 
 /// A started server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -78,6 +82,7 @@ pub struct Server {
     /// Every connection and stream task (MQTT connections, delayed wills,
     /// SSE and WebSocket streams): shutdown waits for them before the store stops.
     tasks: TaskTracker,
+    setup_link: Option<String>,
 }
 
 /// How long shutdown waits for connection tasks to finish their last writes.
@@ -86,6 +91,13 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1
 impl Server {
     /// Opens the store and starts listening.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        if config.access.mode == access::Mode::Open {
+            for addr in [config.http, config.mqtt] {
+                if !addr.ip().is_loopback() {
+                    return Err(StartError::OpenBeyondLoopback(addr));
+                }
+            }
+        }
         let metrics = Arc::new(Metrics::default());
         let bus = Bus::new(config.subscriber_queue, metrics.clone());
         let store = Store::open(
@@ -133,12 +145,45 @@ impl Server {
                 source,
             })?;
 
+        let mut origins = http::own_origins(http_addr);
+        origins.extend(config.allowed_origins.iter().cloned());
+        if let Some(url) = &config.public_url
+            && let Ok(origin) = config::origin_of(url)
+        {
+            origins.push(origin);
+        }
+        let site = auth::Site {
+            origins,
+            loopback: http_addr.ip().is_loopback(),
+            https: config
+                .public_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://")),
+        };
+        let guard = auth::Guard::new(store.clone(), config.access.clone(), site);
+        if config.access.mode == access::Mode::Open {
+            tracing::warn!(
+                "auth mode \"open\": anyone who can reach the loopback listeners may read and write"
+            );
+        }
+        let setup_link = guard.open_setup().await?.map(|secret| {
+            let base = config.public_url.clone().unwrap_or_else(|| {
+                let host = if http_addr.ip().is_unspecified() {
+                    SocketAddr::new([127, 0, 0, 1].into(), http_addr.port())
+                } else {
+                    http_addr
+                };
+                format!("http://{host}")
+            });
+            format!("{base}/setup#{secret}")
+        });
+
         let (stop, stopping) = watch::channel(false);
         let tasks = TaskTracker::new();
         let broker = Broker::new(
             store.clone(),
             config.mqtt_limits.clone(),
-            config.access.clone(),
+            guard.clone(),
             stopping.clone(),
             tasks.clone(),
         );
@@ -149,15 +194,16 @@ impl Server {
             metrics,
             body_limit: config.body_limit,
             shutdown: stopping.clone(),
-            access: Arc::new(config.access.clone()),
             tasks: tasks.clone(),
-            accounts: auth::Accounts::new(store.clone(), auth::Passwords::new()),
-            tokens: auth::Tokens::new(store.clone()),
-            throttle: Arc::new(auth::Throttle::new()),
-            origins: http::own_origins(http_addr).into(),
+            guard: guard.clone(),
         };
+        let guard_for_hosts = guard;
         let router = http::router(state, leptos_options(&config, http_addr))
-            .merge(mqtt::websocket::router(broker));
+            .merge(mqtt::websocket::router(broker))
+            .layer(axum::middleware::from_fn_with_state(
+                guard_for_hosts,
+                http::check_host,
+            ));
         let mut until_stopped = stopping;
         let listener = http::LimitedListener::new(listener, config.http_max_connections);
         let http = tokio::spawn(async move {
@@ -179,7 +225,14 @@ impl Server {
             mqtt,
             player,
             tasks,
+            setup_link,
         })
+    }
+
+    /// When no admin exists yet: the one-time link (valid 30 minutes, a new
+    /// one at every start) that opens the page to create one.
+    pub fn setup_link(&self) -> Option<&str> {
+        self.setup_link.as_deref()
     }
 
     pub fn http_addr(&self) -> SocketAddr {

@@ -45,6 +45,12 @@ async fn main() -> anyhow::Result<()> {
         server.mqtt_addr(),
         server.http_addr()
     );
+    if let Some(link) = server.setup_link() {
+        let _ = writeln!(
+            std::io::stdout(),
+            "No admin account yet. Open {link} to create one (the link works once, for 30 minutes)."
+        );
+    }
 
     // A storage failure ends the process non-zero: after a failed fsync
     // nothing more may be acknowledged, and the next start's recovery

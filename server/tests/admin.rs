@@ -230,3 +230,97 @@ async fn the_environment_seeds_the_first_admin_and_only_the_first() {
     );
     store.shutdown().await;
 }
+
+/// `marquee` started with no admin prints, after its address line, a
+/// one-time setup link; the link's page creates the admin once; the next
+/// start prints none. Until then data answers 401 `setup_required`.
+#[tokio::test]
+async fn the_first_start_prints_a_setup_link_that_works_once() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn marquee");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let address = lines.next().unwrap().unwrap();
+        let url = address
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap()
+            .to_owned();
+        (child, url, lines)
+    };
+    let (mut child, url, mut lines) = start();
+    let link = lines.next().unwrap().unwrap();
+    let link = link
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no setup link in {link:?}"))
+        .to_owned();
+    let (page, token) = link.split_once('#').unwrap();
+    assert_eq!(page, format!("{url}/setup"));
+    assert!(token.starts_with("mqx_"), "{token}");
+
+    let http = client();
+    let (status, body) = get_json(&http, &url, "/api/signs/").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &serde_json::json!("setup_required"))
+    );
+    let setup = |token: String| {
+        http.post(format!("{url}/api/auth/setup"))
+            .json(&serde_json::json!({"token": token, "username": "Root", "password": "first admin pw"}))
+            .send()
+    };
+    let wrong = setup(format!("{token}x")).await.unwrap();
+    assert_eq!(wrong.status(), 403);
+    let made = setup(token.to_owned()).await.unwrap();
+    assert_eq!(made.status(), 201);
+    assert!(
+        made.headers()
+            .get(reqwest::header::SET_COOKIE)
+            .is_some_and(|c| c.to_str().unwrap().starts_with("marquee_session=mqs_"))
+    );
+    assert_eq!(setup(token.to_owned()).await.unwrap().status(), 409);
+    let (status, body) = get_json(&http, &url, "/api/signs/").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &serde_json::json!("unauthenticated"))
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(lines);
+
+    let (mut child, _, mut lines) = start();
+    let _ = child.kill();
+    let _ = child.wait();
+    let rest: Vec<String> = lines.by_ref().map_while(Result::ok).collect();
+    assert!(rest.iter().all(|l| !l.contains("/setup#")), "{rest:?}");
+}
+
+/// `open` mode lets anyone in, so beyond loopback `marquee` refuses it and says why.
+#[test]
+fn open_mode_refuses_to_listen_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    for (http, mqtt) in [("0.0.0.0:0", "127.0.0.1:0"), ("127.0.0.1:0", "0.0.0.0:0")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_marquee"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--http", http, "--mqtt", mqtt, "--auth-mode", "open"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("loopback") && stderr.contains("0.0.0.0"),
+            "{stderr}"
+        );
+    }
+}

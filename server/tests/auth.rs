@@ -13,7 +13,7 @@ const PASSWORD: &str = "correct horse";
 fn start(dir: &tempfile::TempDir) -> ChildServer {
     ChildServer::spawn_with_env(
         &dir.path().join("data"),
-        &[],
+        &["--auth-mode", "accounts"],
         &[
             ("MARQUEE_ADMIN_USER", "admin"),
             ("MARQUEE_ADMIN_PASSWORD", PASSWORD),
@@ -115,12 +115,15 @@ async fn a_browser_signs_in_sees_who_it_is_and_signs_out_only_from_its_own_origi
     }
     assert_eq!(
         response.json::<Value>().await.unwrap(),
-        json!({"username": "admin", "role": "admin"})
+        json!({"username": "admin", "role": "admin", "mode": "accounts"})
     );
 
     assert_eq!(
         me(&server, Some(&cookie)).await,
-        (200, json!({"username": "admin", "role": "admin"}))
+        (
+            200,
+            json!({"username": "admin", "role": "admin", "mode": "accounts"})
+        )
     );
     let (status, body) = me(&server, None).await;
     assert_eq!(
@@ -694,4 +697,95 @@ async fn api_tokens_are_shown_once_kept_apart_and_revoked() {
         .0,
         401
     );
+}
+
+/// On loopback, a request whose `Host` names some other site is a page on
+/// a name re-pointed at 127.0.0.1 (DNS rebinding): refused before anything
+/// else, while the names a person types for this machine work.
+#[tokio::test]
+async fn a_loopback_server_answers_only_to_its_own_host_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::spawn(&dir.path().join("data"), &[]);
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let status = |host: String| {
+        let request = http
+            .get(format!("{}/api/signs/", server.url))
+            .header(reqwest::header::HOST, host);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("LOCALHOST:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        assert_eq!(status(host.clone()).await.0, 200, "{host}");
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        format!("127.0.0.1.evil.example:{port}"),
+        "evil.example".to_owned(),
+    ] {
+        let (code, body) = status(host.clone()).await;
+        assert_eq!(
+            (code, &body["error"]["code"]),
+            (403, &json!("bad_host")),
+            "{host}"
+        );
+    }
+}
+
+/// Served over https (`public_url`), the session cookie is `Secure` and
+/// `__Host-` prefixed, and pages from the public origin may use it.
+#[tokio::test]
+async fn behind_https_the_session_cookie_is_secure_and_host_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::spawn_with_env(
+        &dir.path().join("data"),
+        &[
+            "--auth-mode",
+            "accounts",
+            "--public-url",
+            "https://signs.example.com/",
+        ],
+        &[("MARQUEE_ADMIN_PASSWORD", PASSWORD)],
+    );
+    let response = post(
+        &server,
+        "/api/auth/login",
+        json!({"username": "admin", "password": PASSWORD}),
+        Some("https://signs.example.com"),
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let (cookie, attributes) = session_cookie(&response);
+    assert!(
+        cookie.starts_with("__Host-marquee_session=mqs_"),
+        "{cookie}"
+    );
+    for attribute in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(attributes.contains(attribute), "{attributes}");
+    }
+    assert_eq!(me(&server, Some(&cookie)).await.0, 200);
+    // The public origin may change things with the cookie; another may not.
+    let token = |origin: &'static str| {
+        post(
+            &server,
+            "/api/tokens",
+            json!({"name": origin}),
+            Some(origin),
+            Some(&cookie),
+        )
+    };
+    assert_eq!(token("https://signs.example.com").await.status(), 201);
+    assert_eq!(token("http://signs.example.com").await.status(), 403);
 }

@@ -37,6 +37,7 @@ async fn every_acknowledged_write_follows_an_fsync_that_covers_it() {
         .arg("--data-dir")
         .arg(data_path(&dir))
         .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+        .args(["--auth-mode", "open"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

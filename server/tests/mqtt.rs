@@ -857,17 +857,20 @@ async fn connack_tells_mqtt5_clients_the_limits_and_assigns_an_id() {
 async fn acl_rules_from_the_config_refuse_subscriptions_and_deliveries() {
     let server = TestServer::start_with(|config| {
         config.access = marquee::access::Access::new(
+            marquee::access::Mode::Open,
             true,
             vec![
                 marquee::access::AclRule {
                     filter: "test/nosubscribe".into(),
                     publish: None,
                     subscribe: Some(false),
+                    ..Default::default()
                 },
                 marquee::access::AclRule {
                     filter: "test/nopublish".into(),
                     publish: Some(false),
                     subscribe: None,
+                    ..Default::default()
                 },
             ],
         )
@@ -1531,17 +1534,20 @@ async fn one_set_of_access_rules_guards_mqtt_rest_sse_and_websockets() {
             schema: None,
         });
         config.access = marquee::access::Access::new(
+            marquee::access::Mode::Open,
             true,
             vec![
                 marquee::access::AclRule {
                     filter: "sensors/locked".into(),
                     publish: Some(false),
                     subscribe: None,
+                    ..Default::default()
                 },
                 marquee::access::AclRule {
                     filter: "sensors/secret".into(),
                     publish: None,
                     subscribe: Some(false),
+                    ..Default::default()
                 },
             ],
         )

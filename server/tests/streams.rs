@@ -599,8 +599,10 @@ async fn websocket_writes_in_flight_at_shutdown_are_acknowledged_then_the_socket
         .expect("shutdown is prompt")
         .unwrap();
 
-    let config =
+    let mut config =
         marquee::Config::new(data_path(&server.dir), "127.0.0.1:0".parse().unwrap()).unwrap();
+    config.access =
+        marquee::access::Access::new(marquee::access::Mode::Open, true, Vec::new()).unwrap();
     let again = marquee::Server::start(config).await.unwrap();
     let url = format!("http://{}", again.http_addr());
     let http = client();

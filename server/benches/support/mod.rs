@@ -31,6 +31,7 @@ impl Marquee {
             .arg("--data-dir")
             .arg(dir)
             .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+            .args(["--auth-mode", "open"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

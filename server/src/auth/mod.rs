@@ -1,20 +1,25 @@
-//! Accounts: who may sign in, with which role, and how their passwords are
-//! kept. Each account lives in the store's own `accounts` keyspace (written
-//! durably through the writer like everything else, and never reachable
-//! through the record API); passwords are argon2id hashes, checked a few at
-//! a time off the async runtime.
-//!
-//! This is the first part of accounts and sign-in (issue 9): accounts and
-//! tokens in the store, the hashes and `marquee admin`. Nothing here is
-//! consulted by the protocols yet.
+//! Accounts and sign-in: who may connect, with which role, and how their
+//! passwords and tokens are kept. Each account lives in the store's own
+//! `accounts` keyspace (written durably through the writer like everything
+//! else, and never reachable through the record API); passwords are
+//! argon2id hashes, checked a few at a time off the async runtime. The
+//! [`Guard`] is what the protocols talk to.
 
 mod account;
+mod audit;
+mod guard;
 mod password;
+mod principal;
+mod request;
 mod throttle;
 mod tokens;
 
 pub use account::{Account, MAX_USERNAME_LEN, Role, normalize_username};
+pub use audit::{Audit, AuditEntry, MAX_AUDIT_ENTRIES};
+pub use guard::{Guard, Refusal, SetupError, Site};
 pub use password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, Passwords, generate_password};
+pub use principal::{Principal, Proof};
+pub use request::{Presented, RequestRefusal, SECURE_SESSION_COOKIE, SESSION_COOKIE, presented};
 pub use throttle::Throttle;
 pub use tokens::{Lifetime, Token, TokenId, TokenKind, Tokens};
 
@@ -161,7 +166,7 @@ impl Accounts {
         self.store.accounts()?.iter().map(|b| decode(b)).collect()
     }
 
-    /// The account, if `password` is its password and it may sign in. An
+    /// The account, if `password` is its password (disabled or not). An
     /// unknown user name costs the same time as a wrong password.
     pub async fn check(
         &self,
@@ -173,7 +178,17 @@ impl Accounts {
         if !self.passwords.verify(stored, password).await {
             return Ok(None);
         }
-        Ok(account.filter(|a| !a.disabled))
+        // Hashes made with older settings are made anew now that the
+        // password is at hand; the account is otherwise unchanged, so no
+        // live connection of it ends.
+        if let Some(mut account) = account {
+            if password::needs_rehash(&account.password_hash) {
+                account.password_hash = self.passwords.hash_unchecked(password).await?;
+                self.save(&account, false).await?;
+            }
+            return Ok(Some(account));
+        }
+        Ok(None)
     }
 
     async fn save(&self, account: &Account, create: bool) -> Result<(), AuthError> {
@@ -187,4 +202,83 @@ impl Accounts {
 
 fn decode(bytes: &[u8]) -> Result<Account, AuthError> {
     serde_json::from_slice(bytes).map_err(|e| AuthError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use argon2::password_hash::PasswordHasher as _;
+
+    use super::*;
+    use crate::bus::Bus;
+    use crate::store::StoreOptions;
+
+    /// A store in `dir`, for the auth tests.
+    pub(super) fn open(dir: &std::path::Path) -> Store {
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+        Store::open(
+            StoreOptions {
+                data_dir: dir.to_path_buf(),
+                change_log_window: 100,
+                tables: Vec::new(),
+                fail_persist_after: None,
+            },
+            Bus::new(16, metrics.clone()),
+            metrics,
+        )
+        .unwrap()
+    }
+
+    /// SECURITY.md §8.47: a hash made with older settings still signs in,
+    /// and is made anew with today's settings, leaving the account (and
+    /// its live connections) otherwise as it was.
+    #[tokio::test]
+    async fn an_old_hash_signs_in_and_is_replaced_by_a_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let accounts = Accounts::new(store.clone(), Passwords::new());
+        let old = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(8192, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"old password")
+        .unwrap()
+        .to_string();
+        let account = Account {
+            username: "old".into(),
+            role: Role::Editor,
+            password_hash: old.clone(),
+            disabled: false,
+            created_ms: 1,
+            changed_ms: 2,
+        };
+        accounts.save(&account, true).await.unwrap();
+        assert!(accounts.check("old", "wrong").await.unwrap().is_none());
+        assert_eq!(accounts.get("old").unwrap().unwrap().password_hash, old);
+
+        let signed_in = accounts
+            .check("old", "old password")
+            .await
+            .unwrap()
+            .unwrap();
+        let stored = accounts.get("old").unwrap().unwrap();
+        assert_eq!(stored, signed_in);
+        assert!(
+            stored
+                .password_hash
+                .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{}",
+            stored.password_hash
+        );
+        assert_eq!((stored.created_ms, stored.changed_ms), (1, 2));
+        assert!(
+            accounts
+                .check("old", "old password")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        store.shutdown().await;
+    }
 }

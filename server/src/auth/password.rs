@@ -53,6 +53,12 @@ impl Passwords {
     /// The PHC string of `password`, with a fresh random salt.
     pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
         check_strength(password)?;
+        self.hash_unchecked(password).await
+    }
+
+    /// [`Passwords::hash`] without the strength rules: for a password that
+    /// was accepted under older rules and has just been verified.
+    pub(super) async fn hash_unchecked(&self, password: &str) -> Result<String, AuthError> {
         let password = password.to_owned();
         self.off_runtime(move || {
             Argon2::default()
@@ -109,6 +115,21 @@ impl Default for Passwords {
     }
 }
 
+/// Whether a stored hash was made with other settings than today's
+/// (another algorithm or cost): it still verifies, and is then made anew.
+pub fn needs_rehash(stored: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return false;
+    };
+    let current = argon2::Params::default();
+    let same_params = argon2::Params::try_from(&parsed).is_ok_and(|p| {
+        p.m_cost() == current.m_cost()
+            && p.t_cost() == current.t_cost()
+            && p.p_cost() == current.p_cost()
+    });
+    parsed.algorithm != argon2::Algorithm::Argon2id.ident() || !same_params
+}
+
 /// Refuses passwords too short to resist guessing or too long to hash cheaply.
 pub fn check_strength(password: &str) -> Result<(), AuthError> {
     if password.chars().count() < MIN_PASSWORD_LEN {
@@ -149,6 +170,30 @@ pub fn generate_password() -> Result<String, AuthError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn hashes_from_older_settings_are_recognised() {
+        let current = Passwords::new().hash("correct horse").await.unwrap();
+        assert!(
+            current.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{current}"
+        );
+        assert!(!needs_rehash(&current));
+        let weaker = Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(8192, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"correct horse")
+        .unwrap()
+        .to_string();
+        assert!(needs_rehash(&weaker));
+        assert!(
+            Passwords::new()
+                .verify(Some(&weaker), "correct horse")
+                .await
+        );
+    }
 
     #[tokio::test]
     async fn a_hash_checks_its_password_and_nothing_else() {

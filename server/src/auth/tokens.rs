@@ -68,7 +68,8 @@ pub const MAX_TOKENS_PER_KIND: usize = 50;
 const TOUCH_EVERY_MS: i64 = 60_000;
 
 impl TokenKind {
-    fn prefix(self) -> &'static str {
+    /// What every secret of this kind begins with.
+    pub fn prefix(self) -> &'static str {
         match self {
             TokenKind::Session => "mqs_",
             TokenKind::Api => "mqt_",
@@ -192,6 +193,11 @@ impl Tokens {
         Ok(Some(token))
     }
 
+    /// The key a secret's token is stored under (see [`Store::token`]).
+    pub fn key_of(secret: &str) -> Vec<u8> {
+        hash(secret)
+    }
+
     /// The id a secret's token is listed and revoked by.
     pub fn id_of(secret: &str) -> TokenId {
         hex(&hash(secret))
@@ -282,23 +288,7 @@ fn decode(bytes: &[u8]) -> Result<Token, AuthError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::bus::Bus;
-    use crate::store::StoreOptions;
-
-    fn open(dir: &std::path::Path) -> Store {
-        let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
-        Store::open(
-            StoreOptions {
-                data_dir: dir.to_path_buf(),
-                change_log_window: 100,
-                tables: Vec::new(),
-                fail_persist_after: None,
-            },
-            Bus::new(8, metrics.clone()),
-            metrics,
-        )
-        .unwrap()
-    }
+    use crate::auth::tests::open;
 
     #[tokio::test]
     async fn a_secret_resolves_to_its_token_until_revoked_and_only_its_hash_is_kept() {

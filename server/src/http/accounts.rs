@@ -4,15 +4,18 @@
 //! an answer only when they were just made, and hashes never.
 
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::auth::{acting_account, auth_error};
+use super::auth::{Caller, auth_error, signed_in};
+use super::limit::Peer;
 use super::{ApiError, AppState, read_json};
-use crate::auth::{Account, Lifetime, Role, Token, TokenId, TokenKind, Tokens, generate_password};
+use crate::auth::{
+    Account, Lifetime, Principal, Role, Token, TokenId, TokenKind, Tokens, generate_password,
+};
 use crate::clock;
 
 /// An account as the API shows it.
@@ -79,9 +82,12 @@ pub struct TokenQuery {
 const MAX_TOKEN_NAME: usize = 100;
 
 /// `GET /api/accounts` (admin).
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    admin(&state, &headers, false).await?;
-    let accounts = state.accounts.list().map_err(auth_error)?;
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
+    admin(&state, &who)?;
+    let accounts = state.guard.accounts().list().map_err(auth_error)?;
     let views: Vec<AccountView> = accounts.iter().map(view).collect();
     Ok(Json(json!({ "items": views })).into_response())
 }
@@ -90,18 +96,21 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<R
 /// password is generated, and shown in this answer only, when none is given.
 pub async fn create(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Caller(who): Caller,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    admin(&state, &headers, true).await?;
+    admin(&state, &who)?;
     let new: NewAccount = body(&state, &headers, request).await?;
     let (password, generated) = password_or_generated(new.password)?;
     let account = state
-        .accounts
+        .guard
+        .accounts()
         .create(&new.username, new.role, &password)
         .await
         .map_err(auth_error)?;
-    tracing::info!(username = %account.username, role = account.role.as_str(), "account created");
+    audit(&state, &who, peer, "create_account", &account.username);
     let answer = AccountView {
         password: generated.then_some(password.as_str()),
         ..view(&account)
@@ -112,11 +121,11 @@ pub async fn create(
 /// `GET /api/accounts/{name}` (admin).
 pub async fn get(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin(&state, &headers, false).await?;
-    let account = state.accounts.get(&name).map_err(auth_error)?;
+    admin(&state, &who)?;
+    let account = state.guard.accounts().get(&name).map_err(auth_error)?;
     match account {
         Some(account) => Ok(Json(view(&account)).into_response()),
         None => Err(no_such_account(&name)),
@@ -127,21 +136,24 @@ pub async fn get(
 /// or a disabled account ends its sessions and tokens.
 pub async fn update(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Caller(who): Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    admin(&state, &headers, true).await?;
+    admin(&state, &who)?;
     let change: AccountChange = body(&state, &headers, request).await?;
     let (account, access_changed) = state
-        .accounts
+        .guard
+        .accounts()
         .update(&name, change.role, change.disabled)
         .await
         .map_err(auth_error)?;
     if access_changed {
         end_sessions(&state, &account.username).await?;
     }
-    tracing::info!(username = %account.username, role = account.role.as_str(), disabled = account.disabled, "account changed");
+    audit(&state, &who, peer, "update_account", &account.username);
     Ok(Json(view(&account)).into_response())
 }
 
@@ -149,20 +161,23 @@ pub async fn update(
 /// generates and shows once) a new password; its sessions and tokens end.
 pub async fn reset_password(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Caller(who): Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    admin(&state, &headers, true).await?;
+    admin(&state, &who)?;
     let new: NewPassword = body(&state, &headers, request).await?;
     let (password, generated) = password_or_generated(new.password)?;
     let username = state
-        .accounts
+        .guard
+        .accounts()
         .set_password(&name, &password)
         .await
         .map_err(auth_error)?;
     end_sessions(&state, &username).await?;
-    tracing::info!(%username, "password reset by an admin");
+    audit(&state, &who, peer, "reset_password", &username);
     let answer = if generated {
         json!({ "username": username, "password": password })
     } else {
@@ -174,29 +189,36 @@ pub async fn reset_password(
 /// `DELETE /api/accounts/{name}` (admin): 204; its sessions and tokens end.
 pub async fn delete(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Caller(who): Caller,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin(&state, &headers, true).await?;
-    let username = state.accounts.delete(&name).await.map_err(auth_error)?;
+    admin(&state, &who)?;
+    let username = state
+        .guard
+        .accounts()
+        .delete(&name)
+        .await
+        .map_err(auth_error)?;
     end_sessions(&state, &username).await?;
-    tracing::info!(%username, "account deleted");
+    audit(&state, &who, peer, "delete_account", &username);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /api/tokens[?all=true]`: your API tokens (admins: `all`, everyone's).
 pub async fn list_tokens(
     State(state): State<AppState>,
+    Caller(who): Caller,
     Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let account = acting_account(&state, &headers, false).await?;
+    signed_in(&state, &who)?;
+    let account = me(&state, &who)?;
     let whose = if query.all && account.role == Role::Admin {
         None
     } else {
         Some(account.username.as_str())
     };
-    let tokens = state.tokens.list(whose).map_err(auth_error)?;
+    let tokens = state.guard.tokens().list(whose).map_err(auth_error)?;
     let views: Vec<TokenView> = tokens
         .iter()
         .filter(|(_, t)| t.kind == TokenKind::Api)
@@ -208,10 +230,13 @@ pub async fn list_tokens(
 /// `POST /api/tokens {"name"}`: 201 with the token's secret, shown this once.
 pub async fn create_token(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Caller(who): Caller,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let account = acting_account(&state, &headers, true).await?;
+    signed_in(&state, &who)?;
+    let account = me(&state, &who)?;
     let new: NewToken = body(&state, &headers, request).await?;
     let name = new.name.trim();
     if name.is_empty()
@@ -223,7 +248,8 @@ pub async fn create_token(
         )));
     }
     let (secret, token) = state
-        .tokens
+        .guard
+        .tokens()
         .issue(
             &account.username,
             TokenKind::Api,
@@ -233,6 +259,7 @@ pub async fn create_token(
         .await
         .map_err(auth_error)?;
     let id = Tokens::id_of(&secret);
+    audit(&state, &who, peer, "create_token", name);
     let answer = TokenView {
         token: Some(&secret),
         ..token_view(&id, &token)
@@ -243,39 +270,88 @@ pub async fn create_token(
 /// `DELETE /api/tokens/{id}`: revokes one of your tokens (admins: anyone's).
 pub async fn revoke_token(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Caller(who): Caller,
     Path(id): Path<TokenId>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let account = acting_account(&state, &headers, true).await?;
+    signed_in(&state, &who)?;
+    let account = me(&state, &who)?;
     let whose = (account.role != Role::Admin).then_some(account.username.as_str());
     let owned = state
-        .tokens
+        .guard
+        .tokens()
         .list(whose)
         .map_err(auth_error)?
         .into_iter()
         .any(|(token_id, t)| token_id == id && t.kind == TokenKind::Api);
-    if !owned || !state.tokens.revoke(&id).await.map_err(auth_error)? {
+    if !owned || !state.guard.tokens().revoke(&id).await.map_err(auth_error)? {
         return Err(ApiError::not_found("there is no such token of yours"));
     }
+    audit(&state, &who, peer, "revoke_token", &id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// The signed-in admin, or 401 / 403.
-async fn admin(state: &AppState, headers: &HeaderMap, changes: bool) -> Result<Account, ApiError> {
-    let account = acting_account(state, headers, changes).await?;
-    if account.role != Role::Admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only an admin manages accounts",
-        ));
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/audit[?limit=N]` (admin): the newest audit entries first
+/// (sign-ins, failures, throttles, account and token changes).
+pub async fn audit_log(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Query(query): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    admin(&state, &who)?;
+    let limit = query
+        .limit
+        .unwrap_or(100)
+        .min(crate::auth::MAX_AUDIT_ENTRIES);
+    Ok(Json(json!({ "items": state.guard.audit().newest(limit) })).into_response())
+}
+
+/// Err unless an admin is asking: 401 / 403. Also in `open` mode: an
+/// account made there would outlive the mode.
+fn admin(state: &AppState, who: &Principal) -> Result<(), ApiError> {
+    if who.is_admin() {
+        return Ok(());
     }
-    Ok(account)
+    signed_in(state, who)?;
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "only an admin manages accounts and sees the audit log",
+    ))
+}
+
+/// The caller's own account.
+fn me(state: &AppState, who: &Principal) -> Result<Account, ApiError> {
+    let name = who.username.as_deref().unwrap_or_default();
+    state
+        .guard
+        .accounts()
+        .get(name)
+        .map_err(auth_error)?
+        .ok_or_else(|| super::auth::unauthenticated(state))
+}
+
+/// Records an account or token change made by `who`.
+fn audit(state: &AppState, who: &Principal, peer: Peer, action: &'static str, target: &str) {
+    state.guard.audit().record(
+        who.name(),
+        Some(peer.remote),
+        "http",
+        action,
+        Some(target),
+        "ok",
+    );
 }
 
 async fn end_sessions(state: &AppState, username: &str) -> Result<(), ApiError> {
     state
-        .tokens
+        .guard
+        .tokens()
         .revoke_all(username)
         .await
         .map_err(auth_error)?;

@@ -155,15 +155,23 @@ mod tests {
     }
 }
 
-/// The address a request came from, for handlers that need it
-/// (`ConnectInfo<Peer>`): the sign-in throttle counts failures per address.
+/// Where a request came from and the address it arrived at, for handlers
+/// that need them (`ConnectInfo<Peer>`): the sign-in throttle counts
+/// failures per address, and a page served from the address a connection
+/// arrived at is one of ours (the Origin rule).
 #[derive(Clone, Copy, Debug)]
-pub struct Peer(pub SocketAddr);
+pub struct Peer {
+    pub remote: SocketAddr,
+    pub local: Option<SocketAddr>,
+}
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener>>
     for Peer
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener>) -> Self {
-        Peer(*stream.remote_addr())
+        Peer {
+            remote: *stream.remote_addr(),
+            local: stream.io().stream.local_addr().ok(),
+        }
     }
 }

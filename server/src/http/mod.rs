@@ -21,10 +21,12 @@ use leptos_axum::{LeptosRoutes, generate_route_list};
 use serde_json::Value;
 use tokio::sync::watch;
 
+pub use auth::{Caller, authorize, signed_in};
 pub use error::ApiError;
 pub use limit::{LimitedListener, Peer};
 
-use crate::access::{Access, Action, Identity};
+use crate::access::Action;
+use crate::auth::{Guard, Principal};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -37,16 +39,10 @@ pub struct AppState {
     pub body_limit: usize,
     /// Flips to `true` when the server begins shutting down; streams end then.
     pub shutdown: watch::Receiver<bool>,
-    /// The access rules MQTT uses too.
-    pub access: Arc<Access>,
     /// Stream tasks are spawned here, so shutdown can wait for them.
     pub tasks: tokio_util::task::TaskTracker,
-    pub accounts: crate::auth::Accounts,
-    pub tokens: crate::auth::Tokens,
-    pub throttle: Arc<crate::auth::Throttle>,
-    /// The origins a cookie-authenticated change may come from: this
-    /// server's own addresses (never taken from a request's `Host`).
-    pub origins: Arc<[String]>,
+    /// Accounts, tokens, and the access policy MQTT uses too.
+    pub guard: Guard,
 }
 
 /// The origins a browser uses for pages served from `addr`: the address
@@ -68,32 +64,13 @@ pub fn own_origins(addr: std::net::SocketAddr) -> Vec<String> {
     origins
 }
 
-/// Checks `action` on `topic` (an MQTT topic or filter) for an HTTP client,
-/// by the same rules as MQTT clients; HTTP clients are anonymous until
-/// accounts exist.
-pub fn authorize(state: &AppState, action: Action, topic: &str) -> Result<(), ApiError> {
-    if state.access.allows(&Identity::default(), action, topic) {
-        return Ok(());
-    }
-    let verb = match action {
-        Action::Publish => "write to",
-        Action::Subscribe => "read",
-    };
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        format!("not allowed to {verb} '{topic}'"),
-    ))
-}
-
-/// Whether a change may be delivered to an HTTP stream.
-pub fn may_receive(state: &AppState, change: &app::event::ChangeEvent) -> bool {
-    authorize(
-        state,
+/// Whether a change may be delivered to `who`'s stream.
+pub fn may_receive(state: &AppState, who: &Principal, change: &app::event::ChangeEvent) -> bool {
+    state.guard.allows(
+        who,
         Action::Subscribe,
         &record_topic(&change.table, &change.id),
     )
-    .is_ok()
 }
 
 /// The MQTT topic of a record: `{table}/{id}`, or for the `mqtt` table the id itself.
@@ -103,6 +80,28 @@ pub fn record_topic(table: &str, id: &str) -> String {
     } else {
         format!("{table}/{id}")
     }
+}
+
+/// Refuses (403 `bad_host`) a request whose `Host` does not name this
+/// server, on a loopback listener (see [`Guard::host_allowed`]).
+pub async fn check_host(
+    axum::extract::State(guard): axum::extract::State<Guard>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if host.is_none_or(|host| guard.host_allowed(host)) {
+        return next.run(request).await;
+    }
+    axum::response::IntoResponse::into_response(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "bad_host",
+        "this server does not answer to that host name (set public_url or allowed_origins)",
+    ))
 }
 
 /// Every route: the API under `/api`, health and metrics, then the web app.
@@ -121,6 +120,8 @@ pub fn router(state: AppState, leptos_options: LeptosOptions) -> Router {
         .route("/auth/logout", only(axum::routing::post(auth::logout)))
         .route("/auth/me", only(get(auth::me)))
         .route("/auth/password", only(axum::routing::post(auth::password)))
+        .route("/auth/setup", only(axum::routing::post(auth::setup)))
+        .route("/audit", only(get(accounts::audit_log)))
         .route(
             "/accounts",
             only(get(accounts::list).post(accounts::create)),

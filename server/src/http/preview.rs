@@ -12,7 +12,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::rest::ApiPath;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Caller, authorize, record_topic};
+use crate::access::Action;
 use crate::clock;
 use crate::metrics::Protocol;
 use crate::store::{MESSAGES_TABLE, SIGNS_TABLE, StoreError};
@@ -26,9 +27,16 @@ pub const FACE: Rgb = Rgb::new(0x0c, 0x0c, 0x0c);
 
 pub async fn preview(
     State(state): State<AppState>,
+    Caller(who): Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
+    authorize(
+        &state,
+        &who,
+        Action::Subscribe,
+        &record_topic(SIGNS_TABLE, &id),
+    )?;
     let record =
         state.store.get(SIGNS_TABLE, &id).await?.ok_or_else(|| {
             ApiError::not_found(format!("there is no record '{SIGNS_TABLE}/{id}'"))
@@ -36,7 +44,13 @@ pub async fn preview(
     let sign = Sign::from_json(&record.value).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let mut started = clock::parse_millis(&record.ts);
     let mut message = Message::default();
+    // A message the caller may not read shows nothing, like a missing one.
     if let Some(message_id) = sign.shows.current_message()
+        && state.guard.allows(
+            &who,
+            Action::Subscribe,
+            &record_topic(MESSAGES_TABLE, message_id),
+        )
         && let Some(found) = state.store.get(MESSAGES_TABLE, message_id).await?
     {
         // A message that no longer passes its model shows nothing, like a missing one.

@@ -17,8 +17,9 @@ use super::{
     ApiError, AppState, Precondition, etag, is_websocket, parse_version_header, read_json, sse,
     wants_event_stream, ws,
 };
-use super::{authorize, record_topic};
+use super::{Caller, authorize, record_topic};
 use crate::access::Action;
+use crate::auth::{Principal, Role};
 use crate::feed::Start;
 use crate::metrics::Protocol;
 use crate::store::{MAX_PAGE, TableDecl, WriteOp};
@@ -84,17 +85,35 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-pub async fn list_tables(State(state): State<AppState>) -> Json<TableList> {
-    Json(TableList {
+/// `GET /api/_tables`: every signed-in account that may read records.
+pub async fn list_tables(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+) -> Result<Json<TableList>, ApiError> {
+    may_see_tables(&state, &who)?;
+    Ok(Json(TableList {
         tables: state.store.tables(),
-    })
+    }))
+}
+
+/// Table declarations are no secret to whoever may read some record; they
+/// are changed by admins only.
+fn may_see_tables(state: &AppState, who: &Principal) -> Result<(), ApiError> {
+    if matches!(who.role, Some(Role::Admin | Role::Editor | Role::Viewer))
+        || state.guard.access().mode == crate::access::Mode::Open
+    {
+        return Ok(());
+    }
+    authorize(state, who, Action::Manage, "")
 }
 
 pub async fn declare_table(
     State(state): State<AppState>,
+    Caller(who): Caller,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
+    authorize(&state, &who, Action::Manage, "")?;
     let body = read_json(&headers, request.into_body(), state.body_limit, false).await?;
     let decl: TableDecl = serde_json::from_value(body).map_err(|e| {
         ApiError::new(
@@ -115,8 +134,10 @@ pub async fn declare_table(
 
 pub async fn get_table(
     State(state): State<AppState>,
+    Caller(who): Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Response, ApiError> {
+    may_see_tables(&state, &who)?;
     state
         .store
         .table_info(&name)
@@ -127,9 +148,11 @@ pub async fn get_table(
 /// Removing a table takes its name twice (`?confirm={name}`) and only works once it is empty.
 pub async fn drop_table(
     State(state): State<AppState>,
+    Caller(who): Caller,
     ApiPath(name): ApiPath<String>,
     query: ApiQuery,
 ) -> Result<StatusCode, ApiError> {
+    authorize(&state, &who, Action::Manage, "")?;
     if query.0.get("confirm") != Some(&name) {
         return Err(ApiError::bad_request(format!(
             "to remove a table, repeat its name: DELETE /api/_tables/{name}?confirm={name}"
@@ -139,10 +162,18 @@ pub async fn drop_table(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn changes(State(state): State<AppState>, query: ApiQuery) -> Result<Response, ApiError> {
+/// `GET /api/changes?since=`: the change log, with only the changes the
+/// caller may read (the page still advances past the others).
+pub async fn changes(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    query: ApiQuery,
+) -> Result<Response, ApiError> {
+    super::auth::signed_in_or_open(&state, &who)?;
     let since = query.number("since")?.unwrap_or(0);
     let limit = query.number("limit")?.map_or(MAX_PAGE, |l| l as usize);
-    let (changes, next) = state.store.changes_since(since, None, limit).await?;
+    let (mut changes, next) = state.store.changes_since(since, None, limit).await?;
+    changes.retain(|c| super::may_receive(&state, &who, c));
     let last_seq = state.store.last_seq();
     Ok(Json(ChangePage {
         changes,
@@ -154,6 +185,7 @@ pub async fn changes(State(state): State<AppState>, query: ApiQuery) -> Result<R
 
 pub async fn list_records(
     State(state): State<AppState>,
+    Caller(who): Caller,
     ApiPath(table): ApiPath<String>,
     query: ApiQuery,
     headers: HeaderMap,
@@ -162,14 +194,14 @@ pub async fn list_records(
     state.store.require_table(&table)?;
     let filter = TopicFilter::parse(&format!("{table}/+"))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    authorize(&state, Action::Subscribe, &record_topic(&table, "+"))?;
+    authorize(&state, &who, Action::Subscribe, &record_topic(&table, "+"))?;
     if is_websocket(&headers) {
         let start = start_from(&query, &headers)?;
-        return ws::scoped(state, request, ws::Scope::Table(table), filter, start).await;
+        return ws::scoped(state, who, request, ws::Scope::Table(table), filter, start).await;
     }
     if wants_event_stream(&headers) {
         let start = start_from(&query, &headers)?;
-        return Ok(sse::stream(state, filter, start));
+        return Ok(sse::stream(state, who, filter, start));
     }
     state.metrics.message_in(Protocol::Rest);
     let limit = query.number("limit")?.map_or(100, |l| l as usize);
@@ -180,24 +212,33 @@ pub async fn list_records(
 
 pub async fn get_record(
     State(state): State<AppState>,
+    Caller(who): Caller,
     ApiPath((table, id)): ApiPath<(String, String)>,
     query: ApiQuery,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
     if is_websocket(&headers) || wants_event_stream(&headers) {
-        authorize(&state, Action::Subscribe, &record_topic(&table, &id))?;
+        authorize(&state, &who, Action::Subscribe, &record_topic(&table, &id))?;
         state.store.require_table(&table)?;
         crate::store::validate_record_id(&table, &id)?;
         let filter = TopicFilter::exact(&table, &id);
         let start = start_from(&query, &headers)?;
         if is_websocket(&headers) {
-            return ws::scoped(state, request, ws::Scope::Record(table, id), filter, start).await;
+            return ws::scoped(
+                state,
+                who,
+                request,
+                ws::Scope::Record(table, id),
+                filter,
+                start,
+            )
+            .await;
         }
-        return Ok(sse::stream(state, filter, start));
+        return Ok(sse::stream(state, who, filter, start));
     }
     state.metrics.message_in(Protocol::Rest);
-    authorize(&state, Action::Subscribe, &record_topic(&table, &id))?;
+    authorize(&state, &who, Action::Subscribe, &record_topic(&table, &id))?;
     let record = state
         .store
         .get(&table, &id)
@@ -221,12 +262,13 @@ pub async fn get_record(
 
 pub async fn put_record(
     State(state): State<AppState>,
+    Caller(who): Caller,
     ApiPath((table, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
-    authorize(&state, Action::Publish, &record_topic(&table, &id))?;
+    authorize(&state, &who, Action::Publish, &record_topic(&table, &id))?;
     let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
     let if_match = write_precondition(&state, &table, &id, &headers).await?;
     let op = WriteOp::Put {
@@ -241,12 +283,13 @@ pub async fn put_record(
 
 pub async fn patch_record(
     State(state): State<AppState>,
+    Caller(who): Caller,
     ApiPath((table, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
-    authorize(&state, Action::Publish, &record_topic(&table, &id))?;
+    authorize(&state, &who, Action::Publish, &record_topic(&table, &id))?;
     let patch = read_json(&headers, request.into_body(), state.body_limit, true).await?;
     let if_match = write_precondition(&state, &table, &id, &headers).await?;
     let op = WriteOp::Patch {
@@ -261,11 +304,12 @@ pub async fn patch_record(
 
 pub async fn delete_record(
     State(state): State<AppState>,
+    Caller(who): Caller,
     ApiPath((table, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
-    authorize(&state, Action::Publish, &record_topic(&table, &id))?;
+    authorize(&state, &who, Action::Publish, &record_topic(&table, &id))?;
     let if_match = write_precondition(&state, &table, &id, &headers).await?;
     let op = WriteOp::Delete {
         table,
@@ -278,12 +322,13 @@ pub async fn delete_record(
 
 pub async fn create_record(
     State(state): State<AppState>,
+    Caller(who): Caller,
     ApiPath(table): ApiPath<String>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
-    authorize(&state, Action::Publish, &record_topic(&table, "+"))?;
+    authorize(&state, &who, Action::Publish, &record_topic(&table, "+"))?;
     let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
     let op = WriteOp::Put {
         table,
@@ -307,12 +352,13 @@ pub async fn delete_collection(ApiPath(table): ApiPath<String>) -> ApiError {
 
 pub async fn publish(
     State(state): State<AppState>,
+    Caller(who): Caller,
     ApiPath((table, id)): ApiPath<(String, String)>,
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
-    authorize(&state, Action::Publish, &record_topic(&table, &id))?;
+    authorize(&state, &who, Action::Publish, &record_topic(&table, &id))?;
     let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
     state.store.publish(&table, &id, value, Origin::Rest)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"published": true}))).into_response())

@@ -15,6 +15,7 @@ use futures_util::stream;
 use tokio::sync::mpsc;
 
 use super::AppState;
+use crate::auth::Principal;
 use crate::bus::RecvError;
 use crate::feed::{Feed, Start};
 use crate::metrics::Protocol;
@@ -25,19 +26,26 @@ use crate::topic::TopicFilter;
 const BUFFER: usize = 64;
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
-pub fn stream(state: AppState, filter: TopicFilter, start: Start) -> Response {
+pub fn stream(state: AppState, who: Principal, filter: TopicFilter, start: Start) -> Response {
     let (tx, mut rx) = mpsc::channel(BUFFER);
     let tasks = state.tasks.clone();
-    tasks.spawn(run(state, filter, start, tx));
+    tasks.spawn(run(state, who, filter, start, tx));
     let events = stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text(""))
         .into_response()
 }
 
-async fn run(state: AppState, filter: TopicFilter, start: Start, tx: mpsc::Sender<Event>) {
+async fn run(
+    state: AppState,
+    who: Principal,
+    filter: TopicFilter,
+    start: Start,
+    tx: mpsc::Sender<Event>,
+) {
     let _connection = state.metrics.connection(Protocol::Sse);
     let mut shutdown = state.shutdown.clone();
+    let mut access = state.guard.changes();
     let mut feed = Feed::new(state.store.clone());
     let send = |event: Event| {
         let tx = tx.clone();
@@ -72,7 +80,7 @@ async fn run(state: AppState, filter: TopicFilter, start: Start, tx: mpsc::Sende
     loop {
         match backfill.next_page(&state.store).await {
             Ok(Some(page)) => {
-                for change in page.iter().filter(|c| super::may_receive(&state, c)) {
+                for change in page.iter().filter(|c| super::may_receive(&state, &who, c)) {
                     if !send(change_event(change, replay)).await {
                         return;
                     }
@@ -97,7 +105,7 @@ async fn run(state: AppState, filter: TopicFilter, start: Start, tx: mpsc::Sende
     loop {
         tokio::select! {
             next = feed.next() => match next {
-                Ok(change) if !super::may_receive(&state, &change) => {}
+                Ok(change) if !super::may_receive(&state, &who, &change) => {}
                 Ok(change) => {
                     if !send(change_event(&change, true)).await {
                         return;
@@ -113,6 +121,18 @@ async fn run(state: AppState, filter: TopicFilter, start: Start, tx: mpsc::Sende
                 }
                 Err(RecvError::Closed) => return,
             },
+            Ok(()) = access.changed() => {
+                if !state.guard.still_valid(&who) {
+                    // The session ended (signed out, disabled, new role or
+                    // password): say so; a reconnect then gets 401.
+                    let body = ErrorBody {
+                        code: "unauthenticated".into(),
+                        message: "the session ended; sign in again".into(),
+                    };
+                    let _ = send(Event::default().event("error").data(json(&body))).await;
+                    return;
+                }
+            }
             _ = tx.closed() => return,
             _ = super::stopped(&mut shutdown) => return,
         }

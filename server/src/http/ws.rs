@@ -5,15 +5,16 @@
 use std::pin::Pin;
 
 use app::event::{ChangeEvent, ClientMessage, ErrorBody, Origin, ServerReply};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Caller};
 use crate::access::Action;
+use crate::auth::Principal;
 use crate::bus::RecvError;
 use crate::feed::{Feed, Start};
 use crate::metrics::Protocol;
@@ -62,24 +63,28 @@ impl Queue {
 /// `GET /api/ws`.
 pub async fn multiplexed(
     State(state): State<AppState>,
+    Caller(who): Caller,
     request: Request,
 ) -> Result<Response, ApiError> {
-    upgrade(state, request, Scope::All, None).await
+    super::auth::signed_in_or_open(&state, &who)?;
+    upgrade(state, who, request, Scope::All, None).await
 }
 
 /// A WebSocket on a table or record path, starting with that path's stream.
 pub async fn scoped(
     state: AppState,
+    who: Principal,
     request: Request,
     scope: Scope,
     filter: TopicFilter,
     start: Start,
 ) -> Result<Response, ApiError> {
-    upgrade(state, request, scope, Some((filter, start))).await
+    upgrade(state, who, request, scope, Some((filter, start))).await
 }
 
 async fn upgrade(
     state: AppState,
+    who: Principal,
     request: Request,
     scope: Scope,
     initial: Option<(TopicFilter, Start)>,
@@ -100,7 +105,7 @@ async fn upgrade(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
-            session(socket, state, scope, initial).await;
+            session(socket, state, who, scope, initial).await;
             drop(token);
         })
         .into_response())
@@ -109,11 +114,13 @@ async fn upgrade(
 async fn session(
     socket: WebSocket,
     state: AppState,
+    who: Principal,
     scope: Scope,
     initial: Option<(TopicFilter, Start)>,
 ) {
     let _connection = state.metrics.connection(Protocol::Ws);
     let mut shutdown = state.shutdown.clone();
+    let mut access = state.guard.changes();
     let (mut sink, mut incoming) = socket.split();
     let mut feed = Feed::new(state.store.clone());
     let mut writes = Queue {
@@ -121,7 +128,7 @@ async fn session(
     };
 
     if let Some((filter, start)) = initial
-        && subscribe(&state, &mut feed, &mut sink, None, filter, start)
+        && subscribe(&state, &who, &mut feed, &mut sink, None, filter, start)
             .await
             .is_err()
     {
@@ -142,7 +149,7 @@ async fn session(
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 };
                 state.metrics.message_in(Protocol::Ws);
-                if handle(&state, &scope, &mut feed, &mut sink, &mut writes, text.as_str()).await.is_err() {
+                if handle(&state, &who, &scope, &mut feed, &mut sink, &mut writes, text.as_str()).await.is_err() {
                     return;
                 }
             }
@@ -150,7 +157,7 @@ async fn session(
                 if send(&state, &mut sink, &reply).await.is_err() { return; }
             }
             next = feed.next(), if feed.filter_count() > 0 => match next {
-                Ok(change) if !super::may_receive(&state, &change) => {}
+                Ok(change) if !super::may_receive(&state, &who, &change) => {}
                 Ok(change) => {
                     if send(&state, &mut sink, change.as_ref()).await.is_err() { return; }
                 }
@@ -165,6 +172,21 @@ async fn session(
                 }
                 Err(RecvError::Closed) => return,
             },
+            Ok(()) = access.changed() => {
+                if !state.guard.still_valid(&who) {
+                    // The session ended (signed out, disabled, new role or
+                    // password): 1008, policy violation (RFC 6455 §7.4.1).
+                    let reply = error_reply(None, "unauthenticated", "the session ended; sign in again");
+                    let _ = send(&state, &mut sink, &reply).await;
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code: close_code::POLICY,
+                            reason: "session ended".into(),
+                        })))
+                        .await;
+                    return;
+                }
+            }
             _ = super::stopped(&mut shutdown) => break,
         }
     }
@@ -182,6 +204,7 @@ async fn session(
 /// and still go out in order; `Err` means the socket is gone.
 async fn handle(
     state: &AppState,
+    who: &Principal,
     scope: &Scope,
     feed: &mut Feed,
     sink: &mut Sink,
@@ -226,7 +249,7 @@ async fn handle(
                     return Ok(());
                 }
             };
-            if let Err(e) = super::authorize(state, Action::Subscribe, filter.as_str()) {
+            if let Err(e) = super::authorize(state, who, Action::Subscribe, filter.as_str()) {
                 send(
                     state,
                     sink,
@@ -236,7 +259,7 @@ async fn handle(
                 return Ok(());
             }
             let start = since.map_or(Start::State, Start::Since);
-            subscribe(state, feed, sink, req, filter, start).await
+            subscribe(state, who, feed, sink, req, filter, start).await
         }
         ClientMessage::Unsubscribe { req, filter } => {
             let reply = match TopicFilter::parse(&filter) {
@@ -256,6 +279,7 @@ async fn handle(
                 Ok((table, Some(id)))
                     if let Err(e) = super::authorize(
                         state,
+                        who,
                         Action::Publish,
                         &super::record_topic(&table, &id),
                     ) =>
@@ -306,7 +330,7 @@ async fn handle(
                 value,
                 if_match,
             });
-            queue_write(state, writes, req, op).await;
+            queue_write(state, who, writes, req, op).await;
             Ok(())
         }
         ClientMessage::Patch {
@@ -325,7 +349,7 @@ async fn handle(
                     if_match,
                 })
             });
-            queue_write(state, writes, req, op).await;
+            queue_write(state, who, writes, req, op).await;
             Ok(())
         }
         ClientMessage::Delete {
@@ -342,7 +366,7 @@ async fn handle(
                     if_match,
                 })
             });
-            queue_write(state, writes, req, op).await;
+            queue_write(state, who, writes, req, op).await;
             Ok(())
         }
     }
@@ -351,6 +375,7 @@ async fn handle(
 /// Adds a filter to the feed and sends its backfill, framed by an ack and a `sync`.
 async fn subscribe(
     state: &AppState,
+    who: &Principal,
     feed: &mut Feed,
     sink: &mut Sink,
     req: Option<String>,
@@ -367,7 +392,7 @@ async fn subscribe(
     loop {
         match backfill.next_page(feed.store()).await {
             Ok(Some(page)) => {
-                for change in page.iter().filter(|c| super::may_receive(state, c)) {
+                for change in page.iter().filter(|c| super::may_receive(state, who, c)) {
                     send(state, sink, change).await?;
                 }
             }
@@ -413,6 +438,7 @@ fn target(
 /// socket sent before it) and its reply on `writes`.
 async fn queue_write(
     state: &AppState,
+    who: &Principal,
     writes: &mut Queue,
     req: Option<String>,
     op: Result<WriteOp, String>,
@@ -425,7 +451,7 @@ async fn queue_write(
                     (table, id.as_str())
                 }
             };
-            super::authorize(state, Action::Publish, &super::record_topic(table, id)).err()
+            super::authorize(state, who, Action::Publish, &super::record_topic(table, id)).err()
         }
         Err(_) => None,
     };

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::session::{SavedSession, Session};
 use super::shares::Shares;
-use crate::access::Access;
+use crate::auth::Guard;
 use crate::store::Store;
 
 /// The largest packet MQTT can express: a 268,435,455-byte remaining length
@@ -91,7 +91,7 @@ pub struct Broker {
 struct Inner {
     store: Store,
     limits: Limits,
-    access: Access,
+    guard: Guard,
     sessions: Mutex<HashMap<String, Slot>>,
     shares: Shares,
     connections: AtomicUsize,
@@ -158,7 +158,7 @@ impl Broker {
     pub fn new(
         store: Store,
         limits: Limits,
-        access: Access,
+        guard: Guard,
         shutdown: watch::Receiver<bool>,
         tasks: TaskTracker,
     ) -> Self {
@@ -177,7 +177,7 @@ impl Broker {
             inner: Arc::new(Inner {
                 store,
                 limits,
-                access,
+                guard,
                 sessions: Mutex::new(sessions),
                 shares,
                 connections: AtomicUsize::new(0),
@@ -197,8 +197,9 @@ impl Broker {
         &self.inner.limits
     }
 
-    pub fn access(&self) -> &Access {
-        &self.inner.access
+    /// Who may connect, and do what.
+    pub fn guard(&self) -> &Guard {
+        &self.inner.guard
     }
 
     pub(super) fn shutdown_signal(&self) -> watch::Receiver<bool> {

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use super::broker::Broker;
 use super::connection;
+use crate::auth::Principal;
 
 impl Broker {
     /// Accepts TCP connections until shutdown, with the broker's
@@ -28,7 +29,7 @@ impl Broker {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let broker = self.clone();
-                        self.tasks().spawn(async move { broker.serve_stream(stream, peer).await });
+                        self.tasks().spawn(async move { broker.serve_stream(stream, peer, None).await });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, don't spin.
@@ -43,10 +44,12 @@ impl Broker {
     }
 
     /// Runs one MQTT connection over any byte stream (TCP, or a WebSocket's).
-    pub async fn serve_stream<S>(&self, stream: S, peer: SocketAddr)
+    /// `ambient`: who the stream's opener already proved to be (a WebSocket
+    /// upgrade with a session cookie), for a CONNECT without credentials.
+    pub async fn serve_stream<S>(&self, stream: S, peer: SocketAddr, ambient: Option<Principal>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        connection::run(self.clone(), stream, peer).await;
+        connection::run(self.clone(), stream, peer, ambient).await;
     }
 }

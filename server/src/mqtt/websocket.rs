@@ -1,19 +1,21 @@
 //! MQTT over WebSocket (subprotocol `mqtt`) at `/mqtt` on the HTTP port, so
 //! browser MQTT clients need no other port. Each binary frame carries MQTT
 //! bytes; a pair of pumps turns the socket into a byte stream for the same
-//! connection code TCP clients get.
-
-use std::net::SocketAddr;
+//! connection code TCP clients get. A browser page signed in with its
+//! session cookie (from one of our origins) needs no MQTT password.
 
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::Broker;
+use crate::auth::RequestRefusal;
+use crate::http::Peer;
 
 /// Bytes buffered between the socket and the connection, each way.
 const PIPE: usize = 64 * 1024;
@@ -25,9 +27,21 @@ pub fn router(broker: Broker) -> Router {
         .with_state(broker)
 }
 
-async fn upgrade(State(broker): State<Broker>, ws: WebSocketUpgrade) -> Response {
-    // The HTTP server does not record peers; logs show the unspecified address.
-    let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+async fn upgrade(
+    State(broker): State<Broker>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ambient = match broker
+        .guard()
+        .principal_for_request(&headers, peer.local, true)
+        .await
+    {
+        Ok(principal) => (!principal.is_anonymous()).then_some(principal),
+        Err(refusal) => return refused(&refusal),
+    };
+    let peer = peer.remote;
     let max = broker.limits().max_packet_size;
     ws.protocols(["mqtt"])
         .max_message_size(max)
@@ -37,9 +51,36 @@ async fn upgrade(State(broker): State<Broker>, ws: WebSocketUpgrade) -> Response
             let _running = broker.tasks().token();
             let (ours, theirs) = tokio::io::duplex(PIPE);
             tokio::spawn(pump(socket, theirs));
-            broker.serve_stream(ours, peer).await;
+            broker.serve_stream(ours, peer, ambient).await;
         })
         .into_response()
+}
+
+/// The upgrade's refusal, as the HTTP API words it: 401 for a cookie that
+/// is no longer valid, 403 for a page that is not ours.
+fn refused(refusal: &RequestRefusal) -> Response {
+    let (status, code, message) = match refusal {
+        RequestRefusal::Unauthenticated => (
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the session is not valid; sign in again",
+        ),
+        RequestRefusal::BadOrigin => (
+            StatusCode::FORBIDDEN,
+            "bad_origin",
+            "this request must come from a page of this server (Origin)",
+        ),
+        RequestRefusal::Internal(e) => {
+            tracing::error!("cannot check a session: {e}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "auth",
+                "cannot check the session",
+            )
+        }
+    };
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    (status, axum::Json(body)).into_response()
 }
 
 /// Moves bytes between the WebSocket and the connection until either ends.

@@ -230,6 +230,10 @@ struct Shared {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Set once, with the reason, if the writer stopped on a storage failure.
     failed: watch::Receiver<Option<String>>,
+    /// Counts durable changes to who may do what: an account written or
+    /// removed, a token removed. Live connections watch it to re-check
+    /// their credentials.
+    access_changes: watch::Sender<u64>,
 }
 
 /// A write queued by [`Store::enqueue`].
@@ -348,6 +352,7 @@ impl Store {
                 metrics,
                 writer: Mutex::new(handle),
                 failed,
+                access_changes: watch::Sender::new(0),
             })
         };
         if shared.writer.lock().map(|w| w.is_none()).unwrap_or(true) {
@@ -426,15 +431,17 @@ impl Store {
             account,
             create,
         })
-        .await
-        .map(|_| ())
+        .await?;
+        self.access_changed();
+        Ok(())
     }
 
     /// Removes an account, durably.
     pub async fn delete_account(&self, username: &str) -> Result<(), StoreError> {
         self.submit(writer::Command::DeleteAccount(username.to_owned()))
-            .await
-            .map(|_| ())
+            .await?;
+        self.access_changed();
+        Ok(())
     }
 
     /// An account as stored, by user name.
@@ -454,9 +461,25 @@ impl Store {
 
     /// Stores (or with `None` removes) a token under the hash of its secret, durably.
     pub async fn set_token(&self, hash: &[u8], token: Option<Vec<u8>>) -> Result<(), StoreError> {
+        let removed = token.is_none();
         self.submit(writer::Command::SetToken(hash.to_vec(), token))
-            .await
-            .map(|_| ())
+            .await?;
+        if removed {
+            self.access_changed();
+        }
+        Ok(())
+    }
+
+    /// Changes whenever an account is written or removed or a token is
+    /// removed, after the change is durable.
+    pub fn access_changes(&self) -> watch::Receiver<u64> {
+        self.shared.access_changes.subscribe()
+    }
+
+    fn access_changed(&self) {
+        self.shared
+            .access_changes
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// A token as stored, by the hash of its secret.

@@ -31,6 +31,11 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config =
             Config::new(dir.path().join("data"), "127.0.0.1:0".parse().unwrap()).unwrap();
+        // Most tests are about records and protocols, not accounts: they run
+        // in `open` mode (loopback only), as the outside suites do. Tests of
+        // sign-in and access set `accounts` mode in `tweak`.
+        config.access =
+            marquee::access::Access::new(marquee::access::Mode::Open, true, Vec::new()).unwrap();
         tweak(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let url = format!("http://{}", server.http_addr());
@@ -64,12 +69,19 @@ impl ChildServer {
         Self::spawn_with_env(data_dir, extra, &[])
     }
 
+    /// Starts `marquee` in `open` mode unless `extra` names `--auth-mode`.
     pub fn spawn_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mode: &[&str] = if extra.contains(&"--auth-mode") {
+            &[]
+        } else {
+            &["--auth-mode", "open"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
             .envs(env.iter().copied())
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+            .args(mode)
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

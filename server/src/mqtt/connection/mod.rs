@@ -30,7 +30,8 @@ use super::reason::ReasonCode;
 use super::session::{Delivery, Filling, Incoming, OutState, Outgoing, Session, Subscription};
 use super::shares::SharedMessage;
 use super::topics::{self, Target};
-use crate::access::{Action, Identity};
+use crate::access::Action;
+use crate::auth::{Principal, Refusal};
 use crate::bus::RecvError;
 use crate::feed::{Feed, Start};
 use crate::metrics::Protocol;
@@ -76,7 +77,7 @@ enum End {
     ShuttingDown,
 }
 
-pub(super) async fn run<S>(broker: Broker, stream: S, peer: SocketAddr)
+pub(super) async fn run<S>(broker: Broker, stream: S, peer: SocketAddr, ambient: Option<Principal>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -114,7 +115,8 @@ where
     }
     let metrics = broker.store().metrics().clone();
     let _metric = metrics.connection(Protocol::Mqtt);
-    let Some(mut connection) = Connection::open(broker, writer, connect, peer).await else {
+    let Some(mut connection) = Connection::open(broker, writer, connect, peer, ambient).await
+    else {
         return;
     };
     let end = connection.serve(&mut reader, &mut input).await;
@@ -152,6 +154,21 @@ async fn read_connect<S: AsyncRead + AsyncWrite>(
     }
 }
 
+/// The CONNACK code for a client the guard did not let in (SECURITY.md §7.6).
+fn refusal_code(refusal: &Refusal, version: ProtocolVersion) -> ReasonCode {
+    match refusal {
+        Refusal::BadCredentials => ReasonCode::BadUserNameOrPassword,
+        Refusal::NotAuthorized | Refusal::SetupRequired => ReasonCode::NotAuthorized,
+        // 3.1.1 has no code for it; "not authorized" tells the client to stop.
+        Refusal::Throttled(_) if version == ProtocolVersion::V311 => ReasonCode::NotAuthorized,
+        Refusal::Throttled(_) => ReasonCode::ConnectionRateExceeded,
+        Refusal::Internal(e) => {
+            tracing::error!("cannot check MQTT credentials: {e}");
+            ReasonCode::ServerUnavailable
+        }
+    }
+}
+
 async fn refuse_connect<W: AsyncWrite + Unpin>(
     writer: &mut W,
     version: ProtocolVersion,
@@ -176,7 +193,9 @@ struct Connection<W> {
     out: BytesMut,
     version: ProtocolVersion,
     client_id: String,
-    username: Option<String>,
+    /// Who the client proved to be at CONNECT; every topic it touches is
+    /// judged for this principal, and it is re-checked when access changes.
+    principal: Principal,
     generation: u64,
     session: Box<Session>,
     will: Option<Will>,
@@ -207,43 +226,60 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         mut writer: W,
         connect: Connect,
         peer: SocketAddr,
+        ambient: Option<Principal>,
     ) -> Option<Self> {
         let version = connect.protocol;
         let limits = broker.limits().clone();
-        let refuse = |code: ReasonCode| (code, version);
+        // The cheap checks first: a password check costs an argon2 hash.
         let checked = (|| {
             if connect.properties.authentication_method.is_some() {
-                return Err(refuse(ReasonCode::BadAuthenticationMethod));
-            }
-            let who = Identity {
-                username: connect.username.as_deref(),
-                client_id: &connect.client_id,
-            };
-            if !broker.access().admits(&who) {
-                return Err(refuse(ReasonCode::NotAuthorized));
+                return Err(ReasonCode::BadAuthenticationMethod);
             }
             if connect.client_id.len() > MAX_CLIENT_ID_LEN
                 || (connect.client_id.is_empty()
                     && version == ProtocolVersion::V311
                     && !connect.clean_start)
             {
-                return Err(refuse(ReasonCode::ClientIdentifierNotValid));
+                return Err(ReasonCode::ClientIdentifierNotValid);
             }
             if let Some(will) = &connect.will {
-                if let Err(code) = check_topic(&will.topic, &limits) {
-                    return Err(refuse(code));
-                }
-                if !broker.access().allows(&who, Action::Publish, &will.topic) {
-                    return Err(refuse(ReasonCode::NotAuthorized));
-                }
+                check_topic(&will.topic, &limits)?;
             }
             Ok(())
         })();
-        if let Err((code, version)) = checked {
-            tracing::debug!(%peer, client_id = %connect.client_id, ?code, "CONNECT refused");
-            refuse_connect(&mut writer, version, code).await;
-            return None;
-        }
+        let proved = match checked {
+            Ok(()) => broker
+                .guard()
+                .mqtt_principal(
+                    connect.username.as_deref(),
+                    connect.password.as_deref(),
+                    &connect.client_id,
+                    peer,
+                    ambient,
+                )
+                .await
+                .map_err(|refusal| refusal_code(&refusal, version)),
+            Err(code) => Err(code),
+        };
+        let will_allowed = |p: &Principal| {
+            connect
+                .will
+                .as_ref()
+                .is_none_or(|w| broker.guard().allows(p, Action::Publish, &w.topic))
+        };
+        let mut principal = match proved {
+            Ok(p) if will_allowed(&p) => p,
+            Ok(_) => {
+                tracing::debug!(%peer, client_id = %connect.client_id, "CONNECT refused: the will's topic is not allowed");
+                refuse_connect(&mut writer, version, ReasonCode::NotAuthorized).await;
+                return None;
+            }
+            Err(code) => {
+                tracing::debug!(%peer, client_id = %connect.client_id, ?code, "CONNECT refused");
+                refuse_connect(&mut writer, version, code).await;
+                return None;
+            }
+        };
 
         let generation = broker.next_generation();
         let assigned = connect.client_id.is_empty();
@@ -252,6 +288,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         } else {
             connect.client_id.clone()
         };
+        principal.client_id = client_id.clone();
         // No session waits for ever: 3.1.1 persistent sessions get the
         // configured expiry, and MQTT 5 clients at most that.
         let max_expiry = limits.max_session_expiry_secs();
@@ -328,7 +365,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             out: BytesMut::with_capacity(4096),
             version,
             client_id,
-            username: connect.username,
+            principal,
             generation,
             session,
             will: connect.will,
@@ -373,6 +410,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     /// The connection's life: packets in, deliveries out, until it ends.
     async fn serve<R: AsyncRead + Unpin>(&mut self, reader: &mut R, input: &mut BytesMut) -> End {
         let mut shutdown = self.broker.shutdown_signal();
+        let mut access = self.broker.guard().changes();
         let max_packet = self.broker.limits().max_packet_size;
         let store = self.broker.store().clone();
         let mut last_heard = Instant::now();
@@ -425,7 +463,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             // round is dropped and made anew next time, so it may not have
             // consumed anything it would then lose. `stopped` and the sleep
             // hold nothing; `recv` on an mpsc, `read_buf` and
-            // `FuturesOrdered::next` are cancel-safe by their docs; `pull`
+            // `FuturesOrdered::next` and `watch::Receiver::changed` are
+            // cancel-safe by their docs; `pull`
             // awaits only `Feed::next` or the shared-subscription inbox (both
             // an mpsc `recv`) or `Backfill::next_page`, which keeps an
             // unfinished page read for the next call instead of restarting
@@ -434,6 +473,12 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 biased;
                 () = stopped(&mut shutdown) => return End::ShuttingDown,
                 Some(reply) = self.takeovers.recv() => return End::TakenOver(reply),
+                Ok(()) = access.changed() => {
+                    if !self.broker.guard().still_valid(&self.principal) {
+                        tracing::info!(client_id = %self.client_id, user = self.principal.name(), "MQTT client disconnected: its access changed");
+                        return End::Refused(ReasonCode::AdministrativeAction, "access changed".into());
+                    }
+                }
                 Some(done) = self.writes.next(), if !self.writes.is_empty() => {
                     self.acknowledge(done);
                 }
@@ -559,11 +604,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     }
 
     fn allows(&self, action: Action, topic: &str) -> bool {
-        let who = Identity {
-            username: self.username.as_deref(),
-            client_id: &self.client_id,
-        };
-        self.broker.access().allows(&who, action, topic)
+        self.broker.guard().allows(&self.principal, action, topic)
     }
 
     fn send(&mut self, packet: &Packet) {

@@ -121,6 +121,14 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     /// On session resume: everything unacknowledged goes again, in order,
     /// PUBLISH with DUP set, PUBREL as it was [MQTT-4.4.0-1].
     pub(super) async fn resend_inflight(&mut self) -> Result<(), End> {
+        // A message queued before the client lost read access to its topic
+        // is not sent again (the lesson of CVE-2021-34434).
+        let guard = self.broker.guard().clone();
+        let principal = &self.principal;
+        self.session.inflight.retain(|o| {
+            o.state == OutState::Released
+                || guard.allows(principal, Action::Subscribe, &o.publish.topic)
+        });
         for at in 0..self.session.inflight.len() {
             let Some(outgoing) = self.session.inflight.get(at) else {
                 break;

@@ -84,11 +84,53 @@ pub fn new_password_problem(new: &str, repeat: &str) -> Option<String> {
     }
 }
 
-/// The signed-in account, as `/api/auth/me`, `login`, `setup` and `password` answer.
+/// How the server admits people.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Sign-in required.
+    #[default]
+    Accounts,
+    /// No sign-in (loopback only): whoever reaches it may read and write.
+    Open,
+}
+
+/// Who the browser is, as `/api/auth/me`, `login`, `setup` and `password` answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Me {
-    pub username: String,
-    pub role: Role,
+    /// `None`: nobody signed in, on a server in open mode.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+impl Me {
+    /// The name to show: the account's, or "anyone" on an open server.
+    pub fn name(&self) -> String {
+        self.username
+            .clone()
+            .unwrap_or_else(|| "anyone".to_string())
+    }
+
+    /// May change records: a role that writes, or anyone on an open server.
+    pub fn can_edit(&self) -> bool {
+        match self.role {
+            Some(role) => role.can_edit(),
+            None => self.mode == Mode::Open,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Some(Role::Admin)
+    }
+
+    /// Signed in to an account (so there is something to sign out of).
+    pub fn has_account(&self) -> bool {
+        self.username.is_some()
+    }
 }
 
 /// Where the browser stands.
@@ -151,14 +193,19 @@ impl Auth {
 
     pub fn role(self) -> Option<Role> {
         self.session.with(|s| match s {
-            Session::SignedIn(me) => Some(me.role),
+            Session::SignedIn(me) => me.role,
             _ => None,
         })
     }
 
     /// Whether edit controls are offered: only once a role that may write is known.
     pub fn can_edit(self) -> Memo<bool> {
-        Memo::new(move |_| self.role().is_some_and(Role::can_edit))
+        Memo::new(move |_| self.me().is_some_and(|me| me.can_edit()))
+    }
+
+    /// Whether the admin's pages are offered.
+    pub fn is_admin(self) -> Memo<bool> {
+        Memo::new(move |_| self.me().is_some_and(|me| me.is_admin()))
     }
 
     pub fn signed_in(self, me: Me) {
@@ -271,9 +318,18 @@ mod tests {
 
     #[test]
     fn roles_read_as_the_server_writes_them() {
-        let me: Me = serde_json::from_str(r#"{"username":"ann","role":"viewer"}"#).expect("me");
-        assert_eq!(me.role, Role::Viewer);
-        assert!(!me.role.can_edit());
+        let me: Me =
+            serde_json::from_str(r#"{"username":"ann","role":"viewer","mode":"accounts"}"#)
+                .expect("me");
+        assert_eq!(me.role, Some(Role::Viewer));
+        assert!(!me.can_edit() && !me.is_admin() && me.has_account());
+        // Before the server said its mode, and an open server's anonymous visitor.
+        let me: Me = serde_json::from_str(r#"{"username":"bo","role":"admin"}"#).expect("me");
+        assert!(me.is_admin() && me.can_edit() && me.mode == Mode::Accounts);
+        let anyone: Me =
+            serde_json::from_str(r#"{"username":null,"role":null,"mode":"open"}"#).expect("me");
+        assert!(anyone.can_edit() && !anyone.is_admin() && !anyone.has_account());
+        assert_eq!(anyone.name(), "anyone");
         assert!(Role::Editor.can_edit() && !Role::Editor.is_admin());
         assert_eq!(Role::parse("device"), Some(Role::Device));
         assert_eq!(Role::parse("root"), None);

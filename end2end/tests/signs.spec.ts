@@ -4,7 +4,7 @@ import { execFile } from "node:child_process";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { type APIRequestContext, type Locator, type Page } from "@playwright/test";
-import { test, expect } from "./fixtures";
+import { test, expect, ADMIN } from "./fixtures";
 
 const run = promisify(execFile);
 
@@ -40,13 +40,16 @@ function message(text: string): Record<string, unknown> {
   return { text, effect: "static", duration: 3600 };
 }
 
-/** A retained QoS 1 publish by an outside MQTT client (Debian's mosquitto_pub). */
+/** A retained QoS 1 publish by an outside MQTT client (Debian's mosquitto_pub), as the admin. */
 async function mqttPublish(topic: string, payload: string): Promise<void> {
   const address = process.env.MARQUEE_MQTT || "127.0.0.1:1883";
   const colon = address.lastIndexOf(":");
   const host = address.slice(0, colon);
   const port = address.slice(colon + 1);
-  await run("mosquitto_pub", ["-h", host, "-p", port, "-t", topic, "-r", "-q", "1", "-m", payload]);
+  await run("mosquitto_pub", [
+    ...["-h", host, "-p", port, "-u", ADMIN.username, "-P", ADMIN.password],
+    ...["-t", topic, "-r", "-q", "1", "-m", payload],
+  ]);
 }
 
 async function openSign(page: Page, id: string): Promise<Locator> {

@@ -24,8 +24,8 @@ pub fn AccountPage() -> impl IntoView {
             <h1>"Your account"</h1>
         </div>
         <p class="lead" data-testid="account-who">
-            "Signed in as " <strong>{move || auth.me().map(|m| m.username)}</strong> ", "
-            {move || auth.role().map(|r| r.explain())} "."
+            "Signed in as " <strong>{move || auth.me().map(|m| m.name())}</strong> ", "
+            {move || auth.role().map_or("with no account", |r| r.explain())} "."
         </p>
         <div class="account-grid">
             <PasswordPanel changed=Callback::new(move |()| refresh.update(|n| *n += 1)) />
@@ -105,7 +105,7 @@ fn PasswordPanel(changed: Callback<()>) -> impl IntoView {
                     tabindex="-1"
                     aria-hidden="true"
                     readonly=true
-                    prop:value=move || auth.me().map(|m| m.username).unwrap_or_default()
+                    prop:value=move || auth.me().and_then(|m| m.username).unwrap_or_default()
                 />
                 <TextField
                     label="Current password"

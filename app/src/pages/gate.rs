@@ -42,7 +42,7 @@ pub fn SignedInOnly(children: ChildrenFn) -> impl IntoView {
 #[component]
 pub fn AdminOnly(children: ChildrenFn) -> impl IntoView {
     let auth = use_auth();
-    let admin = Memo::new(move |_| auth.role().is_some_and(|r| r.is_admin()));
+    let admin = auth.is_admin();
     view! {
         <Show
             when=move || admin.get()

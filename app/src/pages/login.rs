@@ -65,7 +65,7 @@ pub fn LoginPage() -> impl IntoView {
         });
     };
     let signed_in_as = move || match auth.session.get() {
-        Session::SignedIn(me) => Some(me.username),
+        Session::SignedIn(me) => me.username,
         _ => None,
     };
 

@@ -10,7 +10,7 @@ use crate::auth::use_auth;
 pub fn TopBar() -> impl IntoView {
     let auth = use_auth();
     let signed_in = Memo::new(move |_| auth.me().is_some());
-    let admin = Memo::new(move |_| auth.role().is_some_and(|r| r.is_admin()));
+    let admin = auth.is_admin();
     view! {
         <header class="topbar">
             <a class="brand" href="/">
@@ -42,8 +42,9 @@ pub fn TopBar() -> impl IntoView {
 fn UserMenu() -> impl IntoView {
     let auth = use_auth();
     let open = RwSignal::new(false);
-    let username = move || auth.me().map(|me| me.username).unwrap_or_default();
-    let role = move || auth.role().map(|r| r.as_str()).unwrap_or_default();
+    let username = move || auth.me().map(|me| me.name()).unwrap_or_default();
+    let role = move || auth.role().map_or("open", |r| r.as_str());
+    let has_account = move || auth.me().is_some_and(|me| me.has_account());
     let signing_out = RwSignal::new(false);
     let sign_out = move |_| {
         signing_out.set(true);
@@ -77,18 +78,30 @@ fn UserMenu() -> impl IntoView {
             </button>
             <Show when=move || open.get()>
                 <div class="menu" role="menu">
-                    <a href="/account" role="menuitem" on:click=move |_| open.set(false)>
-                        "Your account and password"
-                    </a>
-                    <button
-                        type="button"
-                        role="menuitem"
-                        data-testid="sign-out"
-                        disabled=move || signing_out.get()
-                        on:click=sign_out
+                    // On an open server with nobody signed in: only the way to sign in.
+                    <Show
+                        when=has_account
+                        fallback=|| {
+                            view! {
+                                <a href="/login" role="menuitem">
+                                    "Sign in"
+                                </a>
+                            }
+                        }
                     >
-                        "Sign out"
-                    </button>
+                        <a href="/account" role="menuitem" on:click=move |_| open.set(false)>
+                            "Your account and password"
+                        </a>
+                        <button
+                            type="button"
+                            role="menuitem"
+                            data-testid="sign-out"
+                            disabled=move || signing_out.get()
+                            on:click=sign_out
+                        >
+                            "Sign out"
+                        </button>
+                    </Show>
                 </div>
             </Show>
         </div>

@@ -176,7 +176,9 @@ fn AccountRow(
     let error = RwSignal::new(None::<String>);
     let name = account.username.clone();
     let path = format!("/api/accounts/{}", api::segment(&name));
-    let is_me = auth.me().is_some_and(|me| me.username == name);
+    let is_me = auth
+        .me()
+        .is_some_and(|me| me.username.as_deref() == Some(name.as_str()));
     // The picker shows the role the server has; a refused change puts it back.
     let role = RwSignal::new(account.role.as_str().to_string());
     let change = {

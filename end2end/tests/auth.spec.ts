@@ -36,7 +36,7 @@ test("signing in returns to the page asked for; signing out leaves no way back i
 }) => {
   await page.goto("/messages");
   // Sent to sign in, remembering where we were.
-  await expect(page).toHaveURL(/\/login\?next=%2Fmessages$/);
+  await expect(page).toHaveURL(/\/login\?next=\/messages$/);
   await expect(page.getByRole("heading", { name: "Sign in" })).toBeVisible();
   await expect(page.getByLabel("User name")).toHaveAttribute("autocomplete", "username");
   await expect(page.getByLabel("Password", { exact: true })).toHaveAttribute(
@@ -54,7 +54,7 @@ test("signing in returns to the page asked for; signing out leaves no way back i
   await expect(page.getByTestId("user-menu")).toHaveCount(0);
   // The session is gone on the server too: any page leads back to sign-in.
   await page.goto("/data");
-  await expect(page).toHaveURL(/\/login\?next=%2Fdata$/);
+  await expect(page).toHaveURL(/\/login\?next=\/data$/);
   expect((await page.request.get("/api/auth/me")).status()).toBe(401);
 });
 
@@ -82,6 +82,7 @@ test("a wrong password is refused in words and signs no one in", async ({ page, 
 test("a device account cannot sign in to the web app", async ({ page, admin }) => {
   const device = await createAccount(admin, "device");
   await page.goto("/login");
+  await expect(page.getByLabel("User name")).toBeFocused();
   await page.getByLabel("User name").fill(device.username);
   await page.getByLabel("Password", { exact: true }).fill(device.password);
   await page.getByRole("button", { name: "Sign in" }).click();
@@ -175,6 +176,7 @@ test("signing out in one tab sends the other tab's live sign page to sign-in", a
   const response = await admin.put(`/api/signs/${signId}`, { data: { name: "Two tabs" } });
   expect(response.ok()).toBe(true);
   await page.goto(`/signs/${signId}`);
+  await expect(page).toHaveURL(/\/login\?next=/);
   await signIn(page, ADMIN.username, ADMIN.password);
   await expect(page).toHaveURL(new RegExp(`/signs/${signId}$`));
   await expect(page.getByTestId("live-status")).toHaveAttribute("data-state", "live");
@@ -187,7 +189,7 @@ test("signing out in one tab sends the other tab's live sign page to sign-in", a
   await expect(other).toHaveURL(/\/login/);
 
   // The first tab did nothing, yet it is back at sign-in, remembering the sign.
-  await expect(page).toHaveURL(new RegExp(`/login\\?next=%2Fsigns%2F${signId}$`));
+  await expect(page).toHaveURL(new RegExp(`/login\\?next=/signs/${signId}$`));
   await expect(page.getByLabel("User name")).toBeVisible();
   await signIn(page, ADMIN.username, ADMIN.password);
   await expect(page).toHaveURL(new RegExp(`/signs/${signId}$`));
@@ -204,6 +206,7 @@ test("changing your password signs out your other browsers", async ({ page, brow
   await expect(away.getByTestId("live-status")).toHaveAttribute("data-state", "live");
 
   await page.goto("/account");
+  await expect(page).toHaveURL(/\/login\?next=\/account$/);
   await signIn(page, user.username, user.password);
   await expect(page).toHaveURL(/\/account$/);
   const form = page.getByTestId("password-form");

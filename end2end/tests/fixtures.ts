@@ -51,11 +51,14 @@ export async function signedOutContext(browser: Browser, baseURL: string): Promi
   return browser.newContext({ baseURL, storageState: { cookies: [], origins: [] } });
 }
 
-/** Signs in through the sign-in page the app showed (or /login), as a user would. */
+/** Signs in through the sign-in page the app showed (else it opens /login), as a user would. */
 export async function signIn(page: Page, username: string, password: string): Promise<void> {
-  if (!new URL(page.url()).pathname.startsWith("/login")) await page.goto("/login");
   const name = page.getByLabel("User name");
-  await expect(name).toBeFocused();
+  if (!new URL(page.url()).pathname.startsWith("/login")) {
+    await page.goto("/login");
+    // The page is live (hydrated) once it has put the cursor in the first field.
+    await expect(name).toBeFocused();
+  }
   await name.fill(username);
   await page.getByLabel("Password", { exact: true }).fill(password);
   await page.getByLabel("Password", { exact: true }).press("Enter");

@@ -9,14 +9,30 @@ use leptos_router::hooks::{use_location, use_navigate};
 
 use crate::auth::{Session, encode_query, use_auth};
 
+/// `false` while the view is being hydrated, `true` once it is live.
+///
+/// The server renders every page signed out (`Checking`), so a view that
+/// depends on who is signed in must hydrate as that too. A page's code is
+/// fetched after the app starts (`--split`), by which time `/api/auth/me`
+/// may have answered: such a view waits for this before it shows the answer.
+pub fn mounted() -> ReadSignal<bool> {
+    let (mounted, set_mounted) = signal(false);
+    // Effects run only in the browser, after the view is hydrated or built.
+    Effect::new(move |_| set_mounted.set(true));
+    mounted
+}
+
 /// Shows `children` while signed in. Until the browser knows (and always on
 /// the server, which cannot tell), a quiet placeholder; signed out, the
 /// redirect below has already moved on.
 #[component]
 pub fn SignedInOnly(children: ChildrenFn) -> impl IntoView {
     let auth = use_auth();
+    let mounted = mounted();
     // Only a change of signed in / out rebuilds the page, not a fresh `me`.
-    let signed_in = Memo::new(move |_| auth.session.with(|s| matches!(s, Session::SignedIn(_))));
+    let signed_in = Memo::new(move |_| {
+        mounted.get() && auth.session.with(|s| matches!(s, Session::SignedIn(_)))
+    });
     view! {
         <Show
             when=move || signed_in.get()
@@ -26,6 +42,7 @@ pub fn SignedInOnly(children: ChildrenFn) -> impl IntoView {
                         {move || {
                             auth.problem
                                 .get()
+                                .filter(|_| mounted.get())
                                 .unwrap_or_else(|| "Checking who is signed in…".to_string())
                         }}
                     </div>

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::common::ErrorNote;
 use super::forms::{TextField, focus_when_shown};
+use super::gate::mounted;
 use crate::api;
 use crate::auth::{Me, Session, safe_return, use_auth};
 
@@ -64,8 +65,9 @@ pub fn LoginPage() -> impl IntoView {
             }
         });
     };
+    let mounted = mounted();
     let signed_in_as = move || match auth.session.get() {
-        Session::SignedIn(me) => me.username,
+        Session::SignedIn(me) if mounted.get() => me.username,
         _ => None,
     };
 

@@ -32,12 +32,19 @@ pub fn SetupPage() -> impl IntoView {
     let navigate = use_navigate();
     // `None` until the browser has read the fragment (the server never sees it).
     let token = RwSignal::new(None::<Option<String>>);
-    Effect::new(move |_| {
+    let read_token = move || {
         #[cfg(feature = "hydrate")]
         token.set(Some(token_of(
             &window().location().hash().unwrap_or_default(),
         )));
-    });
+    };
+    Effect::new(move |_| read_token());
+    // Pasting the link into a tab already on /setup only changes the fragment.
+    #[cfg(feature = "hydrate")]
+    {
+        let listener = window_event_listener(leptos::ev::hashchange, move |_| read_token());
+        on_cleanup(move || listener.remove());
+    }
     let username = RwSignal::new("admin".to_string());
     let password = RwSignal::new(String::new());
     let repeat = RwSignal::new(String::new());

@@ -46,6 +46,12 @@ fn UserMenu() -> impl IntoView {
     let role = move || auth.role().map_or("open", |r| r.as_str());
     let has_account = move || auth.me().is_some_and(|me| me.has_account());
     let signing_out = RwSignal::new(false);
+    // A sign-out that failed says why (`problem`) and may be tried again.
+    Effect::new(move |_| {
+        if auth.problem.get().is_some() {
+            signing_out.set(false);
+        }
+    });
     let sign_out = move |_| {
         signing_out.set(true);
         open.set(false);
@@ -78,6 +84,17 @@ fn UserMenu() -> impl IntoView {
             </button>
             <Show when=move || open.get()>
                 <div class="menu" role="menu">
+                    {move || {
+                        auth.problem
+                            .get()
+                            .map(|problem| {
+                                view! {
+                                    <p class="error" data-testid="error" data-for="user-menu">
+                                        {problem}
+                                    </p>
+                                }
+                            })
+                    }}
                     // On an open server with nobody signed in: only the way to sign in.
                     <Show
                         when=has_account

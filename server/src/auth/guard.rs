@@ -178,10 +178,13 @@ impl Guard {
                 .audit
                 .record(&name, Some(peer), protocol, "sign_in", None, outcome);
         };
-        if let Err(wait) = self.inner.throttle.check(&name, peer.ip()) {
-            audit("throttled");
-            return Err(Refusal::Throttled(wait));
-        }
+        let _attempt = match self.inner.throttle.begin(&name, peer.ip()) {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                audit("throttled");
+                return Err(Refusal::Throttled(wait));
+            }
+        };
         match self.inner.accounts.check(&name, password).await? {
             Some(account) if account.disabled => {
                 audit("refused");
@@ -304,12 +307,15 @@ impl Guard {
         peer: SocketAddr,
     ) -> Result<Principal, Refusal> {
         let name = normalize_username(username).unwrap_or_default();
-        if let Err(wait) = self.inner.throttle.check(&name, peer.ip()) {
-            self.inner
-                .audit
-                .record(&name, Some(peer), "mqtt", "sign_in", None, "throttled");
-            return Err(Refusal::Throttled(wait));
-        }
+        let _attempt = match self.inner.throttle.begin(&name, peer.ip()) {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                self.inner
+                    .audit
+                    .record(&name, Some(peer), "mqtt", "sign_in", None, "throttled");
+                return Err(Refusal::Throttled(wait));
+            }
+        };
         match self.principal_for_token(secret, TokenKind::Api).await? {
             Some(principal) if principal.username.as_deref() == Some(name.as_str()) => {
                 self.inner.throttle.succeeded(&name, peer.ip());
@@ -363,10 +369,13 @@ impl Guard {
             audit("refused");
             return Err(SetupError::Done);
         }
-        if let Err(wait) = self.inner.throttle.check(SETUP_OWNER, peer.ip()) {
-            audit("throttled");
-            return Err(SetupError::Throttled(wait));
-        }
+        let _attempt = match self.inner.throttle.begin(SETUP_OWNER, peer.ip()) {
+            Ok(attempt) => attempt,
+            Err(wait) => {
+                audit("throttled");
+                return Err(SetupError::Throttled(wait));
+            }
+        };
         let valid = matches!(
             self.inner.tokens.resolve(secret).await?,
             Some(t) if t.kind == TokenKind::Setup && t.username == SETUP_OWNER

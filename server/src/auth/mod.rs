@@ -20,7 +20,7 @@ pub use guard::{Guard, Refusal, SetupError};
 pub use password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, Passwords, generate_password};
 pub use principal::{Principal, Proof};
 pub use request::{Presented, RequestRefusal, SESSION_COOKIE, presented};
-pub use throttle::Throttle;
+pub use throttle::{Attempt, Throttle};
 pub use tokens::{Lifetime, Token, TokenId, TokenKind, Tokens};
 
 use crate::clock;

@@ -8,6 +8,11 @@
 //! Loopback is not exempt. The counts live in memory (a restart forgets them) and are
 //! bounded: past the bound, expired entries go, and then new ones are not
 //! tracked (the other counter still is).
+//!
+//! Failures are counted when a check ends, so a flood of attempts started
+//! at once would all pass the counts and queue for the few argon2 checks
+//! the server runs at a time, ahead of everyone else. So one address may
+//! have only a few checks under way at once; more are refused at once.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -23,6 +28,10 @@ const PEER_WINDOW: Duration = Duration::from_secs(60);
 const PEER_WAIT: Duration = Duration::from_secs(60);
 /// Accounts and addresses tracked at most, each.
 const MAX_TRACKED: usize = 10_000;
+/// Checks one address may have under way at once.
+const PEER_CHECKS_AT_ONCE: u32 = 4;
+/// What an address with too many checks under way is told to wait.
+const PEER_BUSY_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct Throttle {
@@ -33,6 +42,27 @@ pub struct Throttle {
 struct State {
     accounts: HashMap<(String, IpAddr), Failures>,
     peers: HashMap<IpAddr, Failures>,
+    /// Checks under way, per address (no entry: none). At most one entry
+    /// per connection being checked.
+    checking: HashMap<IpAddr, u32>,
+}
+
+/// A check under way (see [`Throttle::begin`]); it ends when dropped.
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    peer: IpAddr,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let mut state = self.throttle.state();
+        if let Some(n) = state.checking.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.checking.remove(&self.peer);
+            }
+        }
+    }
 }
 
 struct Failures {
@@ -61,6 +91,23 @@ impl Throttle {
             Some(wait) => Err(wait),
             None => Ok(()),
         }
+    }
+
+    /// Starts a check for `username` from `peer`, unless it must be refused
+    /// now: throttled by past failures, or too many checks from `peer` are
+    /// under way. Hold the [`Attempt`] until the check has been answered.
+    pub fn begin(&self, username: &str, peer: IpAddr) -> Result<Attempt<'_>, Duration> {
+        self.check(username, peer)?;
+        let mut state = self.state();
+        let under_way = state.checking.entry(peer).or_insert(0);
+        if *under_way >= PEER_CHECKS_AT_ONCE {
+            return Err(PEER_BUSY_WAIT);
+        }
+        *under_way += 1;
+        Ok(Attempt {
+            throttle: self,
+            peer,
+        })
     }
 
     /// Counts a failed attempt.
@@ -158,6 +205,24 @@ mod tests {
         assert!(throttle.check("alice", "10.0.0.3".parse().unwrap()).is_ok());
         throttle.succeeded("alice", peer);
         assert!(throttle.check("alice", peer).is_ok());
+    }
+
+    #[test]
+    fn an_address_may_have_only_a_few_checks_under_way() {
+        let throttle = Throttle::new();
+        let peer: IpAddr = "127.0.0.2".parse().unwrap();
+        let under_way: Vec<_> = (0..PEER_CHECKS_AT_ONCE)
+            .map(|i| throttle.begin(&format!("u{i}"), peer).unwrap())
+            .collect();
+        assert!(throttle.begin("admin", peer).is_err());
+        assert!(
+            throttle
+                .begin("admin", "127.0.0.1".parse().unwrap())
+                .is_ok()
+        );
+        drop(under_way);
+        assert!(throttle.begin("admin", peer).is_ok());
+        assert!(throttle.state().checking.is_empty());
     }
 
     #[test]

@@ -1244,3 +1244,447 @@ async fn open_mode_will_not_listen_beyond_loopback() {
     assert!(line.contains("listening"), "{line}");
     child.kill().await.unwrap();
 }
+
+// ------------------------------------------------------------ authorization
+
+fn will(topic: &str) -> Option<Will> {
+    Some(Will {
+        topic: topic.into(),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: WillProperties::default(),
+    })
+}
+
+/// Cases 19, 20, 21, 22: a device scoped to `awtrix/kitchen` reaches
+/// nothing else by wildcard, sibling or `$` topic, on publish, subscribe
+/// or will; a rule `#` never reaches `$` topics; odd user names and client
+/// ids are refused as accounts and never widen a `%u`/`%c` rule.
+#[tokio::test]
+async fn a_device_reaches_its_own_topics_and_nothing_by_wildcards_names_or_dollars() {
+    let env = Env::start(vec![
+        AclRule {
+            user: Some("kitchen".into()),
+            ..rule("awtrix/kitchen/#", Some(true), Some(true))
+        },
+        AclRule {
+            role: Some(Role::Device),
+            ..rule("clients/%c/#", Some(true), Some(true))
+        },
+        AclRule {
+            user: Some("wide".into()),
+            ..rule("#", Some(true), Some(true))
+        },
+    ])
+    .await;
+    let addr = env.mqtt();
+    env.account("kitchen", "device", "kitchen pass").await;
+    env.account("wide", "device", "wide pass").await;
+    let mut watcher = mqtt_ok(addr, login(V5, "watcher", "admin", ADMIN_PASSWORD)).await;
+    assert_eq!(
+        subscribe(
+            &mut watcher,
+            1,
+            &[
+                "awtrix/#",
+                "+/kitchen/#",
+                "clients/#",
+                "plain/#",
+                "$CONTROL/#",
+                "$SYS/x"
+            ]
+        )
+        .await,
+        vec![ReasonCode::GrantedQoS1; 6]
+    );
+
+    // Case 19.
+    let mut kitchen = mqtt_ok(addr, login(V5, "k5", "kitchen", "kitchen pass")).await;
+    assert_eq!(
+        publish_acked(&mut kitchen, 1, "awtrix/kitchen/notify", false, b"ok").await,
+        ReasonCode::Success
+    );
+    assert_eq!(
+        next_topic(&mut watcher).await.as_deref(),
+        Some("awtrix/kitchen/notify")
+    );
+    assert_eq!(
+        publish_acked(&mut kitchen, 2, "awtrix/kitchen2/x", false, b"no").await,
+        ReasonCode::NotAuthorized
+    );
+    assert_eq!(
+        publish_acked(&mut kitchen, 3, "awtrix/kitchen2/x", true, b"no").await,
+        ReasonCode::NotAuthorized
+    );
+    // Wildcards in a Topic Name (our encoder will not write them: by hand).
+    for topic in ["awtrix/#", "awtrix/+/notify", "+/kitchen/x"] {
+        let mut sneaky = mqtt_ok(addr, login(V5, "k5w", "kitchen", "kitchen pass")).await;
+        let mut body = Vec::new();
+        body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        body.extend_from_slice(topic.as_bytes());
+        body.extend_from_slice(&[0x00, 0x07, 0x00]);
+        body.extend_from_slice(b"no");
+        let mut frame = vec![0x32, body.len() as u8];
+        frame.extend_from_slice(&body);
+        sneaky.send_bytes(&frame).await;
+        match sneaky.recv().await {
+            Some(Packet::PubAck(ack)) => assert!(ack.reason_code.is_error(), "{topic}: {ack:?}"),
+            Some(Packet::Disconnect(d)) => assert!(d.reason_code.is_error(), "{topic}: {d:?}"),
+            None => {}
+            other => panic!("{topic}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        subscribe(
+            &mut kitchen,
+            20,
+            &["#", "+/#", "awtrix/+", "$SYS/#", "awtrix/kitchen/#"]
+        )
+        .await,
+        vec![
+            ReasonCode::NotAuthorized,
+            ReasonCode::NotAuthorized,
+            ReasonCode::NotAuthorized,
+            ReasonCode::NotAuthorized,
+            ReasonCode::GrantedQoS1,
+        ]
+    );
+    let mut k311 = mqtt_ok(addr, login(V311, "k3", "kitchen", "kitchen pass")).await;
+    assert_eq!(
+        subscribe(
+            &mut k311,
+            1,
+            &["#", "+/#", "awtrix/+", "$SYS/#", "awtrix/kitchen/#"]
+        )
+        .await,
+        vec![
+            ReasonCode::UnspecifiedError,
+            ReasonCode::UnspecifiedError,
+            ReasonCode::UnspecifiedError,
+            ReasonCode::UnspecifiedError,
+            ReasonCode::GrantedQoS1,
+        ],
+        "3.1.1 SUBACK 0x80"
+    );
+    // 3.1.1 cannot refuse a publish: acknowledged, and dropped.
+    assert_eq!(
+        publish_acked(&mut k311, 2, "awtrix/kitchen2/x", true, b"no").await,
+        ReasonCode::Success
+    );
+
+    // Case 21: `#` is no `$` rule.
+    let mut wide = mqtt_ok(addr, login(V5, "w5", "wide", "wide pass")).await;
+    for (i, topic) in ["$CONTROL/x", "$SYS/x"].into_iter().enumerate() {
+        assert_eq!(
+            publish_acked(&mut wide, 1 + i as u16, topic, false, b"no").await,
+            ReasonCode::NotAuthorized,
+            "{topic}"
+        );
+    }
+    assert_eq!(
+        subscribe(&mut wide, 5, &["$SYS/#", "$CONTROL/#"]).await,
+        vec![ReasonCode::NotAuthorized; 2]
+    );
+    assert_eq!(
+        publish_acked(&mut wide, 6, "plain/x", false, b"ok").await,
+        ReasonCode::Success
+    );
+    assert_eq!(next_topic(&mut watcher).await.as_deref(), Some("plain/x"));
+
+    // Case 22: wills outside the scope, or on `$` topics, refuse the CONNECT.
+    for (version, refused) in [
+        (V311, ReasonCode::NotAuthorized),
+        (V5, ReasonCode::NotAuthorized),
+    ] {
+        let mut connect = login(version, "kw", "kitchen", "kitchen pass");
+        connect.will = will("awtrix/other/status");
+        assert_eq!(
+            connack_code("127.0.0.1", addr, connect).await,
+            Some(refused),
+            "{version:?}"
+        );
+        let mut connect = login(version, "ww", "wide", "wide pass");
+        connect.will = will("$CONTROL/x");
+        assert_eq!(
+            connack_code("127.0.0.1", addr, connect).await,
+            Some(refused),
+            "{version:?}"
+        );
+        let mut connect = login(version, "aw", "admin", ADMIN_PASSWORD);
+        connect.will = will("$SYS/broker/x");
+        assert_eq!(
+            connack_code("127.0.0.1", addr, connect).await,
+            Some(refused),
+            "{version:?}"
+        );
+        let mut connect = login(version, "kw", "kitchen", "kitchen pass");
+        connect.will = will("awtrix/kitchen/status");
+        let (mut raw, ack) = mqtt_from("127.0.0.1", addr, connect).await;
+        assert_eq!(
+            ack.map(|a| a.reason_code),
+            Some(ReasonCode::Success),
+            "{version:?}: a will in scope"
+        );
+        // Leaving cleanly: no will.
+        raw.send(&Packet::Disconnect(Default::default())).await;
+        assert!(raw.closed().await.0);
+    }
+
+    // Case 20: odd client ids never widen `clients/%c/#`.
+    let mut c1 = mqtt_ok(addr, login(V5, "c1", "kitchen", "kitchen pass")).await;
+    assert_eq!(
+        publish_acked(&mut c1, 1, "clients/c1/x", false, b"ok").await,
+        ReasonCode::Success
+    );
+    assert_eq!(
+        next_topic(&mut watcher).await.as_deref(),
+        Some("clients/c1/x")
+    );
+    for id in ["+", "#", "a/b", "$SYS", "..", "%c"] {
+        let mut odd = mqtt_ok(addr, login(V5, id, "kitchen", "kitchen pass")).await;
+        assert_eq!(
+            subscribe(&mut odd, 1, &["clients/#", "clients/+/x"]).await,
+            vec![ReasonCode::NotAuthorized; 2],
+            "client id {id:?}"
+        );
+        for (i, topic) in ["clients/x/y", "clients/a/b/x"].into_iter().enumerate() {
+            assert_eq!(
+                publish_acked(&mut odd, 2 + i as u16, topic, false, b"no").await,
+                ReasonCode::NotAuthorized,
+                "client id {id:?} on {topic}"
+            );
+        }
+    }
+    // Odd user names: no account is made; CONNECT with them is refused.
+    let long = "a".repeat(65_000);
+    let odd_names = [
+        "+",
+        "#",
+        "a/b",
+        "..",
+        "%u",
+        "$SYS",
+        "a\u{0}b",
+        long.as_str(),
+        "\u{0455}ign",
+        "sign:1",
+    ];
+    for name in odd_names {
+        let (status, body) = env
+            .call(
+                Method::POST,
+                "/api/accounts",
+                Some(json!({"username": name, "role": "device", "password": "device pass"})),
+                &env.admin(),
+            )
+            .await;
+        assert_eq!(status, 400, "{:?}: {body}", &name[..name.len().min(20)]);
+    }
+    // (A NUL is no MQTT string at all: our encoder will not even write it.)
+    for (i, name) in odd_names
+        .into_iter()
+        .filter(|n| !n.contains('\0'))
+        .enumerate()
+    {
+        let from = format!("127.0.0.{}", 10 + i);
+        let code = connack_code(&from, addr, login(V5, "odd", name, "device pass")).await;
+        assert_ne!(
+            code,
+            Some(ReasonCode::Success),
+            "{:?}",
+            &name[..name.len().min(20)]
+        );
+    }
+    let (_, list) = env
+        .call(Method::GET, "/api/accounts", None, &env.admin())
+        .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 3, "{list}");
+
+    // Nothing of the refused reached the watcher.
+    let extra = deliveries(&mut watcher, QUIET).await;
+    assert!(extra.is_empty(), "{extra:?}");
+    env.stop().await;
+}
+
+/// A durable MQTT 5 session: clean start off, five minutes' expiry.
+fn durable(id: &str, username: &str, password: &str) -> Connect {
+    let mut connect = login(V5, id, username, password);
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(300);
+    connect
+}
+
+/// Cases 23, 24, 25, 26: a retained message, a shared subscription, a
+/// topic alias and a stored session each go through the same read and
+/// write decision as a plain subscription or publish.
+#[tokio::test]
+async fn retained_shared_aliased_and_stored_messages_obey_the_same_rules() {
+    let env = Env::start(vec![
+        AclRule {
+            role: Some(Role::Viewer),
+            ..rule("secret/private", None, Some(false))
+        },
+        AclRule {
+            role: Some(Role::Viewer),
+            ..rule("vault/#", None, Some(false))
+        },
+        AclRule {
+            user: Some("kitchen".into()),
+            ..rule("awtrix/kitchen/#", Some(true), Some(true))
+        },
+    ])
+    .await;
+    let addr = env.mqtt();
+    env.account("vi", "viewer", "viewer pass").await;
+    env.account("kitchen", "device", "kitchen pass").await;
+    let mut admin = mqtt_ok(addr, login(V5, "admin", "admin", ADMIN_PASSWORD)).await;
+
+    // Case 23: retained messages at SUBSCRIBE time.
+    for topic in ["secret/private", "secret/public"] {
+        assert_eq!(
+            publish_acked(&mut admin, 1, topic, true, topic.as_bytes()).await,
+            ReasonCode::Success
+        );
+    }
+    for version in [V311, V5] {
+        let mut vi = mqtt_ok(addr, login(version, "vi", "vi", "viewer pass")).await;
+        let codes = subscribe(&mut vi, 1, &["secret/#"]).await;
+        assert_eq!(codes, vec![ReasonCode::GrantedQoS1], "{version:?}");
+        let got = deliveries(&mut vi, Duration::from_millis(1500)).await;
+        let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(topics, vec!["secret/public"], "{version:?}");
+    }
+
+    // Case 24: `$share/g/…` is judged as the filter it shares.
+    let mut shared = mqtt_ok(addr, login(V5, "vi-shared", "vi", "viewer pass")).await;
+    assert_eq!(
+        subscribe(
+            &mut shared,
+            1,
+            &["$share/g/vault/#", "vault/#", "$share/g/secret/#"]
+        )
+        .await,
+        vec![
+            ReasonCode::NotAuthorized,
+            ReasonCode::NotAuthorized,
+            ReasonCode::GrantedQoS1
+        ]
+    );
+    for (i, topic) in ["vault/a", "secret/private", "secret/public"]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            publish_acked(&mut admin, 2 + i as u16, topic, false, b"live").await,
+            ReasonCode::Success
+        );
+    }
+    let got = deliveries(&mut shared, Duration::from_millis(1500)).await;
+    let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(topics, vec!["secret/public"], "the shared subscription");
+
+    // Case 25: an alias set on an allowed topic, then set again on a denied one.
+    let mut watcher = mqtt_ok(addr, login(V5, "watcher", "admin", ADMIN_PASSWORD)).await;
+    assert_eq!(
+        subscribe(&mut watcher, 1, &["awtrix/#"]).await,
+        vec![ReasonCode::GrantedQoS1]
+    );
+    let mut kitchen = mqtt_ok(addr, login(V5, "k", "kitchen", "kitchen pass")).await;
+    let aliased = |id: u16, topic: &str| {
+        let mut packet = publish(topic, QoS::AtLeastOnce, id, false, b"aliased");
+        if let Packet::Publish(p) = &mut packet {
+            p.properties = PublishProperties {
+                topic_alias: Some(1.try_into().unwrap()),
+                ..PublishProperties::default()
+            };
+        }
+        packet
+    };
+    let mut codes = Vec::new();
+    for (id, topic) in [
+        (1, "awtrix/kitchen/a"),
+        (2, ""),
+        (3, "awtrix/other/x"),
+        (4, ""),
+    ] {
+        kitchen.send(&aliased(id, topic)).await;
+        match kitchen.recv().await {
+            Some(Packet::PubAck(ack)) => codes.push(ack.reason_code),
+            other => panic!("{topic:?}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        codes,
+        vec![
+            ReasonCode::Success,
+            ReasonCode::Success,
+            ReasonCode::NotAuthorized,
+            ReasonCode::NotAuthorized
+        ]
+    );
+    let got = deliveries(&mut watcher, QUIET).await;
+    let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(topics, vec!["awtrix/kitchen/a", "awtrix/kitchen/a"]);
+
+    // Case 26: two editors' stored sessions, one of them demoted while away.
+    env.account("ed", "editor", "editor pass").await;
+    env.account("ed2", "editor", "editor pass").await;
+    let mut clients = Vec::new();
+    for name in ["ed", "ed2"] {
+        let mut raw = mqtt_ok(addr, durable(name, name, "editor pass")).await;
+        assert_eq!(
+            subscribe(&mut raw, 1, &["x/#"]).await,
+            vec![ReasonCode::GrantedQoS1]
+        );
+        clients.push(raw);
+    }
+    // In flight, never acknowledged.
+    assert_eq!(
+        publish_acked(&mut admin, 10, "x/1", false, b"one").await,
+        ReasonCode::Success
+    );
+    for raw in &mut clients {
+        match raw.recv().await {
+            Some(Packet::Publish(p)) => assert_eq!(p.topic, "x/1"),
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(clients);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Queued while away.
+    assert_eq!(
+        publish_acked(&mut admin, 11, "x/2", true, b"two").await,
+        ReasonCode::Success
+    );
+    env.change_account("ed", json!({"role": "device"})).await;
+    let mut ed2 = Raw::from_tcp(tcp_from("127.0.0.1", addr).await, V5);
+    let ack = ed2
+        .try_handshake(durable("ed2", "ed2", "editor pass"))
+        .await
+        .unwrap();
+    assert!(
+        ack.session_present && ack.reason_code == ReasonCode::Success,
+        "{ack:?}"
+    );
+    let got = deliveries(&mut ed2, Duration::from_millis(1500)).await;
+    let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(topics, vec!["x/1", "x/2"], "the control session");
+    let mut ed = Raw::from_tcp(tcp_from("127.0.0.1", addr).await, V5);
+    let ack = ed
+        .try_handshake(durable("ed", "ed", "editor pass"))
+        .await
+        .unwrap();
+    assert!(
+        ack.session_present && ack.reason_code == ReasonCode::Success,
+        "{ack:?}"
+    );
+    assert_eq!(
+        publish_acked(&mut admin, 12, "x/3", false, b"three").await,
+        ReasonCode::Success
+    );
+    assert_eq!(next_topic(&mut ed2).await.as_deref(), Some("x/3"));
+    let got = deliveries(&mut ed, QUIET).await;
+    assert!(got.is_empty(), "the demoted session got {got:?}");
+    env.stop().await;
+}

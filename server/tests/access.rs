@@ -1688,3 +1688,301 @@ async fn retained_shared_aliased_and_stored_messages_obey_the_same_rules() {
     assert!(got.is_empty(), "the demoted session got {got:?}");
     env.stop().await;
 }
+
+/// Cases 28, 29, 30, 31: a viewer denied one table gets 403 for it —
+/// and for a denied table that does not exist, so existence leaks not —
+/// whatever the spelling of the path; the change log, a multiplexed
+/// socket and a resumed SSE stream leave out the records it may not read.
+#[tokio::test]
+async fn a_viewer_denied_a_table_sees_nothing_of_it_by_any_path_or_stream() {
+    let env = Env::start(vec![
+        AclRule {
+            role: Some(Role::Viewer),
+            ..rule("vault/#", None, Some(false))
+        },
+        AclRule {
+            role: Some(Role::Viewer),
+            ..rule("ghost/#", None, Some(false))
+        },
+        AclRule {
+            role: Some(Role::Viewer),
+            ..rule("notes/private", None, Some(false))
+        },
+    ])
+    .await;
+    for table in ["vault", "notes"] {
+        let (status, body) = env
+            .call(
+                Method::POST,
+                "/api/_tables",
+                Some(json!({"name": table})),
+                &env.admin(),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    env.put("/api/vault/a", json!({"secret": "S3CRET"})).await;
+    env.account("vi", "viewer", "viewer pass").await;
+    let vi = Who::Browser(env.sign_in("vi", "viewer pass").await);
+
+    // Case 28: 403 for the table, existing or not; 401 for the anonymous alike.
+    for path in [
+        "/api/vault/",
+        "/api/vault",
+        "/api/ghost/",
+        "/api/vault/a",
+        "/api/ghost/a",
+    ] {
+        let (status, body) = env.call(Method::GET, path, None, &vi).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (403, &json!("forbidden")),
+            "{path}"
+        );
+    }
+    for path in ["/api/vault/", "/api/nosuch/", "/api/signs/"] {
+        assert_eq!(
+            env.call(Method::GET, path, None, &Who::Nobody).await.0,
+            401,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        env.call(Method::GET, "/api/signs/", None, &vi).await.0,
+        200,
+        "the control"
+    );
+    env.put("/api/signs/a", json!({"name": "A"})).await;
+    let (status, page) = env
+        .call(Method::GET, "/api/changes?since=0", None, &vi)
+        .await;
+    assert_eq!(status, 200);
+    let seen: Vec<String> = page["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}/{}",
+                c["table"].as_str().unwrap(),
+                c["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(seen.contains(&"signs/a".to_owned()), "{seen:?}");
+    assert!(!seen.iter().any(|t| t.starts_with("vault/")), "{seen:?}");
+
+    // Case 29: other spellings of the same path.
+    for path in [
+        "/api/vault/%61",
+        "/api/vault%2Fa",
+        "/api/vault/a/",
+        "/api/Vault/a",
+        "/api/VAULT/",
+        "/api/vault/a%2F",
+        "/api/signs/%2e%2e/vault/a",
+        "/api/signs/..%2Fvault%2Fa",
+        "/api/%2e%2e/api/vault/a",
+        "/api/./vault/a",
+        "/api//vault/a",
+    ] {
+        let response = env.request(Method::GET, path, &vi).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert!(
+            [400, 403, 404, 405].contains(&status) && !body.contains("S3CRET"),
+            "{path}: {status} {body}"
+        );
+        let events = env
+            .request(Method::GET, path, &vi)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(events.status(), 200, "{path} as a stream");
+    }
+    for path in ["/api/vault/%61", "/api/vault%2Fa", "/api/vault/"] {
+        assert_eq!(
+            env.call(Method::GET, path, None, &vi).await.0,
+            403,
+            "{path}"
+        );
+    }
+
+    // Case 30: allowed and denied filters on one socket.
+    let Who::Browser(cookie) = &vi else {
+        unreachable!()
+    };
+    let mut ws = ws_with(
+        &env.ws("/api/ws"),
+        &[("cookie", cookie), ("origin", env.url())],
+    )
+    .await
+    .unwrap();
+    ws.send(json!({"type": "subscribe", "req": "ok", "filter": "signs/#"}))
+        .await;
+    ws.until_sync().await;
+    ws.send(json!({"type": "subscribe", "req": "no", "filter": "vault/#"}))
+        .await;
+    let mut others = Vec::new();
+    let refused = ws.reply("no", &mut others).await;
+    assert_eq!(
+        (&refused["type"], &refused["error"]["code"]),
+        (&json!("error"), &json!("forbidden"))
+    );
+    ws.send(json!({"type": "subscribe", "req": "all", "filter": "#"}))
+        .await;
+    let mut state = ws.until_sync().await;
+    state.extend(others);
+    assert!(
+        !state.iter().any(|m| m["table"] == "vault"),
+        "the state of `#` showed the vault: {state:?}"
+    );
+    env.put("/api/vault/b", json!({"secret": "S3CRET"})).await;
+    env.put("/api/signs/b", json!({"name": "B"})).await;
+    let mut got = Vec::new();
+    while let Some(message) = ws.next_within(QUIET).await {
+        got.push(message);
+    }
+    let ids: Vec<String> = got
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["table"].as_str().unwrap_or("?"),
+                m["id"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    assert_eq!(ids, vec!["signs/b"], "once, and none from the vault");
+
+    // Case 31: an editor's stream, resumed after it became a viewer.
+    env.account("ed", "editor", "editor pass").await;
+    let ed = env.sign_in("ed", "editor pass").await;
+    let ed_token = env.token(&ed).await;
+    let mut sse =
+        SseClient::open(env.request(Method::GET, "/api/notes/", &Who::Script(ed_token.clone())))
+            .await
+            .unwrap();
+    let synced = sse.until_sync().await;
+    let seq = synced.last().unwrap().id.clone().unwrap();
+    drop(sse);
+    env.put("/api/notes/private", json!({"text": "S3CRET"}))
+        .await;
+    env.put("/api/notes/public", json!({"text": "hello"})).await;
+    env.change_account("ed", json!({"role": "viewer"})).await;
+    let stale = SseClient::open(
+        env.request(Method::GET, "/api/notes/", &Who::Script(ed_token))
+            .header("last-event-id", &seq),
+    )
+    .await;
+    assert_eq!(
+        stale.err().map(|r| r.status().as_u16()),
+        Some(401),
+        "the old token"
+    );
+    let viewer = Who::Browser(env.sign_in("ed", "editor pass").await);
+    let mut sse = SseClient::open(
+        env.request(Method::GET, "/api/notes/", &viewer)
+            .header("last-event-id", &seq),
+    )
+    .await
+    .unwrap();
+    let replay = sse.until_sync().await;
+    let ids: Vec<String> = replay
+        .iter()
+        .filter(|e| e.kind() == "put")
+        .map(|e| e.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, vec!["public"], "{replay:?}");
+    let vault = SseClient::open(
+        env.request(Method::GET, "/api/vault/", &viewer)
+            .header("last-event-id", &seq),
+    )
+    .await;
+    assert_eq!(vault.err().map(|r| r.status().as_u16()), Some(403));
+    env.stop().await;
+}
+
+/// Cases 32, 33: a device cannot sign in to the web app; an editor cannot
+/// make accounts or change its own; the last admin stays.
+#[tokio::test]
+async fn devices_and_editors_cannot_reach_account_management() {
+    let env = Env::start(Vec::new()).await;
+    env.account("sign-1", "device", "device pass").await;
+    env.account("ed", "editor", "editor pass").await;
+    let response = env.login("sign-1", "device pass").await;
+    assert_eq!(response.status(), 403);
+    assert!(
+        response.headers().get(SET_COOKIE).is_none(),
+        "a device got a session"
+    );
+    assert_eq!(env.login("sign-1", "not the password").await.status(), 401);
+    assert_eq!(
+        env.call(
+            Method::GET,
+            "/api/accounts",
+            None,
+            &Who::Script("device pass".into())
+        )
+        .await
+        .0,
+        401
+    );
+
+    let ed = Who::Browser(env.sign_in("ed", "editor pass").await);
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/accounts",
+            json!({"username": "evil", "role": "admin", "password": "evil pass 1"}),
+        ),
+        (Method::PATCH, "/api/accounts/ed", json!({"role": "admin"})),
+        (
+            Method::PATCH,
+            "/api/accounts/admin",
+            json!({"disabled": true}),
+        ),
+        (
+            Method::POST,
+            "/api/accounts/admin/password",
+            json!({"password": "taken over"}),
+        ),
+        (Method::POST, "/api/_tables", json!({"name": "mine"})),
+    ] {
+        let (status, reply) = env.call(method.clone(), path, Some(body), &ed).await;
+        assert_eq!(status, 403, "{method} {path}: {reply}");
+    }
+    for path in [
+        "/api/accounts",
+        "/api/accounts/admin",
+        "/api/audit",
+        "/api/tokens?all=true",
+    ] {
+        let (status, body) = env.call(Method::GET, path, None, &ed).await;
+        if path.starts_with("/api/tokens") {
+            assert_eq!(
+                (status, body["items"].as_array().map(Vec::len)),
+                (200, Some(0)),
+                "{path}"
+            );
+        } else {
+            assert_eq!(status, 403, "{path}");
+        }
+    }
+    let (_, me) = env.call(Method::GET, "/api/auth/me", None, &ed).await;
+    assert_eq!(me["role"], "editor", "the editor changed itself");
+    assert_eq!(
+        env.login("admin", ADMIN_PASSWORD).await.status(),
+        200,
+        "the admin was taken over"
+    );
+    let (status, body) = env
+        .call(Method::DELETE, "/api/accounts/admin", None, &env.admin())
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("last_admin"))
+    );
+    env.stop().await;
+}

@@ -1986,3 +1986,355 @@ async fn devices_and_editors_cannot_reach_account_management() {
     );
     env.stop().await;
 }
+
+// ------------------------------------------------------------ browsers
+
+/// Cases 34–40: the session cookie only works from this server's own
+/// pages. WebSocket upgrades (`/api/ws`, a record's socket, `/mqtt`) with
+/// another site's Origin, another local port's, `null`, or none are 403
+/// before any 101; a bearer token needs no Origin. A rebinding Host, a
+/// cross-site form, a CORS preflight get nothing; the cookie is HttpOnly,
+/// SameSite=Strict, Path=/, and not Secure over plain http.
+#[tokio::test]
+async fn a_session_cookie_works_only_from_this_servers_own_pages() {
+    let env = Env::start(Vec::new()).await;
+    env.put("/api/signs/lobby", json!({"name": "Lobby"})).await;
+    let cookie = env.admin.clone();
+    let port = env.url().rsplit(':').next().unwrap().to_owned();
+    let token = env.token(&cookie).await;
+    let bearer = format!("Bearer {token}");
+    for path in ["/api/ws", "/api/signs/lobby", "/mqtt"] {
+        let url = env.ws(path);
+        let upgrade = |headers: Vec<(&'static str, String)>| {
+            let url = url.clone();
+            async move {
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                if path == "/mqtt" {
+                    mqtt_ws(&url, &headers).await.map(|_| ())
+                } else {
+                    ws_with(&url, &headers).await.map(|_| ())
+                }
+            }
+        };
+        for origin in [
+            Some("http://evil.example".to_owned()),
+            Some("http://127.0.0.1:5173".to_owned()),
+            Some(format!("http://127.0.0.1:{port}.evil.example")),
+            Some(format!("https://127.0.0.1:{port}")),
+            Some("null".to_owned()),
+            None,
+        ] {
+            let mut headers = vec![("cookie", cookie.clone())];
+            if let Some(origin) = &origin {
+                headers.push(("origin", origin.clone()));
+            }
+            assert_eq!(upgrade(headers).await, Err(403), "{path} from {origin:?}");
+        }
+        // Case 37: a rebinding name, with its own matching Origin.
+        let rebound = vec![
+            ("cookie", cookie.clone()),
+            ("host", format!("evil.example:{port}")),
+            ("origin", format!("http://evil.example:{port}")),
+        ];
+        assert_eq!(upgrade(rebound).await, Err(403), "{path} rebound");
+        // The controls: our own page with the cookie; a script with no Origin.
+        for origin in [env.url().to_owned(), format!("http://localhost:{port}")] {
+            assert_eq!(
+                upgrade(vec![("cookie", cookie.clone()), ("origin", origin.clone())]).await,
+                Ok(()),
+                "{path} from {origin}"
+            );
+        }
+        assert_eq!(
+            upgrade(vec![("authorization", bearer.clone())]).await,
+            Ok(()),
+            "{path} bearer"
+        );
+    }
+
+    // Case 37 over REST.
+    let response = reqwest::Client::new()
+        .put(format!("{}/api/signs/lobby", env.url()))
+        .header("host", format!("evil.example:{port}"))
+        .header(ORIGIN, format!("http://evil.example:{port}"))
+        .header(COOKIE, &cookie)
+        .json(&json!({"name": "Rebound"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+
+    // Case 38: a cross-site form (text/plain), and one without Origin but
+    // marked cross-site by the browser; GET never signs out.
+    for path in [
+        "/api/signs",
+        "/api/signs/lobby/publish",
+        "/api/auth/logout",
+        "/api/tokens",
+    ] {
+        for (origin, site) in [
+            (Some("http://evil.example"), "cross-site"),
+            (None, "cross-site"),
+        ] {
+            let mut request = reqwest::Client::new()
+                .post(format!("{}{path}", env.url()))
+                .header(COOKIE, &cookie)
+                .header("content-type", "text/plain")
+                .header("sec-fetch-site", site)
+                .body("name=Hacked");
+            if let Some(origin) = origin {
+                request = request.header(ORIGIN, origin);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 403, "{path} from {origin:?}");
+        }
+    }
+    let response = env
+        .request(Method::GET, "/api/auth/logout", &env.admin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(
+        env.call(Method::GET, "/api/auth/me", None, &env.admin())
+            .await
+            .0,
+        200,
+        "signed out"
+    );
+    assert_eq!(env.get("/api/signs/lobby").await["name"], "Lobby");
+
+    // Case 39: a preflight from elsewhere learns nothing.
+    let response = reqwest::Client::new()
+        .request(Method::OPTIONS, format!("{}/api/signs/lobby", env.url()))
+        .header(ORIGIN, "http://evil.example")
+        .header("access-control-request-method", "PUT")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    let headers = response.headers();
+    assert!(
+        headers.get("access-control-allow-credentials").is_none(),
+        "{headers:?}"
+    );
+    assert!(
+        headers
+            .get("access-control-allow-origin")
+            .is_none_or(|v| v != "http://evil.example" && v != "*"),
+        "{headers:?}"
+    );
+
+    // Case 40: over plain http.
+    let response = env.login("admin", ADMIN_PASSWORD).await;
+    let set = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(
+        set.starts_with("marquee_session=") && !set.contains("Secure"),
+        "{set}"
+    );
+    env.stop().await;
+}
+
+// ------------------------------------------------------------ the matrix
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Proto {
+    Rest,
+    Sse,
+    Ws,
+    Mqtt311,
+    Mqtt5,
+    Mqtt5Ws,
+}
+
+/// What `role` gets on `proto` for `signs/lobby`: (read, write); `None`
+/// where the protocol cannot write (SSE).
+async fn try_role(
+    env: &Env,
+    role: &str,
+    creds: Option<(&str, &str)>,
+    proto: Proto,
+) -> (bool, Option<bool>) {
+    let value = format!("{proto:?}-{role}");
+    let written = || async { env.get("/api/signs/lobby").await["name"] == value.as_str() };
+    // Browsers: a session cookie, when the account may have one.
+    let who = match creds {
+        Some((user, password)) => {
+            let response = env.login(user, password).await;
+            match response.status().as_u16() {
+                200 => Who::Browser(cookie_of(&response)),
+                403 => Who::Nobody,
+                s => panic!("{role} login: {s}"),
+            }
+        }
+        None => Who::Nobody,
+    };
+    match proto {
+        Proto::Rest => {
+            let (status, body) = env.call(Method::GET, "/api/signs/lobby", None, &who).await;
+            assert!(
+                [200, 401, 403].contains(&status),
+                "{role} GET: {status} {body}"
+            );
+            let read = status == 200 && body["name"].is_string();
+            let (status, body) = env
+                .call(
+                    Method::PUT,
+                    "/api/signs/lobby",
+                    Some(json!({"name": value})),
+                    &who,
+                )
+                .await;
+            assert!(
+                [200, 401, 403].contains(&status),
+                "{role} PUT: {status} {body}"
+            );
+            (read, Some(written().await))
+        }
+        Proto::Sse => {
+            let read =
+                match SseClient::open(env.request(Method::GET, "/api/signs/lobby", &who)).await {
+                    Ok(mut sse) => {
+                        let events = sse.until_sync().await;
+                        events
+                            .iter()
+                            .any(|e| e.kind() == "put" && e.json()["id"] == "lobby")
+                    }
+                    Err(response) => {
+                        assert!(
+                            [401, 403].contains(&response.status().as_u16()),
+                            "{role} SSE"
+                        );
+                        false
+                    }
+                };
+            (read, None)
+        }
+        Proto::Ws => {
+            let mut headers = vec![("origin", env.url().to_owned())];
+            if let Who::Browser(cookie) = &who {
+                headers.push(("cookie", cookie.clone()));
+            }
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let Ok(mut ws) = ws_with(&env.ws("/api/ws"), &headers).await else {
+                return (false, Some(written().await));
+            };
+            ws.send(json!({"type": "subscribe", "req": "r", "filter": "signs/lobby"}))
+                .await;
+            let got = ws.until_sync().await;
+            let read = got.iter().any(|m| m["type"] == "put" && m["id"] == "lobby");
+            ws.send(json!({"type": "put", "req": "w", "table": "signs", "id": "lobby", "value": {"name": value}}))
+                .await;
+            let mut others = Vec::new();
+            let reply = ws.reply("w", &mut others).await;
+            assert!(
+                reply["type"] == "ack" || reply["error"]["code"] == "forbidden",
+                "{role}: {reply}"
+            );
+            (read, Some(written().await))
+        }
+        Proto::Mqtt311 | Proto::Mqtt5 | Proto::Mqtt5Ws => {
+            let version = if proto == Proto::Mqtt311 { V311 } else { V5 };
+            let connect = match creds {
+                Some((user, password)) => login(version, &format!("m-{role}"), user, password),
+                None => connect_packet(version, &format!("m-{role}"), true),
+            };
+            let (mut raw, ack) = if proto == Proto::Mqtt5Ws {
+                let mut raw = mqtt_ws(&env.ws("/mqtt"), &[]).await.unwrap();
+                let ack = raw.try_handshake(connect).await;
+                (raw, ack)
+            } else {
+                mqtt_from("127.0.0.1", env.mqtt(), connect).await
+            };
+            if ack.map(|a| a.reason_code) != Some(ReasonCode::Success) {
+                return (false, Some(written().await));
+            }
+            let codes = subscribe(&mut raw, 1, &["signs/lobby"]).await;
+            let got = deliveries(&mut raw, Duration::from_millis(500)).await;
+            let read = got.iter().any(|(t, _)| t == "signs/lobby");
+            assert_eq!(
+                read,
+                codes == vec![ReasonCode::GrantedQoS1],
+                "{role} {proto:?}: SUBACK {codes:?} but got {got:?}"
+            );
+            let payload = json!({"name": value}).to_string();
+            let code = publish_acked(&mut raw, 2, "signs/lobby", true, payload.as_bytes()).await;
+            let written = written().await;
+            if version == V5 {
+                assert_eq!(
+                    written,
+                    code == ReasonCode::Success,
+                    "{role} {proto:?}: PUBACK {code:?}"
+                );
+            }
+            (read, Some(written))
+        }
+    }
+}
+
+/// Case 18 and the role table (SECURITY.md §7.2) on every protocol: the
+/// same record, read and written by an admin, an editor, a viewer, a
+/// device no rule grants anything, and the anonymous — over REST, SSE,
+/// `/api/ws`, MQTT 3.1.1 and 5 over TCP, and MQTT 5 over `/mqtt`.
+#[tokio::test]
+async fn every_role_gets_exactly_its_grant_on_every_protocol() {
+    let env = Env::start(Vec::new()).await;
+    env.account("ed", "editor", "editor pass").await;
+    env.account("vi", "viewer", "viewer pass").await;
+    env.account("dev", "device", "device pass").await;
+    let roles: [(&str, Option<(&str, &str)>, bool, bool); 5] = [
+        ("admin", Some(("admin", ADMIN_PASSWORD)), true, true),
+        ("editor", Some(("ed", "editor pass")), true, true),
+        ("viewer", Some(("vi", "viewer pass")), true, false),
+        ("device", Some(("dev", "device pass")), false, false),
+        ("anonymous", None, false, false),
+    ];
+    let protos = [
+        Proto::Rest,
+        Proto::Sse,
+        Proto::Ws,
+        Proto::Mqtt311,
+        Proto::Mqtt5,
+        Proto::Mqtt5Ws,
+    ];
+    let mut table = String::from("role       protocol  read(exp)     write(exp)\n");
+    let mut wrong = 0;
+    for (role, creds, read, write) in roles {
+        for proto in protos {
+            env.put("/api/signs/lobby", json!({"name": "Lobby"})).await;
+            let (got_read, got_write) = try_role(&env, role, creds, proto).await;
+            let expected_write = (proto != Proto::Sse).then_some(write);
+            let ok = got_read == read && got_write == expected_write;
+            wrong += usize::from(!ok);
+            let cell = |got: Option<bool>, exp: Option<bool>| match (got, exp) {
+                (None, _) => "n/a".to_owned(),
+                (Some(g), Some(e)) => format!("{}({})", yes(g), yes(e)),
+                (Some(g), None) => format!("{}(n/a)", yes(g)),
+            };
+            table.push_str(&format!(
+                "{role:<10} {:<9} {:<13} {:<13}{}\n",
+                format!("{proto:?}"),
+                cell(Some(got_read), Some(read)),
+                cell(got_write, expected_write),
+                if ok { "" } else { "  <-- WRONG" }
+            ));
+        }
+    }
+    if wrong > 0 {
+        eprintln!("{table}");
+    }
+    assert_eq!(
+        wrong, 0,
+        "{wrong} cells differ from the role table:\n{table}"
+    );
+    env.stop().await;
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}

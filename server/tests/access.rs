@@ -53,8 +53,6 @@ enum Who {
     Nobody,
     /// The session cookie, from a page of this server (Origin).
     Browser(String),
-    /// The session cookie with this Origin (or none).
-    BrowserFrom(String, Option<String>),
     /// An API token as `Authorization: Bearer`.
     Script(String),
 }
@@ -107,13 +105,6 @@ impl Env {
         match who {
             Who::Nobody => request,
             Who::Browser(cookie) => request.header(COOKIE, cookie).header(ORIGIN, self.url()),
-            Who::BrowserFrom(cookie, origin) => {
-                let request = request.header(COOKIE, cookie);
-                match origin {
-                    Some(origin) => request.header(ORIGIN, origin),
-                    None => request,
-                }
-            }
             Who::Script(token) => request.bearer_auth(token),
         }
     }
@@ -206,15 +197,6 @@ impl Env {
     async fn get(&self, path: &str) -> Value {
         let (status, body) = self.call(Method::GET, path, None, &self.admin()).await;
         if status == 200 { body } else { Value::Null }
-    }
-
-    /// The admin's audit log, newest first.
-    async fn audit(&self) -> Vec<Value> {
-        let (status, body) = self
-            .call(Method::GET, "/api/audit?limit=10000", None, &self.admin())
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["items"].as_array().unwrap().clone()
     }
 
     async fn stop(self) {
@@ -2287,7 +2269,8 @@ async fn every_role_gets_exactly_its_grant_on_every_protocol() {
     env.account("ed", "editor", "editor pass").await;
     env.account("vi", "viewer", "viewer pass").await;
     env.account("dev", "device", "device pass").await;
-    let roles: [(&str, Option<(&str, &str)>, bool, bool); 5] = [
+    type Row<'a> = (&'a str, Option<(&'a str, &'a str)>, bool, bool);
+    let roles: [Row; 5] = [
         ("admin", Some(("admin", ADMIN_PASSWORD)), true, true),
         ("editor", Some(("ed", "editor pass")), true, true),
         ("viewer", Some(("vi", "viewer pass")), true, false),
@@ -2337,4 +2320,545 @@ async fn every_role_gets_exactly_its_grant_on_every_protocol() {
 
 fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
+}
+
+// ------------------------------------------------------------ outside clients
+
+/// `mosquitto_pub`/`mosquitto_sub` with `-u`/`-P`, 3.1.1 and 5: the right
+/// password works, a wrong one is refused, an API token works as the
+/// password; a rumqttc client alike.
+#[tokio::test]
+async fn mosquitto_clients_and_rumqttc_sign_in_with_passwords_and_api_tokens() {
+    use tokio::process::Command;
+    let env = Env::start(Vec::new()).await;
+    env.account("vi", "viewer", "viewer pass").await;
+    let token = env.token(&env.admin).await;
+    let addr = env.mqtt();
+    let base = |tool: &str, user: &str, password: &str, version: &str| {
+        let mut command = Command::new(tool);
+        command
+            .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
+            .args([
+                "-V",
+                version,
+                "-u",
+                user,
+                "-P",
+                password,
+                "-i",
+                &format!("{tool}-{version}"),
+            ])
+            .kill_on_drop(true);
+        command
+    };
+    for version in ["mqttv311", "mqttv5"] {
+        let value = format!("{{\"name\":\"{version}\"}}");
+        let output = base("mosquitto_pub", "admin", ADMIN_PASSWORD, version)
+            .args(["-t", "signs/lobby", "-r", "-q", "1", "-m", &value])
+            .output()
+            .await
+            .expect("mosquitto_pub (Debian mosquitto-clients)");
+        assert!(
+            output.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(env.get("/api/signs/lobby").await["name"], version);
+
+        let output = base("mosquitto_sub", "vi", "viewer pass", version)
+            .args(["-t", "signs/lobby", "-C", "1", "-W", "5"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let got: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(got["name"], version);
+
+        let output = base("mosquitto_pub", "vi", "viewer pass", version)
+            .args([
+                "-t",
+                "signs/lobby",
+                "-r",
+                "-q",
+                "1",
+                "-m",
+                "{\"name\":\"viewer\"}",
+            ])
+            .output()
+            .await
+            .unwrap();
+        if version == "mqttv5" {
+            // mosquitto_pub exits 0 either way; it says what the PUBACK said.
+            let said = String::from_utf8_lossy(&output.stderr).to_lowercase();
+            assert!(said.contains("not authori"), "a viewer's publish: {said:?}");
+        }
+        assert_eq!(
+            env.get("/api/signs/lobby").await["name"],
+            version,
+            "a viewer wrote"
+        );
+
+        for (user, password) in [
+            ("admin", "wrong password"),
+            ("nobody", "viewer pass"),
+            ("vi", ""),
+        ] {
+            let output = base("mosquitto_pub", user, password, version)
+                .args([
+                    "-t",
+                    "signs/lobby",
+                    "-r",
+                    "-q",
+                    "1",
+                    "-m",
+                    "{\"name\":\"intruder\"}",
+                ])
+                .output()
+                .await
+                .unwrap();
+            let said = String::from_utf8_lossy(&output.stderr).to_lowercase();
+            assert!(!output.status.success(), "{version} {user}: {said}");
+            assert!(
+                said.contains("bad user name or password") || said.contains("not authori"),
+                "{version} {user}: {said}"
+            );
+        }
+        assert_eq!(env.get("/api/signs/lobby").await["name"], version);
+
+        let value = format!("{{\"name\":\"token-{version}\"}}");
+        let output = base("mosquitto_pub", "admin", &token, version)
+            .args(["-t", "signs/lobby", "-r", "-q", "1", "-m", &value])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "token {version}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            env.get("/api/signs/lobby").await["name"],
+            format!("token-{version}")
+        );
+        let output = base("mosquitto_pub", "vi", &token, version)
+            .args([
+                "-t",
+                "signs/lobby",
+                "-r",
+                "-q",
+                "1",
+                "-m",
+                "{\"name\":\"x\"}",
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "the admin's token under another name"
+        );
+    }
+
+    // rumqttc (3.1.1) with the token as its password.
+    let mut options = rumqttc::MqttOptions::new("rumqttc", "127.0.0.1", addr.port());
+    options.set_credentials("admin", token.as_str());
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 16);
+    client
+        .publish(
+            "signs/lobby",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            br#"{"name":"rumqttc"}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, events.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            other => panic!("rumqttc: {other:?}"),
+        }
+    }
+    assert_eq!(env.get("/api/signs/lobby").await["name"], "rumqttc");
+    let mut options = rumqttc::MqttOptions::new("rumqttc-bad", "127.0.0.1", addr.port());
+    options.set_credentials("admin", "wrong password");
+    let (_client, mut events) = rumqttc::AsyncClient::new(options, 16);
+    match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
+        Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => {
+            assert_eq!(code, rumqttc::ConnectReturnCode::BadUserNamePassword);
+        }
+        other => panic!("rumqttc with a wrong password: {other:?}"),
+    }
+    env.stop().await;
+}
+
+// ------------------------------------------------------------ audit and secrecy
+
+/// A `marquee` child in accounts mode whose log (at debug) goes to `log`.
+struct Logged {
+    child: tokio::process::Child,
+    url: String,
+    mqtt: SocketAddr,
+}
+
+async fn spawn_logged(data: &std::path::Path, log: &std::path::Path) -> Logged {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_marquee"))
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--auth-mode",
+            "accounts",
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt",
+            "127.0.0.1:0",
+        ])
+        .env("MARQUEE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    let mqtt = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("mqtt://"))
+        .and_then(|a| a.trim_end_matches([',', ')']).parse().ok())
+        .unwrap();
+    Logged { child, url, mqtt }
+}
+
+/// Case 46: every failure, throttle and account change is one audit row
+/// with its peer and protocol; no password, token or cookie value is in
+/// the log (at debug), the audit, `/metrics`, an error body or `$SYS`.
+#[tokio::test]
+async fn the_audit_has_every_failure_and_nothing_anywhere_holds_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("marquee.log");
+    let mut server = spawn_logged(&dir.path().join("data"), &log).await;
+    let url = server.url.clone();
+    let addr = server.mqtt;
+    let http = reqwest::Client::new();
+    let mut seen = String::new();
+    let mut remember = |text: &str| {
+        seen.push_str(text);
+        seen.push('\n');
+    };
+
+    let response = http
+        .post(format!("{url}/api/auth/login"))
+        .header(ORIGIN, &url)
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let admin = cookie_of(&response);
+    let admin_secret = admin.trim_start_matches("marquee_session=").to_owned();
+    let as_admin = |method: Method, path: &str| {
+        http.request(method, format!("{url}{path}"))
+            .header(COOKIE, &admin)
+            .header(ORIGIN, &url)
+    };
+    let created: Value = as_admin(Method::POST, "/api/accounts")
+        .json(&json!({"username": "ed", "role": "editor", "password": "editor pass 46"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    remember(&created.to_string());
+    let generated: Value = as_admin(Method::POST, "/api/accounts")
+        .json(&json!({"username": "sign-1", "role": "device"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device_password = generated["password"].as_str().unwrap().to_owned();
+    let made: Value = as_admin(Method::POST, "/api/tokens")
+        .json(&json!({"name": "audit script"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = made["token"].as_str().unwrap().to_owned();
+    let status = as_admin(Method::PATCH, "/api/accounts/sign-1")
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+
+    // Failures: one over HTTP and one over MQTT for the admin from
+    // 127.0.0.2; six for ed from 127.0.0.3, then one throttled.
+    let wrong = "wrong-sekrit-46";
+    let response = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap()
+        .post(format!("{url}/api/auth/login"))
+        .json(&json!({"username": "admin", "password": wrong}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    remember(&response.text().await.unwrap());
+    assert_eq!(
+        connack_code("127.0.0.2", addr, login(V5, "a", "admin", wrong)).await,
+        Some(ReasonCode::BadUserNameOrPassword)
+    );
+    for _ in 0..6 {
+        assert_eq!(
+            connack_code("127.0.0.3", addr, login(V5, "e", "ed", wrong)).await,
+            Some(ReasonCode::BadUserNameOrPassword)
+        );
+    }
+    assert_eq!(
+        connack_code("127.0.0.3", addr, login(V5, "e", "ed", "editor pass 46")).await,
+        Some(ReasonCode::ConnectionRateExceeded)
+    );
+    // Secrets in use, rightly: the token over MQTT and HTTP; bad tokens' errors.
+    let mut admin_mqtt = mqtt_ok(addr, login(V5, "admin-sys", "admin", &token)).await;
+    assert_eq!(
+        subscribe(&mut admin_mqtt, 1, &["$SYS/#"]).await,
+        vec![ReasonCode::GrantedQoS1]
+    );
+    for who in [format!("Bearer {token}x"), format!("Bearer {admin_secret}")] {
+        let response = http
+            .get(format!("{url}/api/signs/"))
+            .header("authorization", who)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        remember(&format!("{:?}", response.headers()));
+        remember(&response.text().await.unwrap());
+    }
+    // `$SYS` goes out every ten seconds: wait for one round.
+    let mut sys = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    while sys.is_empty() && tokio::time::Instant::now() < deadline {
+        sys = deliveries(&mut admin_mqtt, Duration::from_millis(500)).await;
+    }
+    assert!(!sys.is_empty(), "no $SYS messages to look through");
+    for (topic, payload) in &sys {
+        remember(&format!("{topic} {payload}"));
+    }
+    remember(
+        &http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    let audit: Value = as_admin(Method::GET, "/api/audit?limit=10000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    remember(&audit.to_string());
+
+    let rows = audit["items"].as_array().unwrap();
+    let count = |actor: &str, protocol: &str, action: &str, outcome: &str, peer: &str| {
+        rows.iter()
+            .filter(|r| {
+                r["actor"] == actor
+                    && r["protocol"] == protocol
+                    && r["action"] == action
+                    && r["outcome"] == outcome
+                    && r["peer"].as_str().is_some_and(|p| p.starts_with(peer))
+            })
+            .count()
+    };
+    let table = serde_json::to_string_pretty(rows).unwrap();
+    assert_eq!(
+        count("admin", "http", "sign_in", "failed", "127.0.0.2:"),
+        1,
+        "{table}"
+    );
+    assert_eq!(
+        count("admin", "mqtt", "sign_in", "failed", "127.0.0.2:"),
+        1,
+        "{table}"
+    );
+    assert_eq!(
+        count("ed", "mqtt", "sign_in", "failed", "127.0.0.3:"),
+        6,
+        "{table}"
+    );
+    assert_eq!(
+        count("ed", "mqtt", "sign_in", "throttled", "127.0.0.3:"),
+        1,
+        "{table}"
+    );
+    assert_eq!(
+        count("admin", "mqtt", "sign_in", "ok", "127.0.0.1:"),
+        1,
+        "{table}"
+    );
+    for (action, target) in [
+        ("create_account", "ed"),
+        ("create_account", "sign-1"),
+        ("update_account", "sign-1"),
+        ("create_token", "audit script"),
+    ] {
+        let n = rows
+            .iter()
+            .filter(|r| r["action"] == action && r["target"] == target && r["actor"] == "admin")
+            .filter(|r| {
+                r["protocol"] == "http"
+                    && r["peer"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with("127.0.0.1:"))
+            })
+            .count();
+        assert_eq!(n, 1, "{action} {target}: {table}");
+    }
+
+    server.child.kill().await.unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("audit"),
+        "the log has no audit lines at all"
+    );
+    let secrets = [
+        ADMIN_PASSWORD,
+        "editor pass 46",
+        wrong,
+        device_password.as_str(),
+        token.as_str(),
+        &token[4..],
+        admin_secret.as_str(),
+        &admin_secret[4..],
+    ];
+    for secret in secrets {
+        for (place, text) in [
+            ("the log", logged.as_str()),
+            ("an answer, $SYS or /metrics", seen.as_str()),
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{place} holds a secret ({} chars)",
+                secret.len()
+            );
+        }
+    }
+}
+
+/// Case 47: passwords are kept as argon2id with OWASP's parameters; a
+/// hash made with other (older) parameters still signs in, and is made
+/// anew with today's on that sign-in — without ending anyone's sessions.
+#[tokio::test]
+async fn password_hashes_are_argon2id_and_old_parameters_are_rehashed_at_sign_in() {
+    use argon2::password_hash::PasswordHasher;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("marquee.log");
+    let mut server = spawn_logged(&data, &log).await;
+    let url = server.url.clone();
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/auth/login"))
+        .header(ORIGIN, &url)
+        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.child.kill().await.unwrap();
+    server.child.wait().await.unwrap();
+
+    let read_hash = |store: &marquee::store::Store, name: &str| -> Value {
+        serde_json::from_slice(&store.account(name).unwrap().unwrap()).unwrap()
+    };
+    let current = "$argon2id$v=19$m=19456,t=2,p=1$";
+    {
+        let store = common::open_store(&data);
+        let admin = read_hash(&store, "admin");
+        let hash = admin["password_hash"].as_str().unwrap();
+        assert!(hash.starts_with(current), "{hash}");
+        // An account from "an older release": cheaper parameters.
+        let old = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(8192, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"old times pass")
+        .unwrap()
+        .to_string();
+        let mut account = admin.clone();
+        account["username"] = json!("old");
+        account["role"] = json!("editor");
+        account["password_hash"] = json!(old);
+        store
+            .put_account("old", serde_json::to_vec(&account).unwrap(), true)
+            .await
+            .unwrap();
+        store.shutdown().await;
+    }
+    let mut server = spawn_logged(&data, &log).await;
+    let url = server.url.clone();
+    let sign_in = |password: &'static str| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{url}/api/auth/login"))
+                .header(ORIGIN, &url)
+                .json(&json!({"username": "old", "password": password}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = sign_in("old times pass").await;
+    assert_eq!(first.status(), 200, "an old hash no longer verifies");
+    let first = cookie_of(&first);
+    assert_eq!(
+        sign_in("old times pass").await.status(),
+        200,
+        "after the re-hash"
+    );
+    let me = reqwest::Client::new()
+        .get(format!("{url}/api/auth/me"))
+        .header(COOKIE, &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200, "the re-hash ended a session");
+    server.child.kill().await.unwrap();
+    server.child.wait().await.unwrap();
+    let store = common::open_store(&data);
+    let old = read_hash(&store, "old");
+    let hash = old["password_hash"].as_str().unwrap();
+    assert!(
+        hash.starts_with(current),
+        "not re-hashed at sign-in: {hash}"
+    );
+    store.shutdown().await;
 }

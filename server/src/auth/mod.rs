@@ -167,7 +167,9 @@ impl Accounts {
     }
 
     /// The account, if `password` is its password (disabled or not). An
-    /// unknown user name costs the same time as a wrong password.
+    /// unknown user name costs the same time as a wrong password. A hash
+    /// made with older parameters is made anew with today's (the account
+    /// otherwise unchanged, so its sessions and connections stay).
     pub async fn check(
         &self,
         username: &str,
@@ -178,7 +180,33 @@ impl Accounts {
         if !self.passwords.verify(stored, password).await {
             return Ok(None);
         }
-        Ok(account)
+        let Some(mut account) = account else {
+            return Ok(None);
+        };
+        if self.passwords.outdated(&account.password_hash) {
+            // Best effort: the sign-in stands whether or not this works.
+            match self.passwords.hash(password).await {
+                // Onto the account as it is now, not as it was read before
+                // the (slow) hashing: a change made meanwhile (disabled, a
+                // new role or password) is kept.
+                Ok(hash) => match self.get(&account.username) {
+                    Ok(Some(mut now)) if now.password_hash == account.password_hash => {
+                        now.password_hash = hash;
+                        match self.save(&now, false).await {
+                            Ok(()) => account = now,
+                            Err(e) => {
+                                tracing::warn!(username = %account.username, "cannot store the re-made password hash: {e}");
+                            }
+                        }
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::warn!(username = %account.username, "cannot re-hash the password: {e}");
+                }
+            }
+        }
+        Ok(Some(account))
     }
 
     async fn save(&self, account: &Account, create: bool) -> Result<(), AuthError> {

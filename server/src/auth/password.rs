@@ -88,6 +88,22 @@ impl Passwords {
         .unwrap_or(false)
     }
 
+    /// Whether `stored` was made with other parameters than today's (an
+    /// older release's, or another algorithm): it still verifies, and is
+    /// worth making anew once the password is known.
+    pub fn outdated(&self, stored: &str) -> bool {
+        static CURRENT: LazyLock<String> = LazyLock::new(|| {
+            let params = argon2::Params::default();
+            format!(
+                "$argon2id$v=19$m={},t={},p={}$",
+                params.m_cost(),
+                params.t_cost(),
+                params.p_cost()
+            )
+        });
+        !stored.starts_with(CURRENT.as_str())
+    }
+
     async fn off_runtime<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -159,6 +175,8 @@ mod tests {
             "{hash}"
         );
         assert!(!hash.contains("correct horse"));
+        assert!(!passwords.outdated(&hash));
+        assert!(passwords.outdated("$argon2id$v=19$m=8192,t=1,p=1$c2FsdA$aGFzaA"));
         assert!(passwords.verify(Some(&hash), "correct horse").await);
         assert!(!passwords.verify(Some(&hash), "correct horsE").await);
         assert!(!passwords.verify(None, "correct horse").await);

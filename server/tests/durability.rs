@@ -222,7 +222,7 @@ async fn no_acknowledged_write_is_lost_to_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_is_cut_off_without_slowing_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ChildServer::spawn(&dir.path().join("data"), &["--subscriber-queue", "64"]);
+    let server = ChildServer::spawn(&dir.path().join("data"), &["--subscriber-queue", "512"]);
     let url = server.url.clone();
     let http = client();
     let ws_base = url.replacen("http", "ws", 1);

@@ -26,12 +26,20 @@ impl Drop for Marquee {
 }
 
 impl Marquee {
+    /// In `open` mode (no accounts), as the outside suites run.
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &["--auth-mode", "open"], &[])
+    }
+
+    /// With these extra arguments (`--auth-mode …`) and environment
+    /// (`MARQUEE_ADMIN_PASSWORD`).
+    pub fn start_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
             .arg("--data-dir")
             .arg(dir)
             .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
-            .args(["--auth-mode", "open"])
+            .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

@@ -20,7 +20,7 @@ pub use guard::{Guard, Refusal, SetupError, Site};
 pub use password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, Passwords, generate_password};
 pub use principal::{Principal, Proof};
 pub use request::{Presented, RequestRefusal, SECURE_SESSION_COOKIE, SESSION_COOKIE, presented};
-pub use throttle::Throttle;
+pub use throttle::{Attempt, Throttle};
 pub use tokens::{Lifetime, Token, TokenId, TokenKind, Tokens};
 
 use crate::clock;
@@ -167,7 +167,9 @@ impl Accounts {
     }
 
     /// The account, if `password` is its password (disabled or not). An
-    /// unknown user name costs the same time as a wrong password.
+    /// unknown user name costs the same time as a wrong password. A hash
+    /// made with older parameters is made anew with today's (the account
+    /// otherwise unchanged, so its sessions and connections stay).
     pub async fn check(
         &self,
         username: &str,
@@ -178,17 +180,33 @@ impl Accounts {
         if !self.passwords.verify(stored, password).await {
             return Ok(None);
         }
-        // Hashes made with older settings are made anew now that the
-        // password is at hand; the account is otherwise unchanged, so no
-        // live connection of it ends.
-        if let Some(mut account) = account {
-            if password::needs_rehash(&account.password_hash) {
-                account.password_hash = self.passwords.hash_unchecked(password).await?;
-                self.save(&account, false).await?;
+        let Some(mut account) = account else {
+            return Ok(None);
+        };
+        if password::needs_rehash(&account.password_hash) {
+            // Best effort: the sign-in stands whether or not this works.
+            match self.passwords.hash_unchecked(password).await {
+                // Onto the account as it is now, not as it was read before
+                // the (slow) hashing: a change made meanwhile (disabled, a
+                // new role or password) is kept.
+                Ok(hash) => match self.get(&account.username) {
+                    Ok(Some(mut now)) if now.password_hash == account.password_hash => {
+                        now.password_hash = hash;
+                        match self.save(&now, false).await {
+                            Ok(()) => account = now,
+                            Err(e) => {
+                                tracing::warn!(username = %account.username, "cannot store the re-made password hash: {e}");
+                            }
+                        }
+                    }
+                    _ => {}
+                },
+                Err(e) => {
+                    tracing::warn!(username = %account.username, "cannot re-hash the password: {e}");
+                }
             }
-            return Ok(Some(account));
         }
-        Ok(None)
+        Ok(Some(account))
     }
 
     async fn save(&self, account: &Account, create: bool) -> Result<(), AuthError> {

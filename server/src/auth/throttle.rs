@@ -46,7 +46,8 @@ struct State {
 }
 
 /// One attempt under way; say how it ended with [`Attempt::failed`] or
-/// [`Attempt::succeeded`]. Dropped either way, it frees its place.
+/// [`Attempt::succeeded`], and hold it until the client has its answer:
+/// dropped, it frees its place.
 pub struct Attempt<'a> {
     throttle: &'a Throttle,
     username: String,
@@ -133,12 +134,12 @@ impl Throttle {
 
 impl Attempt<'_> {
     /// Counts the attempt as a failure.
-    pub fn failed(self) {
+    pub fn failed(&self) {
         self.throttle.failed(&self.username, self.peer);
     }
 
     /// The attempt succeeded: the account's count from that address clears.
-    pub fn succeeded(self) {
+    pub fn succeeded(&self) {
         self.throttle.succeeded(&self.username, self.peer);
     }
 }

@@ -191,10 +191,12 @@ pub async fn list_records(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
+    // Judged before the table is looked up: whoever may not read it learns
+    // nothing, not even whether it exists.
+    authorize(&state, &who, Action::Subscribe, &record_topic(&table, "+"))?;
     state.store.require_table(&table)?;
     let filter = TopicFilter::parse(&format!("{table}/+"))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    authorize(&state, &who, Action::Subscribe, &record_topic(&table, "+"))?;
     if is_websocket(&headers) {
         let start = start_from(&query, &headers)?;
         return ws::scoped(state, who, request, ws::Scope::Table(table), filter, start).await;

@@ -222,6 +222,23 @@ impl SseClient {
         }
     }
 
+    /// A stream from a request of the caller's making (cookie, bearer
+    /// token, `Last-Event-ID`); the response itself when it is not a 200.
+    pub async fn open(request: reqwest::RequestBuilder) -> Result<Self, reqwest::Response> {
+        let response = request
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("SSE connect");
+        if response.status() != 200 {
+            return Err(response);
+        }
+        Ok(Self {
+            stream: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        })
+    }
+
     /// The next event (comments skipped); `None` when the stream ends or 10 s pass.
     pub async fn next(&mut self) -> Option<SseEvent> {
         self.next_within(Duration::from_secs(10)).await

@@ -81,6 +81,44 @@ impl Raw {
         }
     }
 
+    /// An already connected TCP stream (say, one bound to another loopback
+    /// address), before CONNECT.
+    pub fn from_tcp(stream: TcpStream, version: ProtocolVersion) -> Self {
+        Self {
+            link: Link::Tcp(stream),
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
+    /// A WebSocket connection made from `request` (headers of the caller's
+    /// choosing: Cookie, Origin, Host), with subprotocol `mqtt`, before
+    /// CONNECT; the handshake's error (a refused upgrade) as it is.
+    pub async fn open_ws_request(
+        mut request: tokio_tungstenite::tungstenite::handshake::client::Request,
+        version: ProtocolVersion,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Self {
+            link: Link::Ws(Box::new(ws)),
+            buf: BytesMut::new(),
+            version,
+        })
+    }
+
+    /// Sends CONNECT on an opened connection and returns the CONNACK, or
+    /// `None` if the server closed (or said nothing for 5 s) instead.
+    pub async fn try_handshake(&mut self, connect: Connect) -> Option<ConnAck> {
+        self.send(&Packet::Connect(connect)).await;
+        match self.recv().await {
+            Some(Packet::ConnAck(ack)) => Some(ack),
+            _ => None,
+        }
+    }
+
     /// Connects over TCP and returns the CONNACK.
     pub async fn connect(addr: SocketAddr, connect: Connect) -> (Self, ConnAck) {
         let raw = Self::open(addr, connect.protocol).await;

@@ -594,6 +594,7 @@ async fn api_tokens_are_shown_once_kept_apart_and_revoked() {
         !listed.to_string().contains(&secret[4..]),
         "a secret listed again"
     );
+    assert_eq!(items[0]["last_used"], Value::Null, "never used yet");
     let (status, who) = call(
         &server,
         Method::GET,
@@ -603,6 +604,9 @@ async fn api_tokens_are_shown_once_kept_apart_and_revoked() {
     )
     .await;
     assert_eq!((status, &who["username"]), (200, &json!("admin")));
+    let (_, listed) = call(&server, Method::GET, "/api/tokens", None, admin).await;
+    let used = listed["items"][0]["last_used"].as_str().unwrap_or_default();
+    assert!(used.ends_with('Z'), "last use recorded: {listed}");
 
     let (status, eds) = call(
         &server,

@@ -20,7 +20,9 @@ pub struct TokenInfo {
     pub name: Option<String>,
     pub username: String,
     pub created: String,
-    pub last_used: String,
+    /// `None` until first used; then moved on at most once a minute.
+    #[serde(default)]
+    pub last_used: Option<String>,
     /// The secret: only in the answer that made it.
     #[serde(default)]
     pub token: Option<String>,
@@ -170,10 +172,8 @@ fn TokenRow(token: TokenInfo, all: bool, reload: Callback<()>) -> impl IntoView 
             <td>{name.clone()}</td>
             {all.then(|| view! { <td>{token.username.clone()}</td> })}
             <td title=token.created.clone()>{short_time(&token.created)}</td>
-            // The server starts it at the creation time and moves it on at most
-            // once a minute, so it cannot say "never": it is shown as given.
-            <td title=token.last_used.clone() data-testid="token-last-used">
-                {short_time(&token.last_used)}
+            <td title=token.last_used.clone().unwrap_or_default() data-testid="token-last-used">
+                {token.last_used.as_deref().map_or_else(|| "never".to_owned(), short_time)}
             </td>
             <td class="col-actions">
                 <DeleteButton

@@ -33,11 +33,20 @@ pub struct Token {
     pub name: Option<String>,
     /// Unix milliseconds.
     pub created_ms: i64,
-    pub last_used_ms: i64,
+    /// When it was last used (recorded at most once a minute); `None`: never.
+    #[serde(default)]
+    pub last_used_ms: Option<i64>,
     /// It ends then, however much it is used.
     pub expires_ms: Option<i64>,
     /// It ends after this long unused.
     pub idle_ms: Option<i64>,
+}
+
+impl Token {
+    /// When it was last used, or made if never: what idle time counts from.
+    pub fn last_active_ms(&self) -> i64 {
+        self.last_used_ms.unwrap_or(self.created_ms)
+    }
 }
 
 /// How long a token lives.
@@ -125,7 +134,7 @@ impl Tokens {
             kind,
             name,
             created_ms: now,
-            last_used_ms: now,
+            last_used_ms: None,
             expires_ms: lifetime.absolute.map(|d| now.saturating_add(millis(d))),
             idle_ms: lifetime.idle.map(millis),
         };
@@ -146,7 +155,7 @@ impl Tokens {
             if is_expired(&token, now) {
                 self.store.set_token(&key, None).await?;
             } else if token.kind == kind {
-                live.push((token.last_used_ms, key));
+                live.push((token.last_active_ms(), key));
             }
         }
         if live.len() < MAX_TOKENS_PER_KIND {
@@ -186,8 +195,11 @@ impl Tokens {
             self.store.set_token(&key, None).await?;
             return Ok(None);
         }
-        if now - token.last_used_ms >= TOUCH_EVERY_MS {
-            token.last_used_ms = now;
+        if token
+            .last_used_ms
+            .is_none_or(|last| now - last >= TOUCH_EVERY_MS)
+        {
+            token.last_used_ms = Some(now);
             self.save(&key, &token).await?;
         }
         Ok(Some(token))
@@ -256,7 +268,7 @@ fn is_expired(token: &Token, now: i64) -> bool {
     token.expires_ms.is_some_and(|at| now >= at)
         || token
             .idle_ms
-            .is_some_and(|idle| now.saturating_sub(token.last_used_ms) >= idle)
+            .is_some_and(|idle| now.saturating_sub(token.last_active_ms()) >= idle)
 }
 
 fn hash(secret: &str) -> Vec<u8> {
@@ -308,7 +320,16 @@ mod tests {
             secret.starts_with("mqt_") && secret.len() == 4 + 43,
             "{secret}"
         );
-        assert_eq!(tokens.resolve(&secret).await.unwrap(), Some(issued));
+        assert_eq!(issued.last_used_ms, None);
+        let resolved = tokens.resolve(&secret).await.unwrap().unwrap();
+        assert!(resolved.last_used_ms.is_some(), "its first use is recorded");
+        assert_eq!(
+            Token {
+                last_used_ms: None,
+                ..resolved
+            },
+            issued
+        );
         for stored in store.tokens().unwrap() {
             assert!(!String::from_utf8_lossy(&stored.0).contains(&secret[4..]));
             assert!(!String::from_utf8_lossy(&stored.1).contains(&secret[4..]));

@@ -38,7 +38,8 @@ struct TokenView<'a> {
     name: Option<&'a str>,
     username: &'a str,
     created: String,
-    last_used: String,
+    /// `null` until first used.
+    last_used: Option<String>,
     /// The secret, in the answer that made it only.
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<&'a str>,
@@ -395,7 +396,7 @@ fn token_view<'a>(id: &'a str, token: &'a Token) -> TokenView<'a> {
         name: token.name.as_deref(),
         username: &token.username,
         created: clock::format_millis(token.created_ms),
-        last_used: clock::format_millis(token.last_used_ms),
+        last_used: token.last_used_ms.map(clock::format_millis),
         token: None,
     }
 }

@@ -64,6 +64,9 @@ pub struct Access {
     /// `open` mode: whether MQTT clients without a user name may connect.
     allow_anonymous: bool,
     rules: Vec<AclRule>,
+    /// Each rule's filter, parsed once at start when it names no `%u`/`%c`
+    /// (the policy runs on every delivery).
+    fixed: Vec<Option<TopicFilter>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,7 @@ impl Default for Access {
             mode: Mode::Accounts,
             allow_anonymous: false,
             rules: Vec::new(),
+            fixed: Vec::new(),
         }
     }
 }
@@ -113,10 +117,19 @@ impl Access {
                 ));
             }
         }
+        let fixed = rules
+            .iter()
+            .map(|r| {
+                (!r.filter.contains('%'))
+                    .then(|| TopicFilter::parse(&r.filter).ok())
+                    .flatten()
+            })
+            .collect();
         Ok(Self {
             mode,
             allow_anonymous,
             rules,
+            fixed,
         })
     }
 
@@ -140,20 +153,26 @@ impl Access {
             return false;
         }
         let verdicts = || {
-            self.rules.iter().filter_map(move |rule| {
-                let verdict = match action {
-                    Action::Publish => rule.publish,
-                    Action::Subscribe => rule.subscribe,
-                    Action::Manage => None,
-                }?;
-                if !self.applies(rule, who) {
-                    return None;
-                }
-                let filter = substitute(&rule.filter, who)?;
-                TopicFilter::parse(&filter)
-                    .is_ok_and(|f| f.matches(topic))
-                    .then_some(verdict)
-            })
+            self.rules
+                .iter()
+                .zip(&self.fixed)
+                .filter_map(move |(rule, fixed)| {
+                    let verdict = match action {
+                        Action::Publish => rule.publish,
+                        Action::Subscribe => rule.subscribe,
+                        Action::Manage => None,
+                    }?;
+                    if !self.applies(rule, who) {
+                        return None;
+                    }
+                    let matches = match fixed {
+                        Some(filter) => filter.matches(topic),
+                        None => substitute(&rule.filter, who).is_some_and(|f| {
+                            TopicFilter::parse(&f).is_ok_and(|f| f.matches(topic))
+                        }),
+                    };
+                    matches.then_some(verdict)
+                })
         };
         if verdicts().any(|allowed| !allowed) {
             return false;

@@ -212,12 +212,11 @@ pub async fn list_tokens(
     Caller(who): Caller,
     Query(query): Query<TokenQuery>,
 ) -> Result<Response, ApiError> {
-    signed_in(&state, &who)?;
-    let account = me(&state, &who)?;
-    let whose = if query.all && account.role == Role::Admin {
+    let username = own_name(&state, &who)?;
+    let whose = if query.all && who.is_admin() {
         None
     } else {
-        Some(account.username.as_str())
+        Some(username)
     };
     let tokens = state.guard.tokens().list(whose).map_err(auth_error)?;
     let views: Vec<TokenView> = tokens
@@ -236,8 +235,7 @@ pub async fn create_token(
     headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
-    signed_in(&state, &who)?;
-    let account = me(&state, &who)?;
+    let username = own_name(&state, &who)?;
     let new: NewToken = body(&state, &headers, request).await?;
     let name = new.name.trim();
     if name.is_empty()
@@ -252,7 +250,7 @@ pub async fn create_token(
         .guard
         .tokens()
         .issue(
-            &account.username,
+            username,
             TokenKind::Api,
             Some(name.to_owned()),
             Lifetime::API,
@@ -275,9 +273,8 @@ pub async fn revoke_token(
     Caller(who): Caller,
     Path(id): Path<TokenId>,
 ) -> Result<Response, ApiError> {
-    signed_in(&state, &who)?;
-    let account = me(&state, &who)?;
-    let whose = (account.role != Role::Admin).then_some(account.username.as_str());
+    let username = own_name(&state, &who)?;
+    let whose = (!who.is_admin()).then_some(username);
     let owned = state
         .guard
         .tokens()
@@ -326,15 +323,11 @@ fn admin(state: &AppState, who: &Principal) -> Result<(), ApiError> {
     ))
 }
 
-/// The caller's own account.
-fn me(state: &AppState, who: &Principal) -> Result<Account, ApiError> {
-    let name = who.username.as_deref().unwrap_or_default();
-    state
-        .guard
-        .accounts()
-        .get(name)
-        .map_err(auth_error)?
-        .ok_or_else(|| super::auth::unauthenticated(state))
+/// The signed-in caller's user name (the guard read its account for this
+/// very request), or 401.
+fn own_name<'a>(state: &AppState, who: &'a Principal) -> Result<&'a str, ApiError> {
+    signed_in(state, who)?;
+    Ok(who.username.as_deref().unwrap_or_default())
 }
 
 /// Records an account or token change made by `who`.

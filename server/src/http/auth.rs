@@ -373,6 +373,7 @@ pub fn refusal(state: &AppState, refusal: Refusal) -> ApiError {
 /// The answer for a request whose credential or Origin was refused.
 pub fn request_refusal(state: &AppState, refusal: RequestRefusal) -> ApiError {
     match refusal {
+        RequestRefusal::Unauthenticated if state.guard.setup_required() => unauthenticated(state),
         RequestRefusal::Unauthenticated => {
             let mut error = ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -380,9 +381,6 @@ pub fn request_refusal(state: &AppState, refusal: RequestRefusal) -> ApiError {
                 "the session or token is not valid (expired, revoked or unknown); sign in again",
             );
             error.www_authenticate = true;
-            if state.guard.setup_required() {
-                return unauthenticated(state);
-            }
             error
         }
         RequestRefusal::BadOrigin => ApiError::new(

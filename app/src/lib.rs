@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod device;
 pub mod event;
 pub mod live;
 mod pages;

@@ -10,7 +10,7 @@
 //!
 //! ```json
 //! {"name": "", "width": 64, "height": 16, "color_depth": "mono_amber", "brightness": 80,
-//!  "shows": null, "devices": []}
+//!  "shows": null}
 //! ```
 //!
 //! `shows` is one of
@@ -57,7 +57,6 @@ pub const DEFAULT_HEIGHT: u16 = 16;
 pub const MAX_BRIGHTNESS: u8 = 100;
 pub const DEFAULT_BRIGHTNESS: u8 = 80;
 pub const MAX_NAME_CHARS: usize = 200;
-pub const MAX_DEVICES: usize = 100;
 pub const MAX_PLAYLIST_ITEMS: usize = 1000;
 pub const MAX_TEXT_CHARS: usize = 1000;
 /// LED columns per second (rows per second when scrolling up).
@@ -78,20 +77,20 @@ pub const MAX_ID_BYTES: usize = 256;
 pub enum ModelError {
     #[error("must be a JSON object")]
     NotAnObject,
-    /// `field` is a path such as `width`, `shows.playlist[2].duration` or `devices[0]`.
+    /// `field` is a path such as `width`, `shows.playlist[2].duration` or `shows.message`.
     #[error("{field}: {reason}")]
     Field { field: String, reason: String },
 }
 
 impl ModelError {
-    fn field(field: impl Into<String>, reason: impl Into<String>) -> ModelError {
+    pub(crate) fn field(field: impl Into<String>, reason: impl Into<String>) -> ModelError {
         ModelError::Field {
             field: field.into(),
             reason: reason.into(),
         }
     }
 
-    fn unknown(path: &str, expected: &[&str]) -> ModelError {
+    pub(crate) fn unknown(path: &str, expected: &[&str]) -> ModelError {
         ModelError::field(
             path,
             format!("unknown field (expected one of: {})", expected.join(", ")),
@@ -153,6 +152,7 @@ macro_rules! named_enum {
         }
     };
 }
+pub(crate) use named_enum;
 
 named_enum! {
     /// What colours the sign's LEDs can show: one fixed colour, or full colour.
@@ -361,12 +361,13 @@ impl<'de> Deserialize<'de> for Shows {
     }
 }
 
-/// A sign: an LED matrix, what it shows, and which devices mirror it (`signs/{id}`).
+/// A sign: an LED matrix and what it shows (`signs/{id}`). The devices that mirror it
+/// name it in their own `sign` field.
 ///
 /// Deserializing with serde checks types and field names only; [`Sign::from_json`] (or
 /// [`Sign::validate`]) also checks ranges and names the offending field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Sign {
     pub name: String,
     /// LED columns, 1..=256.
@@ -377,8 +378,6 @@ pub struct Sign {
     /// Percent, 0..=100.
     pub brightness: u8,
     pub shows: Shows,
-    /// Ids of the devices (in `devices`) that mirror this sign.
-    pub devices: Vec<String>,
 }
 
 impl Default for Sign {
@@ -390,7 +389,6 @@ impl Default for Sign {
             color_depth: ColorDepth::default(),
             brightness: DEFAULT_BRIGHTNESS,
             shows: Shows::default(),
-            devices: Vec::new(),
         }
     }
 }
@@ -402,7 +400,6 @@ const SIGN_FIELDS: &[&str] = &[
     "color_depth",
     "brightness",
     "shows",
-    "devices",
 ];
 
 impl Sign {
@@ -419,7 +416,9 @@ impl Sign {
                 "color_depth" => sign.color_depth = choice("color_depth", value)?,
                 "brightness" => sign.brightness = int("brightness", value, 0, MAX_BRIGHTNESS)?,
                 "shows" => sign.shows = shows(value)?,
-                "devices" => sign.devices = id_list("devices", value)?,
+                // Signs once listed their devices; the binding now lives in each
+                // device's `sign` field alone, and an old list is dropped on write.
+                "devices" => {}
                 _ => return Err(ModelError::unknown(key, SIGN_FIELDS)),
             }
         }
@@ -470,19 +469,6 @@ impl Sign {
                     };
                     return Err(ModelError::field("shows.position", reason));
                 }
-            }
-        }
-        if self.devices.len() > MAX_DEVICES {
-            return Err(ModelError::field(
-                "devices",
-                format!("must have at most {MAX_DEVICES} entries"),
-            ));
-        }
-        for (i, id) in self.devices.iter().enumerate() {
-            let path = format!("devices[{i}]");
-            check_id(&path, id)?;
-            if self.devices.get(..i).is_some_and(|seen| seen.contains(id)) {
-                return Err(ModelError::field(path, "is listed twice"));
             }
         }
         Ok(())
@@ -585,7 +571,7 @@ impl Message {
     }
 }
 
-fn check_range<T: PartialOrd + fmt::Display>(
+pub(crate) fn check_range<T: PartialOrd + fmt::Display>(
     path: &str,
     value: T,
     min: T,
@@ -600,7 +586,7 @@ fn check_range<T: PartialOrd + fmt::Display>(
     Ok(())
 }
 
-fn check_chars(path: &str, text: &str, max: usize) -> Result<(), ModelError> {
+pub(crate) fn check_chars(path: &str, text: &str, max: usize) -> Result<(), ModelError> {
     if text.chars().count() > max {
         return Err(ModelError::field(
             path,
@@ -612,7 +598,7 @@ fn check_chars(path: &str, text: &str, max: usize) -> Result<(), ModelError> {
 
 /// The store's record id rules, repeated here so a sign cannot point at an id that no
 /// record could ever have.
-fn check_id(path: &str, id: &str) -> Result<(), ModelError> {
+pub(crate) fn check_id(path: &str, id: &str) -> Result<(), ModelError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_BYTES
         && !id
@@ -625,7 +611,7 @@ fn check_id(path: &str, id: &str) -> Result<(), ModelError> {
     }
 }
 
-fn string(path: &str, value: &Value) -> Result<String, ModelError> {
+pub(crate) fn string(path: &str, value: &Value) -> Result<String, ModelError> {
     value
         .as_str()
         .map(str::to_owned)
@@ -634,7 +620,7 @@ fn string(path: &str, value: &Value) -> Result<String, ModelError> {
 
 /// An integer field: a wrong type and a wrong size are told apart, because "between 1 and
 /// 256" alone would puzzle someone who sent `"64"`.
-fn int<T>(path: &str, value: &Value, min: T, max: T) -> Result<T, ModelError>
+pub(crate) fn int<T>(path: &str, value: &Value, min: T, max: T) -> Result<T, ModelError>
 where
     T: Copy + fmt::Display + Into<u64> + TryFrom<u64>,
 {
@@ -662,7 +648,7 @@ fn index(path: &str, value: &Value) -> Result<usize, ModelError> {
         .ok_or_else(|| ModelError::field(path, "must be a whole number, 0 or more"))
 }
 
-trait Named: Sized {
+pub(crate) trait Named: Sized {
     fn lookup(name: &str) -> Option<Self>;
     fn names() -> &'static [&'static str];
 }
@@ -682,29 +668,11 @@ macro_rules! named {
 
 named!(ColorDepth, Effect, Align, Font);
 
-fn choice<T: Named>(path: &str, value: &Value) -> Result<T, ModelError> {
+pub(crate) fn choice<T: Named>(path: &str, value: &Value) -> Result<T, ModelError> {
     value.as_str().and_then(T::lookup).ok_or_else(|| {
         let names: Vec<String> = T::names().iter().map(|n| format!("\"{n}\"")).collect();
         ModelError::field(path, format!("must be one of {}", names.join(", ")))
     })
-}
-
-fn id_list(path: &str, value: &Value) -> Result<Vec<String>, ModelError> {
-    let items = value
-        .as_array()
-        .ok_or_else(|| ModelError::field(path, "must be a list of record ids"))?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let item_path = format!("{path}[{i}]");
-            let id = item
-                .as_str()
-                .ok_or_else(|| ModelError::field(&item_path, ID_REASON))?;
-            check_id(&item_path, id)?;
-            Ok(id.to_owned())
-        })
-        .collect()
 }
 
 fn shows(value: &Value) -> Result<Shows, ModelError> {
@@ -731,7 +699,7 @@ fn shows(value: &Value) -> Result<Shows, ModelError> {
         .map_err(|(path, reason)| ModelError::field(path, reason))
 }
 
-fn record_id(path: &str, value: &Value) -> Result<String, ModelError> {
+pub(crate) fn record_id(path: &str, value: &Value) -> Result<String, ModelError> {
     let id = value
         .as_str()
         .ok_or_else(|| ModelError::field(path, ID_REASON))?;
@@ -807,7 +775,6 @@ mod tests {
         assert_eq!((sign.width, sign.height, sign.brightness), (64, 16, 80));
         assert_eq!(sign.color_depth, ColorDepth::MonoAmber);
         assert_eq!(sign.shows, Shows::Nothing);
-        assert!(sign.devices.is_empty());
         // The serde path agrees on the defaults.
         let via_serde: Sign = serde_json::from_value(json!({"name": "Lobby"})).unwrap();
         assert_eq!(via_serde, sign);
@@ -831,7 +798,7 @@ mod tests {
         assert_eq!(
             Sign::from_json(&json!({})).unwrap().to_json(),
             json!({"name": "", "width": 64, "height": 16, "color_depth": "mono_amber",
-                   "brightness": 80, "shows": null, "devices": []})
+                   "brightness": 80, "shows": null})
         );
         assert_eq!(
             Message::from_json(&json!({})).unwrap().to_json(),
@@ -847,7 +814,6 @@ mod tests {
             "name": "Café", "width": 128, "height": 32, "color_depth": "rgb", "brightness": 0,
             "shows": {"playlist": [{"message": "a", "duration": 5}, {"message": "b"}],
                       "position": 1},
-            "devices": ["d1", "d2"],
         });
         let parsed = Sign::from_json(&sign).unwrap();
         assert_eq!(parsed.to_json(), sign);
@@ -973,17 +939,10 @@ mod tests {
             reason(Sign::from_json(&json!({"color_depth": "blue"}))),
             "color_depth: must be one of \"mono_amber\", \"mono_red\", \"mono_green\", \"rgb\""
         );
+        // A list of devices from before bindings moved to the devices is dropped.
         assert_eq!(
-            reason(Sign::from_json(&json!({"devices": "d1"}))),
-            "devices: must be a list of record ids"
-        );
-        assert!(
-            reason(Sign::from_json(&json!({"devices": ["ok", ""]})))
-                .starts_with("devices[1]: must be a record id")
-        );
-        assert_eq!(
-            reason(Sign::from_json(&json!({"devices": ["d", "d"]}))),
-            "devices[1]: is listed twice"
+            Sign::from_json(&json!({"devices": ["d1"]})).unwrap(),
+            Sign::default()
         );
         assert_eq!(
             reason(Message::from_json(&json!({"color": "red"}))),

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin, RecordItem, RecordPage, TableInfo};
+use app::device::Device;
 use app::sign::{Message, Sign};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,8 @@ use crate::topic::TopicFilter;
 pub use patch::merge_patch;
 
 /// Tables every Marquee has.
-pub const BUILTIN_TABLES: &[&str] = &[SIGNS_TABLE, MESSAGES_TABLE, "devices", MQTT_TABLE];
+pub const DEVICES_TABLE: &str = "devices";
+pub const BUILTIN_TABLES: &[&str] = &[SIGNS_TABLE, MESSAGES_TABLE, DEVICES_TABLE, MQTT_TABLE];
 /// Signs, checked against [`app::sign::Sign`] on every write.
 pub const SIGNS_TABLE: &str = "signs";
 /// Messages, checked against [`app::sign::Message`] on every write.
@@ -943,6 +945,7 @@ pub fn normalize(table: &str, value: Value) -> Result<Value, StoreError> {
     let checked = match table {
         SIGNS_TABLE => Sign::from_json(&value).map(|sign| sign.to_json()),
         MESSAGES_TABLE => Message::from_json(&value).map(|message| message.to_json()),
+        DEVICES_TABLE => Device::from_json(&value).map(|device| device.to_json()),
         _ => return Ok(value),
     };
     checked.map_err(|e| StoreError::Invalid(e.to_string()))
@@ -1112,14 +1115,15 @@ mod tests {
 
         // Tables without a model keep whatever object they are given.
         store
-            .write(
-                put("devices", "d1", json!({"anything": [1, 2]})),
-                Origin::Rest,
-            )
+            .write(put("mqtt", "d1", json!({"anything": [1, 2]})), Origin::Rest)
             .await
             .unwrap();
-        let device = store.get("devices", "d1").await.unwrap().unwrap().value;
-        assert_eq!(device, json!({"anything": [1, 2]}));
+        let raw = store.get("mqtt", "d1").await.unwrap().unwrap().value;
+        assert_eq!(raw, json!({"anything": [1, 2]}));
+        let refused = store
+            .write(put("devices", "d1", json!({"anything": 1})), Origin::Rest)
+            .await;
+        assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
         store.shutdown().await;
     }
 }

@@ -7,7 +7,7 @@
 //! A device, with every default filled in:
 //!
 //! ```json
-//! {"name": "", "kind": "marquee", "username": "", "prefix": "", "sign": null,
+//! {"name": "", "kind": "marquee", "username": "", "prefix": "", "full_topic": "", "sign": null,
 //!  "width": 32, "height": 8, "buttons_step_playlist": false, "exact_pixels": false,
 //!  "online": false, "last_seen": null, "firmware": null, "details": {}, "warning": null}
 //! ```
@@ -110,6 +110,8 @@ pub struct Device {
     /// Where its topics live: AWTRIX "Prefix", WLED "Device Topic", Tasmota "Topic",
     /// or a Marquee device's prefix.
     pub prefix: String,
+    /// Tasmota's FullTopic, when not its default `%prefix%/%topic%/`.
+    pub full_topic: String,
     /// The sign it mirrors.
     pub sign: Option<String>,
     /// Its matrix in LEDs.
@@ -141,6 +143,7 @@ impl Default for Device {
             kind,
             username: String::new(),
             prefix: String::new(),
+            full_topic: String::new(),
             sign: None,
             width,
             height,
@@ -160,6 +163,7 @@ const DEVICE_FIELDS: &[&str] = &[
     "kind",
     "username",
     "prefix",
+    "full_topic",
     "sign",
     "width",
     "height",
@@ -187,6 +191,7 @@ impl Device {
                 "name" => device.name = string("name", value)?,
                 "username" => device.username = string("username", value)?,
                 "prefix" => device.prefix = string("prefix", value)?,
+                "full_topic" => device.full_topic = string("full_topic", value)?,
                 "sign" => device.sign = optional(value, |v| record_id("sign", v))?,
                 "width" => device.width = int("width", value, 1, MAX_DEVICE_WIDTH)?,
                 "height" => device.height = int("height", value, 1, MAX_DEVICE_HEIGHT)?,
@@ -221,6 +226,8 @@ impl Device {
         check_chars("name", &self.name, crate::sign::MAX_NAME_CHARS)?;
         check_chars("username", &self.username, 64)?;
         check_prefix(&self.prefix).map_err(|reason| ModelError::field("prefix", reason))?;
+        check_full_topic(&self.full_topic)
+            .map_err(|reason| ModelError::field("full_topic", reason))?;
         if let Some(sign) = &self.sign {
             check_id("sign", sign)?;
         }
@@ -264,6 +271,30 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A Tasmota FullTopic: empty (the default), or a pattern naming `%prefix%`
+/// and `%topic%`, without wildcards.
+pub fn check_full_topic(pattern: &str) -> Result<(), String> {
+    let ok = pattern.is_empty()
+        || (pattern.len() <= MAX_PREFIX_BYTES
+            && pattern.contains("%prefix%")
+            && pattern.contains("%topic%")
+            && !pattern.contains(['+', '#', '$'])
+            && !pattern.chars().any(|c| c.is_control() || c.is_whitespace())
+            && !pattern
+                .replace("%prefix%", "p")
+                .replace("%topic%", "t")
+                .contains('%'));
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "must name %prefix% and %topic% (Tasmota's default is %prefix%/%topic%/), \
+             without '+', '#', '$', spaces or other % tokens"
+                .into(),
+        )
+    }
 }
 
 /// What pairing answers, once: everything the device's own settings page asks for.
@@ -381,7 +412,10 @@ mod tests {
             ..Pairing::default()
         };
         let names = |p: &Pairing| p.fields().iter().map(|(n, _)| *n).collect::<Vec<_>>();
-        assert_eq!(names(&pairing), ["Host", "Port", "User", "Password", "Topic"]);
+        assert_eq!(
+            names(&pairing),
+            ["Host", "Port", "User", "Password", "Topic"]
+        );
         pairing.kind = DeviceKind::Wled;
         assert_eq!(names(&pairing).last(), Some(&"Device Topic"));
         pairing.kind = DeviceKind::Awtrix3;
@@ -390,7 +424,10 @@ mod tests {
 
     #[test]
     fn default_prefixes_look_like_the_firmwares_own() {
-        assert_eq!(DeviceKind::Awtrix3.default_prefix("Kitchen 1"), "awtrix_kitchen_1");
+        assert_eq!(
+            DeviceKind::Awtrix3.default_prefix("Kitchen 1"),
+            "awtrix_kitchen_1"
+        );
         assert_eq!(DeviceKind::Wled.default_prefix("hall"), "wled/hall");
         assert!(check_prefix(&DeviceKind::Marquee.default_prefix("x/y")).is_ok());
     }

@@ -2,7 +2,8 @@
 //! every place data comes in or goes out (SECURITY.md §7.2). A record is the
 //! topic `{table}/{id}`; an MQTT message its own topic.
 //!
-//! The order: deny rules first, then the role's grant, then allow rules;
+//! The order: deny rules first, then the role's grant (a device account's
+//! own topics), then allow rules;
 //! what nothing grants is denied in `accounts` mode and allowed in `open`
 //! mode (local experiments and outside test suites, loopback only). Topics
 //! beginning with `$` are reached only by rules that name them (`#` never
@@ -177,7 +178,10 @@ impl Access {
         if verdicts().any(|allowed| !allowed) {
             return false;
         }
-        if role_grants(who.role, action, topic) || verdicts().any(|allowed| allowed) {
+        if role_grants(who.role, action, topic)
+            || who.scope.allows(action == Action::Publish, topic)
+            || verdicts().any(|allowed| allowed)
+        {
             return true;
         }
         self.mode == Mode::Open
@@ -208,7 +212,7 @@ impl Access {
 
 /// What a role may do by itself (SECURITY.md §7.2): admins and editors read
 /// and write every record, viewers read them, admins also read `$SYS`.
-/// Devices get nothing but what rules (and, later, their pairing) grant.
+/// Devices get nothing but their scope and what rules grant.
 fn role_grants(role: Option<Role>, action: Action, topic: &str) -> bool {
     if topic.starts_with('$') {
         return role == Some(Role::Admin) && action == Action::Subscribe;
@@ -263,7 +267,48 @@ mod tests {
             role,
             client_id: client_id.into(),
             proof: Proof::Nothing,
+            scope: crate::auth::Scope::default(),
         }
+    }
+
+    #[test]
+    fn a_device_reaches_its_own_topics_as_its_scope_says_and_nothing_else() {
+        use crate::auth::{Account, Grant};
+        let account = Account {
+            username: "dev-clock".into(),
+            role: Role::Device,
+            password_hash: String::new(),
+            disabled: false,
+            created_ms: 0,
+            changed_ms: 0,
+            device: Some("clock".into()),
+            scope: vec![Grant::both("awtrix_k/#"), Grant::read("wled/all/#")],
+        };
+        let device = Principal::of_account(account, Proof::Nothing);
+        let access = Access::default();
+        assert!(access.allows(&device, Action::Publish, "awtrix_k/stats"));
+        assert!(access.allows(&device, Action::Subscribe, "awtrix_k/custom/#"));
+        assert!(access.allows(&device, Action::Subscribe, "wled/all"));
+        assert!(!access.allows(&device, Action::Publish, "wled/all/api"));
+        // `#` covers its parent: WLED listens on its bare device topic.
+        assert!(access.allows(&device, Action::Subscribe, "awtrix_k"));
+        for topic in [
+            "awtrix_k2/stats",
+            "awtrix",
+            "signs/lobby",
+            "#",
+            "+/stats",
+            "$SYS/x",
+        ] {
+            assert!(!access.allows(&device, Action::Publish, topic), "{topic}");
+        }
+        for filter in ["#", "+/#", "awtrix_+/stats", "$SYS/#", "signs/+"] {
+            assert!(
+                !access.allows(&device, Action::Subscribe, filter),
+                "{filter}"
+            );
+        }
+        assert!(!access.allows(&device, Action::Manage, ""));
     }
 
     #[test]

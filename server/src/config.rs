@@ -35,6 +35,11 @@ pub struct Config {
     pub public_url: Option<String>,
     /// More origins whose pages may use a session cookie (`http://host:port`).
     pub allowed_origins: Vec<String>,
+    /// The host name or address devices on the network reach the broker at
+    /// (shown on pairing cards); without it, this machine's own addresses.
+    pub public_host: Option<String>,
+    /// Most frames per second sent to a device that takes exact frames.
+    pub frame_rate: u32,
     /// The admin to create at start if none exists (`MARQUEE_ADMIN_USER`,
     /// `MARQUEE_ADMIN_PASSWORD`: environment only, never a command-line
     /// flag that `ps` would show).
@@ -66,6 +71,7 @@ pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 pub const DEFAULT_CHANGE_LOG_WINDOW: u64 = 1_000_000;
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_FRAME_RATE: u32 = 10;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,7 +80,7 @@ pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 10_000;
     about = "Marquee: a sign and pub/sub runtime. One process stores records durably and serves them over REST, Server-Sent Events, WebSockets and MQTT, with a web app for LED signs.",
     long_about = None,
     args_conflicts_with_subcommands = true,
-    after_help = "With no subcommand, `marquee` runs `serve`. Every option can also be set as an environment variable (shown in brackets) or in the TOML file given by --config; the command line wins over the environment, which wins over the file. MARQUEE_ADMIN_PASSWORD (and MARQUEE_ADMIN_USER, default admin) creates the first admin if none exists.\n\nConfig file example:\n  data_dir = \"./data\"\n  http = \"127.0.0.1:3000\"\n  public_url = \"https://signs.example.com\"\n  allowed_origins = [\"http://signs.local:3000\"]\n  change_log_window = 1000000\n\n  [auth]\n  mode = \"accounts\"      # or \"open\": no sign-in, loopback only\n\n  [mqtt]\n  listen = \"127.0.0.1:1883\"\n  max_packet_size = 1048576\n\n  [[acl]]                 # deny rules first, then roles, then allow rules\n  filter = \"awtrix/%u/#\"   # %u = user name, %c = client id (whole levels)\n  role = \"device\"         # or user = \"name\", or anonymous = true\n  publish = true\n  subscribe = true\n\n  [[tables]]\n  name = \"Sensors\"\n  schema = { type = \"object\", required = [\"temp\"], properties = { temp = { type = \"number\" } } }"
+    after_help = "With no subcommand, `marquee` runs `serve`. Every option can also be set as an environment variable (shown in brackets) or in the TOML file given by --config; the command line wins over the environment, which wins over the file. MARQUEE_ADMIN_PASSWORD (and MARQUEE_ADMIN_USER, default admin) creates the first admin if none exists.\n\nConfig file example:\n  data_dir = \"./data\"\n  http = \"127.0.0.1:3000\"\n  public_url = \"https://signs.example.com\"\n  allowed_origins = [\"http://signs.local:3000\"]\n  change_log_window = 1000000\n\n  [auth]\n  mode = \"accounts\"      # or \"open\": no sign-in, loopback only\n\n  public_host = \"signs.local\"  # what devices type as Broker\n\n  [mqtt]\n  listen = \"0.0.0.0:1883\"\n  max_packet_size = 1048576\n\n  [[acl]]                 # deny rules first, then roles, then allow rules\n  filter = \"awtrix/%u/#\"   # %u = user name, %c = client id (whole levels)\n  role = \"device\"         # or user = \"name\", or anonymous = true\n  publish = true\n  subscribe = true\n\n  [devices]\n  frame_rate = 10         # most frames/s to Marquee devices\n\n  [[tables]]\n  name = \"Sensors\"\n  schema = { type = \"object\", required = [\"temp\"], properties = { temp = { type = \"number\" } } }"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -127,6 +133,9 @@ pub struct ServeArgs {
     /// The URL people open to reach this server, e.g. https://signs.example.com.
     #[arg(long, env = "MARQUEE_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// The host name or address devices reach the MQTT broker at, shown on pairing cards [default: this machine's address]
+    #[arg(long, env = "MARQUEE_PUBLIC_HOST", value_name = "HOST")]
+    pub public_host: Option<String>,
 }
 
 /// The TOML file: the same settings as the options, plus table declarations.
@@ -151,6 +160,17 @@ pub struct FileConfig {
     pub allowed_origins: Vec<String>,
     #[serde(default)]
     pub auth: AuthSection,
+    pub public_host: Option<String>,
+    #[serde(default)]
+    pub devices: DevicesSection,
+}
+
+/// `[devices]`: how paired devices are driven.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesSection {
+    /// Most frames per second to a device taking exact frames (1–60, default 10).
+    pub frame_rate: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -316,6 +336,20 @@ impl ServeArgs {
                 })
                 .collect::<Result<_, _>>()?,
             tables: file.tables,
+            public_host: self
+                .public_host
+                .or(file.public_host)
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty()),
+            frame_rate: match file.devices.frame_rate {
+                None => DEFAULT_FRAME_RATE,
+                Some(rate @ 1..=60) => rate,
+                Some(rate) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "devices.frame_rate: {rate} is not between 1 and 60"
+                    )));
+                }
+            },
             admin_bootstrap: std::env::var("MARQUEE_ADMIN_PASSWORD")
                 .ok()
                 .filter(|p| !p.is_empty())

@@ -26,6 +26,7 @@ pub mod auth;
 pub mod bus;
 pub mod clock;
 pub mod config;
+pub mod devices;
 pub mod feed;
 pub mod http;
 pub mod metrics;
@@ -79,6 +80,7 @@ pub struct Server {
     http: JoinHandle<()>,
     mqtt: JoinHandle<()>,
     player: JoinHandle<()>,
+    follower: JoinHandle<()>,
     /// Every connection and stream task (MQTT connections, delayed wills,
     /// SSE and WebSocket streams): shutdown waits for them before the store stops.
     tasks: TaskTracker,
@@ -189,6 +191,17 @@ impl Server {
         );
         let mqtt = tokio::spawn(broker.clone().serve(mqtt_listener));
         let player = player::spawn(store.clone(), stopping.clone());
+        let follower = devices::spawn(
+            store.clone(),
+            guard.clone(),
+            config.frame_rate,
+            stopping.clone(),
+        );
+        let devices = devices::Devices::new(
+            store.clone(),
+            guard.clone(),
+            devices::BrokerAddress::new(mqtt_addr, config.public_host.as_deref()),
+        );
         let state = AppState {
             store: store.clone(),
             metrics,
@@ -196,6 +209,7 @@ impl Server {
             shutdown: stopping.clone(),
             tasks: tasks.clone(),
             guard: guard.clone(),
+            devices,
         };
         let guard_for_hosts = guard;
         let router = http::router(state, leptos_options(&config, http_addr))
@@ -224,6 +238,7 @@ impl Server {
             http,
             mqtt,
             player,
+            follower,
             tasks,
             setup_link,
         })
@@ -272,6 +287,7 @@ impl Server {
         }
         // Before the store: its last advance is committed like any other write.
         let _ = self.player.await;
+        let _ = self.follower.await;
         self.store.shutdown().await;
         tracing::info!(last_seq = self.store.last_seq(), "marquee stopped");
     }

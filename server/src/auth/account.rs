@@ -30,6 +30,47 @@ pub struct Account {
     /// Unix milliseconds.
     pub created_ms: i64,
     pub changed_ms: i64,
+    /// A device account: the `devices` record it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// A device account: the only topics it may reach (SECURITY.md §7.3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<Grant>,
+}
+
+/// One set of topics a device account may reach, and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// An MQTT topic filter.
+    pub filter: String,
+    pub publish: bool,
+    pub subscribe: bool,
+}
+
+impl Grant {
+    pub fn both(filter: impl Into<String>) -> Self {
+        Self {
+            filter: filter.into(),
+            publish: true,
+            subscribe: true,
+        }
+    }
+
+    pub fn read(filter: impl Into<String>) -> Self {
+        Self {
+            filter: filter.into(),
+            publish: false,
+            subscribe: true,
+        }
+    }
+
+    pub fn write(filter: impl Into<String>) -> Self {
+        Self {
+            filter: filter.into(),
+            publish: true,
+            subscribe: false,
+        }
+    }
 }
 
 /// Longest user name, in bytes.

@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{
-    Account, Accounts, Audit, AuthError, Lifetime, Passwords, Principal, Proof, Role, Throttle,
-    TokenKind, Tokens, normalize_username,
+    Account, Accounts, Audit, AuthError, Lifetime, Passwords, Principal, Proof, Refusals, Refused,
+    Role, Throttle, TokenKind, Tokens, normalize_username,
 };
 use crate::access::{Access, Action, Mode};
 use crate::store::Store;
@@ -96,6 +96,7 @@ struct Inner {
     check_hosts: bool,
     https: bool,
     failure_delay: Duration,
+    refusals: Refusals,
 }
 
 impl Guard {
@@ -119,6 +120,7 @@ impl Guard {
                 check_hosts,
                 https,
                 failure_delay: FAILURE_DELAY,
+                refusals: Refusals::new(),
             }),
         }
     }
@@ -137,6 +139,15 @@ impl Guard {
 
     pub fn audit(&self) -> &Audit {
         &self.inner.audit
+    }
+
+    /// Tells watchers (the device adapters) what the broker refused.
+    pub fn refused(&self, refused: Refused) {
+        self.inner.refusals.report(refused);
+    }
+
+    pub fn refusals(&self) -> tokio::sync::broadcast::Receiver<Refused> {
+        self.inner.refusals.watch()
     }
 
     /// The policy's decision for `who`.
@@ -248,15 +259,11 @@ impl Guard {
         if account.disabled {
             return Ok(None);
         }
-        Ok(Some(Principal {
-            username: Some(account.username),
-            role: Some(account.role),
-            client_id: String::new(),
-            proof: Proof::Token {
-                key: Tokens::key_of(secret),
-                changed_ms: account.changed_ms,
-            },
-        }))
+        let proof = Proof::Token {
+            key: Tokens::key_of(secret),
+            changed_ms: account.changed_ms,
+        };
+        Ok(Some(Principal::of_account(account, proof)))
     }
 
     /// Who an MQTT client is, from its CONNECT: user name and password (an
@@ -313,14 +320,10 @@ impl Guard {
         let account = self
             .check_password(username, password, peer, "mqtt")
             .await?;
-        Ok(with_client_id(Principal {
-            username: Some(account.username),
-            role: Some(account.role),
-            client_id: String::new(),
-            proof: Proof::Password {
-                changed_ms: account.changed_ms,
-            },
-        }))
+        let proof = Proof::Password {
+            changed_ms: account.changed_ms,
+        };
+        Ok(with_client_id(Principal::of_account(account, proof)))
     }
 
     /// An API token given as an MQTT password: it must be the named account's.

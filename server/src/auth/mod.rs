@@ -10,15 +10,17 @@ mod audit;
 mod guard;
 mod password;
 mod principal;
+mod refusals;
 mod request;
 mod throttle;
 mod tokens;
 
-pub use account::{Account, MAX_USERNAME_LEN, Role, normalize_username};
+pub use account::{Account, Grant, MAX_USERNAME_LEN, Role, normalize_username};
 pub use audit::{Audit, AuditEntry, MAX_AUDIT_ENTRIES};
 pub use guard::{Guard, Refusal, SetupError, Site};
 pub use password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN, Passwords, generate_password};
-pub use principal::{Principal, Proof};
+pub use principal::{Principal, Proof, Scope};
+pub use refusals::{Refusals, Refused, RefusedAction};
 pub use request::{Presented, RequestRefusal, SECURE_SESSION_COOKIE, SESSION_COOKIE, presented};
 pub use throttle::{Attempt, Throttle};
 pub use tokens::{Lifetime, Token, TokenId, TokenKind, Tokens};
@@ -72,9 +74,42 @@ impl Accounts {
             disabled: false,
             created_ms: now,
             changed_ms: now,
+            device: None,
+            scope: Vec::new(),
         };
         self.save(&account, true).await?;
         Ok(account)
+    }
+
+    /// Creates the account of a paired device: it may reach `scope` alone.
+    pub async fn create_device(
+        &self,
+        username: &str,
+        device: &str,
+        scope: Vec<Grant>,
+        password: &str,
+    ) -> Result<Account, AuthError> {
+        let username = normalize_username(username)?;
+        let now = clock::now_millis();
+        let account = Account {
+            username,
+            role: Role::Device,
+            password_hash: self.passwords.hash(password).await?,
+            disabled: false,
+            created_ms: now,
+            changed_ms: now,
+            device: Some(device.to_owned()),
+            scope,
+        };
+        self.save(&account, true).await?;
+        Ok(account)
+    }
+
+    /// Removes a device's account (a device is never the last admin).
+    pub async fn delete_device(&self, username: &str) -> Result<(), AuthError> {
+        let name = normalize_username(username)?;
+        self.store.delete_account(&name).await?;
+        Ok(())
     }
 
     /// Creates an admin account, only if no admin exists yet; returns whether
@@ -270,6 +305,8 @@ pub(crate) mod tests {
             disabled: false,
             created_ms: 1,
             changed_ms: 2,
+            device: None,
+            scope: Vec::new(),
         };
         accounts.save(&account, true).await.unwrap();
         assert!(accounts.check("old", "wrong").await.unwrap().is_none());

@@ -3,7 +3,10 @@
 //! It remembers how it was proved, so a live connection can be re-checked
 //! when accounts or tokens change.
 
-use super::Role;
+use std::sync::Arc;
+
+use super::{Account, Role};
+use crate::topic::TopicFilter;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
@@ -15,6 +18,21 @@ pub struct Principal {
     /// The MQTT client id; empty over HTTP.
     pub client_id: String,
     pub proof: Proof,
+    /// A device account's topics, parsed once at sign-in.
+    pub scope: Scope,
+}
+
+/// The topics a device account may reach: (filter, publish, subscribe).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope(Arc<[(TopicFilter, bool, bool)]>);
+
+impl Scope {
+    /// Whether the scope lets its holder publish (`publish`) or read a topic.
+    pub fn allows(&self, publish: bool, topic: &str) -> bool {
+        self.0.iter().any(|(filter, may_publish, may_read)| {
+            (if publish { *may_publish } else { *may_read }) && filter.matches(topic)
+        })
+    }
 }
 
 /// How a principal proved who it is.
@@ -37,6 +55,26 @@ impl Principal {
             role: None,
             client_id: String::new(),
             proof: Proof::Nothing,
+            scope: Scope::default(),
+        }
+    }
+
+    /// An account, signed in with `proof`.
+    pub fn of_account(account: Account, proof: Proof) -> Self {
+        let scope = account
+            .scope
+            .iter()
+            .filter_map(|grant| {
+                let filter = TopicFilter::parse(&grant.filter).ok()?;
+                Some((filter, grant.publish, grant.subscribe))
+            })
+            .collect();
+        Self {
+            username: Some(account.username),
+            role: Some(account.role),
+            client_id: String::new(),
+            proof,
+            scope: Scope(scope),
         }
     }
 

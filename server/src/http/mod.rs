@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod devices;
 mod error;
 mod limit;
 mod preview;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub tasks: tokio_util::task::TaskTracker,
     /// Accounts, tokens, and the access policy MQTT uses too.
     pub guard: Guard,
+    /// Pairs devices (their accounts and cards).
+    pub devices: crate::devices::Devices,
 }
 
 /// The origins a browser uses for pages served from `addr`: the address
@@ -157,6 +160,11 @@ pub fn router(state: AppState, leptos_options: LeptosOptions) -> Router {
         .route("/ws", only(get(ws::multiplexed)))
         // A literal path: the router prefers it to `/{table}/{id}/...`, whatever the order.
         .route("/signs/{id}/preview.png", only(get(preview::preview)))
+        .route(
+            "/devices/{id}/password",
+            only(axum::routing::post(devices::regenerate)),
+        )
+        .route("/devices/{id}/pairing", only(get(devices::pairing)))
         .route("/{table}", collection())
         .route("/{table}/", collection())
         .route(

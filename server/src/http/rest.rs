@@ -6,13 +6,14 @@ use std::collections::HashMap;
 
 use app::event::{ChangeEvent, Origin, TableList};
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::limit::Peer;
 use super::{
     ApiError, AppState, Precondition, etag, is_websocket, parse_version_header, read_json, sse,
     wants_event_stream, ws,
@@ -22,7 +23,7 @@ use crate::access::Action;
 use crate::auth::{Principal, Role};
 use crate::feed::Start;
 use crate::metrics::Protocol;
-use crate::store::{MAX_PAGE, TableDecl, WriteOp};
+use crate::store::{DEVICES_TABLE, MAX_PAGE, TableDecl, WriteOp};
 use crate::topic::TopicFilter;
 
 /// Path parameters, with a JSON error when they cannot be read.
@@ -330,6 +331,12 @@ pub async fn create_record(
     request: Request,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
+    if table == DEVICES_TABLE {
+        // A new device is a pairing: an account and a card come with it.
+        let peer = request.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0);
+        let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
+        return super::devices::pair(&state, &who, peer, value).await;
+    }
     authorize(&state, &who, Action::Publish, &record_topic(&table, "+"))?;
     let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
     let op = WriteOp::Put {

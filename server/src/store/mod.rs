@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin, RecordItem, RecordPage, TableInfo};
 use app::device::Device;
+use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin, RecordItem, RecordPage, TableInfo};
 use app::sign::{Message, Sign};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use serde::{Deserialize, Serialize};
@@ -1123,7 +1123,10 @@ mod tests {
         let refused = store
             .write(put("devices", "d1", json!({"anything": 1})), Origin::Rest)
             .await;
-        assert!(matches!(refused, Err(StoreError::Invalid(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StoreError::Invalid(_))),
+            "{refused:?}"
+        );
         store.shutdown().await;
     }
 }

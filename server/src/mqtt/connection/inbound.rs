@@ -80,6 +80,9 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             Err(code) => Some(code),
             Ok(()) if publish.topic.starts_with("$SYS") => Some(ReasonCode::NotAuthorized),
             Ok(()) if !self.allows(Action::Publish, &publish.topic) => {
+                self.report_refusal(RefusedAction::Publish {
+                    topic: publish.topic.clone(),
+                });
                 Some(ReasonCode::NotAuthorized)
             }
             Ok(()) => None,

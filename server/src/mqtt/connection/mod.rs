@@ -31,7 +31,7 @@ use super::session::{Delivery, Filling, Incoming, OutState, Outgoing, Session, S
 use super::shares::SharedMessage;
 use super::topics::{self, Target};
 use crate::access::Action;
-use crate::auth::{Principal, Refusal};
+use crate::auth::{Principal, Refusal, Refused, RefusedAction};
 use crate::bus::RecvError;
 use crate::feed::{Feed, Start};
 use crate::metrics::Protocol;
@@ -269,12 +269,28 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         };
         let mut principal = match proved {
             Ok(p) if will_allowed(&p) => p,
-            Ok(_) => {
+            Ok(p) => {
+                broker.guard().refused(Refused {
+                    username: p.username.clone(),
+                    client_id: connect.client_id.clone(),
+                    peer: Some(peer),
+                    what: RefusedAction::Connect {
+                        will_topic: connect.will.as_ref().map(|w| w.topic.clone()),
+                    },
+                });
                 tracing::debug!(%peer, client_id = %connect.client_id, "CONNECT refused: the will's topic is not allowed");
                 refuse_connect(&mut writer, version, ReasonCode::NotAuthorized).await;
                 return None;
             }
             Err(code) => {
+                broker.guard().refused(Refused {
+                    username: connect.username.clone(),
+                    client_id: connect.client_id.clone(),
+                    peer: Some(peer),
+                    what: RefusedAction::Connect {
+                        will_topic: connect.will.as_ref().map(|w| w.topic.clone()),
+                    },
+                });
                 tracing::debug!(%peer, client_id = %connect.client_id, ?code, "CONNECT refused");
                 refuse_connect(&mut writer, version, code).await;
                 return None;
@@ -605,6 +621,16 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
 
     fn allows(&self, action: Action, topic: &str) -> bool {
         self.broker.guard().allows(&self.principal, action, topic)
+    }
+
+    /// Tells the guard's watchers that this client was refused `what`.
+    fn report_refusal(&self, what: RefusedAction) {
+        self.broker.guard().refused(Refused {
+            username: self.principal.username.clone(),
+            client_id: self.client_id.clone(),
+            peer: None,
+            what,
+        });
     }
 
     fn send(&mut self, packet: &Packet) {

@@ -35,6 +35,9 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 continue;
             }
             if !self.allows(Action::Subscribe, text) {
+                self.report_refusal(RefusedAction::Subscribe {
+                    filter: text.to_owned(),
+                });
                 codes.push(ReasonCode::NotAuthorized);
                 continue;
             }

@@ -95,6 +95,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Accounts, on the data directory of a stopped server.
     Admin(crate::admin::AdminArgs),
+    /// A Marquee device in the terminal: pair a "Marquee device", then run this
+    /// with the card's values and watch it follow its sign.
+    DeviceSim(crate::device_sim::DeviceSimArgs),
 }
 
 #[derive(Debug, Clone, Default, Args)]

@@ -26,6 +26,7 @@ pub mod auth;
 pub mod bus;
 pub mod clock;
 pub mod config;
+pub mod device_sim;
 pub mod devices;
 pub mod feed;
 pub mod http;

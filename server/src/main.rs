@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     // `marquee admin` is a short command whose output a person reads: only
     // warnings on stderr unless RUST_LOG asks for more.
     let default_level = match cli.command {
-        Some(Command::Admin(_)) => "warn",
+        Some(Command::Admin(_) | Command::DeviceSim(_)) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -29,6 +29,10 @@ async fn main() -> anyhow::Result<()> {
             let mut input = std::io::stdin().lock();
             let mut output = std::io::stdout().lock();
             return Ok(marquee::admin::run(args, &mut input, &mut output).await?);
+        }
+        Some(Command::DeviceSim(args)) => {
+            let mut output = std::io::stdout();
+            return Ok(marquee::device_sim::run(args, &mut output).await?);
         }
         None => cli.serve,
     };

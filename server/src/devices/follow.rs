@@ -273,10 +273,10 @@ impl Follower {
             if after.as_ref().is_none_or(|new| moved(old, new)) {
                 self.unlisten(feed, id);
             }
-            if after.as_ref().is_none_or(|new| new.sign != old.sign) {
-                if let Some(state) = self.state.get_mut(id) {
-                    state.sent.clear();
-                }
+            if after.as_ref().is_none_or(|new| new.sign != old.sign)
+                && let Some(state) = self.state.get_mut(id)
+            {
+                state.sent.clear();
             }
         }
         match after {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod firmware;
 pub mod mqtt;
 
 use std::io::{BufRead, BufReader};

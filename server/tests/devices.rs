@@ -821,6 +821,23 @@ async fn pairing_refuses_what_it_cannot_do() {
         )
         .await;
     assert_eq!(status, 409, "{body}");
+    // Nor one inside another device's topics, nor one over a table's records.
+    let (status, body) = env
+        .call(
+            Method::POST,
+            "/api/devices/",
+            Some(json!({"kind": "wled", "prefix": "wled/hall/x"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = env
+        .call(
+            Method::POST,
+            "/api/devices/",
+            Some(json!({"kind": "awtrix3", "prefix": "signs"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
     // An editor may bind, not pair.
     env.call(
         Method::POST,
@@ -895,5 +912,98 @@ async fn device_sim_holds_the_renderers_frame() {
         serde_json::from_value(env.call(Method::GET, "/api/messages/hello", None).await.1).unwrap();
     let expected = marquee::device_sim::rgb_bytes(&app::render::render(&sign, &message, 0));
     assert_eq!(std::fs::read(&dump).unwrap(), expected);
+    env.stop().await;
+}
+
+/// AWTRIX's buttons step the sign's playlist when the device is set to; an
+/// AWTRIX NG clock is recognised and sent nothing it would misread.
+#[tokio::test]
+async fn awtrix_buttons_step_the_playlist_and_awtrix_ng_is_left_alone() {
+    let env = Env::start().await;
+    env.sign_with_messages("lobby").await;
+    env.put(
+        "/api/signs/lobby",
+        json!({"name": "Lobby", "width": 32, "height": 8,
+               "shows": {"playlist": [{"message": "hello", "duration": 60}, {"message": "world", "duration": 60}]}}),
+    )
+    .await;
+    let card = env.pair("awtrix3", "Clock", json!({"sign": "lobby"})).await;
+    let id = card["id"].as_str().unwrap();
+    let sim = Firmware::start(Kind::Awtrix3, env.mqtt(), &Card::of(&card));
+    assert!(sim.wait_showing("Hello", CONNECT).await);
+    let prefix = Card::of(&card).prefix;
+    let press = |button: &'static str| {
+        let topic = format!("{prefix}/stats/{button}");
+        let sim = &sim;
+        async move {
+            sim.publish(&topic, "1", false).await;
+            sim.publish(&topic, "0", false).await;
+        }
+    };
+    // Not asked to: a press changes nothing.
+    press("buttonRight").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(sim.showing().as_deref(), Some("Hello"));
+    env.patch(
+        &format!("/api/devices/{id}"),
+        json!({"buttons_step_playlist": true}),
+    )
+    .await;
+    press("buttonRight").await;
+    assert!(sim.wait_showing("World", SOON).await, "{:?}", sim.display());
+    let (_, sign) = env.call(Method::GET, "/api/signs/lobby", None).await;
+    assert_eq!(sign["shows"]["position"], 1);
+    press("buttonLeft").await;
+    assert!(sim.wait_showing("Hello", SOON).await, "{:?}", sim.display());
+
+    // AWTRIX NG announces itself differently.
+    let ng = env
+        .pair("awtrix3", "New clock", json!({"sign": "lobby"}))
+        .await;
+    let ng_card = Card::of(&ng);
+    let mut options = rumqttc::MqttOptions::new("awtrix-ng", "127.0.0.1", env.mqtt().port());
+    options.set_credentials(ng_card.username.clone(), ng_card.password.clone());
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 16);
+    client
+        .subscribe(
+            format!("{}/custom/#", ng_card.prefix),
+            rumqttc::QoS::AtMostOnce,
+        )
+        .await
+        .unwrap();
+    client
+        .publish(
+            format!("{}/availability", ng_card.prefix),
+            rumqttc::QoS::AtMostOnce,
+            true,
+            "online",
+        )
+        .await
+        .unwrap();
+    let ng_id = ng["id"].as_str().unwrap().to_owned();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = received.clone();
+    let pump = tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)) = event {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    assert!(
+        env.wait_device(&ng_id, SOON, |d| d["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("AWTRIX NG")))
+            .await,
+        "{}",
+        env.device(&ng_id).await
+    );
+    let before = received.load(std::sync::atomic::Ordering::SeqCst);
+    env.put("/api/messages/hello", json!({"text": "Not for NG"}))
+        .await;
+    assert!(sim.wait_showing("Not for NG", SOON).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), before);
+    pump.abort();
     env.stop().await;
 }

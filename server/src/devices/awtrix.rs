@@ -248,6 +248,54 @@ mod tests {
     }
 
     #[test]
+    fn exact_pixels_send_the_renderers_frame_as_one_bitmap() {
+        let device = Device {
+            prefix: "p".into(),
+            exact_pixels: true,
+            ..Device::default()
+        };
+        let sign = Sign {
+            color_depth: app::sign::ColorDepth::Rgb,
+            ..Sign::default()
+        };
+        let message = Message {
+            text: "Hi".into(),
+            ..Message::default()
+        };
+        let out = show(
+            &device,
+            &Showing {
+                sign: &sign,
+                message: Some(&message),
+                t_ms: 0,
+            },
+        );
+        let app: Value = serde_json::from_slice(&out[1].payload).unwrap();
+        let bitmap = &app["draw"][0]["db"];
+        assert_eq!(bitmap[2], 32);
+        assert_eq!(bitmap[3], 8);
+        let small = Sign {
+            width: WIDTH,
+            height: HEIGHT,
+            ..sign
+        };
+        let frame = render(&small, &message, 0);
+        let expected: Vec<u64> = frame
+            .pixels
+            .iter()
+            .map(|p| (u64::from(p.r) << 16) | (u64::from(p.g) << 8) | u64::from(p.b))
+            .collect();
+        let sent: Vec<u64> = bitmap[4]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(sent, expected);
+        assert!(frame.lit_count() > 0);
+    }
+
+    #[test]
     fn stats_tell_the_version_and_ng_is_recognised() {
         let heard = hear(
             "p",

@@ -35,6 +35,8 @@ const MAX_HEARD_BYTES: usize = 16 * 1024;
 /// How often AWTRIX refreshes and other slow duties are checked.
 const SLOW_TICK: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_secs(1);
+/// How long a removed device keeps its account, for the messages clearing it to arrive.
+const CLEAR_GRACE: Duration = Duration::from_millis(500);
 
 /// Starts the follower; it ends once `stopping` turns `true`.
 pub fn spawn(
@@ -148,6 +150,7 @@ impl Follower {
             self.listen(feed, id);
         }
         if std::mem::take(&mut self.first_start) {
+            self.sweep_accounts().await;
             // Every device's connection ended with the last run; each says
             // `online` again when it reconnects.
             for id in &ids {
@@ -297,17 +300,43 @@ impl Follower {
         }
     }
 
-    /// A device's account goes with its record (and its connection with it).
+    /// A device's account goes with its record (and its connection with it),
+    /// a moment after the messages clearing it, so they reach it first.
     async fn remove_account(&self, id: &str, username: &str) {
+        let accounts = self.guard.accounts().clone();
+        let (id, username) = (id.to_owned(), username.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(CLEAR_GRACE).await;
+            match accounts.get(&username) {
+                Ok(Some(account)) if account.device.as_deref() == Some(id.as_str()) => {
+                    if let Err(e) = accounts.delete_device(&username).await {
+                        tracing::warn!(device = %id, "cannot remove the device's account: {e}");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(device = %id, "cannot read the device's account: {e}"),
+            }
+        });
+    }
+
+    /// Device accounts whose device is gone (removed while Marquee was
+    /// stopping): they go too. A fresh one may be a pairing under way.
+    async fn sweep_accounts(&self) {
         let accounts = self.guard.accounts();
-        match accounts.get(username) {
-            Ok(Some(account)) if account.device.as_deref() == Some(id) => {
-                if let Err(e) = accounts.delete_device(username).await {
-                    tracing::warn!(device = id, "cannot remove the device's account: {e}");
+        let Ok(all) = accounts.list() else {
+            return;
+        };
+        let settled = crate::clock::now_millis() - 60_000;
+        for account in all {
+            let Some(device) = &account.device else {
+                continue;
+            };
+            if !self.devices.contains_key(device) && account.created_ms < settled {
+                tracing::info!(device = %device, username = %account.username, "removing the account of a device that is gone");
+                if let Err(e) = accounts.delete_device(&account.username).await {
+                    tracing::warn!(device = %device, "cannot remove the device's account: {e}");
                 }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(device = id, "cannot read the device's account: {e}"),
         }
     }
 

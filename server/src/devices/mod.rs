@@ -22,7 +22,7 @@ use serde_json::Value;
 pub use follow::spawn;
 
 use crate::auth::{AuthError, Guard, generate_password};
-use crate::store::{DEVICES_TABLE, Store, StoreError, WriteOp};
+use crate::store::{DEVICES_TABLE, MAX_PAGE, Store, StoreError, WriteOp};
 
 /// What `POST /api/devices/` takes.
 #[derive(Debug, Deserialize)]
@@ -173,20 +173,16 @@ impl Devices {
         device
             .validate()
             .map_err(|e| PairError::Invalid(e.to_string()))?;
-        let records = self.store.list(DEVICES_TABLE, None, usize::MAX).await?;
-        for record in &records.items {
-            let clash = Device::from_json(&record.value)
-                .is_ok_and(|other| other.prefix == prefix || other.username == device.username);
-            if record.id == id {
-                return Err(PairError::Taken(format!("a device {id} exists already")));
-            }
-            if clash {
-                return Err(PairError::Taken(format!(
-                    "device {} already uses the prefix {prefix}",
-                    record.id
+        // A device's topics must never be records: `signs/#` would hand it every sign.
+        for grant in adapter::scope(&device) {
+            let first = grant.filter.split('/').next().unwrap_or_default();
+            if self.store.table_info(first).is_some() {
+                return Err(PairError::Invalid(format!(
+                    "prefix: {prefix} would give the device the table {first}; choose another"
                 )));
             }
         }
+        self.check_unused(&id, &device).await?;
         let password = generate_password()?;
         let accounts = self.guard.accounts();
         accounts
@@ -205,6 +201,33 @@ impl Devices {
         }
         tracing::info!(device = %id, kind = %kind, username = %device.username, "device paired");
         Ok(self.card(&id, &device, Some(password)))
+    }
+
+    /// Err if the id, user name or prefix is another device's already: two
+    /// devices on one prefix would each reach the other's topics.
+    async fn check_unused(&self, id: &str, device: &Device) -> Result<(), PairError> {
+        let mut after = None;
+        loop {
+            let page = self.store.list(DEVICES_TABLE, after, MAX_PAGE).await?;
+            for record in &page.items {
+                if record.id == id {
+                    return Err(PairError::Taken(format!("a device {id} exists already")));
+                }
+                let clash = Device::from_json(&record.value).is_ok_and(|other| {
+                    overlaps(&other.prefix, &device.prefix) || other.username == device.username
+                });
+                if clash {
+                    return Err(PairError::Taken(format!(
+                        "device {} already uses the prefix {} or the user name {}",
+                        record.id, device.prefix, device.username
+                    )));
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(()),
+            }
+        }
     }
 
     /// A new password for a device; its old one, and any connection made with
@@ -268,6 +291,17 @@ impl Devices {
             broker_warning: self.broker.warning.clone(),
         }
     }
+}
+
+/// Whether one prefix holds the other's topics (`wled/hall` and `wled/hall/x`).
+fn overlaps(a: &str, b: &str) -> bool {
+    let within = |inner: &str, outer: &str| {
+        inner == outer
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    !a.is_empty() && !b.is_empty() && (within(a, b) || within(b, a))
 }
 
 /// A device's MQTT user name: `dev-` and its id, within the user-name rules.

@@ -100,6 +100,16 @@ async function awtrixClock(settings: {
   return { client, received };
 }
 
+/** `host:port` (the host may be an IPv6 address) → [host, port]. */
+function splitAddress(address: string): [string, string] {
+  const colon = address.lastIndexOf(":");
+  return [address.slice(0, colon).replace(/^\[|\]$/g, ""), address.slice(colon + 1)];
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}
+
 /** The `text` of a custom-app payload, if it is JSON with one. */
 function customText(payload: string): string | undefined {
   try {
@@ -151,6 +161,16 @@ test("an AWTRIX 3 clock pairs, connects live, binds to a sign and shows its mess
   const row = page.locator(`[data-testid="device-row"][data-device-id="${deviceId}"]`);
   await expect(row.getByTestId("device-status")).toHaveText("offline");
 
+  // The card names the broker's port as this test's server listens on it. Its address is
+  // one a device on the network can use; a server listening on loopback only (as in
+  // scripts/e2e.sh) must say that no other machine can reach it, and the clock (on this
+  // machine) then uses the loopback address.
+  const [mqttHost, mqttPort] = splitAddress(process.env.MARQUEE_MQTT || "127.0.0.1:1883");
+  expect(settings.port).toBe(mqttPort);
+  if (settings.broker !== mqttHost && isLoopback(mqttHost)) {
+    await expect(card.getByTestId("broker-warning")).toBeVisible();
+    settings.broker = mqttHost;
+  }
   const { client, received } = await awtrixClock(settings);
   try {
     // The card sees the clock connect, without a reload.

@@ -180,6 +180,19 @@ pub fn DevicesPage() -> impl IntoView {
     // The pairing card shown (with the password, once, after pairing or regenerating).
     let card = RwSignal::new(None::<Pairing>);
     let show_card = Callback::new(move |pairing: Pairing| card.set(Some(pairing)));
+    // A card whose device was removed (here or elsewhere) closes; one whose device has
+    // not arrived yet stays.
+    let card_seen = StoredValue::new(None::<String>);
+    Effect::new(move |_| {
+        let Some(id) = card.with(|c| c.as_ref().map(|p| p.id.clone())) else {
+            return;
+        };
+        if devices.records.with(|r| r.contains_key(&id)) {
+            card_seen.set_value(Some(id));
+        } else if card_seen.with_value(|seen| seen.as_deref() == Some(id.as_str())) {
+            card.set(None);
+        }
+    });
     let ids = move || {
         devices
             .records
@@ -715,11 +728,16 @@ fn PairingCard(
         .fields()
         .into_iter()
         .map(|(label, value)| {
+            // Without its password (shown once, earlier) the field says so: nothing to copy.
+            let absent = label == "Password" && pairing.password.is_none();
             view! {
                 <div class="pairing-field" data-testid="pairing-field" data-label=label>
                     <span class="pairing-label">{label}</span>
-                    <code data-testid="pairing-value">{value.clone()}</code>
-                    <CopyButton text=value label=format!("Copy {label}") />
+                    <code data-testid="pairing-value" class:absent=absent>
+                        {value.clone()}
+                    </code>
+                    {(!absent)
+                        .then(|| view! { <CopyButton text=value label=format!("Copy {label}") /> })}
                 </div>
             }
         })

@@ -17,8 +17,8 @@ use leptos_router::{Lazy, LazyRoute, lazy_route, path};
 
 use crate::auth::Auth;
 use crate::pages::{
-    AccountPage, AdminOnly, AdminPage, AuthRedirect, DataPage, HomePage, LoginPage, MessagesPage,
-    NotFound, SetupPage, SignPage, SignedInOnly, TopBar,
+    AccountPage, AdminOnly, AdminPage, AuthRedirect, DataPage, DevicesPage, HomePage, LoginPage,
+    MessagesPage, NotFound, SetupPage, SignPage, SignedInOnly, TopBar,
 };
 
 /// The HTML document the server renders every page into.
@@ -62,6 +62,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/signs/:id") view={Lazy::<SignRoute>::new()} />
                     <Route path=path!("/messages") view={Lazy::<MessagesRoute>::new()} />
                     <Route path=path!("/data") view={Lazy::<DataRoute>::new()} />
+                    <Route path=path!("/devices") view={Lazy::<DevicesRoute>::new()} />
                     <Route path=path!("/login") view={Lazy::<LoginRoute>::new()} />
                     <Route path=path!("/setup") view={Lazy::<SetupRoute>::new()} />
                     <Route path=path!("/account") view={Lazy::<AccountRoute>::new()} />
@@ -142,6 +143,24 @@ impl LazyRoute for DataRoute {
         view! {
             <SignedInOnly>
                 <DataPage />
+            </SignedInOnly>
+        }
+        .into_any()
+    }
+}
+
+struct DevicesRoute;
+
+#[lazy_route]
+impl LazyRoute for DevicesRoute {
+    fn data() -> Self {
+        DevicesRoute
+    }
+
+    fn view(_this: Self) -> AnyView {
+        view! {
+            <SignedInOnly>
+                <DevicesPage />
             </SignedInOnly>
         }
         .into_any()

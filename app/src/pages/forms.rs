@@ -1,6 +1,7 @@
 //! Pieces the sign-in and account forms share: a labelled text field that
 //! password managers understand, focusing a form's first field, a secret
-//! shown once with a copy button, and times as people read them.
+//! shown once with a copy button, a copy button of its own, and times as
+//! people read them.
 
 use leptos::html::Input;
 use leptos::prelude::*;
@@ -115,6 +116,32 @@ pub fn OnceSecret(
                 </button>
             </div>
         </div>
+    }
+    .into_any()
+}
+
+/// A "Copy" button for a value shown beside it; it says whether the browser let it.
+#[component]
+pub fn CopyButton(
+    text: String,
+    /// What is copied, for screen readers: "Copy Password".
+    label: String,
+) -> impl IntoView {
+    let copied = RwSignal::new(None::<bool>);
+    view! {
+        <button
+            type="button"
+            class="copy"
+            data-testid="copy"
+            aria-label=label
+            on:click=move |_| copy_text(text.clone(), copied)
+        >
+            {move || match copied.get() {
+                Some(true) => "Copied",
+                Some(false) => "Select and copy by hand",
+                None => "Copy",
+            }}
+        </button>
     }
     .into_any()
 }

@@ -3,6 +3,7 @@
 mod account;
 mod common;
 mod data;
+mod devices;
 mod forms;
 mod gate;
 mod home;
@@ -17,6 +18,7 @@ mod users;
 
 pub use account::AccountPage;
 pub use data::DataPage;
+pub use devices::DevicesPage;
 pub use gate::{AdminOnly, AuthRedirect, SignedInOnly};
 pub use home::{HomePage, NotFound};
 pub use login::LoginPage;

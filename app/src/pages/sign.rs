@@ -4,7 +4,7 @@
 //! Drag and drop: a message onto the sign shows it now; into the playlist
 //! appends (or inserts before the item it is dropped on); within the playlist
 //! reorders; out of it (onto the library or the trash) removes. Every action
-//! also has a button, so none needs a mouse.
+//! also has a button, so none needs a mouse. Below: the devices that mirror it.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::common::{
     ErrorNote, LiveStatus, message_label, read_message, read_sign, send, showing, sign_title,
 };
+use super::devices::SignDevices;
 use super::led::LedSign;
 use crate::auth::use_auth;
 use crate::live::{Live, Write};
@@ -581,6 +582,7 @@ fn SignEditor(
                 >
                     "Drop a playlist item here to remove it"
                 </div>
+                <SignDevices sign=id />
             </div>
             <aside
                 class="panel library drop-zone"

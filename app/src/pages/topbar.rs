@@ -23,6 +23,7 @@ pub fn TopBar() -> impl IntoView {
                         "Signs"
                     </A>
                     <A href="/messages">"Messages"</A>
+                    <A href="/devices">"Devices"</A>
                     <A href="/data">"Data"</A>
                     // Offered only to those who may use it; the server refuses the rest anyway.
                     <Show when=move || admin.get()>

@@ -48,7 +48,7 @@ setup-rust:
 # wasm-opt (npm binaryen) for release builds, Playwright for the browser tests.
 setup-npm:
 	@[ -x node_modules/.bin/wasm-opt ] || npm ci --no-audit --no-fund
-	@[ -d end2end/node_modules/@playwright/test ] || (cd end2end && npm ci --no-audit --no-fund)
+	@[ -d end2end/node_modules/@playwright/test ] && [ -d end2end/node_modules/mqtt ] || (cd end2end && npm ci --no-audit --no-fund)
 
 # The server binary plus the hydrating WASM bundle, CSS and assets in target/site.
 # --split: each page's code is its own file, fetched when the page is first shown.

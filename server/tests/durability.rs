@@ -229,19 +229,17 @@ async fn a_slow_subscriber_is_cut_off_without_slowing_the_others() {
 
     // The slow one subscribes and then never reads.
     let mut slow = WsClient::connect(&format!("{ws_base}/api/ws")).await;
-    slow.send(json!({"type": "subscribe", "filter": "signs/#"}))
+    slow.send(json!({"type": "subscribe", "filter": "mqtt/#"}))
         .await;
     slow.until_sync().await;
     let mut fast = WsClient::connect(&format!("{ws_base}/api/ws")).await;
-    fast.send(json!({"type": "subscribe", "filter": "signs/#"}))
+    fast.send(json!({"type": "subscribe", "filter": "mqtt/#"}))
         .await;
     fast.until_sync().await;
 
     const WRITES: usize = 4000;
-    // About 4 KB per change: a sign mirrored by 16 devices with long ids.
-    let blob: Vec<String> = (0..16)
-        .map(|d| format!("{d:02}{}", "x".repeat(248)))
-        .collect();
+    // About 4 KB per change: a retained MQTT message of that size.
+    let blob = "x".repeat(4000);
     let fast_task = tokio::spawn(async move {
         let mut seen = 0;
         while seen < WRITES {
@@ -264,8 +262,8 @@ async fn a_slow_subscriber_is_cut_off_without_slowing_the_others() {
                     let r = put(
                         &http,
                         &url,
-                        &format!("/api/signs/s{w}"),
-                        &json!({"name": i.to_string(), "devices": blob}),
+                        &format!("/api/mqtt/s{w}"),
+                        &json!({"payload": format!("{i} {blob}")}),
                     )
                     .await;
                     assert!(r.status().is_success());
@@ -374,7 +372,7 @@ async fn a_failed_fsync_refuses_mqtt_and_websocket_writes_with_their_own_errors(
     )
     .await;
     raw.send(&publish(
-        "devices/by-mqtt",
+        "sensors/by-mqtt",
         QoS::AtLeastOnce,
         7,
         true,
@@ -396,10 +394,8 @@ async fn a_failed_fsync_refuses_mqtt_and_websocket_writes_with_their_own_errors(
     let mut server = ChildServer::spawn_with_env(&data, &[], &fail_next);
     let ws_url = format!("{}/api/ws", server.url.replacen("http", "ws", 1));
     let mut ws = WsClient::connect(&ws_url).await;
-    ws.send(
-        json!({"type": "put", "req": "w1", "table": "devices", "id": "by-ws", "value": {"n": 1}}),
-    )
-    .await;
+    ws.send(json!({"type": "put", "req": "w1", "table": "mqtt", "id": "by-ws", "value": {"n": 1}}))
+        .await;
     let mut others = Vec::new();
     let refused = ws.reply("w1", &mut others).await;
     assert_eq!(refused["error"]["code"], "storage_failed", "{refused}");

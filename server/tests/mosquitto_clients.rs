@@ -148,9 +148,16 @@ async fn mosquitto_qos2_and_wildcards_end_to_end_with_rest() {
         &json!({"kind": "awtrix3"}),
     )
     .await;
+    // The record as stored: the device model fills in every default.
+    let line = next_message(&mut lines).await;
+    let (topic, payload) = line.split_once(' ').unwrap();
+    assert_eq!(topic, "devices/clock");
+    let stored = app::device::Device::from_json(&json!({"kind": "awtrix3"}))
+        .unwrap()
+        .to_json();
     assert_eq!(
-        next_message(&mut lines).await,
-        r#"devices/clock {"kind":"awtrix3"}"#
+        serde_json::from_str::<serde_json::Value>(payload).unwrap(),
+        stored
     );
     server.stop().await;
 }

@@ -1370,7 +1370,7 @@ async fn persistent_sessions_and_their_missed_messages_survive_sigkill() {
     let data = dir.path().join("data");
     let mut first = common::ChildServer::spawn(&data, &[]);
     let (mut raw, _) = Raw::connect(first.mqtt, connect_packet(V311, "survivor", false)).await;
-    raw.subscribe(1, vec![Subscription::new("devices/+", QoS::AtLeastOnce)])
+    raw.subscribe(1, vec![Subscription::new("messages/+", QoS::AtLeastOnce)])
         .await;
     raw.send(&Packet::Disconnect(Default::default())).await;
     drop(raw);
@@ -1379,8 +1379,8 @@ async fn persistent_sessions_and_their_missed_messages_survive_sigkill() {
         let r = put(
             &http,
             &first.url,
-            &format!("/api/devices/d{i}"),
-            &json!({"n": i}),
+            &format!("/api/messages/d{i}"),
+            &json!({"text": i.to_string()}),
         )
         .await;
         assert!(r.status().is_success());
@@ -1402,11 +1402,17 @@ async fn persistent_sessions_and_their_missed_messages_survive_sigkill() {
             other => panic!("after {got:?}: {other:?}"),
         }
     }
-    assert_eq!(got, vec!["devices/d0", "devices/d1", "devices/d2"]);
+    assert_eq!(got, vec!["messages/d0", "messages/d1", "messages/d2"]);
     // And it still holds its subscription for new changes.
-    put(&http, &second.url, "/api/devices/d9", &json!({"n": 9})).await;
+    put(
+        &http,
+        &second.url,
+        "/api/messages/d9",
+        &json!({"text": "9"}),
+    )
+    .await;
     match raw.recv().await {
-        Some(Packet::Publish(p)) => assert_eq!(p.topic, "devices/d9"),
+        Some(Packet::Publish(p)) => assert_eq!(p.topic, "messages/d9"),
         other => panic!("{other:?}"),
     }
 }
@@ -1419,8 +1425,9 @@ async fn persistent_sessions_and_their_missed_messages_survive_sigkill() {
 async fn sigterm_keeps_100_persistent_sessions_their_queues_and_their_wills() {
     const CLIENTS: usize = 100;
     let dir = tempfile::tempdir().unwrap();
+    let things = common::things_table(dir.path());
     let data = dir.path().join("data");
-    let mut first = common::ChildServer::spawn(&data, &[]);
+    let mut first = common::ChildServer::spawn(&data, &["--config", &things]);
     let session = |i: usize, clean: bool| {
         let mut connect = connect_packet(V5, &format!("s{i}"), clean);
         connect.properties.session_expiry_interval = Some(600);
@@ -1432,7 +1439,7 @@ async fn sigterm_keeps_100_persistent_sessions_their_queues_and_their_wills() {
     for i in 0..CLIENTS {
         let mut connect = session(i, true);
         connect.will = Some(Will {
-            topic: format!("devices/will-{i}"),
+            topic: format!("things/will-{i}"),
             payload: Bytes::from(format!(r#"{{"gone":{i}}}"#)),
             qos: QoS::AtLeastOnce,
             retain: true,
@@ -1446,7 +1453,7 @@ async fn sigterm_keeps_100_persistent_sessions_their_queues_and_their_wills() {
         let codes = raw
             .subscribe(
                 1,
-                vec![Subscription::new(format!("devices/q{i}"), QoS::AtLeastOnce)],
+                vec![Subscription::new(format!("things/q{i}"), QoS::AtLeastOnce)],
             )
             .await;
         assert_eq!(codes, vec![ReasonCode::GrantedQoS1]);
@@ -1458,7 +1465,7 @@ async fn sigterm_keeps_100_persistent_sessions_their_queues_and_their_wills() {
             let r = put(
                 &http,
                 &first.url,
-                &format!("/api/devices/q{i}"),
+                &format!("/api/things/q{i}"),
                 &json!({"n": n}),
             )
             .await;
@@ -1491,9 +1498,9 @@ async fn sigterm_keeps_100_persistent_sessions_their_queues_and_their_wills() {
     );
     drop(clients);
 
-    let second = common::ChildServer::spawn(&data, &[]);
+    let second = common::ChildServer::spawn(&data, &["--config", &things]);
     for i in 0..CLIENTS {
-        let (status, will) = get_json(&http, &second.url, &format!("/api/devices/will-{i}")).await;
+        let (status, will) = get_json(&http, &second.url, &format!("/api/things/will-{i}")).await;
         assert_eq!((status, &will["gone"]), (200, &json!(i)), "will of s{i}");
     }
     for i in 0..CLIENTS {
@@ -1762,7 +1769,8 @@ async fn persistent_sessions_expire_after_persistent_client_expiration() {
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_does_not_hold_its_messages_encoded() {
     let dir = tempfile::tempdir().unwrap();
-    let server = common::ChildServer::spawn(&dir.path().join("data"), &[]);
+    let things = common::things_table(dir.path());
+    let server = common::ChildServer::spawn(&dir.path().join("data"), &["--config", &things]);
     let http = client();
     const RECORDS: usize = 60;
     let pad = "x".repeat(900_000);
@@ -1770,7 +1778,7 @@ async fn a_subscriber_that_stops_reading_does_not_hold_its_messages_encoded() {
         let r = put(
             &http,
             &server.url,
-            &format!("/api/devices/big-{i:02}"),
+            &format!("/api/things/big-{i:02}"),
             &json!({"pad": pad}),
         )
         .await;
@@ -1779,7 +1787,7 @@ async fn a_subscriber_that_stops_reading_does_not_hold_its_messages_encoded() {
     // A subscriber that reads them all first, so caches are as warm as they get.
     let (mut reader, _) = Raw::connect(server.mqtt, connect_packet(V5, "reader", true)).await;
     reader
-        .subscribe(1, vec![Subscription::new("devices/#", QoS::AtMostOnce)])
+        .subscribe(1, vec![Subscription::new("things/#", QoS::AtMostOnce)])
         .await;
     for i in 0..RECORDS {
         assert!(
@@ -1798,7 +1806,7 @@ async fn a_subscriber_that_stops_reading_does_not_hold_its_messages_encoded() {
     stalled
         .send(&Packet::Subscribe(Subscribe {
             packet_id: 1.try_into().unwrap(),
-            subscriptions: vec![Subscription::new("devices/#", QoS::AtLeastOnce)],
+            subscriptions: vec![Subscription::new("things/#", QoS::AtLeastOnce)],
             properties: Default::default(),
         }))
         .await;

@@ -137,14 +137,20 @@ async fn etags_guard_writes_and_save_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collections_list_in_pages_and_post_makes_ids() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(|config| {
+        config.tables.push(marquee::store::TableDecl {
+            name: "things".into(),
+            schema: None,
+        });
+    })
+    .await;
     let http = client();
     let url = &server.url;
     for i in 0..5 {
-        put(&http, url, &format!("/api/devices/d{i}"), &json!({"n": i})).await;
+        put(&http, url, &format!("/api/things/d{i}"), &json!({"n": i})).await;
     }
     let posted = http
-        .post(format!("{url}/api/devices/"))
+        .post(format!("{url}/api/things/"))
         .json(&json!({"n": 99}))
         .send()
         .await
@@ -159,8 +165,8 @@ async fn collections_list_in_pages_and_post_makes_ids() {
     let mut pages = 0;
     loop {
         let path = match &after {
-            Some(a) => format!("/api/devices/?limit=2&after={a}"),
-            None => "/api/devices/?limit=2".to_owned(),
+            Some(a) => format!("/api/things/?limit=2&after={a}"),
+            None => "/api/things/?limit=2".to_owned(),
         };
         let (status, page) = get_json(&http, url, &path).await;
         assert_eq!(status, 200);

@@ -27,7 +27,7 @@ async fn signs_are_stored_with_their_defaults_and_bad_fields_are_refused_by_name
     assert_eq!(
         sign,
         json!({"name": "Lobby", "width": 64, "height": 16, "color_depth": "mono_amber",
-               "brightness": 80, "shows": null, "devices": []})
+               "brightness": 80, "shows": null})
     );
 
     let refused = put(

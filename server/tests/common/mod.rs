@@ -16,6 +16,14 @@ use marquee::{Config, Server};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
+/// A config file (written into `dir`) declaring a free-form table `things`
+/// (any JSON object), for a child server's `--config`.
+pub fn things_table(dir: &Path) -> String {
+    let path = dir.join("things.toml");
+    std::fs::write(&path, "[[tables]]\nname = \"things\"\n").expect("config file");
+    path.display().to_string()
+}
+
 /// A server running inside the test process, with its own data directory.
 pub struct TestServer {
     pub server: Option<Server>,

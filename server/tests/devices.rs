@@ -1007,3 +1007,22 @@ async fn awtrix_buttons_step_the_playlist_and_awtrix_ng_is_left_alone() {
     pump.abort();
     env.stop().await;
 }
+
+/// A device whose sign is deleted is cleared, as if unbound.
+#[tokio::test]
+async fn deleting_a_sign_clears_its_devices() {
+    let env = Env::start().await;
+    env.sign_with_messages("lobby").await;
+    let card = env.pair("wled", "Hall", json!({"sign": "lobby"})).await;
+    let sim = Firmware::start(Kind::Wled, env.mqtt(), &Card::of(&card));
+    assert!(sim.wait_showing("Hello", CONNECT).await);
+    let (status, body) = env.call(Method::DELETE, "/api/signs/lobby", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        sim.wait_for(SOON, |d| !d.on && d.segment_name.as_deref() == Some(""))
+            .await,
+        "{:?}",
+        sim.display()
+    );
+    env.stop().await;
+}

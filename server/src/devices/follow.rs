@@ -395,7 +395,9 @@ impl Follower {
             return;
         };
         let Some(sign) = self.signs.get(&sign_id).cloned() else {
-            // A binding to a sign that is gone: the device shows nothing of ours.
+            // Its sign is gone: what Marquee put on it goes too.
+            self.state.entry(id.to_owned()).or_default().animated = false;
+            self.send(id, &device, adapter::clear(&device)).await;
             return;
         };
         let (message_id, position) = current(&sign);

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 use leptos_meta::Title;
 use leptos_router::components::A;
 use serde::Deserialize;
@@ -16,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::common::{
     DeleteButton, ErrorNote, LiveStatus, NumberField, describe, number_field, read_sign, sign_title,
 };
-use super::forms::{CopyButton, TextField, short_time};
+use super::forms::{CopyButton, TextField, act, short_time};
 use crate::api::{self, Failure};
 use crate::auth::{Auth, use_auth};
 use crate::device::{Device, DeviceKind, MAX_DEVICE_HEIGHT, MAX_DEVICE_WIDTH, Pairing};
@@ -143,27 +142,6 @@ async fn bind_new_sign(
     let body = json!({"name": name, "width": width, "height": height, "color_depth": "rgb"});
     let created = api::post::<Created>(Some(auth), "/api/signs/", Some(&body)).await?;
     bind(auth, device, Some(created.id)).await
-}
-
-/// Runs a call the user asked for: `busy` meanwhile, the refusal in words in `error`.
-fn act<T: 'static>(
-    busy: RwSignal<bool>,
-    error: RwSignal<Option<String>>,
-    call: impl std::future::Future<Output = Result<T, Failure>> + 'static,
-    done: impl FnOnce(T) + 'static,
-) {
-    busy.set(true);
-    error.set(None);
-    spawn_local(async move {
-        let result = call.await;
-        busy.try_set(false);
-        match result {
-            Ok(answer) => done(answer),
-            Err(failure) => {
-                error.try_set(Some(failure.words()));
-            }
-        }
-    });
 }
 
 #[component]

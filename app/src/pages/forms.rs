@@ -166,6 +166,27 @@ pub fn short_time(stamp: &str) -> String {
     }
 }
 
+/// Runs a call the user asked for (a button's): `busy` meanwhile, the refusal in words in `error`.
+pub fn act<T: 'static>(
+    busy: RwSignal<bool>,
+    error: RwSignal<Option<String>>,
+    call: impl std::future::Future<Output = Result<T, crate::api::Failure>> + 'static,
+    done: impl FnOnce(T) + 'static,
+) {
+    busy.set(true);
+    error.set(None);
+    leptos::task::spawn_local(async move {
+        let result = call.await;
+        busy.try_set(false);
+        match result {
+            Ok(answer) => done(answer),
+            Err(failure) => {
+                error.try_set(Some(failure.words()));
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

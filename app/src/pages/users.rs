@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::common::{DeleteButton, ErrorNote};
-use super::forms::{OnceSecret, TextField, short_time};
+use super::forms::{OnceSecret, TextField, act, short_time};
 use super::tokens::TokenPanel;
 use crate::api;
 use crate::auth::{PASSWORD_HINT, Role, use_auth};
@@ -142,27 +142,6 @@ fn UsersPanel() -> impl IntoView {
         </section>
     }
     .into_any()
-}
-
-/// Runs an account change: `busy` meanwhile, the refusal in words in `error`.
-fn act(
-    busy: RwSignal<bool>,
-    error: RwSignal<Option<String>>,
-    call: impl std::future::Future<Output = Result<Value, api::Failure>> + 'static,
-    done: impl FnOnce(Value) + 'static,
-) {
-    busy.set(true);
-    error.set(None);
-    spawn_local(async move {
-        let result = call.await;
-        busy.try_set(false);
-        match result {
-            Ok(answer) => done(answer),
-            Err(failure) => {
-                error.try_set(Some(failure.words()));
-            }
-        }
-    });
 }
 
 #[component]

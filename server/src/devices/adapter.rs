@@ -159,7 +159,7 @@ pub fn level_255(percent: u8) -> u8 {
     u8::try_from(u16::from(percent.min(100)) * 255 / 100).unwrap_or(u8::MAX)
 }
 
-/// `true`/`false` details as JSON, dropping what is not a scalar or too long.
+/// The named fields of a device's report, dropping any that is not a short scalar.
 pub fn scalar_details(object: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
     keys.iter()
         .filter_map(|key| {

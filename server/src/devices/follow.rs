@@ -111,6 +111,14 @@ struct DeviceState {
     animated: bool,
 }
 
+/// The message up on a sign: dropped when the sign moves on or the message changes.
+struct Up {
+    message_id: Option<String>,
+    position: usize,
+    at: Instant,
+    message: Option<Message>,
+}
+
 struct Follower {
     store: Store,
     guard: Guard,
@@ -118,8 +126,8 @@ struct Follower {
     devices: HashMap<String, Device>,
     signs: HashMap<String, Sign>,
     state: HashMap<String, DeviceState>,
-    /// Per sign: the message id up now, its playlist position, and since when.
-    since: HashMap<String, (Option<String>, usize, Instant)>,
+    /// Per sign: what is up on it now, and since when.
+    since: HashMap<String, Up>,
     first_start: bool,
 }
 
@@ -361,18 +369,25 @@ impl Follower {
         let Some(state) = self.state.get_mut(id) else {
             return;
         };
-        for filter in state.listening.drain(..) {
+        let filters = std::mem::take(&mut state.listening);
+        for filter in filters {
             // Two devices with one prefix share a filter: keep it for the other.
-            let shared = self.devices.iter().any(|(other, d)| {
-                other != id
-                    && adapter::listens(d)
-                        .iter()
-                        .any(|f| filter.as_str().ends_with(f.as_str()))
-            });
+            let shared = self.state.values().any(|s| s.listening.contains(&filter));
             if !shared {
                 feed.remove(&filter);
             }
         }
+    }
+
+    /// The device whose topics `topic` is one of, by the filters it is listened on.
+    fn owner_of(&self, topic: &str) -> Option<(String, Device)> {
+        let on_bus = format!("{MQTT_TABLE}/{topic}");
+        let (id, _) = self
+            .state
+            .iter()
+            .find(|(_, s)| s.listening.iter().any(|f| f.matches(&on_bus)))?;
+        let device = self.devices.get(id)?;
+        Some((id.clone(), device.clone()))
     }
 
     fn bound_to(&self, sign: &str) -> Vec<String> {
@@ -401,26 +416,35 @@ impl Follower {
             return;
         };
         let (message_id, position) = current(&sign);
-        let since = match self.since.get(&sign_id) {
-            Some((m, p, at)) if *m == message_id && *p == position => *at,
-            _ => {
-                let now = Instant::now();
-                self.since
-                    .insert(sign_id.clone(), (message_id.clone(), position, now));
-                now
-            }
+        let fresh = self
+            .since
+            .get(&sign_id)
+            .is_some_and(|up| up.message_id == message_id && up.position == position);
+        if !fresh {
+            // Read once when it comes up (or changes), not at every frame.
+            let message = match &message_id {
+                Some(mid) => match self.store.get(MESSAGES_TABLE, mid).await {
+                    Ok(Some(record)) => Message::from_json(&record.value).ok(),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::debug!(device = id, "cannot read the message: {e}");
+                        return;
+                    }
+                },
+                None => None,
+            };
+            let up = Up {
+                message_id,
+                position,
+                at: Instant::now(),
+                message,
+            };
+            self.since.insert(sign_id.clone(), up);
+        }
+        let Some(up) = self.since.get(&sign_id) else {
+            return;
         };
-        let message = match &message_id {
-            Some(mid) => match self.store.get(MESSAGES_TABLE, mid).await {
-                Ok(Some(record)) => Message::from_json(&record.value).ok(),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::debug!(device = id, "cannot read the message: {e}");
-                    return;
-                }
-            },
-            None => None,
-        };
+        let (message, since) = (up.message.clone(), up.at);
         let showing = Showing {
             sign: &sign,
             message: message.as_ref(),
@@ -512,17 +536,7 @@ impl Follower {
             return;
         }
         let topic = event.id.as_str();
-        let Some((id, device)) = self
-            .devices
-            .iter()
-            .find(|(_, d)| {
-                !d.prefix.is_empty()
-                    && adapter::listens(d)
-                        .iter()
-                        .any(|f| TopicFilter::parse(f).is_ok_and(|f| f.matches(topic)))
-            })
-            .map(|(id, d)| (id.clone(), d.clone()))
-        else {
+        let Some((id, device)) = self.owner_of(topic) else {
             return;
         };
         let state = self.state.entry(id.clone()).or_default();
@@ -713,17 +727,7 @@ impl Follower {
             ) if refused.username.is_none() => {
                 // Firmwares fall back to no login when a field is empty; their
                 // will topic still names their prefix.
-                let Some((id, d)) = self
-                    .devices
-                    .iter()
-                    .find(|(_, d)| {
-                        !d.prefix.is_empty()
-                            && adapter::listens(d)
-                                .iter()
-                                .any(|f| TopicFilter::parse(f).is_ok_and(|f| f.matches(will)))
-                    })
-                    .map(|(id, d)| (id.clone(), d.clone()))
-                else {
+                let Some((id, d)) = self.owner_of(will) else {
                     return;
                 };
                 let from = refused

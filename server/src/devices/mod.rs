@@ -241,10 +241,18 @@ impl Devices {
                 accounts.set_password(&device.username, &password).await?;
             }
             _ => {
-                // Entered by hand, or its account went: make one.
+                // Entered by hand, or its account went: make one, and name it
+                // in the record.
                 accounts
                     .create_device(&device.username, id, adapter::scope(&device), &password)
                     .await?;
+                let op = WriteOp::Patch {
+                    table: DEVICES_TABLE.to_owned(),
+                    id: id.to_owned(),
+                    patch: serde_json::json!({"username": device.username}),
+                    if_match: None,
+                };
+                self.store.write(op, Origin::Rest).await?;
             }
         }
         Ok(self.card(id, &device, Some(password)))
@@ -265,15 +273,8 @@ impl Devices {
         let mut device =
             Device::from_json(&record.value).map_err(|e| PairError::Invalid(e.to_string()))?;
         if device.username.is_empty() {
+            // Entered by hand: the user name its first password will make.
             device.username = device_username(id);
-            // A device entered by hand gets its user name on first pairing.
-            let op = WriteOp::Patch {
-                table: DEVICES_TABLE.to_owned(),
-                id: id.to_owned(),
-                patch: serde_json::json!({"username": device.username}),
-                if_match: Some(record.version),
-            };
-            self.store.write(op, Origin::Rest).await?;
         }
         Ok(device)
     }

@@ -1049,7 +1049,7 @@ async fn mqtt_3_1_2_1_and_16_to_19_a_wrong_protocol_name_or_flags_without_fields
 #[tokio::test]
 async fn mqtt_2_1_3_1_and_3_14_2_1_reserved_flags_fixed_lengths_and_server_only_codes_are_refused()
 {
-    each_case_is_refused(&["2.1.", "3.12.", "3.14.", "3.4."]).await;
+    each_case_is_refused(&["2.1.", "3.12.", "3.14.", "3.15.", "3.4."]).await;
 }
 
 #[tokio::test]

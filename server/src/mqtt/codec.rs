@@ -29,9 +29,10 @@
 //! from an MQTT client we could answer, and is refused without a CONNACK
 //! ([`DecodeError::NotMqtt`], [MQTT-3.1.2-1]).
 //!
-//! Topic filters are checked for UTF-8 only: whether a filter is well formed
-//! (`#` last, `+` alone in its level, not empty) is answered per filter in
-//! SUBACK/UNSUBACK by the broker, not by refusing the whole packet.
+//! Topic filters are checked here as names only (the characters above):
+//! whether a filter is well formed (`#` last, `+` alone in its level, not
+//! empty) is answered per filter in SUBACK/UNSUBACK by the broker, not by
+//! refusing the whole packet.
 
 use std::num::NonZeroU16;
 use std::ops::Range;
@@ -1122,15 +1123,19 @@ fn parse_disconnect(
 }
 
 fn parse_auth(r: &mut Reader<'_>, sender: Sender) -> Result<Auth, DecodeError> {
+    // A Remaining Length of 0 means Success (§3.15.2.1), which only a server
+    // sends: the side is checked for the code left out as well.
+    let code = if r.is_empty() {
+        ReasonCode::Success.as_u8()
+    } else {
+        r.u8()?
+    };
     let mut auth = Auth {
-        reason_code: ReasonCode::Success,
+        reason_code: reason_from(code, PacketType::Auth, sender)?,
         properties: AuthProperties::default(),
     };
     if !r.is_empty() {
-        auth.reason_code = reason_from(r.u8()?, PacketType::Auth, sender)?;
-        if !r.is_empty() {
-            auth.properties = AuthProperties::decode(r)?;
-        }
+        auth.properties = AuthProperties::decode(r)?;
     }
     Ok(auth)
 }

@@ -739,9 +739,9 @@ fn v5_short_forms() {
         })
     );
     assert_eq!(bytes_of(&packet, v5), with_will);
-    // AUTH with remaining length 0 is Success.
+    // AUTH with remaining length 0 is Success, which a server sends.
     assert_eq!(
-        decode_server(&[0xF0, 0x00], Some(v5)),
+        decode_client(&[0xF0, 0x00], v5),
         Ok(Some(Packet::Auth(Auth {
             reason_code: ReasonCode::Success,
             properties: AuthProperties::default(),
@@ -2110,8 +2110,11 @@ fn mqtt_3_14_2_1_disconnect_codes_only_a_server_sends_are_protocol_errors() {
 fn mqtt_3_15_2_1_auth_codes_say_who_sends_them() {
     let v = Some(ProtocolVersion::V5);
     // Success is the server accepting; Re-authenticate is the client asking.
-    let err = err_server(&[0xF0, 0x02, 0x00, 0x00], v);
-    assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+    for wire in [&[0xF0, 0x02, 0x00, 0x00][..], &[0xF0, 0x00]] {
+        // Left out, the code is Success too.
+        let err = err_server(wire, v);
+        assert_eq!(err.reason_code(), ReasonCode::ProtocolError, "{wire:?}");
+    }
     assert!(
         decode_server(&[0xF0, 0x02, 0x19, 0x00], v)
             .unwrap()

@@ -441,6 +441,15 @@ pub fn cases() -> Vec<Case> {
         vec![0xE0, 0x01, 0x05],
         m5,
     );
+    // AUTH's Success (also when left out) is the server's (§3.15.2.1).
+    add(
+        "3.15.2-1",
+        "AUTH Success from a client",
+        V5,
+        true,
+        vec![0xF0, 0x00],
+        p5,
+    );
     // 7: properties a packet may not carry are malformed (§2.2.2.2).
     add(
         "2.2.2.2",

@@ -1119,6 +1119,13 @@ fn parse_disconnect(
             disconnect.properties = DisconnectProperties::decode(r)?;
         }
     }
+    if sender == Sender::Server && disconnect.properties.session_expiry_interval.is_some() {
+        // Valid in DISCONNECT, but not from this side, as a client's
+        // Subscription Identifier in PUBLISH is.
+        return Err(DecodeError::Protocol(
+            "Session Expiry Interval in a DISCONNECT from the server [MQTT-3.14.2-2]",
+        ));
+    }
     Ok(disconnect)
 }
 

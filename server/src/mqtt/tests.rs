@@ -2094,6 +2094,11 @@ fn mqtt_3_14_2_1_disconnect_codes_only_a_server_sends_are_protocol_errors() {
         );
         assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
     }
+    // The Session Expiry Interval is the client's to send [MQTT-3.14.2-2].
+    let expiry = [0xE0, 0x07, 0x00, 0x05, 0x11, 0x00, 0x00, 0x00, 0x0A];
+    assert!(decode_server(&expiry, v).unwrap().is_some());
+    let err = decode_client(&expiry, ProtocolVersion::V5).unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
     // Every DISCONNECT code is someone's.
     for code in ReasonCode::ALL {
         if code.is_valid_for(PacketType::Disconnect) {

@@ -755,7 +755,11 @@ fn reason(code: u8, packet: PacketType) -> Result<ReasonCode, DecodeError> {
         .ok_or(DecodeError::InvalidReasonCode { packet, code })
 }
 
-/// [`reason`], for the packets whose reason codes say who may send them.
+/// [`reason`], for the packets whose reason codes say who may send them
+/// (DISCONNECT's table in §3.14.2.1, which [MQTT-3.14.2-1] makes binding, and
+/// AUTH's in §3.15.2.1). A code from the wrong side parses; it is "data that
+/// is not allowed by the protocol", which §1.2 defines as a Protocol Error,
+/// so 0x82, where a code the packet does not define at all is malformed.
 fn reason_from(code: u8, packet: PacketType, sender: Sender) -> Result<ReasonCode, DecodeError> {
     let code = reason(code, packet)?;
     let allowed = match sender {

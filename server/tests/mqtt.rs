@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use common::malformed;
 use common::mqtt::{Raw, WAIT, connect_packet, publish};
 use common::{SseClient, TestServer, WsClient, client, get_json, put};
 use marquee::mqtt::{
@@ -995,6 +996,65 @@ async fn malformed_packets_get_a_disconnect_and_the_broker_keeps_serving() {
     raw.send(&Packet::PingReq).await;
     assert!(matches!(raw.recv().await, Some(Packet::PingResp)));
     server.stop().await;
+}
+
+/// Sends every case of `rules` (prefixes of [`malformed::Case::rule`]) from
+/// the shared corpus on its own connection, as raw bytes, and checks that the
+/// broker answers as the case says (a CONNACK to a CONNECT, a DISCONNECT after
+/// one; nothing in 3.1.1) and closes; then that it still serves others.
+async fn each_case_is_refused(rules: &[&str]) {
+    let server = start().await;
+    let addr = mqtt_addr(&server);
+    let mut tried = 0;
+    let cases = malformed::cases().into_iter().enumerate();
+    for (i, case) in cases.filter(|(_, c)| rules.iter().any(|r| c.rule.starts_with(r))) {
+        let what = format!("{} [MQTT-{}] in {:?}", case.what, case.rule, case.version);
+        let mut raw = if case.after_connect {
+            let connect = connect_packet(case.version, &format!("malformed-{i}"), true);
+            let (raw, ack) = Raw::connect(addr, connect).await;
+            assert_eq!(ack.reason_code, ReasonCode::Success, "{what}");
+            raw
+        } else {
+            Raw::open(addr, case.version).await
+        };
+        raw.send_bytes(&case.bytes).await;
+        let (closed, seen) = raw.closed().await;
+        assert!(closed, "{what}: the connection was left open ({seen:?})");
+        let answer = seen.iter().find_map(|p| match p {
+            Packet::ConnAck(ack) if !case.after_connect => Some(ack.reason_code),
+            Packet::Disconnect(d) if case.after_connect => Some(d.reason_code),
+            _ => None,
+        });
+        assert_eq!(answer, case.answer, "{what}: got {seen:?}");
+        tried += 1;
+    }
+    assert!(tried > 0, "no case for {rules:?}");
+    let (mut raw, ack) = Raw::connect(addr, connect_packet(V5, "after", true)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    raw.send(&Packet::PingReq).await;
+    assert!(matches!(raw.recv().await, Some(Packet::PingResp)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn mqtt_1_5_4_names_with_control_characters_non_characters_or_surrogates_are_refused() {
+    each_case_is_refused(&["1.5.4"]).await;
+}
+
+#[tokio::test]
+async fn mqtt_3_1_2_1_and_16_to_19_a_wrong_protocol_name_or_flags_without_fields_are_refused() {
+    each_case_is_refused(&["3.1.2-"]).await;
+}
+
+#[tokio::test]
+async fn mqtt_2_1_3_1_and_3_14_2_1_reserved_flags_fixed_lengths_and_server_only_codes_are_refused()
+{
+    each_case_is_refused(&["2.1.", "3.12.", "3.14.", "3.15.", "3.4."]).await;
+}
+
+#[tokio::test]
+async fn mqtt_2_2_2_2_a_property_its_packet_cannot_carry_is_malformed() {
+    each_case_is_refused(&["2.2.2.2"]).await;
 }
 
 // ------------------------------------------------------------ MQTT over WebSocket

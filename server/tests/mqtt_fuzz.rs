@@ -1,9 +1,12 @@
 //! Fuzzing the broker's connection state machine over real sockets: random
 //! sequences of (mostly well-formed, sometimes corrupted) packets after a
 //! CONNECT, checking that no connection task panics, that every connection
-//! ends or answers, and that the broker keeps serving. Runs a bounded number
-//! of cases in `make test`; `MARQUEE_FUZZ_SECS=1800` runs it for 30 minutes
-//! and prints the figures.
+//! ends or answers, and that the broker keeps serving. The seed corpus is
+//! every refused input of `common/malformed.rs`: each is sent once as it is,
+//! then a share of the cases start from one (after its CONNECT, with random
+//! packets around it, often corrupted). Runs a bounded number of cases in
+//! `make test`; `MARQUEE_FUZZ_SECS=1800` runs it for 30 minutes and prints
+//! the figures.
 
 mod common;
 
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::TestServer;
+use common::malformed::{self, Case};
 use marquee::mqtt::{
     Ack, Connect, ConnectProperties, Disconnect, Packet, ProtocolVersion, Publish,
     PublishProperties, QoS, ReasonCode, Subscribe, SubscribeProperties, Subscription, Unsubscribe,
@@ -194,30 +198,77 @@ fn corrupt(rng: &mut Rng, bytes: &mut Vec<u8>) {
     }
 }
 
-/// One case: CONNECT, then a random sequence; reads whatever comes back until
-/// the server closes or goes quiet. Returns the number of packets sent.
-async fn run_case(addr: SocketAddr, rng: &mut Rng) -> usize {
-    let version = *rng.pick(&[ProtocolVersion::V311, ProtocolVersion::V5]);
-    let mut bytes = Vec::new();
+/// Appends `count` random packets in `version`'s encoding.
+fn random_packets(rng: &mut Rng, version: ProtocolVersion, count: usize, bytes: &mut Vec<u8>) {
     let mut buf = BytesMut::new();
-    let connect = Packet::Connect(random_connect(rng, version));
-    if encode(&connect, version, &mut buf).is_ok() {
-        bytes.extend_from_slice(&buf);
-    }
-    let count = 1 + rng.below(20) as usize;
     for _ in 0..count {
         buf.clear();
         if encode(&random_packet(rng), version, &mut buf).is_ok() {
             bytes.extend_from_slice(&buf);
         }
     }
+}
+
+/// A random CONNECT in `version`'s encoding.
+fn connect_bytes(rng: &mut Rng, version: ProtocolVersion) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    let connect = Packet::Connect(random_connect(rng, version));
+    match encode(&connect, version, &mut buf) {
+        Ok(()) => buf.to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The bytes a seed case sends: its CONNECT (a random one, when the seed
+/// comes after it) and the seed.
+fn seed_bytes(rng: &mut Rng, seed: &Case) -> Vec<u8> {
+    let mut bytes = if seed.after_connect {
+        connect_bytes(rng, seed.version)
+    } else {
+        Vec::new()
+    };
+    bytes.extend_from_slice(&seed.bytes);
+    bytes
+}
+
+/// One case: CONNECT, then a random sequence; or, one case in four, a seed
+/// from the corpus with random packets before and after it. Corrupted now
+/// and then. Returns the number of packets sent.
+async fn run_case(addr: SocketAddr, rng: &mut Rng, seeds: &[Case]) -> usize {
+    let (version, mut bytes, count) = if rng.chance(25) && !seeds.is_empty() {
+        let seed = rng.pick(seeds);
+        let mut bytes = seed_bytes(rng, seed);
+        if seed.after_connect {
+            // Packets before the seed go between it and its CONNECT.
+            let (connect_len, before) = (bytes.len() - seed.bytes.len(), rng.below(3) as usize);
+            let mut around = Vec::new();
+            random_packets(rng, seed.version, before, &mut around);
+            bytes.splice(connect_len..connect_len, around);
+        }
+        let after = rng.below(3) as usize;
+        random_packets(rng, seed.version, after, &mut bytes);
+        (seed.version, bytes, 1 + after)
+    } else {
+        let version = *rng.pick(&[ProtocolVersion::V311, ProtocolVersion::V5]);
+        let mut bytes = connect_bytes(rng, version);
+        let count = 1 + rng.below(20) as usize;
+        random_packets(rng, version, count, &mut bytes);
+        (version, bytes, count)
+    };
     if rng.chance(30) {
         corrupt(rng, &mut bytes);
     }
+    send_case(addr, version, &bytes).await;
+    count
+}
+
+/// Sends `bytes` on a new connection and reads whatever comes back until
+/// the server closes or goes quiet.
+async fn send_case(addr: SocketAddr, version: ProtocolVersion, bytes: &[u8]) {
     let Ok(mut stream) = TcpStream::connect(addr).await else {
-        return 0;
+        return;
     };
-    let _ = stream.write_all(&bytes).await;
+    let _ = stream.write_all(bytes).await;
     // Read until the server closes or is quiet for a moment.
     let mut input = BytesMut::new();
     let deadline = Instant::now() + Duration::from_millis(300);
@@ -231,7 +282,6 @@ async fn run_case(addr: SocketAddr, rng: &mut Rng) -> usize {
             Err(_) => break,
         }
     }
-    count
 }
 
 /// A well-behaved client still gets CONNACK and PINGRESP.
@@ -289,13 +339,21 @@ async fn random_packet_sequences_never_panic_the_broker() {
         .unwrap_or(0x5EED_1234_u64);
     let mut rng = Rng(seed);
     let started = Instant::now();
+    let seeds = Arc::new(malformed::cases());
+    // Every seed once, as it is.
+    for case in seeds.iter() {
+        let bytes = seed_bytes(&mut rng, case);
+        send_case(addr, case.version, &bytes).await;
+    }
+    still_serving(addr).await;
     let (mut cases, mut packets) = (0u64, 0u64);
     // Several clients at once, so takeovers and shared ids interleave.
     loop {
         let batch: Vec<_> = (0..4)
             .map(|_| {
                 let mut case_rng = Rng(rng.next() | 1);
-                tokio::spawn(async move { run_case(addr, &mut case_rng).await })
+                let seeds = seeds.clone();
+                tokio::spawn(async move { run_case(addr, &mut case_rng, &seeds).await })
             })
             .collect();
         for case in batch {
@@ -315,7 +373,8 @@ async fn random_packet_sequences_never_panic_the_broker() {
     }
     still_serving(addr).await;
     eprintln!(
-        "mqtt fuzz: {cases} connections, {packets} packets in {:.1?} (seed {seed:#x})",
+        "mqtt fuzz: {} seeds, then {cases} connections, {packets} packets in {:.1?} (seed {seed:#x})",
+        seeds.len(),
         started.elapsed()
     );
     assert_eq!(

@@ -10,11 +10,29 @@
 //! Validation follows the specification, and each refusal carries the reason
 //! code it names ([`DecodeError::reason_code`]). Where it names none (a packet
 //! identifier of 0, wildcards in a Topic Name, a reason code not defined for
-//! the packet) the input is treated as a Malformed Packet.
+//! the packet) the input is treated as a Malformed Packet. A reason code the
+//! packet defines but only the other side may send (DISCONNECT 0x8E "Session
+//! taken over" from a client, §3.14.2.1) is a Protocol Error: the packet
+//! parses, and what it says is not allowed (the definition in §1.2).
 //!
-//! Topic filters are checked for UTF-8 only: whether a filter is well formed
-//! (`#` last, `+` alone in its level, not empty) is answered per filter in
-//! SUBACK/UNSUBACK by the broker, not by refusing the whole packet.
+//! Names — client identifiers, user names, Topic Names and Topic Filters —
+//! are refused, in both directions, when they hold a control character
+//! (U+0001–U+001F, U+007F–U+009F) or a Unicode non-character (U+FFFF and the
+//! like), besides what every string is refused for (ill-formed UTF-8, an
+//! encoded surrogate, U+0000). The specification only says these SHOULD NOT
+//! appear and a receiver MAY treat them as a Malformed Packet (§1.5.4); we do,
+//! as Mosquitto does, because a name ends up as a key, a log field and a level
+//! of the topic tree. Free text (user properties, reason strings) keeps them.
+//! See `wire` for the one predicate both directions use.
+//!
+//! A CONNECT whose protocol name is not "MQTT" (or 3.1's "MQIsdp") is not
+//! from an MQTT client we could answer, and is refused without a CONNACK
+//! ([`DecodeError::NotMqtt`], [MQTT-3.1.2-1]).
+//!
+//! Topic filters are checked here as names only (the characters above):
+//! whether a filter is well formed (`#` last, `+` alone in its level, not
+//! empty) is answered per filter in SUBACK/UNSUBACK by the broker, not by
+//! refusing the whole packet.
 
 use std::num::NonZeroU16;
 use std::ops::Range;
@@ -27,8 +45,8 @@ use super::properties::{
 };
 use super::reason::ReasonCode;
 use super::wire::{
-    Counter, MAX_VARINT, Reader, Sink, is_valid_topic_name, parse_varint, put_binary, put_prefixed,
-    put_string, put_varint, varint_len,
+    Counter, MAX_VARINT, Reader, Sink, is_valid_topic_name, parse_varint, put_binary, put_name,
+    put_prefixed, put_string, put_varint, varint_len,
 };
 
 /// The largest Remaining Length a packet can declare (four length bytes).
@@ -400,7 +418,8 @@ pub enum DecodeError {
     /// The packet parses but breaks a rule of the protocol.
     #[error("protocol error: {0}")]
     Protocol(&'static str),
-    /// A property identifier the packet cannot carry (§2.2.2.2).
+    /// A property identifier the packet cannot carry: a Malformed Packet
+    /// (§2.2.2.2; the rule and why it is 0x81 live in `properties`).
     #[error("malformed packet: property {0:?} is not allowed in this packet")]
     PropertyNotAllowed(PropertyId),
     /// A property that may appear once appeared again.
@@ -412,6 +431,13 @@ pub enum DecodeError {
     /// A reason code not defined for this packet.
     #[error("malformed packet: reason code {code:#04x} is not defined for {packet:?}")]
     InvalidReasonCode { packet: PacketType, code: u8 },
+    /// A reason code the packet defines, but which only the other side may
+    /// send ("Sent by" in §3.14.2.1 for DISCONNECT, §3.15.2.1 for AUTH).
+    #[error("protocol error: {packet:?} with reason code {code:?} cannot come from this side")]
+    ReasonCodeFromWrongSide {
+        packet: PacketType,
+        code: ReasonCode,
+    },
     /// The first packet from a client must be CONNECT [MQTT-3.1.0-1].
     #[error("protocol error: the first packet was {0:?}, not CONNECT [MQTT-3.1.0-1]")]
     FirstPacketNotConnect(PacketType),
@@ -428,6 +454,14 @@ pub enum DecodeError {
     /// return code 0x01 in 3.1.1, reason code 0x84 in 5 [MQTT-3.1.2-2].
     #[error("unsupported protocol version (level {level})")]
     UnsupportedProtocolVersion { level: u8 },
+    /// CONNECT's protocol name is neither "MQTT" nor 3.1's "MQIsdp" (a wrong
+    /// name, or the right letters with a wrong length). 5.0 lets a server
+    /// answer CONNACK 0x84 "if it wishes to reveal that it is an MQTT Server"
+    /// [MQTT-3.1.2-1] and 3.1.1 lets it just disconnect; we answer nothing,
+    /// as Mosquitto does, since the peer may not read MQTT at all
+    /// ([`DecodeError::connack_version`] is `None`).
+    #[error("the protocol name is not \"MQTT\" [MQTT-3.1.2-1]")]
+    NotMqtt,
     /// The packet (fixed header included) is larger than allowed.
     #[error("packet of {size} bytes exceeds the maximum of {max}")]
     PacketTooLarge { size: usize, max: usize },
@@ -441,12 +475,15 @@ impl DecodeError {
                 ReasonCode::MalformedPacket
             }
             Self::Protocol(_)
+            | Self::ReasonCodeFromWrongSide { .. }
             | Self::DuplicateProperty(_)
             | Self::InvalidPropertyValue(_)
             | Self::FirstPacketNotConnect(_)
             | Self::SecondConnect
             | Self::WrongDirection(_) => ReasonCode::ProtocolError,
-            Self::UnsupportedProtocolVersion { .. } => ReasonCode::UnsupportedProtocolVersion,
+            Self::UnsupportedProtocolVersion { .. } | Self::NotMqtt => {
+                ReasonCode::UnsupportedProtocolVersion
+            }
             Self::PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
         }
     }
@@ -477,6 +514,10 @@ pub enum EncodeError {
     FieldTooLong(usize),
     #[error("strings must not contain U+0000 [MQTT-1.5.4-2]")]
     NulInString,
+    /// A client id, user name, topic or filter holding a control character
+    /// or a non-character, which the decoder refuses (see the module header).
+    #[error("names must not contain control characters or non-characters (§1.5.4)")]
+    DisallowedInName,
     #[error("reason code {code:?} is not defined for {packet:?}")]
     InvalidReasonCode {
         packet: PacketType,
@@ -559,6 +600,15 @@ fn decode_from(
     let header_len = 1 + len_len;
     let remaining = usize::try_from(remaining)
         .map_err(|_| DecodeError::Malformed("remaining length does not fit in memory"))?;
+    if let Some(fixed) = fixed_remaining_length(kind, version)
+        && remaining != fixed
+    {
+        // Known from the header: refused now rather than after waiting for
+        // a body that should not exist.
+        return Err(DecodeError::Malformed(
+            "remaining length differs from the packet type's fixed length",
+        ));
+    }
     let total = header_len.saturating_add(remaining);
     if total > max_packet_size {
         return Err(DecodeError::PacketTooLarge {
@@ -589,6 +639,23 @@ fn decode_from(
         publish.payload = frame.slice(range);
     }
     Ok(Some(packet))
+}
+
+/// The Remaining Length a packet type always has, where it has one: 0 for
+/// PINGREQ and PINGRESP (§3.12.1, §3.13.1) and 3.1.1's DISCONNECT (§3.14.1),
+/// 2 for 3.1.1's CONNACK and acknowledgements (§3.2.1, §3.4.1–§3.7.1,
+/// §3.11.1). MQTT 5 gives the others optional reason codes and properties.
+fn fixed_remaining_length(kind: PacketType, version: Option<ProtocolVersion>) -> Option<usize> {
+    use PacketType as P;
+    let v311 = version == Some(ProtocolVersion::V311);
+    match kind {
+        P::PingReq | P::PingResp => Some(0),
+        P::Disconnect if v311 => Some(0),
+        P::ConnAck | P::PubAck | P::PubRec | P::PubRel | P::PubComp | P::UnsubAck if v311 => {
+            Some(2)
+        }
+        _ => None,
+    }
 }
 
 /// Checks the first byte before anything else arrives: the packet type, who
@@ -667,8 +734,8 @@ fn parse_body(
         PacketType::UnsubAck => Packet::UnsubAck(parse_unsuback(&mut r, v)?),
         PacketType::PingReq => Packet::PingReq,
         PacketType::PingResp => Packet::PingResp,
-        PacketType::Disconnect => Packet::Disconnect(parse_disconnect(&mut r, v)?),
-        PacketType::Auth => Packet::Auth(parse_auth(&mut r)?),
+        PacketType::Disconnect => Packet::Disconnect(parse_disconnect(&mut r, v, sender)?),
+        PacketType::Auth => Packet::Auth(parse_auth(&mut r, sender)?),
     };
     if !r.is_empty() {
         return Err(DecodeError::Malformed(
@@ -688,6 +755,24 @@ fn reason(code: u8, packet: PacketType) -> Result<ReasonCode, DecodeError> {
         .ok_or(DecodeError::InvalidReasonCode { packet, code })
 }
 
+/// [`reason`], for the packets whose reason codes say who may send them
+/// (DISCONNECT's table in §3.14.2.1, which [MQTT-3.14.2-1] makes binding, and
+/// AUTH's in §3.15.2.1). A code from the wrong side parses; it is "data that
+/// is not allowed by the protocol", which §1.2 defines as a Protocol Error,
+/// so 0x82, where a code the packet does not define at all is malformed.
+fn reason_from(code: u8, packet: PacketType, sender: Sender) -> Result<ReasonCode, DecodeError> {
+    let code = reason(code, packet)?;
+    let allowed = match sender {
+        Sender::Client => code.sent_by_client(packet),
+        Sender::Server => code.sent_by_server(packet),
+    };
+    if allowed {
+        Ok(code)
+    } else {
+        Err(DecodeError::ReasonCodeFromWrongSide { packet, code })
+    }
+}
+
 fn topic_name(topic: &str) -> Result<String, DecodeError> {
     if topic.is_empty() {
         return Err(DecodeError::Malformed("empty Topic Name [MQTT-4.7.3-1]"));
@@ -701,12 +786,16 @@ fn topic_name(topic: &str) -> Result<String, DecodeError> {
 }
 
 fn parse_connect(r: &mut Reader<'_>) -> Result<Connect, DecodeError> {
+    // The name is looked at before the level: after a wrong name (or a wrong
+    // length, which shifts every field), the next byte means nothing.
     let name = r.binary()?;
+    if name != b"MQTT" && name != b"MQIsdp" {
+        return Err(DecodeError::NotMqtt);
+    }
     let level = r.u8()?;
     let version = match ProtocolVersion::from_level(level) {
         Some(v) if name == b"MQTT" => v,
-        // 3.1 ("MQIsdp", level 3), unknown levels, or not MQTT at all
-        // [MQTT-3.1.2-1], [MQTT-3.1.2-2].
+        // 3.1 ("MQIsdp", level 3) or a level we do not speak [MQTT-3.1.2-2].
         _ => return Err(DecodeError::UnsupportedProtocolVersion { level }),
     };
     let flags = r.u8()?;
@@ -738,13 +827,13 @@ fn parse_connect(r: &mut Reader<'_>) -> Result<Connect, DecodeError> {
         ProtocolVersion::V5 => ConnectProperties::decode(r)?,
         ProtocolVersion::V311 => ConnectProperties::default(),
     };
-    let client_id = r.string()?.to_owned();
+    let client_id = r.name()?.to_owned();
     let will = if will_flag {
         let properties = match version {
             ProtocolVersion::V5 => WillProperties::decode(r)?,
             ProtocolVersion::V311 => WillProperties::default(),
         };
-        let topic = topic_name(r.string()?)?;
+        let topic = topic_name(r.name()?)?;
         let payload = Bytes::copy_from_slice(r.binary()?);
         Some(Will {
             topic,
@@ -756,8 +845,10 @@ fn parse_connect(r: &mut Reader<'_>) -> Result<Connect, DecodeError> {
     } else {
         None
     };
+    // [MQTT-3.1.2-16..19]: a flag without its field runs out of bytes, a
+    // field without its flag is left over; both are Malformed Packets.
     let username = if username_flag {
-        Some(r.string()?.to_owned())
+        Some(r.name()?.to_owned())
     } else {
         None
     };
@@ -816,7 +907,7 @@ fn parse_publish(
     // Flags were checked with the first byte: QoS is 0, 1 or 2.
     let qos = QoS::from_u8((flags >> 1) & 0x03)
         .ok_or(DecodeError::Malformed("PUBLISH with QoS 3 [MQTT-3.3.1-4]"))?;
-    let topic = r.string()?;
+    let topic = r.name()?;
     let packet_id = match qos {
         QoS::AtMostOnce => None,
         QoS::AtLeastOnce | QoS::ExactlyOnce => Some(packet_id(r)?),
@@ -875,7 +966,7 @@ fn parse_subscribe(r: &mut Reader<'_>, v: ProtocolVersion) -> Result<Subscribe, 
     };
     let mut subscriptions = Vec::new();
     while !r.is_empty() {
-        let filter = r.string()?;
+        let filter = r.name()?;
         let options = subscription_options(r.u8()?, v)?;
         if options.no_local && filter.starts_with("$share/") {
             return Err(DecodeError::Protocol(
@@ -983,7 +1074,7 @@ fn parse_unsubscribe(r: &mut Reader<'_>, v: ProtocolVersion) -> Result<Unsubscri
     };
     let mut filters = Vec::new();
     while !r.is_empty() {
-        filters.push(r.string()?.to_owned());
+        filters.push(r.name()?.to_owned());
     }
     if filters.is_empty() {
         // [MQTT-3.10.3-2] in both versions.
@@ -1018,28 +1109,44 @@ fn parse_unsuback(r: &mut Reader<'_>, v: ProtocolVersion) -> Result<UnsubAck, De
     Ok(ack)
 }
 
-fn parse_disconnect(r: &mut Reader<'_>, v: ProtocolVersion) -> Result<Disconnect, DecodeError> {
+fn parse_disconnect(
+    r: &mut Reader<'_>,
+    v: ProtocolVersion,
+    sender: Sender,
+) -> Result<Disconnect, DecodeError> {
     let mut disconnect = Disconnect::default();
-    // MQTT 5: both may be left out (§3.14.2.1); 3.1.1 has neither.
+    // MQTT 5: both may be left out (§3.14.2.1); 3.1.1 has neither, so any
+    // byte after its fixed header is left over (a Malformed Packet).
     if v == ProtocolVersion::V5 && !r.is_empty() {
-        disconnect.reason_code = reason(r.u8()?, PacketType::Disconnect)?;
+        disconnect.reason_code = reason_from(r.u8()?, PacketType::Disconnect, sender)?;
         if !r.is_empty() {
             disconnect.properties = DisconnectProperties::decode(r)?;
         }
     }
+    if sender == Sender::Server && disconnect.properties.session_expiry_interval.is_some() {
+        // Valid in DISCONNECT, but not from this side, as a client's
+        // Subscription Identifier in PUBLISH is.
+        return Err(DecodeError::Protocol(
+            "Session Expiry Interval in a DISCONNECT from the server [MQTT-3.14.2-2]",
+        ));
+    }
     Ok(disconnect)
 }
 
-fn parse_auth(r: &mut Reader<'_>) -> Result<Auth, DecodeError> {
+fn parse_auth(r: &mut Reader<'_>, sender: Sender) -> Result<Auth, DecodeError> {
+    // A Remaining Length of 0 means Success (§3.15.2.1), which only a server
+    // sends: the side is checked for the code left out as well.
+    let code = if r.is_empty() {
+        ReasonCode::Success.as_u8()
+    } else {
+        r.u8()?
+    };
     let mut auth = Auth {
-        reason_code: ReasonCode::Success,
+        reason_code: reason_from(code, PacketType::Auth, sender)?,
         properties: AuthProperties::default(),
     };
     if !r.is_empty() {
-        auth.reason_code = reason(r.u8()?, PacketType::Auth)?;
-        if !r.is_empty() {
-            auth.properties = AuthProperties::decode(r)?;
-        }
+        auth.properties = AuthProperties::decode(r)?;
     }
     Ok(auth)
 }
@@ -1143,7 +1250,7 @@ fn emit_connect<S: Sink>(c: &Connect, v: ProtocolVersion, s: &mut S) -> Result<(
     if v == ProtocolVersion::V5 {
         put_prefixed(s, &c.properties)?;
     }
-    put_string(s, &c.client_id)?;
+    put_name(s, &c.client_id)?;
     if let Some(will) = &c.will {
         if v == ProtocolVersion::V5 {
             put_prefixed(s, &will.properties)?;
@@ -1153,11 +1260,11 @@ fn emit_connect<S: Sink>(c: &Connect, v: ProtocolVersion, s: &mut S) -> Result<(
                 "the will topic must be a valid Topic Name",
             ));
         }
-        put_string(s, &will.topic)?;
+        put_name(s, &will.topic)?;
         put_binary(s, &will.payload)?;
     }
     if let Some(username) = &c.username {
-        put_string(s, username)?;
+        put_name(s, username)?;
     }
     if let Some(password) = &c.password {
         put_binary(s, password)?;
@@ -1196,7 +1303,7 @@ fn emit_publish<S: Sink>(p: &Publish, v: ProtocolVersion, s: &mut S) -> Result<(
             "a Topic Name must not be empty (without a Topic Alias) or hold wildcards",
         ));
     }
-    put_string(s, &p.topic)?;
+    put_name(s, &p.topic)?;
     match (p.qos, p.packet_id) {
         (QoS::AtMostOnce, None) => {}
         (QoS::AtMostOnce, Some(_)) => {
@@ -1253,7 +1360,7 @@ fn emit_subscribe<S: Sink>(
         ));
     }
     for Subscription { filter, options } in &sub.subscriptions {
-        put_string(s, filter)?;
+        put_name(s, filter)?;
         let byte = match v {
             ProtocolVersion::V311 => options.qos.as_u8(),
             ProtocolVersion::V5 => {
@@ -1314,7 +1421,7 @@ fn emit_unsubscribe<S: Sink>(
         ));
     }
     for filter in &u.filters {
-        put_string(s, filter)?;
+        put_name(s, filter)?;
     }
     Ok(())
 }

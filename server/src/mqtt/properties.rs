@@ -2,12 +2,15 @@
 //! so a property a packet cannot carry cannot be built.
 //!
 //! Decoding refuses, with the reason code the specification names:
-//! - an identifier that is unknown or not allowed in the packet: Malformed Packet (§2.2.2.2);
+//! - an identifier that is unknown or not allowed in the packet: Malformed
+//!   Packet (§2.2.2.2; see [`not_allowed`], the one place that decides it);
 //! - a property that may appear once appearing twice: Protocol Error;
 //! - a value the specification rules out (a Receive Maximum, Maximum Packet Size,
 //!   Topic Alias or Subscription Identifier of 0, a flag other than 0/1, a
 //!   Maximum QoS of 2, a Response Topic that is not a valid Topic Name,
-//!   Authentication Data without an Authentication Method): Protocol Error.
+//!   Authentication Data without an Authentication Method): Protocol Error;
+//! - a Response Topic or Assigned Client Identifier holding a control
+//!   character or non-character: Malformed Packet, as for every name (`wire`).
 //!
 //! User properties keep their order and may repeat; so may Subscription
 //! Identifiers in PUBLISH.
@@ -18,7 +21,8 @@ use bytes::Bytes;
 
 use super::codec::{DecodeError, EncodeError, QoS};
 use super::wire::{
-    Emit, Reader, Sink, TRUNCATED, is_valid_topic_name, put_binary, put_string, put_varint,
+    Emit, Reader, Sink, TRUNCATED, check_name, is_valid_topic_name, put_binary, put_name,
+    put_string, put_varint,
 };
 
 /// User properties: name/value pairs, in order, names may repeat.
@@ -312,6 +316,23 @@ fn read_properties<'a>(
     Ok(())
 }
 
+/// The refusal of a property identifier that the packet at hand may not carry
+/// (Table 2-4 says which packets carry which property; each `decode` below
+/// matches exactly its packet's column and sends everything else here).
+///
+/// It is a Malformed Packet (0x81), not a Protocol Error (0x82): §2.2.2.2
+/// says "A Control Packet which contains an Identifier which is not valid for
+/// its packet type, or contains a value not of the specified data type, is a
+/// Malformed Packet", and §4.13.1 has the receiver close with that code. The
+/// Protocol Errors among properties are the ones the packet's own section
+/// names: a property repeated ("It is a Protocol Error to include ... more
+/// than once"), a value ruled out, and a property valid for the packet type
+/// but not from this side (a client's Subscription Identifier in PUBLISH,
+/// [MQTT-3.3.4-6], refused in `codec`).
+fn not_allowed(id: PropertyId) -> DecodeError {
+    DecodeError::PropertyNotAllowed(id)
+}
+
 fn once<T>(slot: &mut Option<T>, id: PropertyId, value: T) -> Result<(), DecodeError> {
     if slot.is_some() {
         return Err(DecodeError::DuplicateProperty(id));
@@ -345,7 +366,9 @@ fn payload_format(id: PropertyId, value: u8) -> Result<PayloadFormat, DecodeErro
 }
 
 fn response_topic(id: PropertyId, value: &str) -> Result<String, DecodeError> {
-    // A Topic Name, so no wildcards [MQTT-3.3.2-14] and not empty [MQTT-4.7.3-1].
+    // A Topic Name, so no wildcards [MQTT-3.3.2-14] and not empty [MQTT-4.7.3-1],
+    // and a name: no control characters or non-characters.
+    check_name(value)?;
     if is_valid_topic_name(value) {
         Ok(value.to_owned())
     } else {
@@ -401,7 +424,7 @@ impl ConnectProperties {
                 once(&mut p.authentication_method, id, s.to_owned())
             }
             (I::AuthenticationData, V::Bin(b)) => once(&mut p.authentication_data, id, bytes(b)),
-            _ => Err(DecodeError::PropertyNotAllowed(id)),
+            _ => Err(not_allowed(id)),
         })?;
         check_auth(&p.authentication_method, &p.authentication_data)?;
         Ok(p)
@@ -425,7 +448,7 @@ impl WillProperties {
             }
             (I::CorrelationData, V::Bin(b)) => once(&mut p.correlation_data, id, bytes(b)),
             (I::UserProperty, V::Pair(k, v)) => user(&mut p.user_properties, k, v),
-            _ => Err(DecodeError::PropertyNotAllowed(id)),
+            _ => Err(not_allowed(id)),
         })?;
         Ok(p)
     }
@@ -454,6 +477,7 @@ impl ConnAckProperties {
                 once(&mut p.maximum_packet_size, id, nonzero32(id, x)?)
             }
             (I::AssignedClientIdentifier, V::Str(s)) => {
+                check_name(s)?;
                 once(&mut p.assigned_client_identifier, id, s.to_owned())
             }
             (I::TopicAliasMaximum, V::TwoByte(x)) => once(&mut p.topic_alias_maximum, id, x),
@@ -477,7 +501,7 @@ impl ConnAckProperties {
                 once(&mut p.authentication_method, id, s.to_owned())
             }
             (I::AuthenticationData, V::Bin(b)) => once(&mut p.authentication_data, id, bytes(b)),
-            _ => Err(DecodeError::PropertyNotAllowed(id)),
+            _ => Err(not_allowed(id)),
         })?;
         check_auth(&p.authentication_method, &p.authentication_data)?;
         Ok(p)
@@ -508,7 +532,7 @@ impl PublishProperties {
                 Ok(())
             }
             (I::ContentType, V::Str(s)) => once(&mut p.content_type, id, s.to_owned()),
-            _ => Err(DecodeError::PropertyNotAllowed(id)),
+            _ => Err(not_allowed(id)),
         })?;
         Ok(p)
     }
@@ -520,7 +544,7 @@ impl AckProperties {
         read_properties(r, |id, value| match (id, value) {
             (I::ReasonString, V::Str(s)) => once(&mut p.reason_string, id, s.to_owned()),
             (I::UserProperty, V::Pair(k, v)) => user(&mut p.user_properties, k, v),
-            _ => Err(DecodeError::PropertyNotAllowed(id)),
+            _ => Err(not_allowed(id)),
         })?;
         Ok(p)
     }
@@ -538,7 +562,7 @@ impl SubscribeProperties {
                 once(&mut p.subscription_identifier, id, nonzero32(id, x)?)
             }
             (I::UserProperty, V::Pair(k, v)) => user(&mut p.user_properties, k, v),
-            _ => Err(DecodeError::PropertyNotAllowed(id)),
+            _ => Err(not_allowed(id)),
         })?;
         Ok(p)
     }
@@ -549,7 +573,7 @@ impl UnsubscribeProperties {
         let mut p = Self::default();
         read_properties(r, |id, value| match (id, value) {
             (I::UserProperty, V::Pair(k, v)) => user(&mut p.user_properties, k, v),
-            _ => Err(DecodeError::PropertyNotAllowed(id)),
+            _ => Err(not_allowed(id)),
         })?;
         Ok(p)
     }
@@ -565,7 +589,7 @@ impl DisconnectProperties {
             (I::ReasonString, V::Str(s)) => once(&mut p.reason_string, id, s.to_owned()),
             (I::UserProperty, V::Pair(k, v)) => user(&mut p.user_properties, k, v),
             (I::ServerReference, V::Str(s)) => once(&mut p.server_reference, id, s.to_owned()),
-            _ => Err(DecodeError::PropertyNotAllowed(id)),
+            _ => Err(not_allowed(id)),
         })?;
         Ok(p)
     }
@@ -585,7 +609,7 @@ impl AuthProperties {
             (I::AuthenticationData, V::Bin(b)) => once(&mut p.authentication_data, id, bytes(b)),
             (I::ReasonString, V::Str(s)) => once(&mut p.reason_string, id, s.to_owned()),
             (I::UserProperty, V::Pair(k, v)) => user(&mut p.user_properties, k, v),
-            _ => Err(DecodeError::PropertyNotAllowed(id)),
+            _ => Err(not_allowed(id)),
         })?;
         check_auth(&p.authentication_method, &p.authentication_data)?;
         Ok(p)
@@ -645,6 +669,14 @@ fn w_str<S: Sink>(s: &mut S, id: PropertyId, value: Option<&str>) -> Result<(), 
     Ok(())
 }
 
+fn w_name<S: Sink>(s: &mut S, id: PropertyId, value: Option<&str>) -> Result<(), EncodeError> {
+    if let Some(v) = value {
+        s.put_u8(id.as_u8());
+        put_name(s, v)?;
+    }
+    Ok(())
+}
+
 fn w_topic<S: Sink>(s: &mut S, id: PropertyId, value: Option<&str>) -> Result<(), EncodeError> {
     if let Some(v) = value
         && !is_valid_topic_name(v)
@@ -653,7 +685,7 @@ fn w_topic<S: Sink>(s: &mut S, id: PropertyId, value: Option<&str>) -> Result<()
             "a Response Topic must be a valid Topic Name [MQTT-3.3.2-14]",
         ));
     }
-    w_str(s, id, value)
+    w_name(s, id, value)
 }
 
 fn w_bin<S: Sink>(s: &mut S, id: PropertyId, value: Option<&Bytes>) -> Result<(), EncodeError> {
@@ -753,7 +785,7 @@ impl Emit for ConnAckProperties {
             I::MaximumPacketSize,
             self.maximum_packet_size.map(NonZeroU32::get),
         );
-        w_str(
+        w_name(
             s,
             I::AssignedClientIdentifier,
             self.assigned_client_identifier.as_deref(),

@@ -195,6 +195,48 @@ impl ReasonCode {
         }
     }
 
+    /// Whether a client may send this code in `packet`. Only DISCONNECT and
+    /// AUTH say who sends which code (the "Sent by" column of §3.14.2.1 and
+    /// §3.15.2.1); in the other packets the side follows from the packet.
+    /// In DISCONNECT the codes about the server's state, limits and choices
+    /// are the server's alone; in AUTH, Success (the server accepting).
+    pub fn sent_by_client(self, packet: PacketType) -> bool {
+        match packet {
+            PacketType::Disconnect => !matches!(
+                self,
+                Self::NotAuthorized
+                    | Self::ServerBusy
+                    | Self::ServerShuttingDown
+                    | Self::BadAuthenticationMethod
+                    | Self::KeepAliveTimeout
+                    | Self::SessionTakenOver
+                    | Self::TopicFilterInvalid
+                    | Self::RetainNotSupported
+                    | Self::QoSNotSupported
+                    | Self::UseAnotherServer
+                    | Self::ServerMoved
+                    | Self::SharedSubscriptionsNotSupported
+                    | Self::ConnectionRateExceeded
+                    | Self::MaximumConnectTime
+                    | Self::SubscriptionIdentifiersNotSupported
+                    | Self::WildcardSubscriptionsNotSupported
+            ),
+            PacketType::Auth => self != Self::Success,
+            _ => true,
+        }
+    }
+
+    /// Whether a server may send this code in `packet` (see
+    /// [`ReasonCode::sent_by_client`]): not DISCONNECT's "Disconnect with
+    /// Will Message", not AUTH's "Re-authenticate".
+    pub fn sent_by_server(self, packet: PacketType) -> bool {
+        match packet {
+            PacketType::Disconnect => self != Self::DisconnectWithWillMessage,
+            PacketType::Auth => self != Self::ReAuthenticate,
+            _ => true,
+        }
+    }
+
     /// The MQTT 3.1.1 CONNACK return code (§3.2.2.3) closest to this code, if
     /// there is one. For the others 3.1.1 says to close the connection
     /// without a CONNACK [MQTT-3.2.2-6].

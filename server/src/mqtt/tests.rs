@@ -70,6 +70,8 @@ fn sent_by_server(packet: &Packet) -> bool {
     match packet {
         Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => true,
         Packet::Publish(p) => !p.properties.subscription_identifiers.is_empty(),
+        // AUTH Success is the server accepting (§3.15.2.1).
+        Packet::Auth(a) => a.reason_code == ReasonCode::Success,
         _ => false,
     }
 }
@@ -737,9 +739,9 @@ fn v5_short_forms() {
         })
     );
     assert_eq!(bytes_of(&packet, v5), with_will);
-    // AUTH with remaining length 0 is Success.
+    // AUTH with remaining length 0 is Success, which a server sends.
     assert_eq!(
-        decode_server(&[0xF0, 0x00], Some(v5)),
+        decode_client(&[0xF0, 0x00], v5),
         Ok(Some(Packet::Auth(Auth {
             reason_code: ReasonCode::Success,
             properties: AuthProperties::default(),
@@ -1727,4 +1729,595 @@ fn fuzz_decode_never_panics_and_round_trips() {
         decoded > ITERATIONS / 10,
         "the mutations must often still decode: {decoded}"
     );
+}
+
+// ------------------------------------- issue 14: names, CONNECT, lengths, properties
+//
+// Items 1, 2, 3 and 7 of issue 14. The same cases, as raw bytes over real
+// connections, are in `server/tests/common/malformed.rs` (run by
+// `server/tests/mqtt.rs` and seeded into `server/tests/mqtt_fuzz.rs`).
+
+/// The places a name goes, each as a whole packet holding `name` there, with
+/// the version it is sent in and whether the server (`decode`) reads it.
+fn packets_naming(name: &[u8]) -> Vec<(&'static str, Vec<u8>, Option<ProtocolVersion>)> {
+    let field = |bytes: &[u8]| {
+        let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(bytes);
+        out
+    };
+    let mut places = Vec::new();
+    for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let props: &[u8] = if v == ProtocolVersion::V5 {
+            &[0x00]
+        } else {
+            &[]
+        };
+        let connect = |flags: u8, payload: &[u8]| {
+            let mut body = field(b"MQTT");
+            body.extend_from_slice(&[v.level(), flags, 0x00, 0x3C]);
+            body.extend_from_slice(props);
+            body.extend_from_slice(payload);
+            frame(0x10, &body)
+        };
+        places.push(("client id", connect(0x02, &field(name)), None));
+        let user = [field(b"c"), field(name)].concat();
+        places.push(("user name", connect(0x82, &user), None));
+        let will = [field(b"c"), props.to_vec(), field(name), field(b"x")].concat();
+        places.push(("will topic", connect(0x06, &will), None));
+        let publish = [field(name), props.to_vec(), b"payload".to_vec()].concat();
+        places.push(("topic name", frame(0x30, &publish), Some(v)));
+        let sub = [vec![0x00, 0x01], props.to_vec(), field(name), vec![0x00]].concat();
+        places.push(("subscribe filter", frame(0x82, &sub), Some(v)));
+        let unsub = [vec![0x00, 0x01], props.to_vec(), field(name)].concat();
+        places.push(("unsubscribe filter", frame(0xA2, &unsub), Some(v)));
+    }
+    places
+}
+
+#[test]
+fn mqtt_1_5_4_1_and_2_surrogates_and_nul_in_every_name_are_malformed() {
+    for bad in [&b"a\xED\xA0\x80"[..], b"\xED\xBF\xBF", b"a\0"] {
+        for (place, wire, v) in packets_naming(bad) {
+            let err = err_server(&wire, v);
+            assert_eq!(
+                err.reason_code(),
+                ReasonCode::MalformedPacket,
+                "{place} {bad:?} {v:?}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mqtt_1_5_4_control_characters_and_non_characters_in_names_are_malformed() {
+    let refused = [
+        '\u{1}',
+        '\t',
+        '\n',
+        '\r',
+        '\u{1B}',
+        '\u{1F}',
+        '\u{7F}',
+        '\u{80}',
+        '\u{9F}',
+        '\u{FDD0}',
+        '\u{FDEF}',
+        '\u{FFFE}',
+        '\u{FFFF}',
+        '\u{1FFFE}',
+        '\u{10FFFF}',
+    ];
+    for c in refused {
+        let name = format!("a{c}b");
+        for (place, wire, v) in packets_naming(name.as_bytes()) {
+            let err = err_server(&wire, v);
+            assert_eq!(
+                err.reason_code(),
+                ReasonCode::MalformedPacket,
+                "{place} with {c:?} in {v:?}"
+            );
+            assert!(err.to_string().contains("control character"), "{err}");
+        }
+    }
+    // Their neighbours, and everything else printable, are names.
+    for ok in [
+        '\u{20}', '\u{7E}', '\u{A0}', '\u{FDCF}', '\u{FDF0}', '\u{FEFF}', '\u{FFFD}', '😀',
+    ] {
+        let name = format!("a{ok}b");
+        for (place, wire, v) in packets_naming(name.as_bytes()) {
+            let got = decode_server(&wire, v);
+            assert!(matches!(got, Ok(Some(_))), "{place} with {ok:?}: {got:?}");
+        }
+    }
+}
+
+#[test]
+fn mqtt_1_5_4_response_topic_and_assigned_client_id_are_names_too() {
+    let wire = v5_publish_with_props(&[0x08, 0x00, 0x03, b'a', b'\n', b'b']);
+    let err = err_server(&wire, Some(ProtocolVersion::V5));
+    assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+    let connack = frame(0x20, &[0x00, 0x00, 0x05, 0x12, 0x00, 0x02, b'a', 0x07]);
+    let err = decode_client(&connack, ProtocolVersion::V5).unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+}
+
+#[test]
+fn free_text_keeps_control_characters() {
+    // A user property and a reason string are the application's text.
+    let props = [0x26, 0x00, 0x01, b'k', 0x00, 0x03, b'a', b'\n', b'b'];
+    let Some(Packet::Publish(p)) =
+        decode_server(&v5_publish_with_props(&props), Some(ProtocolVersion::V5)).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(p.properties.user_properties, [(s("k"), s("a\nb"))]);
+    let wire = frame(0xE0, &[0x80, 0x06, 0x1F, 0x00, 0x03, b'x', b'\t', b'y']);
+    let Some(Packet::Disconnect(d)) = decode_server(&wire, Some(ProtocolVersion::V5)).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(d.properties.reason_string.as_deref(), Some("x\ty"));
+    assert_round_trip(&Packet::Publish(p), ProtocolVersion::V5);
+}
+
+#[test]
+fn names_a_decoder_refuses_are_not_encoded() {
+    let mut publish = v311_samples()[2].clone();
+    let mut connect = v5_samples()[0].clone();
+    let mut subscribe = Packet::Subscribe(Subscribe {
+        packet_id: pid(1),
+        subscriptions: vec![Subscription::new("signs/+", QoS::AtLeastOnce)],
+        properties: SubscribeProperties::default(),
+    });
+    for bad in ["a\nb", "a\u{FFFF}", "\u{85}"] {
+        if let Packet::Publish(p) = &mut publish {
+            p.topic = s(bad);
+        }
+        if let Packet::Connect(c) = &mut connect {
+            c.client_id = s(bad);
+        }
+        if let Packet::Subscribe(sub) = &mut subscribe {
+            sub.subscriptions[0].filter = s(bad);
+        }
+        for (packet, v) in [
+            (&publish, ProtocolVersion::V311),
+            (&connect, ProtocolVersion::V5),
+            (&subscribe, ProtocolVersion::V5),
+        ] {
+            let mut out = BytesMut::new();
+            assert_eq!(
+                encode(packet, v, &mut out),
+                Err(EncodeError::DisallowedInName)
+            );
+            assert!(out.is_empty(), "nothing written");
+        }
+    }
+}
+
+#[test]
+fn mqtt_3_1_2_1_protocol_name_must_be_mqtt() {
+    for name in [
+        &b"\x00\x04MQTX"[..],
+        b"\x00\x04mqtt",
+        b"\x00\x03MQT",  // "MQT", then "T" where the level goes
+        b"\x00\x05MQTT", // "MQTT\x05": the right letters, a wrong length
+        b"\x00\x00",
+        b"\x00\x06MQIsd", // runs into the level
+    ] {
+        let mut body = name.to_vec();
+        body.extend_from_slice(b"\x05\x02\x00\x3C\x00\x00\x01c");
+        let wire = frame(0x10, &body);
+        let err = err_server(&wire, None);
+        assert_eq!(err, DecodeError::NotMqtt, "{name:?}");
+        // Nothing is answered: neither the error nor the bytes name a version.
+        assert_eq!(err.connack_version(), None);
+        assert_eq!(connect_protocol_version(&wire), None, "{name:?}");
+        assert!(err.to_string().contains("MQTT-3.1.2-1"));
+    }
+    // 3.1's name is MQTT: it gets 3.1.1's "unacceptable protocol version".
+    let err = err_server(
+        &frame(0x10, b"\x00\x06MQIsdp\x03\x02\x00\x3C\x00\x01c"),
+        None,
+    );
+    assert_eq!(err.connack_version(), Some(ProtocolVersion::V311));
+}
+
+#[test]
+fn mqtt_3_1_2_16_to_19_user_name_and_password_flags_match_their_fields() {
+    let field = |bytes: &[u8]| {
+        let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(bytes);
+        out
+    };
+    for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let connect = |flags: u8, fields: &[&[u8]]| {
+            let mut body = field(b"MQTT");
+            body.extend_from_slice(&[v.level(), flags, 0x00, 0x3C]);
+            if v == ProtocolVersion::V5 {
+                body.push(0x00);
+            }
+            for f in fields {
+                body.extend(field(f));
+            }
+            frame(0x10, &body)
+        };
+        for (rule, wire) in [
+            (
+                "16: a user name without its flag",
+                connect(0x02, &[b"c", b"u"]),
+            ),
+            ("17: the flag without a user name", connect(0x82, &[b"c"])),
+            (
+                "18: a password without its flag",
+                connect(0x82, &[b"c", b"u", b"p"]),
+            ),
+            (
+                "19: the flag without a password",
+                connect(0xC2, &[b"c", b"u"]),
+            ),
+        ] {
+            let err = err_server(&wire, None);
+            assert_eq!(
+                err.reason_code(),
+                ReasonCode::MalformedPacket,
+                "{rule} {v:?}"
+            );
+            // A 5.0 client gets CONNACK 0x81 in its own version (§4.13).
+            assert_eq!(connect_protocol_version(&wire), Some(v));
+        }
+        let Some(Packet::Connect(c)) =
+            decode_server(&connect(0xC2, &[b"c", b"u", b"p"]), None).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (c.username.as_deref(), c.password.as_deref()),
+            (Some("u"), Some(&b"p"[..]))
+        );
+    }
+}
+
+#[test]
+fn mqtt_2_1_3_1_every_reserved_flag_value_of_every_packet_type_is_malformed() {
+    use PacketType as P;
+    for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        for kind in [
+            P::Connect,
+            P::ConnAck,
+            P::PubAck,
+            P::PubRec,
+            P::PubRel,
+            P::PubComp,
+            P::Subscribe,
+            P::SubAck,
+            P::Unsubscribe,
+            P::UnsubAck,
+            P::PingReq,
+            P::PingResp,
+            P::Disconnect,
+            P::Auth,
+        ] {
+            let required = match kind {
+                P::PubRel | P::Subscribe | P::Unsubscribe => 0b0010,
+                _ => 0,
+            };
+            for flags in (0..16u8).filter(|&f| f != required) {
+                let first = [((kind as u8) << 4) | flags];
+                // Refused from the first byte, whichever side reads it.
+                let err = if kind == P::Connect {
+                    err_server(&first, None)
+                } else if kind.sent_by_client() {
+                    err_server(&first, Some(v))
+                } else {
+                    decode_client(&first, v).unwrap_err()
+                };
+                assert_eq!(
+                    err.reason_code(),
+                    ReasonCode::MalformedPacket,
+                    "{kind:?} flags {flags:04b} {v:?}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fixed_remaining_lengths_are_refused_from_the_header() {
+    let v311 = Some(ProtocolVersion::V311);
+    let v5 = Some(ProtocolVersion::V5);
+    // Only the fixed header has arrived: no waiting for a body that must not
+    // exist (PINGREQ §3.12.1, 3.1.1 DISCONNECT §3.14.1) or must be 2 bytes
+    // (3.1.1 PUBACK..PUBCOMP §3.4.1–3.7.1).
+    for (wire, v) in [
+        (&[0xC0, 0x01][..], v5),
+        (&[0xC0, 0x7F], v311),
+        (&[0xC0, 0x80, 0x01], v5),
+        (&[0xE0, 0x01], v311),
+        (&[0x40, 0x03], v311),
+        (&[0x50, 0x01], v311),
+        (&[0x62, 0x04], v311),
+        (&[0x70, 0x00], v311),
+    ] {
+        let err = err_server(wire, v);
+        assert_eq!(err.reason_code(), ReasonCode::MalformedPacket, "{wire:?}");
+    }
+    for wire in [&[0xD0, 0x01][..], &[0x20, 0x03], &[0xB0, 0x03]] {
+        let err = decode_client(wire, ProtocolVersion::V311).unwrap_err();
+        assert_eq!(err.reason_code(), ReasonCode::MalformedPacket, "{wire:?}");
+    }
+    let err = decode_client(&[0xD0, 0x01], ProtocolVersion::V5).unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+    // MQTT 5 lets acknowledgements and DISCONNECT grow.
+    assert!(decode_server(&[0xE0, 0x01, 0x04], v5).unwrap().is_some());
+    assert!(
+        decode_server(&[0x40, 0x03, 0x00, 0x01, 0x80], v5)
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(decode_server(&[0xC0, 0x00], v5), Ok(Some(Packet::PingReq)));
+}
+
+#[test]
+fn mqtt_3_14_2_1_disconnect_codes_only_a_server_sends_are_protocol_errors() {
+    let v = Some(ProtocolVersion::V5);
+    let server_only = [
+        0x87, 0x89, 0x8B, 0x8C, 0x8D, 0x8E, 0x8F, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1,
+        0xA2,
+    ];
+    let either = [
+        0x00, 0x80, 0x81, 0x82, 0x83, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99,
+    ];
+    for code in server_only {
+        let err = err_server(&[0xE0, 0x01, code], v);
+        assert!(
+            matches!(err, DecodeError::ReasonCodeFromWrongSide { .. }),
+            "{code:#x}: {err}"
+        );
+        assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+        // From the server they are what they say.
+        let got = decode_client(&[0xE0, 0x01, code], ProtocolVersion::V5);
+        assert!(matches!(got, Ok(Some(Packet::Disconnect(_)))), "{code:#x}");
+    }
+    for code in either.into_iter().chain([0x04]) {
+        let got = decode_server(&[0xE0, 0x01, code], v);
+        assert!(matches!(got, Ok(Some(Packet::Disconnect(_)))), "{code:#x}");
+    }
+    // "Disconnect with Will Message" is the client's alone.
+    let err = decode_client(&[0xE0, 0x01, 0x04], ProtocolVersion::V5).unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+    // Codes DISCONNECT does not define at all stay malformed.
+    for code in [0x01, 0x02, 0x05, 0x10, 0x84, 0x88, 0xA3, 0xFF] {
+        let err = err_server(&[0xE0, 0x01, code], v);
+        assert!(
+            matches!(err, DecodeError::InvalidReasonCode { .. }),
+            "{code:#x}"
+        );
+        assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+    }
+    // The Session Expiry Interval is the client's to send [MQTT-3.14.2-2].
+    let expiry = [0xE0, 0x07, 0x00, 0x05, 0x11, 0x00, 0x00, 0x00, 0x0A];
+    assert!(decode_server(&expiry, v).unwrap().is_some());
+    let err = decode_client(&expiry, ProtocolVersion::V5).unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+    // Every DISCONNECT code is someone's.
+    for code in ReasonCode::ALL {
+        if code.is_valid_for(PacketType::Disconnect) {
+            assert!(
+                code.sent_by_client(PacketType::Disconnect)
+                    || code.sent_by_server(PacketType::Disconnect),
+                "{code:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mqtt_3_15_2_1_auth_codes_say_who_sends_them() {
+    let v = Some(ProtocolVersion::V5);
+    // Success is the server accepting; Re-authenticate is the client asking.
+    for wire in [&[0xF0, 0x02, 0x00, 0x00][..], &[0xF0, 0x00]] {
+        // Left out, the code is Success too.
+        let err = err_server(wire, v);
+        assert_eq!(err.reason_code(), ReasonCode::ProtocolError, "{wire:?}");
+    }
+    assert!(
+        decode_server(&[0xF0, 0x02, 0x19, 0x00], v)
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        decode_server(&[0xF0, 0x02, 0x18, 0x00], v)
+            .unwrap()
+            .is_some()
+    );
+    let err = decode_client(&[0xF0, 0x02, 0x19, 0x00], ProtocolVersion::V5).unwrap_err();
+    assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+    assert!(
+        decode_client(&[0xF0, 0x00], ProtocolVersion::V5)
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// Table 2-4 of MQTT 5.0: which packets (and the will) carry which property.
+fn table_2_4(id: PropertyId) -> &'static [&'static str] {
+    use PropertyId as I;
+    const ACKS: [&str; 6] = [
+        "PUBACK", "PUBREC", "PUBREL", "PUBCOMP", "SUBACK", "UNSUBACK",
+    ];
+    match id {
+        I::PayloadFormatIndicator
+        | I::MessageExpiryInterval
+        | I::ContentType
+        | I::ResponseTopic
+        | I::CorrelationData => &["PUBLISH", "will"],
+        I::SubscriptionIdentifier => &["PUBLISH", "SUBSCRIBE"],
+        I::SessionExpiryInterval => &["CONNECT", "CONNACK", "DISCONNECT"],
+        I::AssignedClientIdentifier
+        | I::ServerKeepAlive
+        | I::ResponseInformation
+        | I::MaximumQoS
+        | I::RetainAvailable
+        | I::WildcardSubscriptionAvailable
+        | I::SubscriptionIdentifierAvailable
+        | I::SharedSubscriptionAvailable => &["CONNACK"],
+        I::AuthenticationMethod | I::AuthenticationData => &["CONNECT", "CONNACK", "AUTH"],
+        I::RequestProblemInformation | I::RequestResponseInformation => &["CONNECT"],
+        I::WillDelayInterval => &["will"],
+        I::ServerReference => &["CONNACK", "DISCONNECT"],
+        I::ReasonString => &[
+            "CONNACK",
+            ACKS[0],
+            ACKS[1],
+            ACKS[2],
+            ACKS[3],
+            ACKS[4],
+            ACKS[5],
+            "DISCONNECT",
+            "AUTH",
+        ],
+        I::ReceiveMaximum | I::TopicAliasMaximum | I::MaximumPacketSize => &["CONNECT", "CONNACK"],
+        I::TopicAlias => &["PUBLISH"],
+        I::UserProperty => &[
+            "CONNECT",
+            "will",
+            "CONNACK",
+            "PUBLISH",
+            ACKS[0],
+            ACKS[1],
+            ACKS[2],
+            ACKS[3],
+            ACKS[4],
+            ACKS[5],
+            "SUBSCRIBE",
+            "UNSUBSCRIBE",
+            "DISCONNECT",
+            "AUTH",
+        ],
+    }
+}
+
+/// One property `id` with a value of its type that is valid wherever the
+/// property is allowed.
+fn one_property(id: PropertyId) -> Vec<u8> {
+    use PropertyId as I;
+    let value: &[u8] = match id {
+        I::PayloadFormatIndicator
+        | I::RequestProblemInformation
+        | I::RequestResponseInformation
+        | I::MaximumQoS
+        | I::RetainAvailable
+        | I::WildcardSubscriptionAvailable
+        | I::SubscriptionIdentifierAvailable
+        | I::SharedSubscriptionAvailable => &[0x01],
+        I::ServerKeepAlive | I::ReceiveMaximum | I::TopicAliasMaximum | I::TopicAlias => {
+            &[0x00, 0x01]
+        }
+        I::MessageExpiryInterval
+        | I::SessionExpiryInterval
+        | I::WillDelayInterval
+        | I::MaximumPacketSize => &[0x00, 0x00, 0x00, 0x01],
+        I::SubscriptionIdentifier => &[0x01],
+        I::CorrelationData | I::AuthenticationData => &[0x00, 0x01, 0xAA],
+        I::UserProperty => &[0x00, 0x01, b'k', 0x00, 0x01, b'v'],
+        _ => &[0x00, 0x01, b'a'],
+    };
+    [vec![id.as_u8()], value.to_vec()].concat()
+}
+
+/// `packet` carrying the properties `props` (MQTT 5), and which side reads it.
+fn carrying(packet: &str, props: &[u8]) -> (Vec<u8>, bool) {
+    let len = props.len() as u8;
+    let with = |head: &[u8], tail: &[u8]| [head, &[len], props, tail].concat();
+    let connect = |props_here: bool| {
+        let mut body = b"\x00\x04MQTT\x05\x06\x00\x3C".to_vec();
+        if props_here {
+            body.extend(with(&[], b"\x00\x01c\x00"));
+        } else {
+            body.extend_from_slice(b"\x00\x00\x01c");
+            body.extend(with(&[], &[]));
+        }
+        body.extend_from_slice(b"\x00\x01t\x00\x00");
+        frame(0x10, &body)
+    };
+    match packet {
+        "CONNECT" => {
+            // The will's properties are empty: one byte 0 before its topic.
+            let mut body = b"\x00\x04MQTT\x05\x06\x00\x3C".to_vec();
+            body.extend(with(&[], b"\x00\x01c"));
+            body.extend_from_slice(b"\x00\x00\x01t\x00\x00");
+            (frame(0x10, &body), true)
+        }
+        "will" => (connect(false), true),
+        "CONNACK" => (frame(0x20, &with(&[0x00, 0x00], &[])), false),
+        "PUBLISH" => (frame(0x30, &with(b"\x00\x01t", b"x")), false),
+        "PUBACK" => (frame(0x40, &with(&[0x00, 0x01, 0x00], &[])), true),
+        "PUBREC" => (frame(0x50, &with(&[0x00, 0x01, 0x00], &[])), true),
+        "PUBREL" => (frame(0x62, &with(&[0x00, 0x01, 0x00], &[])), true),
+        "PUBCOMP" => (frame(0x70, &with(&[0x00, 0x01, 0x00], &[])), true),
+        "SUBSCRIBE" => (frame(0x82, &with(&[0x00, 0x01], b"\x00\x01a\x00")), true),
+        "SUBACK" => (frame(0x90, &with(&[0x00, 0x01], &[0x00])), false),
+        "UNSUBSCRIBE" => (frame(0xA2, &with(&[0x00, 0x01], b"\x00\x01a")), true),
+        "UNSUBACK" => (frame(0xB0, &with(&[0x00, 0x01], &[0x00])), false),
+        "DISCONNECT" => (frame(0xE0, &with(&[0x00], &[])), true),
+        "AUTH" => (frame(0xF0, &with(&[0x18], &[])), true),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn mqtt_2_2_2_2_every_property_outside_its_packet_is_malformed() {
+    let places = [
+        "CONNECT",
+        "will",
+        "CONNACK",
+        "PUBLISH",
+        "PUBACK",
+        "PUBREC",
+        "PUBREL",
+        "PUBCOMP",
+        "SUBSCRIBE",
+        "SUBACK",
+        "UNSUBSCRIBE",
+        "UNSUBACK",
+        "DISCONNECT",
+        "AUTH",
+    ];
+    let mut refused = 0;
+    for id in PropertyId::ALL {
+        for place in places {
+            let (wire, server_reads) = carrying(place, &one_property(id));
+            let got = if place == "CONNECT" || place == "will" {
+                decode_server(&wire, None)
+            } else if server_reads {
+                decode_server(&wire, Some(ProtocolVersion::V5))
+            } else {
+                decode_client(&wire, ProtocolVersion::V5)
+            };
+            if table_2_4(id).contains(&place) {
+                // Allowed: read, or refused for another reason (Authentication
+                // Data alone, a client's Subscription Identifier), never 0x81.
+                if let Err(e) = &got {
+                    assert_eq!(
+                        e.reason_code(),
+                        ReasonCode::ProtocolError,
+                        "{id:?} in {place}"
+                    );
+                }
+            } else {
+                assert_eq!(
+                    got,
+                    Err(DecodeError::PropertyNotAllowed(id)),
+                    "{id:?} in {place}"
+                );
+                assert_eq!(
+                    DecodeError::PropertyNotAllowed(id).reason_code(),
+                    ReasonCode::MalformedPacket
+                );
+                refused += 1;
+            }
+        }
+    }
+    // 27 properties in 14 places, 64 of the pairs allowed.
+    assert_eq!(refused, 27 * 14 - 64);
 }

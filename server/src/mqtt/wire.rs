@@ -1,6 +1,20 @@
 //! The MQTT data representations (§1.5): integers, variable byte integers,
 //! UTF-8 strings and binary data, read from a bounds-checked cursor and written
 //! to a [`Sink`] that either counts or writes.
+//!
+//! Two kinds of UTF-8 string are read and written here. Every string must be
+//! well-formed UTF-8 without U+0000 (MQTT 5 [MQTT-1.5.4-1], [MQTT-1.5.4-2];
+//! 3.1.1 [MQTT-1.5.3-1], [MQTT-1.5.3-2]). A *name* — a client identifier, a
+//! user name, a Topic Name (PUBLISH, will, Response Topic) or a Topic Filter —
+//! must in addition hold none of the code points the specification says
+//! SHOULD NOT appear and a receiver MAY treat as a Malformed Packet (§1.5.4):
+//! the control characters U+0001–U+001F and U+007F–U+009F and the Unicode
+//! non-characters (U+FDD0–U+FDEF and the last two code points of every plane,
+//! such as U+FFFF). Mosquitto refuses them too; a name is a key, a log field
+//! and a level of the topic tree, where a newline or an escape sequence breaks
+//! every reader, and a broker that relayed them would get its stricter
+//! subscribers disconnected (§5.4.9). Free text — user properties, reason
+//! strings, content types — keeps them: an application may need a newline.
 
 use bytes::BytesMut;
 
@@ -132,6 +146,33 @@ impl<'a> Reader<'a> {
         }
         Ok(s)
     }
+
+    /// A string that names something (see the module header): a
+    /// [`Reader::string`] without control characters or non-characters.
+    pub(crate) fn name(&mut self) -> Result<&'a str, DecodeError> {
+        let s = self.string()?;
+        check_name(s)?;
+        Ok(s)
+    }
+}
+
+/// Whether `c` is a code point a name must not hold: a control character
+/// (U+0000–U+001F, U+007F–U+009F, exactly Rust's `char::is_control`) or a
+/// non-character (U+FDD0–U+FDEF, U+nFFFE and U+nFFFF in every plane).
+pub(crate) fn is_disallowed_in_name(c: char) -> bool {
+    let code = u32::from(c);
+    c.is_control() || (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE
+}
+
+/// Refuses a name holding a disallowed code point (§1.5.4), as a Malformed
+/// Packet: what the specification lets a receiver call it.
+pub(crate) fn check_name(name: &str) -> Result<(), DecodeError> {
+    if name.chars().any(is_disallowed_in_name) {
+        return Err(DecodeError::Malformed(
+            "control character or non-character in a client id, user name or topic (§1.5.4)",
+        ));
+    }
+    Ok(())
 }
 
 /// Where encoded bytes go: a counter (to learn lengths first) or a buffer.
@@ -196,6 +237,18 @@ pub(crate) fn put_binary<S: Sink>(s: &mut S, bytes: &[u8]) -> Result<(), EncodeE
 pub(crate) fn put_string<S: Sink>(s: &mut S, value: &str) -> Result<(), EncodeError> {
     if value.contains('\0') {
         return Err(EncodeError::NulInString);
+    }
+    put_binary(s, value.as_bytes())
+}
+
+/// Writes a name (see the module header), refusing what [`Reader::name`]
+/// refuses, so that nothing is sent that a strict peer would close over.
+pub(crate) fn put_name<S: Sink>(s: &mut S, value: &str) -> Result<(), EncodeError> {
+    if value.contains('\0') {
+        return Err(EncodeError::NulInString);
+    }
+    if value.chars().any(is_disallowed_in_name) {
+        return Err(EncodeError::DisallowedInName);
     }
     put_binary(s, value.as_bytes())
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod firmware;
+pub mod malformed;
 pub mod mqtt;
 
 use std::io::{BufRead, BufReader};

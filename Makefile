@@ -74,7 +74,7 @@ test-e2e:
 # under target/bench-data/ (a real disk), not a possibly-tmpfs /tmp.
 bench:
 	@command -v mosquitto >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq mosquitto; }
-	cargo bench -p marquee --bench core --bench mqtt
+	cargo bench -p marquee --bench core --bench mqtt --bench memory
 
 # A bounded soak of the release build: mixed REST/WS/MQTT load for SOAK_MINUTES
 # (default 30; e.g. SOAK_MINUTES=2 make soak), RSS every minute, and a non-zero

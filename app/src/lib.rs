@@ -6,6 +6,7 @@ pub mod auth;
 pub mod device;
 pub mod event;
 pub mod live;
+pub mod names;
 mod pages;
 pub mod render;
 pub mod sign;

@@ -603,7 +603,7 @@ pub(crate) fn check_id(path: &str, id: &str) -> Result<(), ModelError> {
         && id.len() <= MAX_ID_BYTES
         && !id
             .chars()
-            .any(|c| matches!(c, '/' | '+' | '#') || c.is_control());
+            .any(|c| matches!(c, '/' | '+' | '#') || crate::names::is_disallowed_in_name(c));
     if ok {
         Ok(())
     } else {

@@ -16,67 +16,13 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 mod support;
-use support::{BenchDir, Marquee, load_average, percentile, print_environment, process_cpu};
+use support::{
+    BenchDir, Marquee, RawHttp, load_average, percentile, print_environment, process_cpu,
+};
 
 const WRITE_PHASE: Duration = Duration::from_secs(5);
 /// (writes/s, writes): 10 s at 100/s, 5 s at 1,000/s.
 const DELIVERY_PHASES: [(u64, usize); 2] = [(100, 1000), (1000, 5000)];
-
-/// A bare HTTP/1.1 keep-alive client: the load generator shares the machine's
-/// cores with the server, so it should cost as little as possible.
-struct RawHttp {
-    reader: tokio::io::BufReader<tokio::net::TcpStream>,
-    host: String,
-}
-
-impl RawHttp {
-    async fn connect(addr: &str) -> Self {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        Self {
-            reader: tokio::io::BufReader::new(stream),
-            host: addr.to_owned(),
-        }
-    }
-
-    /// Sends a PUT and reads the whole response; returns its status.
-    async fn put(&mut self, path: &str, body: &str) -> u16 {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-        let request = format!(
-            "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.host,
-            body.len()
-        );
-        self.reader
-            .get_mut()
-            .write_all(request.as_bytes())
-            .await
-            .expect("send");
-        let mut line = String::new();
-        self.reader.read_line(&mut line).await.expect("status line");
-        let status = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line).await.expect("header");
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body).await.expect("body");
-        status
-    }
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)

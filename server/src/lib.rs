@@ -30,6 +30,7 @@ pub mod device_sim;
 pub mod devices;
 pub mod feed;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod mqtt;
 pub mod player;
@@ -191,6 +192,7 @@ impl Server {
             tasks.clone(),
         );
         let mqtt = tokio::spawn(broker.clone().serve(mqtt_listener));
+        memory::spawn_trimmer(stopping.clone());
         let player = player::spawn(store.clone(), stopping.clone());
         let follower = devices::spawn(
             store.clone(),

@@ -273,6 +273,14 @@ async fn bad_requests_get_json_errors_with_the_right_status() {
             400,
             "bad_name",
         ),
+        // U+FFFF, a non-character: MQTT would refuse it as a topic, so no
+        // protocol may store it (the record could never be delivered).
+        (
+            http.put(format!("{url}/api/signs/a%EF%BF%BF"))
+                .json(&json!({})),
+            400,
+            "bad_name",
+        ),
         (
             http.put(format!("{url}/api/signs/a"))
                 .header("if-match", "soon")

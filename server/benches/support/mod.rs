@@ -217,3 +217,64 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
 }
+
+/// A bare HTTP/1.1 keep-alive client: the load generator shares the machine's
+/// cores with the server, so it should cost as little as possible.
+pub struct RawHttp {
+    reader: tokio::io::BufReader<tokio::net::TcpStream>,
+    host: String,
+}
+
+impl RawHttp {
+    pub async fn connect(addr: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Self {
+            reader: tokio::io::BufReader::new(stream),
+            host: addr.to_owned(),
+        }
+    }
+
+    /// Sends a PUT and reads the whole response; returns its status.
+    pub async fn put(&mut self, path: &str, body: &str) -> u16 {
+        self.request("PUT", path, body).await
+    }
+
+    /// Sends a request with a JSON body and reads the whole response; returns its status.
+    pub async fn request(&mut self, method: &str, path: &str, body: &str) -> u16 {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.reader
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .expect("send");
+        let mut line = String::new();
+        self.reader.read_line(&mut line).await.expect("status line");
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).await.expect("header");
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).await.expect("body");
+        status
+    }
+}

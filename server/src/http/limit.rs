@@ -54,6 +54,9 @@ impl Listener for LimitedListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             let (stream, addr) = Listener::accept(&mut self.inner).await;
+            // Events and replies are small writes: Nagle's algorithm would
+            // hold each behind the acknowledgement of the one before.
+            let _ = stream.set_nodelay(true);
             match Arc::clone(&self.open).try_acquire_owned() {
                 Ok(slot) => {
                     return (

@@ -291,6 +291,21 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/event-stream"))
 }
 
+/// A WebSocket upgrade with small buffers and messages up to `max_message`.
+/// tungstenite's defaults (128 KiB to read and 128 KiB to write, per socket)
+/// made an idle socket cost 135 KiB; our messages are small, larger ones are
+/// read in several chunks, and each socket's backlog is bounded by its queue.
+pub fn lean_websocket(
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+    max_message: usize,
+) -> axum::extract::ws::WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+}
+
 /// Whether the request is a WebSocket upgrade.
 pub fn is_websocket(headers: &HeaderMap) -> bool {
     headers

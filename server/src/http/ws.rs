@@ -101,9 +101,7 @@ async fn upgrade(
     let limit = state.body_limit;
     // Counted from the upgrade on, so shutdown waits for the socket's last replies.
     let token = state.tasks.token();
-    Ok(upgrade
-        .max_message_size(limit)
-        .max_frame_size(limit)
+    Ok(super::lean_websocket(upgrade, limit)
         .on_upgrade(move |socket| async move {
             session(socket, state, who, scope, initial).await;
             drop(token);

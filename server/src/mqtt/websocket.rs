@@ -43,9 +43,7 @@ async fn upgrade(
     };
     let peer = peer.remote;
     let max = broker.limits().max_packet_size;
-    ws.protocols(["mqtt"])
-        .max_message_size(max)
-        .max_frame_size(max)
+    crate::http::lean_websocket(ws.protocols(["mqtt"]), max)
         .on_upgrade(move |socket| async move {
             // Counted like a TCP connection, so shutdown waits for its last writes.
             let _running = broker.tasks().token();

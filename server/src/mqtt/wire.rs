@@ -16,6 +16,7 @@
 //! subscribers disconnected (§5.4.9). Free text — user properties, reason
 //! strings, content types — keeps them: an application may need a newline.
 
+use app::names::is_disallowed_in_name;
 use bytes::BytesMut;
 
 use super::codec::{DecodeError, EncodeError};
@@ -154,14 +155,6 @@ impl<'a> Reader<'a> {
         check_name(s)?;
         Ok(s)
     }
-}
-
-/// Whether `c` is a code point a name must not hold: a control character
-/// (U+0000–U+001F, U+007F–U+009F, exactly Rust's `char::is_control`) or a
-/// non-character (U+FDD0–U+FDEF, U+nFFFE and U+nFFFF in every plane).
-pub(crate) fn is_disallowed_in_name(c: char) -> bool {
-    let code = u32::from(c);
-    c.is_control() || (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE
 }
 
 /// Refuses a name holding a disallowed code point (§1.5.4), as a Malformed

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use app::device::Device;
 use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin, RecordItem, RecordPage, TableInfo};
+use app::names::is_disallowed_in_name;
 use app::sign::{Message, Sign};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use serde::{Deserialize, Serialize};
@@ -254,6 +255,18 @@ impl PendingWrite {
 const LAST_SEQ_KEY: &[u8] = b"last_seq";
 const TABLE_KEY_PREFIX: &str = "table:";
 const SESSION_KEY_PREFIX: &str = "session:";
+/// fjall's defaults (64 MiB per memtable, a 32 MiB block cache) suit a
+/// database server, not a small process: every write adds a version of its
+/// record, a change-log entry and the last seq to three memtables, which are
+/// only freed when flushed, so a busy minute held ~200 MB. Flushing at 4 MiB
+/// keeps the store's memory near 20 MB under any load, at the cost of more,
+/// smaller segments for compaction to merge (cheap at this size).
+const BUSY_MEMTABLE: u64 = 4 * 1024 * 1024;
+/// Accounts and tokens change rarely.
+const QUIET_MEMTABLE: u64 = 1024 * 1024;
+/// Blocks read back from disk: records not written since the last flush. A
+/// sign installation's working set is small; a cold read costs one disk read.
+const BLOCK_CACHE: u64 = 8 * 1024 * 1024;
 /// Writes waiting for the writer before callers wait for room.
 const WRITE_QUEUE: usize = 16_384;
 
@@ -269,12 +282,19 @@ impl Store {
             StoreError::Storage(format!("cannot create {}: {e}", options.data_dir.display()))
         })?;
         restrict_permissions(&options.data_dir);
-        let db = Database::builder(&options.data_dir).open()?;
-        let records = db.keyspace("records", KeyspaceCreateOptions::default)?;
-        let changes = db.keyspace("changes", KeyspaceCreateOptions::default)?;
-        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let accounts = db.keyspace("accounts", KeyspaceCreateOptions::default)?;
-        let tokens = db.keyspace("tokens", KeyspaceCreateOptions::default)?;
+        let db = Database::builder(&options.data_dir)
+            .cache_size(BLOCK_CACHE)
+            .open()?;
+        let keyspace = |name: &str, memtable: u64| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+            })
+        };
+        let records = keyspace("records", BUSY_MEMTABLE)?;
+        let changes = keyspace("changes", BUSY_MEMTABLE)?;
+        let meta = keyspace("meta", BUSY_MEMTABLE)?;
+        let accounts = keyspace("accounts", QUIET_MEMTABLE)?;
+        let tokens = keyspace("tokens", QUIET_MEMTABLE)?;
 
         let last_seq = meta.get(LAST_SEQ_KEY)?.map(|v| decode_seq(&v)).unwrap_or(0);
         let first_logged = match changes.first_key_value() {
@@ -912,28 +932,29 @@ pub fn validate_record_id(table: &str, id: &str) -> Result<(), StoreError> {
         && id.len() <= MAX_TOPIC_ID_LEN
         && !id
             .chars()
-            .any(|c| c == '+' || c == '#' || c == '\0' || c.is_control());
+            .any(|c| c == '+' || c == '#' || is_disallowed_in_name(c));
     if ok {
         Ok(())
     } else {
         Err(StoreError::BadName(format!(
-            "'{id}' is not a valid MQTT topic to keep: use 1–{MAX_TOPIC_ID_LEN} bytes without '+', '#' or control characters"
+            "'{id}' is not a valid MQTT topic to keep: use 1–{MAX_TOPIC_ID_LEN} bytes without '+', '#', control characters or non-characters"
         )))
     }
 }
 
-/// Record ids: 1–256 bytes, no `/`, no MQTT wildcards, no control characters.
+/// Record ids: 1–256 bytes, no `/`, no MQTT wildcards, and nothing
+/// [`is_disallowed_in_name`] refuses (so every id is a deliverable MQTT topic level).
 pub fn validate_id(id: &str) -> Result<(), StoreError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && !id
             .chars()
-            .any(|c| c == '/' || c == '+' || c == '#' || c.is_control());
+            .any(|c| c == '/' || c == '+' || c == '#' || is_disallowed_in_name(c));
     if ok {
         Ok(())
     } else {
         Err(StoreError::BadName(format!(
-            "'{id}' is not a valid record id: use 1–{MAX_ID_LEN} bytes without '/', '+', '#' or control characters"
+            "'{id}' is not a valid record id: use 1–{MAX_ID_LEN} bytes without '/', '+', '#', control characters or non-characters"
         )))
     }
 }

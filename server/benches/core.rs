@@ -1,6 +1,9 @@
 //! `make bench`: figures for this machine. Starts the release `marquee` binary
 //! on a loopback port with a fresh data directory and measures, as clients see it:
-//! - durable REST writes/s and ack latency with 1 and 64 concurrent writers;
+//! - durable REST writes/s and ack latency with 1 and 64 concurrent writers,
+//!   and 16 writers pipelining 16 requests each (a load generator that costs
+//!   less per write than the server); writes per server CPU-second and the
+//!   load generator's own CPU next to each, so figures hold on a shared machine;
 //! - REST write → WebSocket, SSE and MQTT delivery latency, open loop at 100 and
 //!   1,000 writes/s (measured from each write's scheduled send time).
 //!
@@ -28,8 +31,12 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn write_throughput(url: &str, pid: u32, writers: usize) {
+/// `writers` connections write for [`WRITE_PHASE`]; each sends `depth`
+/// requests at once (HTTP/1.1 pipelining when > 1) and then reads their
+/// answers, so with depth the load generator's own cost per write shrinks.
+async fn write_throughput(url: &str, pid: u32, writers: usize, depth: usize) {
     let cpu_before = process_cpu(pid);
+    let own_cpu_before = process_cpu(std::process::id());
     let deadline = Instant::now() + WRITE_PHASE;
     let started = Instant::now();
     let addr = url.trim_start_matches("http://").to_owned();
@@ -40,15 +47,25 @@ async fn write_throughput(url: &str, pid: u32, writers: usize) {
                 let mut connection = RawHttp::connect(&addr).await;
                 let mut latencies = Vec::new();
                 let mut i = 0u64;
+                let mut batch = String::new();
                 while Instant::now() < deadline && i < 1_000_000 {
-                    let body = json!({"writer": w, "i": i, "text": "Hello, lobby"}).to_string();
+                    batch.clear();
+                    for _ in 0..depth {
+                        let body = json!({"writer": w, "i": i, "text": "Hello, lobby"}).to_string();
+                        batch.push_str(&connection.encode(
+                            "PUT",
+                            &format!("/api/bench/w{w}-{}", i % 64),
+                            &body,
+                        ));
+                        i += 1;
+                    }
                     let sent = Instant::now();
-                    let status = connection
-                        .put(&format!("/api/bench/w{w}-{}", i % 64), &body)
-                        .await;
-                    assert!((200..300).contains(&status), "write failed: {status}");
-                    latencies.push(sent.elapsed());
-                    i += 1;
+                    connection.send(batch.as_bytes()).await;
+                    for _ in 0..depth {
+                        let status = connection.read_response().await;
+                        assert!((200..300).contains(&status), "write failed: {status}");
+                        latencies.push(sent.elapsed());
+                    }
                 }
                 latencies
             })
@@ -60,9 +77,15 @@ async fn write_throughput(url: &str, pid: u32, writers: usize) {
     }
     let elapsed = started.elapsed();
     let cpu = process_cpu(pid).saturating_sub(cpu_before);
+    let own_cpu = process_cpu(std::process::id()).saturating_sub(own_cpu_before);
     latencies.sort_unstable();
+    let how = if depth > 1 {
+        format!("{writers:>2} writer(s) x {depth} pipelined")
+    } else {
+        format!("{writers:>2} writer(s)")
+    };
     println!(
-        "REST durable writes, {writers:>2} writer(s): {:>8.0} writes/s   ack p50 {}   p99 {}   ({} writes in {:.1} s; server CPU {:.1} s = {:.0} writes per server CPU-second; load {})",
+        "REST durable writes, {how}: {:>8.0} writes/s   ack p50 {}   p99 {}   ({} writes in {:.1} s; server CPU {:.1} s = {:.0} writes per server CPU-second; load generator CPU {:.1} s; load {})",
         latencies.len() as f64 / elapsed.as_secs_f64(),
         ms(percentile(&latencies, 0.50)),
         ms(percentile(&latencies, 0.99)),
@@ -70,6 +93,7 @@ async fn write_throughput(url: &str, pid: u32, writers: usize) {
         elapsed.as_secs_f64(),
         cpu.as_secs_f64(),
         latencies.len() as f64 / cpu.as_secs_f64().max(0.001),
+        own_cpu.as_secs_f64(),
         load_average(),
     );
 }
@@ -240,10 +264,21 @@ async fn delivery_latency(url: &str, mqtt: SocketAddr, base: Instant, rate: u64,
     let start_us = now_us(base) + 10_000;
     let mut late = Duration::ZERO;
     let mut writes = Vec::with_capacity(count);
-    for i in 0..count as u64 {
-        let due_us = start_us + i * period_us;
-        let due = base + Duration::from_micros(due_us);
-        tokio::time::sleep_until(due.into()).await;
+    // tokio's timer wakes on whole milliseconds, up to 1 ms after a deadline,
+    // which would count against the server: a thread with the OS's
+    // microsecond sleep keeps the schedule and hands each due write over.
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel();
+    let pacer = std::thread::spawn(move || {
+        for i in 0..count as u64 {
+            let due_us = start_us + i * period_us;
+            let due = base + Duration::from_micros(due_us);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if due_tx.send((i, due_us, due)).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some((i, due_us, due)) = due_rx.recv().await {
         late = late.max(Instant::now().saturating_duration_since(due));
         let http = http.clone();
         let url = url.to_owned();
@@ -256,6 +291,7 @@ async fn delivery_latency(url: &str, mqtt: SocketAddr, base: Instant, rate: u64,
                 .unwrap_or(false)
         }));
     }
+    let _ = pacer.join();
     let mut failed = 0;
     for write in writes {
         if !write.await.unwrap_or(false) {
@@ -304,8 +340,9 @@ async fn main() {
     println!("Marquee core benchmark, server at {url}");
     print_environment(dir.path());
     let pid = marquee.pid();
-    write_throughput(&url, pid, 1).await;
-    write_throughput(&url, pid, 64).await;
+    write_throughput(&url, pid, 1, 1).await;
+    write_throughput(&url, pid, 64, 1).await;
+    write_throughput(&url, pid, 16, 16).await;
     let base = Instant::now();
     for (rate, count) in DELIVERY_PHASES {
         delivery_latency(&url, marquee.mqtt, base, rate, count).await;

@@ -242,17 +242,28 @@ impl RawHttp {
 
     /// Sends a request with a JSON body and reads the whole response; returns its status.
     pub async fn request(&mut self, method: &str, path: &str, body: &str) -> u16 {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-        let request = format!(
+        let request = self.encode(method, path, body);
+        self.send(request.as_bytes()).await;
+        self.read_response().await
+    }
+
+    /// One request's bytes (several may go in one write: HTTP/1.1 pipelining).
+    pub fn encode(&self, method: &str, path: &str, body: &str) -> String {
+        format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.host,
             body.len()
-        );
-        self.reader
-            .get_mut()
-            .write_all(request.as_bytes())
-            .await
-            .expect("send");
+        )
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.reader.get_mut().write_all(bytes).await.expect("send");
+    }
+
+    /// Reads one whole response; returns its status.
+    pub async fn read_response(&mut self) -> u16 {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
         let mut line = String::new();
         self.reader.read_line(&mut line).await.expect("status line");
         let status = line

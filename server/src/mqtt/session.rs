@@ -74,6 +74,17 @@ pub enum OutState {
     Released,
 }
 
+impl OutState {
+    /// The packet that ends this step, for telling a client what it got wrong.
+    pub fn awaits(self) -> &'static str {
+        match self {
+            OutState::Acked => "PUBACK",
+            OutState::Received => "PUBREC",
+            OutState::Released => "PUBCOMP",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Incoming {
     /// The write is being made durable; PUBREC follows.

@@ -25,7 +25,14 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         if !self.allows(Action::Subscribe, &topic) {
             return;
         }
-        let meta = event.mqtt.as_deref();
+        // A live change carries what it was published with; a stored plain
+        // topic's message read back from the store keeps it in its record.
+        let stored_meta = event
+            .mqtt
+            .is_none()
+            .then(|| topics::published_with(event))
+            .flatten();
+        let meta = event.mqtt.as_deref().or(stored_meta.as_ref());
         if let Some(expires) = meta.and_then(|m| m.expires_at_ms)
             && expires <= now_ms()
         {
@@ -72,22 +79,30 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             qos,
             retain,
             topic: topic.into_owned(),
-            packet_id: None,
+            // Any id encodes to the same size; the real one is taken once it is sent.
+            packet_id: (qos != QoS::AtMostOnce).then_some(NonZeroU16::MIN),
             payload: topics::payload_of(event),
             properties: PublishProperties::default(),
         };
+        let alias = self.topic_aliases.alias_for(&publish.topic);
         if self.version == ProtocolVersion::V5 {
-            publish.properties = properties_for(event, meta, ids);
+            publish.properties = properties_for(event, meta, ids.clone(), true);
+            // The change's own metadata is ours to leave out where the
+            // client's Maximum Packet Size has no room for it.
+            if !self.fits(&publish, alias) {
+                publish.properties = properties_for(event, meta, ids, false);
+            }
         }
-        if encoded_len(&Packet::Publish(publish.clone()), self.version)
-            .is_ok_and(|len| len > self.client_max_packet)
-        {
-            // Too large for this client: discarded as if delivered [MQTT-3.1.2-25].
+        if !self.fits(&publish, alias) {
+            // Too large for this client: discarded as if it had been
+            // delivered and acknowledged [MQTT-3.1.2-25]; the connection stays.
+            tracing::debug!(client_id = %self.client_id, topic = %publish.topic, "message larger than the client's Maximum Packet Size not sent");
             return;
         }
         if qos != QoS::AtMostOnce {
             let id = self.session.allocate_packet_id();
             publish.packet_id = NonZeroU16::new(id);
+            // The session keeps the whole topic: aliases end with the connection.
             self.session.inflight.push_back(Outgoing {
                 packet_id: id,
                 seq: event.seq,
@@ -103,8 +118,24 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 }),
             });
         }
+        if let Some(alias) = alias {
+            self.topic_aliases.apply(alias, &mut publish);
+        }
         self.broker.store().metrics().message_out(Protocol::Mqtt);
         self.send(&Packet::Publish(publish));
+    }
+
+    /// Whether `publish`, sent with `alias`, is within the client's Maximum Packet Size.
+    fn fits(&self, publish: &Publish, alias: Option<Alias>) -> bool {
+        let mut wire = publish.clone();
+        if let Some(alias) = alias {
+            wire.properties.topic_alias = Some(alias.number);
+            if alias.known {
+                wire.topic.clear();
+            }
+        }
+        encoded_len(&Packet::Publish(wire), self.version)
+            .is_ok_and(|len| len <= self.client_max_packet)
     }
 
     pub(super) fn finish_outgoing(&mut self, id: u16, state: OutState) {
@@ -249,11 +280,14 @@ pub(super) fn shared_delivery(message: SharedMessage) -> Delivery {
 }
 
 /// MQTT 5 properties of a delivery: what the publisher sent, the change's
-/// metadata for stored changes, and the matching subscription identifiers.
+/// metadata (`with_change`) for stored records, and the matching
+/// subscription identifiers. A plain topic's message gets the publisher's
+/// user properties alone, as from any broker [MQTT-3.3.2-17].
 pub(super) fn properties_for(
     event: &ChangeEvent,
     meta: Option<&MqttMeta>,
     subscription_identifiers: Vec<NonZeroU32>,
+    with_change: bool,
 ) -> PublishProperties {
     let mut properties = PublishProperties {
         subscription_identifiers,
@@ -269,7 +303,10 @@ pub(super) fn properties_for(
             u32::try_from(at.saturating_sub(now_ms()).div_ceil(1000)).unwrap_or(u32::MAX)
         });
     }
-    if let Some(seq) = event.seq {
+    if let Some(seq) = event.seq
+        && with_change
+        && event.table != crate::store::MQTT_TABLE
+    {
         let user = &mut properties.user_properties;
         user.push(("seq".into(), seq.to_string()));
         user.push(("type".into(), event.kind.as_str().into()));
@@ -287,5 +324,58 @@ pub(super) fn origin_name(origin: Origin) -> &'static str {
         Origin::Ws => "ws",
         Origin::Mqtt => "mqtt",
         Origin::System => "system",
+    }
+}
+
+/// A topic alias towards the client: its number, and whether the client
+/// already knows which topic it stands for.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Alias {
+    number: NonZeroU16,
+    known: bool,
+}
+
+/// The topic aliases this connection sends to an MQTT 5 client that allows
+/// them (its Topic Alias Maximum): the first message on a topic carries the
+/// topic and a new alias, later ones the alias alone. Once all are given out
+/// new topics go whole. They last as long as the connection [MQTT-3.3.2-7].
+pub(super) struct TopicAliases {
+    /// The client's Topic Alias Maximum, capped at ours (what it costs us).
+    max: u16,
+    given: HashMap<String, NonZeroU16>,
+}
+
+impl TopicAliases {
+    pub(super) fn new(client_max: u16, our_max: u16) -> Self {
+        Self {
+            max: client_max.min(our_max),
+            given: HashMap::new(),
+        }
+    }
+
+    /// The alias `topic` would go with, if any; nothing is given out yet.
+    pub(super) fn alias_for(&self, topic: &str) -> Option<Alias> {
+        if let Some(number) = self.given.get(topic) {
+            return Some(Alias {
+                number: *number,
+                known: true,
+            });
+        }
+        let next = u16::try_from(self.given.len()).ok()?.checked_add(1)?;
+        let number = NonZeroU16::new(next)?;
+        (next <= self.max).then_some(Alias {
+            number,
+            known: false,
+        })
+    }
+
+    /// Gives out `alias` (if new) and puts it on `publish`.
+    pub(super) fn apply(&mut self, alias: Alias, publish: &mut Publish) {
+        publish.properties.topic_alias = Some(alias.number);
+        if alias.known {
+            publish.topic.clear();
+        } else {
+            self.given.insert(publish.topic.clone(), alias.number);
+        }
     }
 }

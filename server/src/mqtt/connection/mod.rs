@@ -476,6 +476,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         {
             return end;
         }
+        // Whether the packets buffered came in a read not yet handled.
+        let mut fresh = true;
         loop {
             // Handle every whole packet buffered, including any that came
             // in the same read as CONNECT.
@@ -483,6 +485,15 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 match decode(input, Some(self.version), max_packet) {
                     Ok(Some(packet)) => {
                         store.metrics().message_in(Protocol::Mqtt);
+                        if fresh && matches!(packet, Packet::Publish(_)) {
+                            fresh = false;
+                            // Connections woken by the same poll as this one
+                            // go first: the scheduler runs the task woken
+                            // last first, which would let this publish
+                            // overtake a SUBSCRIBE that reached us before it
+                            // on another connection. Once per read.
+                            tokio::task::yield_now().await;
+                        }
                         if let Err(end) = self.handle(packet).await {
                             return end;
                         }
@@ -540,6 +551,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                         Ok(_) => {}
                     }
                     last_heard = Instant::now();
+                    fresh = true;
                     // Room for the next read, never more than one packet's worth.
                     if input.capacity() - input.len() < 1024 {
                         input.reserve(4096.min(max_packet));

@@ -148,6 +148,56 @@ async fn mqtt_3_3_4_9_receive_maximum_bounds_inflight() {
 }
 
 #[tokio::test]
+async fn mqtt_4_9_0_a_resumed_session_resends_no_more_than_the_new_receive_maximum() {
+    let server = start().await;
+    let addr = mqtt_addr(&server);
+    let resumer = |window: u16, clean: bool| {
+        let mut c = connect_packet(V5, "resumer", clean);
+        c.properties.session_expiry_interval = Some(60);
+        c.properties.receive_maximum = Some(window.try_into().unwrap());
+        c
+    };
+    let (mut sub, _) = Raw::connect(addr, resumer(3, true)).await;
+    sub.subscribe(1, vec![Subscription::new("again/t", QoS::AtLeastOnce)])
+        .await;
+    let (mut publisher, _) = Raw::connect(addr, v5("again-pub", |_| {})).await;
+    for n in 1..=3u16 {
+        publish_acked(
+            &mut publisher,
+            publish(
+                "again/t",
+                QoS::AtLeastOnce,
+                n,
+                false,
+                format!("m{n}").as_bytes(),
+            ),
+        )
+        .await;
+    }
+    for _ in 1..=3 {
+        next_publish(&mut sub).await;
+    }
+    // Gone with three unacknowledged; back with room for one at a time.
+    sub.send(&Packet::Disconnect(Default::default())).await;
+    assert!(sub.closed().await.0);
+    let (mut sub, connack) = Raw::connect(addr, resumer(1, false)).await;
+    assert!(connack.session_present);
+    for n in 1..=3 {
+        let again = next_publish(&mut sub).await;
+        assert!(again.dup);
+        assert_eq!(again.payload, format!("m{n}").as_bytes());
+        assert_eq!(
+            before_pingresp(&mut sub).await,
+            vec![],
+            "more than one resent while m{n} is unacknowledged"
+        );
+        sub.send(&Packet::PubAck(Ack::new(again.packet_id.unwrap())))
+            .await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn mqtt_3_3_4_9_more_publishes_than_our_receive_maximum_is_disconnect_0x93() {
     let server = TestServer::start_with(|config| config.mqtt_limits.max_inflight = 4).await;
     let addr = mqtt_addr(&server);

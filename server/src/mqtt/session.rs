@@ -58,6 +58,8 @@ pub struct Outgoing {
     pub seq: Option<u64>,
     pub publish: Publish,
     pub state: OutState,
+    /// Of a resumed session: not sent again yet (the client's window was full).
+    pub unsent: bool,
     /// For a message from a shared subscription: what goes back to the
     /// group if the session ends before it is acknowledged.
     pub shared: Option<SharedMessage>,

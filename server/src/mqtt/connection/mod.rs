@@ -245,6 +245,9 @@ struct Connection<W> {
     receiving: usize,
     /// The session was resumed: what it had in flight goes again first.
     resend: bool,
+    /// Of a resumed session's messages in flight, how many (the newest) wait
+    /// to be sent again until the client's window has room for them.
+    resend_left: usize,
 }
 
 impl<W: AsyncWrite + Unpin + Send> Connection<W> {
@@ -431,6 +434,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             queued: 0,
             receiving: 0,
             resend: false,
+            resend_left: 0,
         };
         let properties = ConnAckProperties {
             receive_maximum: NonZeroU16::new(limits.max_inflight),
@@ -466,10 +470,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let max_packet = self.broker.limits().max_packet_size;
         let store = self.broker.store().clone();
         let mut last_heard = Instant::now();
-        if self.resend
-            && let Err(end) = self.resend_inflight().await
-        {
-            return end;
+        if self.resend {
+            self.resend_inflight();
         }
         if self.session.lagged
             && let Err(end) = self.rebuild_feed().await
@@ -590,6 +592,10 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                             self.session.inflight.iter_mut().find(|o| o.packet_id == id)
                         {
                             outgoing.state = OutState::Released;
+                            // Received before the reconnect: no need to send it again.
+                            if std::mem::take(&mut outgoing.unsent) {
+                                self.resend_left = self.resend_left.saturating_sub(1);
+                            }
                         }
                         self.send(&Packet::PubRel(Ack::new(ack.packet_id)));
                         Ok(())

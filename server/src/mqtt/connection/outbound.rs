@@ -7,6 +7,21 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     /// Sends queued deliveries while the client's window has room.
     /// Returns whether it stopped for the unwritten-bytes cap with more to send.
     pub(super) fn drain_pending(&mut self) -> bool {
+        // A resumed session's own messages go again first, as the window allows.
+        while self.resend_left > 0
+            && self.session.inflight.len().saturating_sub(self.resend_left) < self.window
+        {
+            if self.out.len() >= MAX_UNWRITTEN {
+                return true;
+            }
+            match self.session.inflight.iter().position(|o| o.unsent) {
+                Some(at) => self.resend_one(at),
+                None => self.resend_left = 0,
+            }
+        }
+        if self.resend_left > 0 {
+            return false;
+        }
         while self.session.inflight.len() < self.window {
             if self.out.len() >= MAX_UNWRITTEN {
                 return !self.session.pending.is_empty();
@@ -107,6 +122,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 packet_id: id,
                 seq: event.seq,
                 publish: publish.clone(),
+                unsent: false,
                 state: if qos == QoS::AtLeastOnce {
                     OutState::Acked
                 } else {
@@ -144,14 +160,19 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             .inflight
             .iter()
             .position(|o| o.packet_id == id && o.state == state)
+            && let Some(done) = self.session.inflight.remove(at)
+            && done.unsent
         {
-            self.session.inflight.remove(at);
+            // Acknowledged before it went again: one fewer to resend.
+            self.resend_left = self.resend_left.saturating_sub(1);
         }
     }
 
     /// On session resume: everything unacknowledged goes again, in order,
-    /// PUBLISH with DUP set, PUBREL as it was [MQTT-4.4.0-1].
-    pub(super) async fn resend_inflight(&mut self) -> Result<(), End> {
+    /// PUBLISH with DUP set, PUBREL as it was [MQTT-4.4.0-1] — no more at once
+    /// than the client's Receive Maximum now allows (they all count against
+    /// it, MQTT 5 §4.9); `drain_pending` sends the rest as acks come.
+    pub(super) fn resend_inflight(&mut self) {
         // A message queued before the client lost read access to its topic
         // is not sent again (the lesson of CVE-2021-34434).
         let guard = self.broker.guard().clone();
@@ -160,27 +181,31 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             o.state == OutState::Released
                 || guard.allows(principal, Action::Subscribe, &o.publish.topic)
         });
-        for at in 0..self.session.inflight.len() {
-            let Some(outgoing) = self.session.inflight.get(at) else {
-                break;
-            };
-            let packet = match outgoing.state {
-                OutState::Acked | OutState::Received => {
-                    let mut publish = outgoing.publish.clone();
-                    publish.dup = true;
-                    Packet::Publish(publish)
-                }
-                OutState::Released => match NonZeroU16::new(outgoing.packet_id) {
-                    Some(id) => Packet::PubRel(Ack::new(id)),
-                    None => continue,
-                },
-            };
-            self.send(&packet);
-            if self.out.len() >= MAX_UNWRITTEN {
-                self.flush().await?;
-            }
+        for outgoing in &mut self.session.inflight {
+            outgoing.unsent = true;
         }
-        Ok(())
+        self.resend_left = self.session.inflight.len();
+    }
+
+    /// Sends the in-flight message at `at` again.
+    fn resend_one(&mut self, at: usize) {
+        let Some(outgoing) = self.session.inflight.get_mut(at) else {
+            return;
+        };
+        outgoing.unsent = false;
+        self.resend_left = self.resend_left.saturating_sub(1);
+        let packet = match outgoing.state {
+            OutState::Acked | OutState::Received => {
+                let mut publish = outgoing.publish.clone();
+                publish.dup = true;
+                Packet::Publish(publish)
+            }
+            OutState::Released => match NonZeroU16::new(outgoing.packet_id) {
+                Some(id) => Packet::PubRel(Ack::new(id)),
+                None => return,
+            },
+        };
+        self.send(&packet);
     }
 }
 

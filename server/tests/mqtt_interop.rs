@@ -409,6 +409,45 @@ async fn mqtt_3_1_2_25_a_message_too_large_for_the_client_is_not_sent_and_the_co
 }
 
 #[tokio::test]
+async fn mqtt_3_14_2_2_a_disconnects_reason_string_is_left_out_when_it_would_not_fit() {
+    let server = start().await;
+    let addr = mqtt_addr(&server);
+    let max = 24;
+    let (mut sub, _) = Raw::connect(
+        addr,
+        v5("terse", |c| {
+            c.properties.maximum_packet_size = Some(max.try_into().unwrap())
+        }),
+    )
+    .await;
+    sub.subscribe(1, vec![Subscription::new("oof/terse", QoS::AtLeastOnce)])
+        .await;
+    let (mut publisher, _) = Raw::connect(addr, v5("terse-pub", |_| {})).await;
+    publish_acked(
+        &mut publisher,
+        publish("oof/terse", QoS::AtLeastOnce, 1, false, b"m"),
+    )
+    .await;
+    let delivery = next_publish(&mut sub).await;
+    // The wrong flow: our DISCONNECT says why in a reason string, which
+    // would make it larger than the client takes.
+    sub.send(&Packet::PubRec(Ack::new(delivery.packet_id.unwrap())))
+        .await;
+    let (closed, packets) = sub.closed().await;
+    assert!(closed);
+    match packets.as_slice() {
+        [Packet::Disconnect(d)] => {
+            assert_eq!(d.reason_code, ReasonCode::ProtocolError);
+            assert_eq!(d.properties.reason_string, None);
+            let size = marquee::mqtt::encoded_len(&packets[0], V5).unwrap();
+            assert!(size <= max as usize, "{size} bytes");
+        }
+        other => panic!("expected DISCONNECT 0x82, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn mqtt_3_1_2_24_a_records_change_metadata_is_left_out_before_the_change_is_dropped() {
     let server = start().await;
     let addr = mqtt_addr(&server);

@@ -724,7 +724,11 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     fn send(&mut self, packet: &Packet) {
         let too_large =
             |p: &Packet| encoded_len(p, self.version).is_ok_and(|len| len > self.client_max_packet);
-        if self.version == ProtocolVersion::V5 && too_large(packet) {
+        // Deliveries were sized as they were made; a client that set no
+        // Maximum Packet Size takes anything MQTT can encode.
+        let sized = matches!(packet, Packet::Publish(_))
+            || self.client_max_packet >= super::broker::MAX_PACKET_SIZE;
+        if self.version == ProtocolVersion::V5 && !sized && too_large(packet) {
             // Reason strings and user properties go first where the client's
             // Maximum Packet Size has no room for them [MQTT-3.1.2-24..25]
             // ([MQTT-3.2.2-19..20], [MQTT-3.4.2-2..3] and their kin).

@@ -198,6 +198,12 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             OutState::Acked | OutState::Received => {
                 let mut publish = outgoing.publish.clone();
                 publish.dup = true;
+                // The client may have come back with a smaller Maximum
+                // Packet Size: what no longer fits is dropped, as if delivered.
+                if !self.fits(&publish, None) {
+                    self.session.inflight.remove(at);
+                    return;
+                }
                 Packet::Publish(publish)
             }
             OutState::Released => match NonZeroU16::new(outgoing.packet_id) {

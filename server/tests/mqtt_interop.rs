@@ -198,7 +198,7 @@ async fn mqtt_4_9_0_a_resumed_session_resends_no_more_than_the_new_receive_maxim
 }
 
 #[tokio::test]
-async fn mqtt_3_3_4_9_more_publishes_than_our_receive_maximum_is_disconnect_0x93() {
+async fn mqtt_3_3_4_7_more_publishes_than_our_receive_maximum_is_disconnect_0x93() {
     let server = TestServer::start_with(|config| config.mqtt_limits.max_inflight = 4).await;
     let addr = mqtt_addr(&server);
     let (mut raw, connack) = Raw::connect(addr, v5("greedy", |_| {})).await;
@@ -409,7 +409,7 @@ async fn mqtt_3_1_2_25_a_message_too_large_for_the_client_is_not_sent_and_the_co
 }
 
 #[tokio::test]
-async fn mqtt_3_14_2_2_a_disconnects_reason_string_is_left_out_when_it_would_not_fit() {
+async fn mqtt_3_14_2_3_a_disconnects_reason_string_is_left_out_when_it_would_not_fit() {
     let server = start().await;
     let addr = mqtt_addr(&server);
     let max = 24;
@@ -472,7 +472,7 @@ async fn mqtt_3_1_2_24_a_records_change_metadata_is_left_out_before_the_change_i
 // ------------------------------------------------- topic aliases towards the client
 
 #[tokio::test]
-async fn mqtt_3_3_2_8_topic_aliases_go_to_a_client_that_allows_them() {
+async fn mqtt_3_3_2_3_4_topic_aliases_go_to_a_client_that_allows_them() {
     let server = start().await;
     let addr = mqtt_addr(&server);
     let (mut aliased, _) = Raw::connect(

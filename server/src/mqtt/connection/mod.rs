@@ -245,8 +245,8 @@ struct Connection<W> {
     receiving: usize,
     /// The session was resumed: what it had in flight goes again first.
     resend: bool,
-    /// Of a resumed session's messages in flight, how many (the newest) wait
-    /// to be sent again until the client's window has room for them.
+    /// Of a resumed session's messages in flight, how many (those marked
+    /// `unsent`) wait to be sent again until the client's window has room.
     resend_left: usize,
 }
 

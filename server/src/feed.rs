@@ -190,6 +190,13 @@ impl Feed {
         }
     }
 
+    /// Starts routing `filter` to this feed, before its [`Feed::begin`]:
+    /// a client filter that needs several bus filters is on the bus for all
+    /// of them at once, not one backfill read after another.
+    pub fn listen(&mut self, filter: &TopicFilter) {
+        self.subscriber.add_filter(filter);
+    }
+
     /// Starts routing `filter` to this feed with no backfill: whatever is
     /// published from now on. Unlike [`Feed::begin`] it does not wait, so a
     /// caller can be on the bus before it answers its client.

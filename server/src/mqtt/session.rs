@@ -58,6 +58,8 @@ pub struct Outgoing {
     pub seq: Option<u64>,
     pub publish: Publish,
     pub state: OutState,
+    /// Of a resumed session: not sent again yet (the client's window was full).
+    pub unsent: bool,
     /// For a message from a shared subscription: what goes back to the
     /// group if the session ends before it is acknowledged.
     pub shared: Option<SharedMessage>,
@@ -72,6 +74,17 @@ pub enum OutState {
     Received,
     /// QoS 2: PUBREL sent, until PUBCOMP.
     Released,
+}
+
+impl OutState {
+    /// The packet that ends this step, for telling a client what it got wrong.
+    pub fn awaits(self) -> &'static str {
+        match self {
+            OutState::Acked => "PUBACK",
+            OutState::Received => "PUBREC",
+            OutState::Released => "PUBCOMP",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use app::event::{ChangeEvent, ChangeType};
+use app::event::{ChangeEvent, ChangeType, MqttMeta};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -67,6 +67,91 @@ pub fn raw_value(payload: &[u8]) -> Value {
         ),
     };
     Value::Object(object)
+}
+
+/// Where a retained message on a plain topic keeps what it was published
+/// with besides its payload.
+const PUBLISHED_WITH: &str = "mqtt";
+
+/// A retained message on a plain topic as a record: its payload, and under
+/// `"mqtt"` the QoS and MQTT 5 properties it was published with, so a later
+/// subscriber gets it as it was sent [MQTT-3.3.1-5] — QoS, user properties
+/// in their order [MQTT-3.3.2-18], content type, response topic, correlation
+/// data, and its expiry.
+pub fn retained_value(payload: &[u8], meta: &MqttMeta) -> Value {
+    let mut value = raw_value(payload);
+    let mut with = Map::new();
+    with.insert("qos".into(), Value::from(meta.qos));
+    if !meta.user_properties.is_empty() {
+        let pairs = meta
+            .user_properties
+            .iter()
+            .map(|(k, v)| Value::Array(vec![Value::from(k.as_str()), Value::from(v.as_str())]))
+            .collect();
+        with.insert("user_properties".into(), Value::Array(pairs));
+    }
+    if meta.payload_utf8 {
+        with.insert("payload_utf8".into(), Value::Bool(true));
+    }
+    if let Some(content_type) = &meta.content_type {
+        with.insert("content_type".into(), Value::from(content_type.as_str()));
+    }
+    if let Some(topic) = &meta.response_topic {
+        with.insert("response_topic".into(), Value::from(topic.as_str()));
+    }
+    if let Some(data) = &meta.correlation_data {
+        with.insert(
+            "correlation_data_base64".into(),
+            Value::from(base64::engine::general_purpose::STANDARD.encode(data)),
+        );
+    }
+    if let Some(at) = meta.expires_at_ms {
+        with.insert("expires_at_ms".into(), Value::from(at));
+    }
+    if let Value::Object(object) = &mut value {
+        object.insert(PUBLISHED_WITH.into(), Value::Object(with));
+    }
+    value
+}
+
+/// What a stored plain-topic message was published with (see
+/// [`retained_value`]); `None` for records and for messages stored without it.
+pub fn published_with(event: &ChangeEvent) -> Option<MqttMeta> {
+    if event.table != MQTT_TABLE {
+        return None;
+    }
+    let with = event.value.as_ref()?.get(PUBLISHED_WITH)?.as_object()?;
+    let text = |key: &str| with.get(key).and_then(Value::as_str).map(str::to_owned);
+    let user_properties = with
+        .get("user_properties")
+        .and_then(Value::as_array)
+        .map(|pairs| {
+            pairs
+                .iter()
+                .filter_map(|pair| match pair.as_array().map(Vec::as_slice) {
+                    Some([Value::String(k), Value::String(v)]) => Some((k.clone(), v.clone())),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(MqttMeta {
+        qos: with
+            .get("qos")
+            .and_then(Value::as_u64)
+            .and_then(|q| u8::try_from(q).ok())
+            .filter(|q| *q <= 2)
+            .unwrap_or(2),
+        client_id: String::new(),
+        retain: true,
+        payload_utf8: with.get("payload_utf8").and_then(Value::as_bool) == Some(true),
+        content_type: text("content_type"),
+        response_topic: text("response_topic"),
+        correlation_data: text("correlation_data_base64")
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok()),
+        user_properties,
+        expires_at_ms: with.get("expires_at_ms").and_then(Value::as_u64),
+    })
 }
 
 /// The MQTT topic a change is published on.
@@ -161,6 +246,34 @@ mod tests {
         let e = event("signs", "lobby", serde_json::json!({"name": "Lobby"}));
         assert_eq!(topic_of(&e), "signs/lobby");
         assert_eq!(payload_of(&e).as_ref(), br#"{"name":"Lobby"}"#);
+    }
+
+    #[test]
+    fn a_retained_plain_message_keeps_what_it_was_published_with() {
+        let meta = MqttMeta {
+            qos: 1,
+            client_id: "pub".into(),
+            retain: true,
+            payload_utf8: true,
+            content_type: Some("text/plain".into()),
+            response_topic: Some("replies".into()),
+            correlation_data: Some(vec![0, 255]),
+            user_properties: vec![("c".into(), "3".into()), ("a".into(), "2".into())],
+            expires_at_ms: Some(42),
+        };
+        let e = event(MQTT_TABLE, "a/b", retained_value(b"hi", &meta));
+        assert_eq!(payload_of(&e).as_ref(), b"hi");
+        let back = published_with(&e).unwrap();
+        // The client id is not kept: no-local does not apply to retained messages.
+        assert_eq!(
+            back,
+            MqttMeta {
+                client_id: String::new(),
+                ..meta
+            }
+        );
+        let plain = event(MQTT_TABLE, "a/b", raw_value(b"hi"));
+        assert_eq!(published_with(&plain), None);
     }
 
     #[test]

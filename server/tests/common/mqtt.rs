@@ -145,6 +145,17 @@ impl Raw {
         self.send_bytes(&out).await;
     }
 
+    /// Sends a packet; `false` if the connection refused it (reset or closed),
+    /// which a real client takes as the end of the connection.
+    pub async fn try_send(&mut self, packet: &Packet) -> bool {
+        let mut out = BytesMut::new();
+        encode(packet, self.version, &mut out).unwrap();
+        match &mut self.link {
+            Link::Tcp(stream) => stream.write_all(&out).await.is_ok(),
+            Link::Ws(ws) => ws.send(Message::Binary(out.freeze())).await.is_ok(),
+        }
+    }
+
     /// Sends bytes as they are (the server may already have closed: not an error).
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
         match &mut self.link {

@@ -215,7 +215,12 @@ pub(super) async fn apply_publish(
             if_match: None,
         }
     } else {
-        match target.value(&publish.payload) {
+        // A plain topic's retained message keeps its QoS and properties.
+        let value = match target {
+            Target::Topic(_) => Ok(topics::retained_value(&publish.payload, &meta)),
+            Target::Record { .. } => target.value(&publish.payload),
+        };
+        match value {
             Ok(value) => WriteOp::Put {
                 table: table.to_owned(),
                 id: Some(id.to_owned()),

@@ -43,7 +43,7 @@ mod outbound;
 mod subscriptions;
 
 use inbound::{InboundWrite, check_levels, check_topic, publish_will_message};
-use outbound::pull;
+use outbound::{TopicAliases, pull};
 
 /// How long a stuck client may block a write before it is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,6 +58,10 @@ const PULL_BATCH: usize = 256;
 /// How long a socket past `max_connections` may take to send the CONNECT
 /// that is answered "server busy".
 const BUSY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a refused client's input is read and dropped before its socket
+/// closes, and how much of it at most.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
 /// Bytes encoded for the client and not yet written, past which no more
 /// deliveries are encoded until they are (one message may go over it).
 const MAX_UNWRITTEN: usize = 1 << 20;
@@ -120,7 +124,29 @@ where
         return;
     };
     let end = connection.serve(&mut reader, &mut input).await;
+    let refused = matches!(end, End::Refused(..));
     connection.close(end).await;
+    if refused {
+        linger(&mut reader).await;
+    }
+}
+
+/// After refusing a client: reads, and drops, what it still sends, for a
+/// moment. A socket closed with unread input is reset, and the reset can
+/// destroy our DISCONNECT before the client reads it (a client that sent too
+/// many QoS 2 publishes is still answering their PUBRECs when told 0x93).
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut sink = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let _ = timeout(LINGER, async {
+        while left > 0 {
+            match reader.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Reads up to the CONNECT packet; answers a refused CONNECT before closing.
@@ -206,7 +232,10 @@ struct Connection<W> {
     window: usize,
     /// The largest packet the client accepts.
     client_max_packet: usize,
+    /// Topic aliases the client set towards us.
     aliases: HashMap<u16, String>,
+    /// Topic aliases we give the client.
+    topic_aliases: TopicAliases,
     writes: FuturesOrdered<InboundWrite>,
     /// Of `writes`, those still in the store's writer queue. While there are
     /// any, a transient publish joins that queue too instead of going straight
@@ -216,6 +245,9 @@ struct Connection<W> {
     receiving: usize,
     /// The session was resumed: what it had in flight goes again first.
     resend: bool,
+    /// Of a resumed session's messages in flight, how many (those marked
+    /// `unsent`) wait to be sent again until the client's window has room.
+    resend_left: usize,
 }
 
 impl<W: AsyncWrite + Unpin + Send> Connection<W> {
@@ -391,10 +423,18 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             window,
             client_max_packet,
             aliases: HashMap::new(),
+            topic_aliases: TopicAliases::new(
+                match version {
+                    ProtocolVersion::V5 => connect.properties.topic_alias_maximum.unwrap_or(0),
+                    ProtocolVersion::V311 => 0,
+                },
+                limits.topic_alias_maximum,
+            ),
             writes: FuturesOrdered::new(),
             queued: 0,
             receiving: 0,
             resend: false,
+            resend_left: 0,
         };
         let properties = ConnAckProperties {
             receive_maximum: NonZeroU16::new(limits.max_inflight),
@@ -430,16 +470,16 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let max_packet = self.broker.limits().max_packet_size;
         let store = self.broker.store().clone();
         let mut last_heard = Instant::now();
-        if self.resend
-            && let Err(end) = self.resend_inflight().await
-        {
-            return end;
+        if self.resend {
+            self.resend_inflight();
         }
         if self.session.lagged
             && let Err(end) = self.rebuild_feed().await
         {
             return end;
         }
+        // Whether the packets buffered came in a read not yet handled.
+        let mut fresh = true;
         loop {
             // Handle every whole packet buffered, including any that came
             // in the same read as CONNECT.
@@ -447,6 +487,15 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 match decode(input, Some(self.version), max_packet) {
                     Ok(Some(packet)) => {
                         store.metrics().message_in(Protocol::Mqtt);
+                        if fresh && matches!(packet, Packet::Publish(_)) {
+                            fresh = false;
+                            // Connections woken by the same poll as this one
+                            // go first: the scheduler runs the task woken
+                            // last first, which would let this publish
+                            // overtake a SUBSCRIBE that reached us before it
+                            // on another connection. Once per read.
+                            tokio::task::yield_now().await;
+                        }
                         if let Err(end) = self.handle(packet).await {
                             return end;
                         }
@@ -504,6 +553,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                         Ok(_) => {}
                     }
                     last_heard = Instant::now();
+                    fresh = true;
                     // Room for the next read, never more than one packet's worth.
                     if input.capacity() - input.len() < 1024 {
                         input.reserve(4096.min(max_packet));
@@ -533,34 +583,41 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     async fn handle(&mut self, packet: Packet) -> Result<(), End> {
         match packet {
             Packet::Publish(publish) => self.on_publish(publish).await,
-            Packet::PubAck(ack) => {
-                self.finish_outgoing(ack.packet_id.get(), OutState::Acked);
-                Ok(())
-            }
+            Packet::PubAck(ack) => self.step_done(ack.packet_id.get(), OutState::Acked, "PUBACK"),
             Packet::PubRec(ack) => {
                 let id = ack.packet_id.get();
-                let known = self
-                    .session
-                    .inflight
-                    .iter_mut()
-                    .find(|o| o.packet_id == id && o.state == OutState::Received);
-                match known {
-                    Some(outgoing) if !ack.reason_code.is_error() => {
-                        outgoing.state = OutState::Released;
+                match self.outgoing_state(id) {
+                    Some(OutState::Received) if !ack.reason_code.is_error() => {
+                        if let Some(outgoing) =
+                            self.session.inflight.iter_mut().find(|o| o.packet_id == id)
+                        {
+                            outgoing.state = OutState::Released;
+                            // Received before the reconnect: no need to send it again.
+                            if std::mem::take(&mut outgoing.unsent) {
+                                self.resend_left = self.resend_left.saturating_sub(1);
+                            }
+                        }
                         self.send(&Packet::PubRel(Ack::new(ack.packet_id)));
+                        Ok(())
                     }
-                    Some(_) => self.finish_outgoing(id, OutState::Received),
+                    // A refusal ends the QoS 2 flow at PUBREC (§4.3.3).
+                    Some(OutState::Received) => self.step_done(id, OutState::Received, "PUBREC"),
+                    // A PUBREC again: our PUBREL may not have reached it.
+                    Some(OutState::Released) => {
+                        self.send(&Packet::PubRel(Ack::new(ack.packet_id)));
+                        Ok(())
+                    }
+                    Some(OutState::Acked) => self.step_done(id, OutState::Received, "PUBREC"),
                     None => {
                         let mut rel = Ack::new(ack.packet_id);
                         rel.reason_code = ReasonCode::PacketIdentifierNotFound;
                         self.send(&Packet::PubRel(rel));
+                        Ok(())
                     }
                 }
-                Ok(())
             }
             Packet::PubComp(ack) => {
-                self.finish_outgoing(ack.packet_id.get(), OutState::Released);
-                Ok(())
+                self.step_done(ack.packet_id.get(), OutState::Released, "PUBCOMP")
             }
             Packet::PubRel(ack) => {
                 let mut comp = Ack::new(ack.packet_id);
@@ -619,6 +676,37 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         }
     }
 
+    /// Where our message `id` is in its flow, if it is in flight.
+    fn outgoing_state(&self, id: u16) -> Option<OutState> {
+        self.session
+            .inflight
+            .iter()
+            .find(|o| o.packet_id == id)
+            .map(|o| o.state)
+    }
+
+    /// The client's `what` ends the step `expected` of our message `id`.
+    /// An acknowledgement of the wrong flow — a PUBREC for a QoS 1 message,
+    /// a PUBACK for QoS 2, a PUBCOMP before PUBREL — is a protocol error
+    /// (MQTT 5 §4.3, §4.13.1). One for an id not in flight is let go: it is
+    /// a late duplicate of one already counted.
+    fn step_done(&mut self, id: u16, expected: OutState, what: &str) -> Result<(), End> {
+        match self.outgoing_state(id) {
+            Some(state) if state == expected => {
+                self.finish_outgoing(id, expected);
+                Ok(())
+            }
+            Some(state) => Err(End::Refused(
+                ReasonCode::ProtocolError,
+                format!(
+                    "{what} for packet {id}, which is waiting for {}",
+                    state.awaits()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn allows(&self, action: Action, topic: &str) -> bool {
         self.broker.guard().allows(&self.principal, action, topic)
     }
@@ -634,6 +722,29 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     }
 
     fn send(&mut self, packet: &Packet) {
+        let too_large =
+            |p: &Packet| encoded_len(p, self.version).is_ok_and(|len| len > self.client_max_packet);
+        // Deliveries were sized as they were made; a client that set no
+        // Maximum Packet Size takes anything MQTT can encode.
+        let sized = matches!(packet, Packet::Publish(_))
+            || self.client_max_packet >= super::broker::MAX_PACKET_SIZE;
+        if self.version == ProtocolVersion::V5 && !sized && too_large(packet) {
+            // Reason strings and user properties go first where the client's
+            // Maximum Packet Size has no room for them [MQTT-3.1.2-24..25]
+            // ([MQTT-3.2.2-19..20], [MQTT-3.4.2-2..3] and their kin).
+            let mut plain = packet.clone();
+            strip_diagnostics(&mut plain);
+            if too_large(&plain) {
+                tracing::debug!(client_id = %self.client_id, "{:?} larger than the client's Maximum Packet Size not sent", packet.packet_type());
+                return;
+            }
+            self.send_fitting(&plain);
+            return;
+        }
+        self.send_fitting(packet);
+    }
+
+    fn send_fitting(&mut self, packet: &Packet) {
         if let Err(e) = encode(packet, self.version, &mut self.out) {
             tracing::warn!(client_id = %self.client_id, "cannot encode {:?}: {e}", packet.packet_type());
         }
@@ -749,6 +860,27 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             },
         };
         let _ = reply.send(Some(self.session));
+    }
+}
+
+/// Takes out what a packet says only to help people debug: its reason
+/// string and user properties.
+fn strip_diagnostics(packet: &mut Packet) {
+    match packet {
+        Packet::PubAck(ack) | Packet::PubRec(ack) | Packet::PubRel(ack) | Packet::PubComp(ack) => {
+            ack.properties = AckProperties::default();
+        }
+        Packet::SubAck(ack) => ack.properties = AckProperties::default(),
+        Packet::UnsubAck(ack) => ack.properties = AckProperties::default(),
+        Packet::Disconnect(disconnect) => {
+            disconnect.properties.reason_string = None;
+            disconnect.properties.user_properties.clear();
+        }
+        Packet::ConnAck(connack) => {
+            connack.properties.reason_string = None;
+            connack.properties.user_properties.clear();
+        }
+        _ => {}
     }
 }
 

@@ -7,6 +7,21 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     /// Sends queued deliveries while the client's window has room.
     /// Returns whether it stopped for the unwritten-bytes cap with more to send.
     pub(super) fn drain_pending(&mut self) -> bool {
+        // A resumed session's own messages go again first, as the window allows.
+        while self.resend_left > 0
+            && self.session.inflight.len().saturating_sub(self.resend_left) < self.window
+        {
+            if self.out.len() >= MAX_UNWRITTEN {
+                return true;
+            }
+            match self.session.inflight.iter().position(|o| o.unsent) {
+                Some(at) => self.resend_one(at),
+                None => self.resend_left = 0,
+            }
+        }
+        if self.resend_left > 0 {
+            return false;
+        }
         while self.session.inflight.len() < self.window {
             if self.out.len() >= MAX_UNWRITTEN {
                 return !self.session.pending.is_empty();
@@ -25,7 +40,14 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         if !self.allows(Action::Subscribe, &topic) {
             return;
         }
-        let meta = event.mqtt.as_deref();
+        // A live change carries what it was published with; a stored plain
+        // topic's message read back from the store keeps it in its record.
+        let stored_meta = event
+            .mqtt
+            .is_none()
+            .then(|| topics::published_with(event))
+            .flatten();
+        let meta = event.mqtt.as_deref().or(stored_meta.as_ref());
         if let Some(expires) = meta.and_then(|m| m.expires_at_ms)
             && expires <= now_ms()
         {
@@ -72,26 +94,35 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             qos,
             retain,
             topic: topic.into_owned(),
-            packet_id: None,
+            // Any id encodes to the same size; the real one is taken once it is sent.
+            packet_id: (qos != QoS::AtMostOnce).then_some(NonZeroU16::MIN),
             payload: topics::payload_of(event),
             properties: PublishProperties::default(),
         };
+        let alias = self.topic_aliases.alias_for(&publish.topic);
         if self.version == ProtocolVersion::V5 {
-            publish.properties = properties_for(event, meta, ids);
+            publish.properties = properties_for(event, meta, ids.clone(), true);
+            // The change's own metadata is ours to leave out where the
+            // client's Maximum Packet Size has no room for it.
+            if !self.fits(&publish, alias) {
+                publish.properties = properties_for(event, meta, ids, false);
+            }
         }
-        if encoded_len(&Packet::Publish(publish.clone()), self.version)
-            .is_ok_and(|len| len > self.client_max_packet)
-        {
-            // Too large for this client: discarded as if delivered [MQTT-3.1.2-25].
+        if !self.fits(&publish, alias) {
+            // Too large for this client: discarded as if it had been
+            // delivered and acknowledged [MQTT-3.1.2-25]; the connection stays.
+            tracing::debug!(client_id = %self.client_id, topic = %publish.topic, "message larger than the client's Maximum Packet Size not sent");
             return;
         }
         if qos != QoS::AtMostOnce {
             let id = self.session.allocate_packet_id();
             publish.packet_id = NonZeroU16::new(id);
+            // The session keeps the whole topic: aliases end with the connection.
             self.session.inflight.push_back(Outgoing {
                 packet_id: id,
                 seq: event.seq,
                 publish: publish.clone(),
+                unsent: false,
                 state: if qos == QoS::AtLeastOnce {
                     OutState::Acked
                 } else {
@@ -103,8 +134,24 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 }),
             });
         }
+        if let Some(alias) = alias {
+            self.topic_aliases.apply(alias, &mut publish);
+        }
         self.broker.store().metrics().message_out(Protocol::Mqtt);
         self.send(&Packet::Publish(publish));
+    }
+
+    /// Whether `publish`, sent with `alias`, is within the client's Maximum Packet Size.
+    fn fits(&self, publish: &Publish, alias: Option<Alias>) -> bool {
+        let mut wire = publish.clone();
+        if let Some(alias) = alias {
+            wire.properties.topic_alias = Some(alias.number);
+            if alias.known {
+                wire.topic.clear();
+            }
+        }
+        encoded_len(&Packet::Publish(wire), self.version)
+            .is_ok_and(|len| len <= self.client_max_packet)
     }
 
     pub(super) fn finish_outgoing(&mut self, id: u16, state: OutState) {
@@ -113,14 +160,19 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             .inflight
             .iter()
             .position(|o| o.packet_id == id && o.state == state)
+            && let Some(done) = self.session.inflight.remove(at)
+            && done.unsent
         {
-            self.session.inflight.remove(at);
+            // Acknowledged before it went again: one fewer to resend.
+            self.resend_left = self.resend_left.saturating_sub(1);
         }
     }
 
     /// On session resume: everything unacknowledged goes again, in order,
-    /// PUBLISH with DUP set, PUBREL as it was [MQTT-4.4.0-1].
-    pub(super) async fn resend_inflight(&mut self) -> Result<(), End> {
+    /// PUBLISH with DUP set, PUBREL as it was [MQTT-4.4.0-1] — no more at once
+    /// than the client's Receive Maximum now allows (they all count against
+    /// it, MQTT 5 §4.9); `drain_pending` sends the rest as acks come.
+    pub(super) fn resend_inflight(&mut self) {
         // A message queued before the client lost read access to its topic
         // is not sent again (the lesson of CVE-2021-34434).
         let guard = self.broker.guard().clone();
@@ -129,27 +181,37 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             o.state == OutState::Released
                 || guard.allows(principal, Action::Subscribe, &o.publish.topic)
         });
-        for at in 0..self.session.inflight.len() {
-            let Some(outgoing) = self.session.inflight.get(at) else {
-                break;
-            };
-            let packet = match outgoing.state {
-                OutState::Acked | OutState::Received => {
-                    let mut publish = outgoing.publish.clone();
-                    publish.dup = true;
-                    Packet::Publish(publish)
-                }
-                OutState::Released => match NonZeroU16::new(outgoing.packet_id) {
-                    Some(id) => Packet::PubRel(Ack::new(id)),
-                    None => continue,
-                },
-            };
-            self.send(&packet);
-            if self.out.len() >= MAX_UNWRITTEN {
-                self.flush().await?;
-            }
+        for outgoing in &mut self.session.inflight {
+            outgoing.unsent = true;
         }
-        Ok(())
+        self.resend_left = self.session.inflight.len();
+    }
+
+    /// Sends the in-flight message at `at` again.
+    fn resend_one(&mut self, at: usize) {
+        let Some(outgoing) = self.session.inflight.get_mut(at) else {
+            return;
+        };
+        outgoing.unsent = false;
+        self.resend_left = self.resend_left.saturating_sub(1);
+        let packet = match outgoing.state {
+            OutState::Acked | OutState::Received => {
+                let mut publish = outgoing.publish.clone();
+                publish.dup = true;
+                // The client may have come back with a smaller Maximum
+                // Packet Size: what no longer fits is dropped, as if delivered.
+                if !self.fits(&publish, None) {
+                    self.session.inflight.remove(at);
+                    return;
+                }
+                Packet::Publish(publish)
+            }
+            OutState::Released => match NonZeroU16::new(outgoing.packet_id) {
+                Some(id) => Packet::PubRel(Ack::new(id)),
+                None => return,
+            },
+        };
+        self.send(&packet);
     }
 }
 
@@ -249,11 +311,14 @@ pub(super) fn shared_delivery(message: SharedMessage) -> Delivery {
 }
 
 /// MQTT 5 properties of a delivery: what the publisher sent, the change's
-/// metadata for stored changes, and the matching subscription identifiers.
+/// metadata (`with_change`) for stored records, and the matching
+/// subscription identifiers. A plain topic's message gets the publisher's
+/// user properties alone, as from any broker [MQTT-3.3.2-17].
 pub(super) fn properties_for(
     event: &ChangeEvent,
     meta: Option<&MqttMeta>,
     subscription_identifiers: Vec<NonZeroU32>,
+    with_change: bool,
 ) -> PublishProperties {
     let mut properties = PublishProperties {
         subscription_identifiers,
@@ -269,7 +334,10 @@ pub(super) fn properties_for(
             u32::try_from(at.saturating_sub(now_ms()).div_ceil(1000)).unwrap_or(u32::MAX)
         });
     }
-    if let Some(seq) = event.seq {
+    if let Some(seq) = event.seq
+        && with_change
+        && event.table != crate::store::MQTT_TABLE
+    {
         let user = &mut properties.user_properties;
         user.push(("seq".into(), seq.to_string()));
         user.push(("type".into(), event.kind.as_str().into()));
@@ -287,5 +355,58 @@ pub(super) fn origin_name(origin: Origin) -> &'static str {
         Origin::Ws => "ws",
         Origin::Mqtt => "mqtt",
         Origin::System => "system",
+    }
+}
+
+/// A topic alias towards the client: its number, and whether the client
+/// already knows which topic it stands for.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Alias {
+    number: NonZeroU16,
+    known: bool,
+}
+
+/// The topic aliases this connection sends to an MQTT 5 client that allows
+/// them (its Topic Alias Maximum): the first message on a topic carries the
+/// topic and a new alias, later ones the alias alone. Once all are given out
+/// new topics go whole. They last as long as the connection [MQTT-3.3.2-7].
+pub(super) struct TopicAliases {
+    /// The client's Topic Alias Maximum, capped at ours (what it costs us).
+    max: u16,
+    given: HashMap<String, NonZeroU16>,
+}
+
+impl TopicAliases {
+    pub(super) fn new(client_max: u16, our_max: u16) -> Self {
+        Self {
+            max: client_max.min(our_max),
+            given: HashMap::new(),
+        }
+    }
+
+    /// The alias `topic` would go with, if any; nothing is given out yet.
+    pub(super) fn alias_for(&self, topic: &str) -> Option<Alias> {
+        if let Some(number) = self.given.get(topic) {
+            return Some(Alias {
+                number: *number,
+                known: true,
+            });
+        }
+        let next = u16::try_from(self.given.len()).ok()?.checked_add(1)?;
+        let number = NonZeroU16::new(next)?;
+        (next <= self.max).then_some(Alias {
+            number,
+            known: false,
+        })
+    }
+
+    /// Gives out `alias` (if new) and puts it on `publish`.
+    pub(super) fn apply(&mut self, alias: Alias, publish: &mut Publish) {
+        publish.properties.topic_alias = Some(alias.number);
+        if alias.known {
+            publish.topic.clear();
+        } else {
+            self.given.insert(publish.topic.clone(), alias.number);
+        }
     }
 }

@@ -78,6 +78,17 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
             });
         }
+        // Every new filter is on the bus before anything here waits, so a
+        // message published once this SUBSCRIBE is read reaches it.
+        if !fillings.is_empty() {
+            let store = self.broker.store().clone();
+            let feed = self.session.feed.get_or_insert_with(|| Feed::new(store));
+            for (filter, _) in &fillings {
+                for (bus_filter, _) in topics::bus_filters(filter) {
+                    feed.listen(&bus_filter);
+                }
+            }
+        }
         // A persistent session's subscriptions are durable before SUBACK.
         self.save_session().await;
         // SUBACK goes before the retained messages it brings [MQTT-3.8.4-4].
@@ -105,7 +116,13 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
     ) -> Result<(), End> {
         let store = self.broker.store().clone();
         let feed = self.session.feed.get_or_insert_with(|| Feed::new(store));
-        for (bus_filter, carrier) in topics::bus_filters(filter) {
+        let bus_filters = topics::bus_filters(filter);
+        // On the bus for every topic the filter matches before any backfill
+        // read waits: what is published from here on is the client's.
+        for (bus_filter, _) in &bus_filters {
+            feed.listen(bus_filter);
+        }
+        for (bus_filter, carrier) in bus_filters {
             let backfill = match feed.begin(bus_filter.clone(), start).await {
                 Ok(backfill) => backfill,
                 Err(StoreError::ResumeGap { .. }) => feed

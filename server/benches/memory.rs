@@ -456,7 +456,9 @@ async fn main() {
         LOAD.as_secs(),
         load_average()
     );
-    for connections in [50, 1_000] {
+    // MARQUEE_BENCH_ONLY=idle runs only the idle connections.
+    let only_idle = std::env::var("MARQUEE_BENCH_ONLY").is_ok_and(|v| v == "idle");
+    for connections in [50, 1_000].into_iter().filter(|_| !only_idle) {
         for workload in [
             Workload::RestWriters,
             Workload::WsSubscribers,

@@ -66,6 +66,14 @@ const LINGER_BYTES: usize = 1 << 20;
 /// deliveries are encoded until they are (one message may go over it).
 const MAX_UNWRITTEN: usize = 1 << 20;
 
+/// Bytes a quiet connection keeps ready to read into: an idle connection's
+/// buffers are most of what it costs (10,000 idle devices are the norm).
+const READ_CHUNK: usize = 1024;
+/// Bytes read at once from a client that keeps the socket full.
+const BUSY_READ_CHUNK: usize = 16 * 1024;
+/// Input or output buffer capacity kept after a burst.
+const KEPT_BUFFER: usize = 16 * 1024;
+
 /// Why a connection ends.
 enum End {
     /// The client sent DISCONNECT; `will` says whether it asked for its will (0x04).
@@ -94,7 +102,7 @@ where
     };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let limits = broker.limits().clone();
-    let mut input = BytesMut::with_capacity(4096);
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
     let wait = if busy {
         limits.connect_timeout.min(BUSY_CONNECT_TIMEOUT)
     } else {
@@ -128,6 +136,22 @@ where
     connection.close(end).await;
     if refused {
         linger(&mut reader).await;
+    }
+}
+
+/// Room for the next read. Most connections are quiet and their packets
+/// small, so they hold one small chunk; a read that filled all the room there
+/// was means a busy stream, which gets a larger one (never more than a packet's
+/// worth); once drained, a buffer past [`KEPT_BUFFER`] is given back.
+fn make_room(input: &mut BytesMut, max_packet: usize) {
+    if input.is_empty() && input.capacity() > KEPT_BUFFER {
+        *input = BytesMut::new();
+    }
+    let spare = input.capacity() - input.len();
+    if spare == 0 {
+        input.reserve(BUSY_READ_CHUNK.min(max_packet));
+    } else if spare < READ_CHUNK / 4 {
+        input.reserve(READ_CHUNK);
     }
 }
 
@@ -172,7 +196,7 @@ async fn read_connect<S: AsyncRead + AsyncWrite>(
                 return None;
             }
         }
-        input.reserve(4096);
+        input.reserve(READ_CHUNK);
         match reader.read_buf(input).await {
             Ok(0) | Err(_) => return None,
             Ok(_) => {}
@@ -410,7 +434,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let mut connection = Self {
             broker,
             writer,
-            out: BytesMut::with_capacity(4096),
+            // Grows as deliveries need it; see `flush` for how it shrinks.
+            out: BytesMut::new(),
             version,
             client_id,
             principal,
@@ -554,10 +579,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     }
                     last_heard = Instant::now();
                     fresh = true;
-                    // Room for the next read, never more than one packet's worth.
-                    if input.capacity() - input.len() < 1024 {
-                        input.reserve(4096.min(max_packet));
-                    }
+                    make_room(input, max_packet);
                 }
                 pulled = pull(session, &store), if pulling => {
                     if let Err(end) = pulled {
@@ -756,6 +778,10 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         }
         let written = timeout(WRITE_TIMEOUT, self.writer.write_all(&self.out)).await;
         self.out.clear();
+        // A burst's large buffer is not kept for a quiet connection.
+        if self.out.capacity() > KEPT_BUFFER {
+            self.out = BytesMut::new();
+        }
         match written {
             Ok(Ok(())) => Ok(()),
             _ => Err(End::Closed),

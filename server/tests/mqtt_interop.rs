@@ -13,8 +13,8 @@ use bytes::{Bytes, BytesMut};
 use common::mqtt::{Raw, connect_packet, publish};
 use common::{TestServer, client, get_json, put};
 use marquee::mqtt::{
-    Ack, Connect, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode,
-    Subscription, encode,
+    Ack, Auth, AuthProperties, Connect, Packet, PacketId, ProtocolVersion, Publish,
+    PublishProperties, QoS, ReasonCode, Subscription, encode,
 };
 use serde_json::json;
 
@@ -277,6 +277,38 @@ async fn mqtt_4_3_2_a_pubrec_for_a_qos1_delivery_is_a_protocol_error() {
     let (closed, packets) = sub.closed().await;
     assert!(closed);
     assert_eq!(disconnect_reason(&packets), Some(ReasonCode::ProtocolError));
+    server.stop().await;
+}
+
+/// Enhanced authentication is not offered (a CONNECT naming a method gets
+/// 0x8C), so an AUTH from a connected client, continuing or asking to
+/// re-authenticate, is a Protocol Error.
+#[tokio::test]
+async fn mqtt_4_12_0_5_an_auth_without_a_method_agreed_at_connect_is_a_protocol_error() {
+    let server = start().await;
+    let addr = mqtt_addr(&server);
+    for reason_code in [
+        ReasonCode::ContinueAuthentication,
+        ReasonCode::ReAuthenticate,
+    ] {
+        let (mut raw, connack) = Raw::connect(addr, connect_packet(V5, "auth", true)).await;
+        assert_eq!(connack.reason_code, ReasonCode::Success);
+        raw.send(&Packet::Auth(Auth {
+            reason_code,
+            properties: AuthProperties {
+                authentication_method: Some("SCRAM-SHA-256".into()),
+                ..AuthProperties::default()
+            },
+        }))
+        .await;
+        let (closed, packets) = raw.closed().await;
+        assert!(closed, "{reason_code:?}");
+        assert_eq!(
+            disconnect_reason(&packets),
+            Some(ReasonCode::ProtocolError),
+            "{reason_code:?}"
+        );
+    }
     server.stop().await;
 }
 

@@ -686,9 +686,13 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                     will: disconnect.reason_code == ReasonCode::DisconnectWithWillMessage,
                 })
             }
+            // A CONNECT naming an Authentication Method was refused (0x8C), so
+            // no connected client has one, and an AUTH without one is a
+            // Protocol Error [MQTT-4.12.0-5]; re-authentication likewise
+            // [MQTT-4.12.1-1].
             Packet::Auth(_) => Err(End::Refused(
-                ReasonCode::BadAuthenticationMethod,
-                "enhanced authentication is not supported".into(),
+                ReasonCode::ProtocolError,
+                "AUTH without an Authentication Method in CONNECT".into(),
             )),
             // The decoder refuses every packet a client cannot send.
             other => Err(End::Refused(

@@ -545,6 +545,9 @@ fn MessageEditor(
         Some(value)
     };
     let save_with = move |if_match: Option<u64>| {
+        if busy.get_untracked() {
+            return;
+        }
         let Some(value) = valid_draft() else { return };
         let is_new = creating.get_untracked();
         let id = if is_new {
@@ -914,7 +917,9 @@ fn MessageEditor(
                         class="primary"
                         type="submit"
                         data-testid="message-save"
-                        disabled=move || busy.get() || theirs.with(Option::is_some)
+                        // Not disabled while saving: a disabled button loses the keyboard focus.
+                        aria-disabled=move || busy.get().then_some("true")
+                        disabled=move || theirs.with(Option::is_some)
                     >
                         {move || if creating.get() { "Create" } else { "Save" }}
                     </button>

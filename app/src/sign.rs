@@ -164,6 +164,18 @@ named_enum! {
     }
 }
 
+impl ColorDepth {
+    /// The depth as a person choosing a sign would say it.
+    pub fn words(self) -> &'static str {
+        match self {
+            ColorDepth::Rgb => "Full colour",
+            ColorDepth::MonoAmber => "Amber only",
+            ColorDepth::MonoRed => "Red only",
+            ColorDepth::MonoGreen => "Green only",
+        }
+    }
+}
+
 named_enum! {
     pub enum Effect default Static {
         /// Aligned horizontally, centred vertically, still.

@@ -252,8 +252,8 @@ test("the page reconnects after a drop and resumes where it stopped", async ({ p
 
 test("the home page links to the data explorer", async ({ page }) => {
   await page.goto("/");
-  await expect(page.locator("h1")).toHaveText("Marquee");
-  await page.getByRole("link", { name: "Open the data explorer" }).click();
+  await expect(page.locator("h1")).toHaveText("Your signs");
+  await page.getByRole("navigation").getByRole("link", { name: "Data", exact: true }).click();
   await expect(page).toHaveURL(/\/data$/);
   await expect(page.getByTestId("live-status")).toHaveAttribute("data-state", "live");
 });

@@ -176,7 +176,9 @@ test("the playlist takes dragged messages, reorders by drag and keeps its order"
     .toBe(7);
   await seconds.nth(0).fill("0");
   await seconds.nth(0).press("Tab");
-  await expect(page.locator('[data-testid="error"][data-for="sign"]')).toContainText("duration");
+  await expect(
+    page.getByTestId("playlist-item").nth(0).locator('[data-testid="error"][data-for="seconds"]'),
+  ).toContainText("Seconds");
   const after = await getRecord(request, "signs", signId);
   expect(after.shows.playlist.map((item: { duration?: number }) => item.duration ?? null)).toEqual([null, 7]);
 });
@@ -229,7 +231,7 @@ test("malformed input shows an error next to its form and changes nothing", asyn
   await form.getByTestId("sign-name-input").fill(`Too wide ${id}`);
   await form.getByTestId("sign-width-input").fill("9999");
   await form.getByTestId("sign-create").click();
-  const error = page.locator('[data-testid="error"][data-for="new-sign"]');
+  const error = form.locator('[data-testid="error"][data-for="width"]');
   await expect(error).toContainText("width");
   await expect(error).toContainText("256");
   await expect(page.getByTestId("sign-card").filter({ hasText: `Too wide ${id}` })).toHaveCount(0);
@@ -244,7 +246,7 @@ test("malformed input shows an error next to its form and changes nothing", asyn
   await page.getByTestId("message-text").fill("CHANGED");
   await page.getByTestId("message-speed").fill("0");
   await page.getByTestId("message-save").click();
-  await expect(page.locator('[data-testid="error"][data-for="message"]')).toContainText("speed");
+  await expect(page.locator('[data-testid="error"][data-for="speed"]')).toContainText("speed");
   expect((await getRecord(request, "messages", messageId)).text).toBe("STEADY");
 });
 

@@ -10,10 +10,162 @@ use serde_json::Value;
 use super::led::Showing;
 use crate::event::ErrorBody;
 use crate::live::{Acked, Live, Record, Write};
-use crate::sign::{Message, Shows, Sign};
+use crate::sign::{Message, ModelError, Shows, Sign};
 
 pub fn describe(error: &ErrorBody) -> String {
     format!("{} ({})", error.message, error.code)
+}
+
+/// What the user typed that cannot be saved, in words, and which field it is
+/// about (so the page shows it next to that field and marks the field).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The model's path of the field (`width`, `speed`), if it is about one.
+    pub field: Option<String>,
+    pub words: String,
+}
+
+impl Problem {
+    pub fn general(words: impl Into<String>) -> Problem {
+        Problem {
+            field: None,
+            words: words.into(),
+        }
+    }
+
+    pub fn about(field: &str, words: impl Into<String>) -> Problem {
+        Problem {
+            field: Some(field.to_string()),
+            words: words.into(),
+        }
+    }
+
+    /// A model check's refusal, said about the field it names.
+    pub fn from_model(error: &ModelError) -> Problem {
+        match error {
+            ModelError::NotAnObject => Problem::general(error.to_string()),
+            ModelError::Field { field, reason } => {
+                Problem::about(field, format!("{} {reason}.", field_words(field)))
+            }
+        }
+    }
+
+    /// A write the server refused, in words rather than its error code.
+    pub fn from_server(error: &ErrorBody) -> Problem {
+        match error.code.as_str() {
+            "version_mismatch" => {
+                Problem::general("Someone else changed this in the meantime; nothing was saved.")
+            }
+            "forbidden" => Problem::general("Your account may not change this."),
+            "unauthorized" => Problem::general("You are signed out: sign in again to save."),
+            _ => match error.message.split_once(": ") {
+                // The model's "field: reason", as the same sentence as a check here.
+                Some((field, reason)) if !field.contains(' ') => {
+                    Problem::about(field, format!("{} {reason}.", field_words(field)))
+                }
+                _ => Problem::general(error.message.clone()),
+            },
+        }
+    }
+
+    fn is_about(&self, field: &str) -> bool {
+        self.field.as_deref() == Some(field)
+    }
+}
+
+/// How a page names a model field in a sentence ("The width must be …").
+pub fn field_words(field: &str) -> &'static str {
+    match field {
+        "name" => "The name",
+        "width" => "The width",
+        "height" => "The height",
+        "color_depth" => "The colours",
+        "brightness" => "The brightness",
+        "text" => "The text",
+        "color" => "The colour",
+        "background" => "The background",
+        "effect" => "The effect",
+        "speed" => "The speed",
+        "duration" => "The duration",
+        "align" => "The alignment",
+        "font" => "The font",
+        _ if field.ends_with(".duration") => "The seconds",
+        _ if field.starts_with("shows") => "What the sign shows",
+        _ => "This value",
+    }
+}
+
+/// A problem shown under the field it is about (`field`, the model's path);
+/// `place` names it for tests.
+#[component]
+pub fn FieldProblem(problem: RwSignal<Option<Problem>>, field: &'static str) -> impl IntoView {
+    move || {
+        problem.with(|p| {
+            p.as_ref().filter(|p| p.is_about(field)).map(|p| {
+                view! {
+                    <span class="error field-error" data-testid="error" data-for=field role="alert">
+                        {p.words.clone()}
+                    </span>
+                }
+            })
+        })
+    }
+}
+
+/// A problem about no field shown on this form (`shown`: the fields it shows).
+#[component]
+pub fn FormProblem(
+    problem: RwSignal<Option<Problem>>,
+    place: &'static str,
+    shown: &'static [&'static str],
+) -> impl IntoView {
+    move || {
+        problem.with(|p| {
+            p.as_ref()
+                .filter(|p| !p.field.as_deref().is_some_and(|f| shown.contains(&f)))
+                .map(|p| {
+                    view! {
+                        <p class="error" data-testid="error" data-for=place role="alert">
+                            {p.words.clone()}
+                        </p>
+                    }
+                })
+        })
+    }
+}
+
+/// Whether `problem` is about `field`: the field is marked invalid.
+pub fn marks(
+    problem: RwSignal<Option<Problem>>,
+    field: &'static str,
+) -> impl Fn() -> Option<&'static str> + Copy {
+    move || {
+        problem
+            .with(|p| p.as_ref().is_some_and(|p| p.is_about(field)))
+            .then_some("true")
+    }
+}
+
+/// Like [`send`], with the server's refusal as a [`Problem`].
+pub fn send_checked(
+    live: Live,
+    write: Write,
+    busy: RwSignal<bool>,
+    problem: RwSignal<Option<Problem>>,
+    done: impl FnOnce(Acked) + 'static,
+) {
+    problem.set(None);
+    busy.set(true);
+    spawn_local(async move {
+        let result = live.write(write).await;
+        busy.try_set(false);
+        match result {
+            Ok(ack) => done(ack),
+            Err(e) => {
+                problem.try_set(Some(Problem::from_server(&e)));
+            }
+        }
+    });
 }
 
 /// The connection indicator; with two connections, live only when both are.
@@ -127,13 +279,18 @@ pub fn NumberField(
     max: u32,
     value: RwSignal<String>,
     #[prop(optional)] edited: Option<Callback<()>>,
+    /// The model's name of the field, with the form's problem: shown under it.
+    #[prop(optional)]
+    checked: Option<(&'static str, RwSignal<Option<Problem>>)>,
 ) -> impl IntoView {
+    let (field, problem) = checked.unwrap_or(("", RwSignal::new(None)));
     view! {
         <label class="field">
             <span>{label}</span>
             <input
                 type="number"
                 data-testid=testid
+                aria-invalid=marks(problem, field)
                 min=min
                 max=max
                 prop:value=move || value.get()
@@ -144,9 +301,30 @@ pub fn NumberField(
                     }
                 }
             />
+            <FieldProblem problem field />
         </label>
     }
     .into_any()
+}
+
+/// Puts keyboard focus on the first element matching `selector` once the page
+/// has drawn what the last change asked for (the next frame), so an action
+/// leaves the cursor where the user works next instead of at the page's top.
+pub fn focus_soon(selector: String) {
+    #[cfg(feature = "hydrate")]
+    request_animation_frame(move || {
+        use wasm_bindgen::JsCast;
+        let element = document()
+            .query_selector(&selector)
+            .ok()
+            .flatten()
+            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
+        if let Some(element) = element {
+            let _ = element.focus();
+        }
+    });
+    #[cfg(not(feature = "hydrate"))]
+    let _ = selector;
 }
 
 /// What a sign is called on the page: its name, else its id.
@@ -235,6 +413,30 @@ mod tests {
         assert_eq!(now.message.text, "B");
         let sign = Sign::from_json(&json!({"shows": {"message": "zz"}})).expect("valid sign");
         assert!(showing(&sign, &messages).is_none());
+    }
+
+    #[test]
+    fn problems_are_sentences_about_their_field() {
+        let e = Sign::from_json(&json!({"width": 0})).expect_err("too narrow");
+        let p = Problem::from_model(&e);
+        assert_eq!(p.field.as_deref(), Some("width"));
+        assert_eq!(p.words, "The width must be between 1 and 256.");
+        let server = ErrorBody {
+            code: "invalid_record".into(),
+            message: "speed: must be between 1 and 500".into(),
+        };
+        let p = Problem::from_server(&server);
+        assert_eq!(p.field.as_deref(), Some("speed"));
+        assert!(!p.words.contains("invalid_record"));
+        let conflict = ErrorBody {
+            code: "version_mismatch".into(),
+            message: "'messages/m' is at version 3".into(),
+        };
+        assert!(
+            Problem::from_server(&conflict)
+                .words
+                .starts_with("Someone else changed")
+        );
     }
 
     #[test]

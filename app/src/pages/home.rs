@@ -1,5 +1,6 @@
 //! `/`: every sign as a live thumbnail, and creating, renaming, resizing and
-//! deleting signs. Also the page for paths that have none.
+//! deleting signs (with the colours their LEDs can show). A first visit is led
+//! to create a sign, then a message for it. Also the page for paths that have none.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -7,25 +8,35 @@ use leptos_router::components::A;
 use serde_json::{Value, json};
 
 use super::common::{
-    DeleteButton, ErrorNote, LiveStatus, NumberField, number_field, read_sign, send, showing,
-    sign_title,
+    DeleteButton, FieldProblem, FormProblem, LiveStatus, NumberField, Problem, focus_soon, marks,
+    number_field, read_sign, send_checked, showing, sign_title,
 };
 use super::led::LedSign;
 use crate::auth::use_auth;
 use crate::live::{Live, Write};
 use crate::sign::{
-    DEFAULT_HEIGHT, DEFAULT_WIDTH, MAX_HEIGHT, MAX_WIDTH, MIN_HEIGHT, MIN_WIDTH, Sign,
+    ColorDepth, DEFAULT_HEIGHT, DEFAULT_WIDTH, MAX_HEIGHT, MAX_WIDTH, MIN_HEIGHT, MIN_WIDTH, Sign,
 };
 
-/// Checks a sign's name and size as typed; the fields as JSON, or the problem in words.
-fn sign_fields(name: &str, width: &str, height: &str) -> Result<Value, String> {
+/// The fields the sign forms show, by the model's names: problems about them show under them.
+const SIGN_FORM_FIELDS: &[&str] = &["name", "width", "height", "color_depth"];
+
+/// Checks a sign's name, size and colours as typed; the fields as JSON, or the problem.
+fn sign_fields(name: &str, width: &str, height: &str, depth: &str) -> Result<Value, Problem> {
+    if name.trim().is_empty() {
+        return Err(Problem::about(
+            "name",
+            "Give the sign a name, such as “Lobby” or “Shop window”.",
+        ));
+    }
     let value = json!({
         "name": name.trim(),
         "width": number_field(width),
         "height": number_field(height),
+        "color_depth": depth,
     });
     // The server checks too; checking here names the field before anything is sent.
-    Sign::from_json(&value).map_err(|e| e.to_string())?;
+    Sign::from_json(&value).map_err(|e| Problem::from_model(&e))?;
     Ok(value)
 }
 
@@ -48,18 +59,31 @@ pub fn HomePage() -> impl IntoView {
         <Title text="Signs · Marquee" />
         <section class="intro">
             <div>
-                <h1>"Marquee"</h1>
+                <h1>"Your signs"</h1>
                 <p class="lead">
-                    "Your LED signs, live: what each one shows now, kept on disk and sent to "
-                    "every browser and device over WebSockets and MQTT."
+                    "Each sign below shows what its LEDs show right now. Choose what a sign "
+                    "shows here, and every screen and sign linked to it changes at once."
                 </p>
+                <Show when=move || can_edit.get()>
+                    <ol class="steps" data-testid="first-steps">
+                        <li>"Create a sign: give it a name and its size in LEDs."</li>
+                        <li>"Write a message: the words, colour and how they move."</li>
+                        <li>"Open the sign and press “Show now” on the message."</li>
+                    </ol>
+                </Show>
             </div>
             <div class="intro-links">
-                <A href="/messages" attr:class="button primary">
-                    "Message library"
-                </A>
-                <A href="/data" attr:class="button">
-                    "Open the data explorer"
+                <Show when=move || can_edit.get()>
+                    <button
+                        class="primary"
+                        data-testid="start-create"
+                        on:click=move |_| focus_soon("[data-testid=new-sign] input".into())
+                    >
+                        "Create a sign"
+                    </button>
+                </Show>
+                <A href="/messages" attr:class="button">
+                    "Messages"
                 </A>
             </div>
         </section>
@@ -82,7 +106,11 @@ pub fn HomePage() -> impl IntoView {
         <Show when=move || signs.synced.get() && signs.records.with(|r| r.is_empty())>
             <p class="muted">
                 {move || {
-                    if can_edit.get() { "No signs yet: create the first one." } else { "No signs yet." }
+                    if can_edit.get() {
+                        "No signs yet: start with “New sign”."
+                    } else {
+                        "No signs yet."
+                    }
                 }}
             </p>
         </Show>
@@ -103,15 +131,14 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
     });
     let editing = RwSignal::new(false);
     let busy = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
-    let name = RwSignal::new(String::new());
-    let width = RwSignal::new(String::new());
-    let height = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<Problem>);
+    let fields = Fields::new(ColorDepth::Rgb);
     let open = move |_| {
         if let Some(s) = valid.get_untracked() {
-            name.set(s.name);
-            width.set(s.width.to_string());
-            height.set(s.height.to_string());
+            fields.name.set(s.name);
+            fields.width.set(s.width.to_string());
+            fields.height.set(s.height.to_string());
+            fields.depth.set(s.color_depth.as_str().to_string());
         }
         error.set(None);
         editing.set(true);
@@ -120,7 +147,7 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
         let id = id.clone();
         move |ev: leptos::ev::SubmitEvent| {
             ev.prevent_default();
-            let value = match sign_fields(&name.get(), &width.get(), &height.get()) {
+            let value = match fields.checked() {
                 Ok(value) => value,
                 Err(problem) => {
                     error.set(Some(problem));
@@ -132,7 +159,7 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
                 value,
                 if_match: None,
             };
-            send(signs, write, busy, error, move |_| {
+            send_checked(signs, write, busy, error, move |_| {
                 editing.try_set(false);
             });
         }
@@ -144,7 +171,7 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
                 id: id.clone(),
                 if_match: None,
             };
-            send(signs, write, busy, error, |_| {});
+            send_checked(signs, write, busy, error, |_| {});
         })
     };
     let href = format!("/signs/{id}");
@@ -164,6 +191,9 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
                 <span class="muted" data-testid="sign-size">
                     {move || valid.get().map(|s| format!("{}×{}", s.width, s.height))}
                 </span>
+                <span class="muted" data-testid="sign-colors">
+                    {move || valid.get().map(|s| s.color_depth.words())}
+                </span>
             </div>
             {move || {
                 sign.get()
@@ -179,7 +209,7 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
                         <Show when=move || can_edit.get()>
                             <div class="buttons">
                                 <button data-testid="sign-edit" on:click=open>
-                                    "Rename / resize"
+                                    "Change"
                                 </button>
                                 <DeleteButton busy testid="sign-delete" on_confirm=delete />
                             </div>
@@ -188,7 +218,7 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
                 }
             >
                 <form class="sign-form" novalidate=true on:submit=save.clone()>
-                    <SignFields name width height />
+                    <SignFields fields problem=error />
                     <div class="buttons">
                         <button class="primary" type="submit" disabled=move || busy.get()>
                             "Save"
@@ -199,28 +229,67 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
                     </div>
                 </form>
             </Show>
-            <ErrorNote error place="sign-card" />
+            <FormProblem problem=error place="sign-card" shown=SIGN_FORM_FIELDS />
         </article>
     }
     .into_any()
 }
 
-/// Name, width and height inputs.
-#[component]
-fn SignFields(
+/// The sign form's fields as typed.
+#[derive(Clone, Copy)]
+struct Fields {
     name: RwSignal<String>,
     width: RwSignal<String>,
     height: RwSignal<String>,
-) -> impl IntoView {
+    depth: RwSignal<String>,
+}
+
+impl Fields {
+    fn new(depth: ColorDepth) -> Fields {
+        Fields {
+            name: RwSignal::new(String::new()),
+            width: RwSignal::new(DEFAULT_WIDTH.to_string()),
+            height: RwSignal::new(DEFAULT_HEIGHT.to_string()),
+            depth: RwSignal::new(depth.as_str().to_string()),
+        }
+    }
+
+    fn checked(self) -> Result<Value, Problem> {
+        sign_fields(
+            &self.name.get_untracked(),
+            &self.width.get_untracked(),
+            &self.height.get_untracked(),
+            &self.depth.get_untracked(),
+        )
+    }
+}
+
+/// Name, size and colour inputs, each with its problem under it.
+#[component]
+fn SignFields(fields: Fields, problem: RwSignal<Option<Problem>>) -> impl IntoView {
+    let depths = ColorDepth::ALL
+        .iter()
+        .map(|depth| {
+            let name = depth.as_str();
+            view! {
+                <option value=name selected=move || fields.depth.get() == name>
+                    {depth.words()}
+                </option>
+            }
+        })
+        .collect_view();
     view! {
         <label class="field">
             <span>"Name"</span>
             <input
                 type="text"
                 data-testid="sign-name-input"
-                prop:value=move || name.get()
-                on:input=move |ev| name.set(event_target_value(&ev))
+                placeholder="Lobby"
+                aria-invalid=marks(problem, "name")
+                prop:value=move || fields.name.get()
+                on:input=move |ev| fields.name.set(event_target_value(&ev))
             />
+            <FieldProblem problem field="name" />
         </label>
         <div class="field-row">
             <NumberField
@@ -228,43 +297,66 @@ fn SignFields(
                 testid="sign-width-input"
                 min=MIN_WIDTH.into()
                 max=MAX_WIDTH.into()
-                value=width
+                value=fields.width
+                checked=("width", problem)
             />
             <NumberField
                 label="Height (LEDs)"
                 testid="sign-height-input"
                 min=MIN_HEIGHT.into()
                 max=MAX_HEIGHT.into()
-                value=height
+                value=fields.height
+                checked=("height", problem)
             />
         </div>
+        <label class="field">
+            <span>"Colours its LEDs can show"</span>
+            <select
+                data-testid="sign-colors-input"
+                aria-invalid=marks(problem, "color_depth")
+                prop:value=move || fields.depth.get()
+                on:change=move |ev| fields.depth.set(event_target_value(&ev))
+            >
+                {depths}
+            </select>
+            <FieldProblem problem field="color_depth" />
+        </label>
     }
     .into_any()
 }
 
 #[component]
 fn NewSign(signs: Live) -> impl IntoView {
-    let name = RwSignal::new(String::new());
-    let width = RwSignal::new(DEFAULT_WIDTH.to_string());
-    let height = RwSignal::new(DEFAULT_HEIGHT.to_string());
+    // Most signs sold today are full colour; one-colour signs are picked here.
+    let fields = Fields::new(ColorDepth::Rgb);
     let busy = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
+    let error = RwSignal::new(None::<Problem>);
+    // The sign just made, to lead on to it.
+    let made = RwSignal::new(None::<(String, String)>);
     let create = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let value = match sign_fields(&name.get(), &width.get(), &height.get()) {
+        made.set(None);
+        let value = match fields.checked() {
             Ok(value) => value,
             Err(problem) => {
                 error.set(Some(problem));
+                // The cursor goes to the field to mend.
+                focus_soon("[data-testid=new-sign] [aria-invalid=true]".into());
                 return;
             }
         };
+        let name = fields.name.get_untracked().trim().to_string();
         let write = Write::Put {
             id: None,
             value,
             if_match: None,
         };
-        send(signs, write, busy, error, move |_| {
-            name.try_set(String::new());
+        send_checked(signs, write, busy, error, move |ack| {
+            fields.name.try_set(String::new());
+            if let Some(id) = ack.id {
+                made.try_set(Some((id, name)));
+                focus_soon("[data-testid=sign-made] a".into());
+            }
         });
     };
     view! {
@@ -275,8 +367,21 @@ fn NewSign(signs: Live) -> impl IntoView {
             on:submit=create
         >
             <h2>"New sign"</h2>
-            <SignFields name width height />
-            <ErrorNote error place="new-sign" />
+            <SignFields fields problem=error />
+            <FormProblem problem=error place="new-sign" shown=SIGN_FORM_FIELDS />
+            {move || {
+                made.get()
+                    .map(|(id, name)| {
+                        view! {
+                            <p class="ok" data-testid="sign-made" role="status">
+                                {format!("“{name}” is ready. ")}
+                                <a href=format!("/signs/{id}")>
+                                    {format!("Open {name} to choose what it shows →")}
+                                </a>
+                            </p>
+                        }
+                    })
+            }}
             <div class="buttons">
                 <button
                     class="primary"
@@ -314,18 +419,27 @@ mod tests {
     #[test]
     fn sign_fields_name_the_bad_field() {
         assert_eq!(
-            sign_fields(" Lobby ", "64", "16"),
-            Ok(json!({"name": "Lobby", "width": 64, "height": 16}))
+            sign_fields(" Lobby ", "64", "16", "rgb"),
+            Ok(json!({"name": "Lobby", "width": 64, "height": 16, "color_depth": "rgb"}))
         );
-        assert!(
-            sign_fields("x", "9999", "16")
-                .unwrap_err()
-                .starts_with("width")
+        let field = |r: Result<Value, Problem>| r.unwrap_err().field;
+        assert_eq!(
+            field(sign_fields("x", "9999", "16", "rgb")),
+            Some("width".into())
         );
-        assert!(
-            sign_fields("x", "64", "")
-                .unwrap_err()
-                .starts_with("height")
+        assert_eq!(
+            field(sign_fields("x", "64", "", "rgb")),
+            Some("height".into())
         );
+        assert_eq!(
+            field(sign_fields("  ", "64", "16", "rgb")),
+            Some("name".into())
+        );
+        assert_eq!(
+            field(sign_fields("x", "64", "16", "blue")),
+            Some("color_depth".into())
+        );
+        let words = sign_fields("x", "9999", "16", "rgb").unwrap_err().words;
+        assert_eq!(words, "The width must be between 1 and 256.");
     }
 }

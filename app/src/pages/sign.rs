@@ -2,9 +2,12 @@
 //! shows (one message or a playlist) and the message library beside it.
 //!
 //! Drag and drop: a message onto the sign shows it now; into the playlist
-//! appends (or inserts before the item it is dropped on); within the playlist
-//! reorders; out of it (onto the library or the trash) removes. Every action
-//! also has a button, so none needs a mouse. Below: the devices that mirror it.
+//! appends (or, on a row, goes before or after it, as the marker shows);
+//! within the playlist reorders; out of it (onto the library or the trash)
+//! removes. Every action also has a button, so none needs a mouse or a drag
+//! (phones), and keyboard focus stays on the row acted on. The editor and its
+//! rows are built once, so a sign that changes (a playing playlist) never
+//! drops what the user is typing or dragging. Below: the devices that mirror it.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -13,7 +16,8 @@ use leptos_router::hooks::use_params_map;
 use serde_json::{Value, json};
 
 use super::common::{
-    ErrorNote, LiveStatus, message_label, read_message, read_sign, send, showing, sign_title,
+    FormProblem, LiveStatus, Problem, focus_soon, message_label, read_message, read_sign,
+    send_checked, showing, sign_title,
 };
 use super::devices::SignDevices;
 use super::led::LedSign;
@@ -90,10 +94,27 @@ pub fn item_duration(text: &str) -> Result<Option<u32>, String> {
         .map(Some)
         .ok_or_else(|| {
             format!(
-                "duration: must be a whole number of seconds from {MIN_DURATION} to {MAX_DURATION}, \
-                 or empty for the message's own"
+                "Seconds must be a whole number from {MIN_DURATION} to {MAX_DURATION} \
+                 (or empty for the message's own)."
             )
         })
+}
+
+/// A playlist row's identity across changes to the sign: its message, and which
+/// of that message's appearances in the list it is (a message may be in twice).
+pub type RowKey = (String, usize);
+
+/// The rows' identities, in the list's order.
+pub fn row_keys(items: &[PlaylistItem]) -> Vec<RowKey> {
+    let mut seen = std::collections::HashMap::<&str, usize>::new();
+    items
+        .iter()
+        .map(|item| {
+            let n = seen.entry(item.message.as_str()).or_insert(0);
+            *n += 1;
+            (item.message.clone(), *n - 1)
+        })
+        .collect()
 }
 
 /// What is being dragged on the page.
@@ -101,18 +122,48 @@ pub fn item_duration(text: &str) -> Result<Option<u32>, String> {
 enum Drag {
     /// A message from the library.
     Library(String),
-    /// The playlist item at this index.
-    Item(usize),
+    /// A playlist row (by identity: the list may change during the drag).
+    Item(RowKey),
 }
 
 /// Where a drag hovers, for highlighting.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Zone {
     Stage,
+    /// The playlist outside its rows: the end of the list.
     Playlist,
-    Item(usize),
+    /// Just before the row at this index (the row count: the end).
+    At(usize),
     Library,
     Trash,
+}
+
+/// A button of a playlist row that keyboard focus can return to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum RowButton {
+    Up,
+    Down,
+    Play,
+    Remove,
+}
+
+/// Where keyboard focus goes once the sign has changed: this row's button,
+/// when the row has reached `at` (moving a row's element drops its focus).
+#[derive(Clone, Debug, PartialEq)]
+struct FocusRequest {
+    row: RowKey,
+    at: usize,
+    button: RowButton,
+}
+
+/// What the sign page can show, without the sign's contents: the editor is
+/// built once per sign, not again at every change the sign makes.
+#[derive(Clone, Debug, PartialEq)]
+enum PageState {
+    Loading,
+    Missing,
+    Invalid(String),
+    Valid,
 }
 
 #[component]
@@ -129,6 +180,12 @@ pub fn SignPage() -> impl IntoView {
 
     let sign = Memo::new(move |_| signs.records.with(|r| read_sign(r, &id.get())));
     let valid = Memo::new(move |_| sign.get().and_then(Result::ok));
+    let state = Memo::new(move |_| match sign.get() {
+        None if signs.synced.get() => PageState::Missing,
+        None => PageState::Loading,
+        Some(Err(problem)) => PageState::Invalid(problem),
+        Some(Ok(_)) => PageState::Valid,
+    });
     let name = move || valid.with(|s| sign_title(s.as_ref(), &id.get()));
 
     view! {
@@ -143,15 +200,22 @@ pub fn SignPage() -> impl IntoView {
                     {move || {
                         valid
                             .get()
-                            .map(|s| format!("{} × {} LEDs", s.width, s.height))
+                            .map(|s| {
+                                format!(
+                                    "{} × {} LEDs, {}",
+                                    s.width,
+                                    s.height,
+                                    s.color_depth.words().to_lowercase(),
+                                )
+                            })
                             .unwrap_or_default()
                     }}
                 </span>
                 <span class="spacer"></span>
                 <LiveStatus live=signs also=messages />
             </div>
-            {move || match sign.get() {
-                None if signs.synced.get() => {
+            {move || match state.get() {
+                PageState::Missing => {
                     view! {
                         <div class="panel empty-state">
                             <p>"There is no sign " <code>{id.get()}</code> "."</p>
@@ -160,8 +224,8 @@ pub fn SignPage() -> impl IntoView {
                     }
                         .into_any()
                 }
-                None => view! { <p class="muted">"Loading the sign…"</p> }.into_any(),
-                Some(Err(problem)) => {
+                PageState::Loading => view! { <p class="muted">"Loading the sign…"</p> }.into_any(),
+                PageState::Invalid(problem) => {
                     view! {
                         <p class="error" data-testid="error" data-for="sign-record">
                             {format!("This sign's record is not valid: {problem}")}
@@ -169,11 +233,86 @@ pub fn SignPage() -> impl IntoView {
                     }
                         .into_any()
                 }
-                Some(Ok(_)) => view! { <SignEditor id valid signs messages /> }.into_any(),
+                PageState::Valid => view! { <SignEditor id valid signs messages /> }.into_any(),
             }}
         </div>
     }
     .into_any()
+}
+
+/// Everything a playlist row needs from the editor.
+#[derive(Clone, Copy)]
+struct Rows {
+    keys: Memo<Vec<RowKey>>,
+    valid: Memo<Option<Sign>>,
+    messages: Live,
+    can_edit: Memo<bool>,
+    drag: RwSignal<Option<Drag>>,
+    over: RwSignal<Option<Zone>>,
+    focus: RwSignal<Option<FocusRequest>>,
+    set_shows: Callback<Shows>,
+}
+
+impl Rows {
+    fn playlist_untracked(self) -> Option<Playlist> {
+        match self.valid.get_untracked().map(|s| s.shows) {
+            Some(Shows::Playlist(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn index_of(self, row: &RowKey) -> Option<usize> {
+        self.keys.get_untracked().iter().position(|k| k == row)
+    }
+
+    fn len(self) -> usize {
+        self.keys.with_untracked(Vec::len)
+    }
+
+    /// Moves the row at `from` to before `to`, keeping keyboard focus on it.
+    fn move_row(self, from: usize, to: usize, button: RowButton) {
+        let Some(mut list) = self.playlist_untracked() else {
+            return;
+        };
+        let keys = row_keys(&list.items);
+        move_item(&mut list, from, to);
+        let moved = row_keys(&list.items);
+        if let Some(row) = keys.get(from) {
+            let at = moved.iter().position(|k| k == row).unwrap_or(from);
+            // At the top "Up" is disabled (and cannot hold focus): "Down" then.
+            let button = match button {
+                RowButton::Up if at == 0 => RowButton::Down,
+                RowButton::Down if at + 1 >= moved.len() => RowButton::Up,
+                other => other,
+            };
+            self.focus.set(Some(FocusRequest {
+                row: row.clone(),
+                at,
+                button,
+            }));
+        }
+        self.set_shows.run(Shows::Playlist(list));
+    }
+
+    /// Removes the row at `index`; focus goes to the row that takes its place.
+    fn remove_row(self, index: usize) {
+        let Some(mut list) = self.playlist_untracked() else {
+            return;
+        };
+        remove_item(&mut list, index);
+        let left = row_keys(&list.items);
+        let at = index.min(left.len().saturating_sub(1));
+        match left.get(at) {
+            Some(row) => self.focus.set(Some(FocusRequest {
+                row: row.clone(),
+                at,
+                button: RowButton::Remove,
+            })),
+            // The list is empty: on to the library, to add something else.
+            None => focus_soon("[data-testid=add-to-playlist]".into()),
+        }
+        self.set_shows.run(Shows::Playlist(list));
+    }
 }
 
 #[component]
@@ -187,8 +326,9 @@ fn SignEditor(
     let can_edit = use_auth().can_edit();
     let drag = RwSignal::new(None::<Drag>);
     let over = RwSignal::new(None::<Zone>);
-    let error = RwSignal::new(None::<String>);
+    let error = RwSignal::new(None::<Problem>);
     let busy = RwSignal::new(false);
+    let focus = RwSignal::new(None::<FocusRequest>);
     // The last playlist seen, so switching to one message and back keeps it.
     let remembered = StoredValue::new(None::<Playlist>);
     Effect::new(move |_| {
@@ -202,6 +342,13 @@ fn SignEditor(
         let sign = valid.get()?;
         messages.records.with(|r| showing(&sign, r))
     });
+    // The message on the sign now, for the library's marker.
+    let on_now = Memo::new(move |_| {
+        valid.with(|s| {
+            s.as_ref()
+                .and_then(|s| s.shows.current_message().map(str::to_string))
+        })
+    });
 
     let patch = move |value: Value| {
         let write = Write::Patch {
@@ -209,14 +356,14 @@ fn SignEditor(
             value,
             if_match: None,
         };
-        send(signs, write, busy, error, |_| {});
+        send_checked(signs, write, busy, error, |_| {});
     };
-    let set_shows = move |shows: Shows| patch(shows_patch(&shows));
+    let set_shows = Callback::new(move |shows: Shows| patch(shows_patch(&shows)));
     let playlist = move || match valid.get_untracked().map(|s| s.shows) {
         Some(Shows::Playlist(p)) => Some(p),
         _ => None,
     };
-    let show_now = move |message: String| set_shows(Shows::Message(message));
+    let show_now = move |message: String| set_shows.run(Shows::Message(message));
     let add_at = move |message: String, at: Option<usize>| {
         // Adding to the playlist plays the playlist.
         let mut list = playlist().unwrap_or_default();
@@ -229,61 +376,60 @@ fn SignEditor(
                 duration: None,
             },
         );
-        set_shows(Shows::Playlist(list));
+        set_shows.run(Shows::Playlist(list));
     };
-    let move_to = move |from: usize, to: usize| {
-        if let Some(mut list) = playlist() {
-            move_item(&mut list, from, to);
-            set_shows(Shows::Playlist(list));
-        }
-    };
-    let remove = move |index: usize| {
-        if let Some(mut list) = playlist() {
-            remove_item(&mut list, index);
-            set_shows(Shows::Playlist(list));
-        }
-    };
-    let set_duration = move |index: usize, text: String| match item_duration(&text) {
-        Ok(duration) => {
-            if let Some(mut list) = playlist()
-                && let Some(item) = list.items.get_mut(index)
-            {
-                item.duration = duration;
-                set_shows(Shows::Playlist(list));
-            }
-        }
-        Err(problem) => error.set(Some(problem)),
-    };
+    let keys = Memo::new(move |_| match valid.get().map(|s| s.shows) {
+        Some(Shows::Playlist(p)) => row_keys(&p.items),
+        _ => Vec::new(),
+    });
     let play_item = move |index: usize| {
         if let Some(mut list) = playlist()
             && index < list.items.len()
         {
             list.position = index;
-            set_shows(Shows::Playlist(list));
+            set_shows.run(Shows::Playlist(list));
         }
     };
 
+    let rows = Rows {
+        keys,
+        valid,
+        messages,
+        can_edit,
+        drag,
+        over,
+        focus,
+        set_shows,
+    };
     // Drop handling shared by the zones: what was dragged, where it went.
-    let dropped = move |zone: Zone| {
+    let dropped = Callback::new(move |zone: Zone| {
         over.set(None);
         let Some(what) = drag.get_untracked() else {
             return;
         };
+        drag.set(None);
         if !can_edit.get_untracked() {
             return;
         }
-        drag.set(None);
+        let len = rows.len();
         match (what, zone) {
             (Drag::Library(m), Zone::Stage) => show_now(m),
-            (Drag::Item(i), Zone::Stage) => play_item(i),
             (Drag::Library(m), Zone::Playlist) => add_at(m, None),
-            (Drag::Library(m), Zone::Item(at)) => add_at(m, Some(at)),
-            (Drag::Item(i), Zone::Playlist) => move_to(i, len_of(valid)),
-            (Drag::Item(i), Zone::Item(at)) => move_to(i, at),
-            (Drag::Item(i), Zone::Library | Zone::Trash) => remove(i),
+            (Drag::Library(m), Zone::At(at)) => add_at(m, Some(at)),
             (Drag::Library(_), Zone::Library | Zone::Trash) => {}
+            (Drag::Item(row), zone) => {
+                let Some(from) = rows.index_of(&row) else {
+                    return;
+                };
+                match zone {
+                    Zone::Stage => play_item(from),
+                    Zone::Playlist => rows.move_row(from, len, RowButton::Up),
+                    Zone::At(at) => rows.move_row(from, at, RowButton::Up),
+                    Zone::Library | Zone::Trash => rows.remove_row(from),
+                }
+            }
         }
-    };
+    });
     let zone_events = move |zone: Zone| {
         (
             move |ev: leptos::ev::DragEvent| {
@@ -298,7 +444,7 @@ fn SignEditor(
             move |ev: leptos::ev::DragEvent| {
                 ev.prevent_default();
                 ev.stop_propagation();
-                dropped(zone);
+                dropped.run(zone);
             },
         )
     };
@@ -308,6 +454,11 @@ fn SignEditor(
     let (trash_over, trash_drop) = zone_events(Zone::Trash);
     let is_over = move |zone: Zone| over.get() == Some(zone);
     let dragging_item = move || matches!(drag.get(), Some(Drag::Item(_)));
+    // A drop now would land at the end of the list: the marker shows there.
+    let at_end = move || {
+        let len = keys.with(Vec::len);
+        matches!(over.get(), Some(Zone::Playlist)) || over.get() == Some(Zone::At(len))
+    };
 
     // Brightness: follow the slider while it moves, write when it is let go.
     let brightness = RwSignal::new(None::<u8>);
@@ -330,13 +481,13 @@ fn SignEditor(
             ("message", Shows::Playlist(p)) => {
                 remembered.set_value(Some(p.clone()));
                 match p.current() {
-                    Some(item) => set_shows(Shows::Message(item.message.clone())),
-                    None => set_shows(Shows::Nothing),
+                    Some(item) => set_shows.run(Shows::Message(item.message.clone())),
+                    None => set_shows.run(Shows::Nothing),
                 }
             }
             ("playlist", Shows::Message(_) | Shows::Nothing) => {
                 let list = remembered.get_value().unwrap_or_default();
-                set_shows(Shows::Playlist(list));
+                set_shows.run(Shows::Playlist(list));
             }
             _ => {}
         }
@@ -355,37 +506,27 @@ fn SignEditor(
                 .collect::<Vec<_>>()
         })
     };
-    let items = move || {
-        let list = match valid.get().map(|s| s.shows) {
-            Some(Shows::Playlist(p)) => p,
-            _ => Playlist::default(),
-        };
-        let position = list.position;
-        list.items
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| {
-                let message = messages.records.with(|r| read_message(r, &item.message));
-                let label = message
-                    .as_ref()
-                    .map(message_label)
-                    .unwrap_or_else(|| format!("(missing message {})", item.message));
-                let own = message.map(|m| m.duration);
-                (index, item, label, own, index == position)
-            })
-            .collect::<Vec<_>>()
-    };
-    let count = move || items().len();
+    let count = move || keys.with(Vec::len);
+    let new_message = move || format!("/messages?new=1&sign={}", id.get());
 
     view! {
-        <div class="sign-grid">
+        // A drag over no zone clears the highlight. (The zones stop their dragover
+        // here; dragleave is not used: it also fires on moving onto a zone's own
+        // children, and a marker appearing under the pointer would flicker.)
+        <div
+            class="sign-grid"
+            on:dragover=move |_| {
+                if over.get_untracked().is_some() {
+                    over.set(None);
+                }
+            }
+        >
             <div class="sign-main">
                 <div
                     class="stage drop-zone"
                     class:over=move || is_over(Zone::Stage)
                     data-testid="stage"
                     on:dragover=stage_over
-                    on:dragleave=move |_| over.set(None)
                     on:drop=stage_drop
                 >
                     <LedSign
@@ -396,10 +537,10 @@ fn SignEditor(
                         testid="sign-canvas"
                     />
                     <Show when=move || can_edit.get()>
-                        <p class="stage-hint muted">"Drop a message here to show it now."</p>
+                        <p class="stage-hint muted drag-only">"Drop a message here to show it now."</p>
                     </Show>
                 </div>
-                <ErrorNote error place="sign" />
+                <FormProblem problem=error place="sign" shown=&[] />
                 <fieldset class="panel controls" disabled=move || !can_edit.get()>
                     <label class="field inline">
                         <span>"Brightness"</span>
@@ -466,103 +607,26 @@ fn SignEditor(
                             }}
                         </span>
                     </div>
-                    <ol class="playlist-items">
-                        {move || {
-                            let len = count();
-                            items()
-                                .into_iter()
-                                .map(|(index, item, label, own, current)| {
-                                    let (item_over, item_drop) = zone_events(Zone::Item(index));
-                                    let message = item.message.clone();
-                                    let seconds = item
-                                        .duration
-                                        .map(|d| d.to_string())
-                                        .unwrap_or_default();
-                                    let hint = own.map(|d| d.to_string()).unwrap_or_default();
-                                    view! {
-                                        <li
-                                            class="playlist-item"
-                                            class:current=current
-                                            class:over=move || is_over(Zone::Item(index))
-                                            draggable=move || can_edit.get().to_string()
-                                            data-testid="playlist-item"
-                                            data-message=message.clone()
-                                            data-index=index.to_string()
-                                            on:dragstart=move |ev: leptos::ev::DragEvent| {
-                                                set_drag_data(&ev, &message);
-                                                drag.set(Some(Drag::Item(index)));
-                                            }
-                                            on:dragend=move |_| {
-                                                drag.set(None);
-                                                over.set(None);
-                                            }
-                                            on:dragover=item_over
-                                            on:drop=item_drop
-                                        >
-                                            <span class="grip" aria-hidden="true">
-                                                "⠿"
-                                            </span>
-                                            <span class="label">{label}</span>
-                                            <label class="item-duration" title="Seconds on the sign; empty: the message's own">
-                                                <input
-                                                    type="number"
-                                                    data-testid="playlist-duration"
-                                                    aria-label="Seconds"
-                                                    disabled=move || !can_edit.get()
-                                                    min=MIN_DURATION
-                                                    max=MAX_DURATION
-                                                    placeholder=hint
-                                                    prop:value=seconds
-                                                    on:change=move |ev| {
-                                                        set_duration(index, event_target_value(&ev));
-                                                    }
-                                                />
-                                                "s"
-                                            </label>
-                                            {current
-                                                .then(|| view! { <span class="badge">"on now"</span> })}
-                                            <span class="item-buttons" class:hidden=move || !can_edit.get()>
-                                                <button
-                                                    title="Move up"
-                                                    aria-label="Move up"
-                                                    disabled={index == 0}
-                                                    on:click=move |_| move_to(index, index.saturating_sub(1))
-                                                >
-                                                    "↑"
-                                                </button>
-                                                <button
-                                                    title="Move down"
-                                                    aria-label="Move down"
-                                                    disabled={index + 1 >= len}
-                                                    on:click=move |_| move_to(index, index + 2)
-                                                >
-                                                    "↓"
-                                                </button>
-                                                <button
-                                                    title="Play this item now"
-                                                    on:click=move |_| play_item(index)
-                                                >
-                                                    "Play"
-                                                </button>
-                                                <button
-                                                    class="danger"
-                                                    data-testid="playlist-remove"
-                                                    on:click=move |_| remove(index)
-                                                >
-                                                    "Remove"
-                                                </button>
-                                            </span>
-                                        </li>
-                                    }
-                                })
-                                .collect_view()
-                        }}
+                    <ol class="playlist-items" class:drop-end=at_end>
+                        <For
+                            each=move || keys.get()
+                            key=|row| row.clone()
+                            children=move |row| view! { <PlaylistRow row rows dropped /> }
+                        />
                     </ol>
+                    <p
+                        class="drop-marker"
+                        class:hidden=move || !at_end()
+                        data-testid="drop-marker-end"
+                        aria-hidden="true"
+                    >
+                        "Drop to add at the end"
+                    </p>
                     <Show when=move || count() == 0>
                         <p class="muted empty">
                             {move || {
                                 if can_edit.get() {
-                                    "Drag messages here (or use “Add to playlist”) to play them in turn."
+                                    "Use “Add to playlist” on messages (or drag them here) to play them in turn."
                                 } else {
                                     "The playlist is empty."
                                 }
@@ -571,13 +635,12 @@ fn SignEditor(
                     </Show>
                 </section>
                 <div
-                    class="trash drop-zone"
+                    class="trash drop-zone drag-only"
                     class:hidden=move || !can_edit.get()
                     class:over=move || is_over(Zone::Trash)
                     class:armed=dragging_item
                     data-testid="trash"
                     on:dragover=trash_over
-                    on:dragleave=move |_| over.set(None)
                     on:drop=trash_drop
                 >
                     "Drop a playlist item here to remove it"
@@ -593,7 +656,10 @@ fn SignEditor(
             >
                 <div class="panel-head">
                     <h2>"Messages"</h2>
-                    <A href="/messages">"Library →"</A>
+                    <Show when=move || can_edit.get()>
+                        <a href=new_message data-testid="write-message">"Write a message"</a>
+                    </Show>
+                    <A href="/messages">"All messages →"</A>
                 </div>
                 <ul class="library-items">
                     <For
@@ -601,10 +667,17 @@ fn SignEditor(
                         key=|item| item.clone()
                         children=move |(message, label)| {
                             let edit = format!("/messages?id={message}");
-                            let (m1, m2, m3) = (message.clone(), message.clone(), message.clone());
+                            let (m1, m2, m3, m4) = (
+                                message.clone(),
+                                message.clone(),
+                                message.clone(),
+                                message.clone(),
+                            );
+                            let is_on = move || on_now.with(|m| m.as_deref() == Some(m4.as_str()));
                             view! {
                                 <li
                                     class="library-item"
+                                    class:on-now=is_on.clone()
                                     draggable=move || can_edit.get().to_string()
                                     data-testid="library-item"
                                     data-message=message.clone()
@@ -617,10 +690,13 @@ fn SignEditor(
                                         over.set(None);
                                     }
                                 >
-                                    <span class="grip" aria-hidden="true">
+                                    <span class="grip drag-only" aria-hidden="true">
                                         "⠿"
                                     </span>
                                     <span class="label">{label}</span>
+                                    <Show when=is_on.clone()>
+                                        <span class="badge" data-testid="on-sign">"on the sign"</span>
+                                    </Show>
                                     <span class="item-buttons">
                                         <button
                                             data-testid="show-now"
@@ -636,7 +712,7 @@ fn SignEditor(
                                         >
                                             "Add to playlist"
                                         </button>
-                                        <a href=edit>
+                                        <a href=edit class="button">
                                             {move || if can_edit.get() { "Edit" } else { "View" }}
                                         </a>
                                     </span>
@@ -646,12 +722,19 @@ fn SignEditor(
                     />
                 </ul>
                 <Show when=move || messages.records.with(|r| r.is_empty())>
-                    <p class="muted empty">
+                    <p class="muted empty" data-testid="library-empty">
                         {move || {
-                            if messages.synced.get() {
-                                "No messages yet: write one in the library."
+                            if !messages.synced.get() {
+                                "Loading messages…".into_any()
+                            } else if can_edit.get() {
+                                view! {
+                                    "No messages yet. "
+                                    <a href=new_message>"Write the first one"</a>
+                                    ", then press “Show now” here to put it on the sign."
+                                }
+                                    .into_any()
                             } else {
-                                "Loading messages…"
+                                "No messages yet.".into_any()
                             }
                         }}
                     </p>
@@ -662,11 +745,254 @@ fn SignEditor(
     .into_any()
 }
 
-fn len_of(valid: Memo<Option<Sign>>) -> usize {
-    match valid.get_untracked().map(|s| s.shows) {
-        Some(Shows::Playlist(p)) => p.items.len(),
-        _ => 0,
+/// One playlist row. It lives as long as its message stays in the list, so a
+/// change to the sign never takes away a half-typed duration or a drag.
+#[component]
+fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoView {
+    let Rows {
+        keys,
+        valid,
+        messages,
+        can_edit,
+        drag,
+        over,
+        focus,
+        set_shows,
+    } = rows;
+    let index = {
+        let row = row.clone();
+        Memo::new(move |_| keys.with(|k| k.iter().position(|k| k == &row).unwrap_or(0)))
+    };
+    let item = Memo::new(move |_| {
+        valid.with(|s| match s.as_ref().map(|s| &s.shows) {
+            Some(Shows::Playlist(p)) => p.items.get(index.get()).cloned().map(|i| (i, p.position)),
+            _ => None,
+        })
+    });
+    let current = move || item.with(|i| i.as_ref().is_some_and(|(_, at)| *at == index.get()));
+    let message_id = row.0.clone();
+    let message = {
+        let id = message_id.clone();
+        Memo::new(move |_| messages.records.with(|r| read_message(r, &id)))
+    };
+    let label = {
+        let id = message_id.clone();
+        move || {
+            message
+                .with(|m| m.as_ref().map(message_label))
+                .unwrap_or_else(|| format!("(the message {id} is gone)"))
+        }
+    };
+    let hint = move || message.with(|m| m.as_ref().map(|m| m.duration.to_string()));
+
+    // The seconds as typed. While the field has the cursor, changes to the sign
+    // leave it alone; otherwise it follows the stored value.
+    let seconds = RwSignal::new(String::new());
+    let typing = RwSignal::new(false);
+    let problem = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        let stored = item.with(|i| i.as_ref().and_then(|(i, _)| i.duration));
+        if !typing.get_untracked() {
+            seconds.set(stored.map(|d| d.to_string()).unwrap_or_default());
+        }
+    });
+    let save_seconds = move || match item_duration(&seconds.get_untracked()) {
+        Ok(duration) => {
+            problem.set(None);
+            let stored = item.with_untracked(|i| i.as_ref().and_then(|(i, _)| i.duration));
+            if stored == duration {
+                return;
+            }
+            if let Some(mut list) = rows.playlist_untracked()
+                && let Some(entry) = list.items.get_mut(index.get_untracked())
+            {
+                entry.duration = duration;
+                set_shows.run(Shows::Playlist(list));
+            }
+        }
+        Err(words) => problem.set(Some(words)),
+    };
+
+    // Buttons that keep keyboard focus after the row moves.
+    let up = NodeRef::<leptos::html::Button>::new();
+    let down = NodeRef::<leptos::html::Button>::new();
+    let play = NodeRef::<leptos::html::Button>::new();
+    let remove = NodeRef::<leptos::html::Button>::new();
+    let li = NodeRef::<leptos::html::Li>::new();
+    {
+        let row = row.clone();
+        Effect::new(move |_| {
+            let Some(request) = focus.get() else { return };
+            if request.row != row || index.get() != request.at {
+                return;
+            }
+            focus.set(None);
+            let target = match request.button {
+                RowButton::Up => up,
+                RowButton::Down => down,
+                RowButton::Play => play,
+                RowButton::Remove => remove,
+            };
+            request_animation_frame(move || {
+                if let Some(button) = target.get_untracked() {
+                    let _ = button.focus();
+                }
+            });
+        });
     }
+
+    // Where a drop on this row lands: before it, or after it when the pointer is
+    // low on the row (the lower 40%: the middle still means "before", as before).
+    let zone_at = move |ev: &leptos::ev::DragEvent| -> Zone {
+        let i = index.get_untracked();
+        #[cfg(feature = "hydrate")]
+        if let Some(el) = li.get_untracked() {
+            let rect = el.get_bounding_client_rect();
+            if f64::from(ev.client_y()) > rect.top() + rect.height() * 0.6 {
+                return Zone::At(i + 1);
+            }
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = ev;
+        Zone::At(i)
+    };
+    // (Named: a `>` written inside `view!` would end the tag.)
+    let is_last = move || index.get() + 1 >= keys.with(Vec::len);
+    let drag_row = row.clone();
+    let play_row = row.clone();
+    let drop_before = move || over.get() == Some(Zone::At(index.get()));
+
+    view! {
+        <li
+            node_ref=li
+            class="playlist-item"
+            class:current=current
+            class:drop-before=drop_before
+            draggable=move || can_edit.get().to_string()
+            data-testid="playlist-item"
+            data-message=message_id.clone()
+            data-index=move || index.get().to_string()
+            on:dragstart=move |ev: leptos::ev::DragEvent| {
+                set_drag_data(&ev, &drag_row.0);
+                drag.set(Some(Drag::Item(drag_row.clone())));
+            }
+            on:dragend=move |_| {
+                drag.set(None);
+                over.set(None);
+            }
+            on:dragover=move |ev: leptos::ev::DragEvent| {
+                if drag.get_untracked().is_some() {
+                    ev.prevent_default();
+                    ev.stop_propagation();
+                    let zone = zone_at(&ev);
+                    if over.get_untracked() != Some(zone) {
+                        over.set(Some(zone));
+                    }
+                }
+            }
+            on:drop=move |ev: leptos::ev::DragEvent| {
+                ev.prevent_default();
+                ev.stop_propagation();
+                dropped.run(zone_at(&ev));
+            }
+        >
+            <span class="grip drag-only" aria-hidden="true">
+                "⠿"
+            </span>
+            <span class="label">{label}</span>
+            <label class="item-duration" title="Seconds on the sign; empty: the message's own">
+                <input
+                    type="number"
+                    data-testid="playlist-duration"
+                    aria-label="Seconds on the sign"
+                    aria-invalid=move || problem.with(Option::is_some).then_some("true")
+                    disabled=move || !can_edit.get()
+                    min=MIN_DURATION
+                    max=MAX_DURATION
+                    placeholder=hint
+                    prop:value=move || seconds.get()
+                    on:focus=move |_| typing.set(true)
+                    on:input=move |ev| seconds.set(event_target_value(&ev))
+                    on:change=move |_| save_seconds()
+                    on:blur=move |_| typing.set(false)
+                />
+                "s"
+            </label>
+            <Show when=current>
+                <span class="badge">"on now"</span>
+            </Show>
+            <span class="item-buttons" class:hidden=move || !can_edit.get()>
+                <button
+                    node_ref=up
+                    title="Move up"
+                    aria-label="Move up"
+                    data-action="up"
+                    disabled=move || index.get() == 0
+                    on:click=move |_| {
+                        let i = index.get_untracked();
+                        rows.move_row(i, i.saturating_sub(1), RowButton::Up);
+                    }
+                >
+                    "↑"
+                </button>
+                <button
+                    node_ref=down
+                    title="Move down"
+                    aria-label="Move down"
+                    data-action="down"
+                    disabled=is_last
+                    on:click=move |_| {
+                        let i = index.get_untracked();
+                        rows.move_row(i, i + 2, RowButton::Down);
+                    }
+                >
+                    "↓"
+                </button>
+                <button
+                    node_ref=play
+                    title="Play this item now"
+                    data-action="play"
+                    on:click=move |_| {
+                        if let Some(mut list) = rows.playlist_untracked() {
+                            let i = index.get_untracked();
+                            if i < list.items.len() {
+                                list.position = i;
+                                focus.set(Some(FocusRequest {
+                                    row: play_row.clone(),
+                                    at: i,
+                                    button: RowButton::Play,
+                                }));
+                                set_shows.run(Shows::Playlist(list));
+                            }
+                        }
+                    }
+                >
+                    "Play"
+                </button>
+                <button
+                    node_ref=remove
+                    class="danger"
+                    data-testid="playlist-remove"
+                    data-action="remove"
+                    on:click=move |_| rows.remove_row(index.get_untracked())
+                >
+                    "Remove"
+                </button>
+            </span>
+            {move || {
+                problem
+                    .get()
+                    .map(|words| {
+                        view! {
+                            <span class="error field-error row-error" data-testid="error" data-for="seconds" role="alert">
+                                {words}
+                            </span>
+                        }
+                    })
+            }}
+        </li>
+    }
+    .into_any()
 }
 
 /// Some browsers start a drag only when it carries data.
@@ -742,10 +1068,23 @@ mod tests {
         assert_eq!(item_duration(""), Ok(None));
         for bad in ["0", "-1", "1.5", "x", "86401"] {
             assert!(
-                item_duration(bad).unwrap_err().starts_with("duration"),
+                item_duration(bad).unwrap_err().starts_with("Seconds must"),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn rows_keep_their_identity_when_the_list_changes() {
+        let mut p = list(&["a", "b", "a"], 0);
+        let before = row_keys(&p.items);
+        assert_eq!(before[2], ("a".to_string(), 1));
+        p.position = 2;
+        assert_eq!(row_keys(&p.items), before);
+        move_item(&mut p, 1, 0);
+        let after = row_keys(&p.items);
+        assert_eq!(after[0], ("b".to_string(), 0));
+        assert!(after.contains(&before[0]) && after.contains(&before[2]));
     }
 
     #[test]

@@ -73,17 +73,21 @@ impl Glyph {
     }
 }
 
+/// Where `c`'s glyph is in a font's table, if the fonts have one.
+fn glyph_index(c: char) -> Option<u32> {
+    let code = u32::from(c);
+    match code {
+        0x20..=0x7e => Some(code - 0x20),
+        0xa0..=0xff => Some(code - 0xa0 + 95),
+        // A tab has no glyph of its own but is plainly meant as white space.
+        0x09 => Some(0),
+        _ => None,
+    }
+}
+
 impl BitmapFont {
     pub(super) fn glyph(&self, c: char) -> Glyph {
-        let code = u32::from(c);
-        let index = match code {
-            0x20..=0x7e => Some(code - 0x20),
-            0xa0..=0xff => Some(code - 0xa0 + 95),
-            // A tab has no glyph of its own but is plainly meant as white space.
-            0x09 => Some(0),
-            _ => None,
-        };
-        let bits = index
+        let bits = glyph_index(c)
             .and_then(|i| self.glyphs.get(i as usize))
             .copied()
             .unwrap_or(self.replacement);
@@ -91,6 +95,11 @@ impl BitmapFont {
             bits,
             height: self.height,
         }
+    }
+
+    /// Whether the font has a glyph of its own for `c` (else it draws the hollow box).
+    pub(super) fn draws(&self, c: char) -> bool {
+        glyph_index(c).is_some_and(|i| (i as usize) < self.glyphs.len())
     }
 
     /// Width of `chars` characters set in one line, without the spacing after the last.

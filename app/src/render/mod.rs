@@ -286,6 +286,19 @@ struct Paint {
     hue_shift: u64,
 }
 
+/// The characters of `text` that `font` cannot draw (each once, in order of
+/// appearance): the sign shows a hollow box for each, so the editor warns first.
+pub fn undrawable_chars(text: &str, font: crate::sign::Font) -> Vec<char> {
+    let font = font::font(font);
+    let mut missing = Vec::new();
+    for c in text.chars() {
+        if !is_line_break(c) && !font.draws(c) && !missing.contains(&c) {
+            missing.push(c);
+        }
+    }
+    missing
+}
+
 /// Hues step through 6 × 256 values: one full ramp of a channel per sixth of the circle.
 const HUES: u64 = 6 * 256;
 
@@ -666,6 +679,15 @@ mod tests {
         let tick = typewriter_tick_ms(&m);
         assert_eq!(render(&sign, &m, tick).lit_count(), 11);
         assert_eq!(render(&sign, &m, 2 * tick).lit_count(), 22);
+    }
+
+    #[test]
+    fn the_editor_learns_which_characters_show_as_boxes() {
+        assert_eq!(
+            undrawable_chars("OK ✓ 日本 ✓\nCafé\t!", Font::Small),
+            vec!['✓', '日', '本']
+        );
+        assert!(undrawable_chars("Ünïcödé ½ line\r\nbreak", Font::Tall).is_empty());
     }
 
     #[test]

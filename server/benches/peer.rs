@@ -206,6 +206,7 @@ fn tree_cpu(root: u32) -> Duration {
 /// for [`THROUGHPUT_PHASE`].
 async fn put_throughput(peer: &Peer, writers: usize) -> Throughput {
     let cpu_before = tree_cpu(peer.pid);
+    let own_cpu_before = process_cpu(std::process::id());
     let deadline = Instant::now() + THROUGHPUT_PHASE;
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(writers);
@@ -240,6 +241,8 @@ async fn put_throughput(peer: &Peer, writers: usize) -> Throughput {
     }
     let elapsed = started.elapsed();
     let cpu = tree_cpu(peer.pid).saturating_sub(cpu_before);
+    // The load generator shares the cores: its own CPU says how much it took.
+    let own_cpu = process_cpu(std::process::id()).saturating_sub(own_cpu_before);
     latencies.sort_unstable();
     let figures = Throughput {
         writes: latencies.len(),
@@ -250,7 +253,7 @@ async fn put_throughput(peer: &Peer, writers: usize) -> Throughput {
         cpu,
     };
     println!(
-        "{:<8} REST PUT one record, {writers:>2} keep-alive client(s): {:>7.0} writes/s   ack p50 {}   p99 {}   server CPU {:.1} s = {:.0} writes per server CPU-second   ({} writes, {} failed; load {})",
+        "{:<8} REST PUT one record, {writers:>2} keep-alive client(s): {:>7.0} writes/s   ack p50 {}   p99 {}   server CPU {:.1} s = {:.0} writes per server CPU-second   ({} writes, {} failed; load generator CPU {:.1} s; load {})",
         peer.name,
         figures.rate,
         ms(figures.p50),
@@ -259,6 +262,7 @@ async fn put_throughput(peer: &Peer, writers: usize) -> Throughput {
         figures.per_cpu_second(),
         figures.writes,
         figures.failed,
+        own_cpu.as_secs_f64(),
         load_average(),
     );
     figures

@@ -223,6 +223,9 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub struct RawHttp {
     reader: tokio::io::BufReader<tokio::net::TcpStream>,
     host: String,
+    /// Header lines (each ending in CRLF) sent with every request, e.g. a
+    /// peer server's `Authorization`.
+    extra_headers: String,
 }
 
 impl RawHttp {
@@ -232,7 +235,14 @@ impl RawHttp {
         Self {
             reader: tokio::io::BufReader::new(stream),
             host: addr.to_owned(),
+            extra_headers: String::new(),
         }
+    }
+
+    /// Sends `name: value` with every request from now on.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.extra_headers.push_str(&format!("{name}: {value}\r\n"));
+        self
     }
 
     /// Sends a PUT and reads the whole response; returns its status.
@@ -250,8 +260,9 @@ impl RawHttp {
     /// One request's bytes (several may go in one write: HTTP/1.1 pipelining).
     pub fn encode(&self, method: &str, path: &str, body: &str) -> String {
         format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.host,
+            self.extra_headers,
             body.len()
         )
     }

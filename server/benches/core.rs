@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 mod support;
 use support::{
-    BenchDir, Marquee, RawHttp, load_average, percentile, print_environment, process_cpu,
+    BenchDir, Marquee, RawHttp, load_average, now_us, percentile, print_environment, process_cpu,
 };
 
 const WRITE_PHASE: Duration = Duration::from_secs(5);
@@ -100,10 +100,6 @@ async fn write_throughput(url: &str, pid: u32, writers: usize, depth: usize) {
 
 /// Microseconds since the benchmark's epoch: the clock every schedule and
 /// every arrival is read on.
-fn now_us(base: Instant) -> u64 {
-    base.elapsed().as_micros() as u64
-}
-
 /// The scheduled send time (`sched_us`) of a delivered record of this phase.
 fn scheduled(value: &Value, phase: u64) -> Option<u64> {
     (value["phase"].as_u64() == Some(phase))
@@ -264,20 +260,7 @@ async fn delivery_latency(url: &str, mqtt: SocketAddr, base: Instant, rate: u64,
     let start_us = now_us(base) + 10_000;
     let mut late = Duration::ZERO;
     let mut writes = Vec::with_capacity(count);
-    // tokio's timer wakes on whole milliseconds, up to 1 ms after a deadline,
-    // which would count against the server: a thread with the OS's
-    // microsecond sleep keeps the schedule and hands each due write over.
-    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel();
-    let pacer = std::thread::spawn(move || {
-        for i in 0..count as u64 {
-            let due_us = start_us + i * period_us;
-            let due = base + Duration::from_micros(due_us);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            if due_tx.send((i, due_us, due)).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut due_rx, pacer) = support::pace(base, start_us, period_us, count);
     while let Some((i, due_us, due)) = due_rx.recv().await {
         late = late.max(Instant::now().saturating_duration_since(due));
         let http = http.clone();

@@ -30,7 +30,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod support;
-use support::{BenchDir, Marquee, RawHttp, load_average, print_environment, process_cpu, rss_kib};
+use support::{
+    BenchDir, Marquee, RawHttp, load_average, print_environment, process_cpu, rss_kib, status_kib,
+};
 
 const LOAD: Duration = Duration::from_secs(15);
 /// Time for the server to settle before "idle" and after the clients go.
@@ -63,17 +65,6 @@ impl Workload {
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-/// Peak resident set size since the process started (VmHWM), in KiB.
-fn peak_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A fresh server with the `bench` table declared.
@@ -141,7 +132,7 @@ async fn run_workload(workload: Workload, connections: usize) {
     for task in tasks {
         let _ = task.await;
     }
-    let peak = peak_kib(pid);
+    let peak = status_kib(pid, "VmHWM:");
     let cpu = process_cpu(pid).saturating_sub(cpu);
     tokio::time::sleep(SETTLE).await;
     let after = rss_kib(pid);
@@ -436,7 +427,7 @@ async fn idle_connections() {
     println!(
         "  all open: {} (peak {}); 5 s after they closed: {}",
         mib(open),
-        mib(peak_kib(pid)),
+        mib(status_kib(pid, "VmHWM:")),
         mib(rss_kib(pid))
     );
 }

@@ -31,7 +31,8 @@ use serde_json::{Value, json};
 
 mod support;
 use support::{
-    BenchDir, Marquee, RawHttp, load_average, percentile, print_environment, process_cpu, rss_kib,
+    BenchDir, Marquee, RawHttp, load_average, now_us, percentile, print_environment, process_cpu,
+    rss_kib, status_kib,
 };
 
 /// How long each REST throughput phase runs.
@@ -171,17 +172,6 @@ fn process_tree(root: u32) -> Vec<u32> {
     tree
 }
 
-/// A `/proc/PID/status` field in KiB (`VmHWM:`, `VmRSS:`), 0 if absent.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 fn tree_rss(root: u32) -> u64 {
     process_tree(root).into_iter().map(rss_kib).sum()
 }
@@ -270,10 +260,6 @@ async fn put_throughput(peer: &Peer, writers: usize) -> Throughput {
 
 /// Microseconds since the benchmark's epoch: the clock every schedule and
 /// every arrival is read on.
-fn now_us(base: Instant) -> u64 {
-    base.elapsed().as_micros() as u64
-}
-
 /// An MQTT 3.1.1 QoS 0 subscriber to the record's topic (with the server's
 /// login, if it wants one), subscribed before this returns; the task collects
 /// each write's delay from its scheduled time. The retained state sent on
@@ -396,20 +382,7 @@ async fn delivery_latency(peer: &Peer) -> Option<Delivery> {
     let login = peer.login.clone();
     let period_us = 1_000_000 / DELIVERY_RATE;
     let start_us = now_us(base) + 10_000;
-    // tokio's timer wakes on whole milliseconds, up to 1 ms after a deadline,
-    // which would count against the server: a thread with the OS's
-    // microsecond sleep keeps the schedule and hands each due write over.
-    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel();
-    let pacer = std::thread::spawn(move || {
-        for i in 0..DELIVERY_WRITES as u64 {
-            let due_us = start_us + i * period_us;
-            let due = base + Duration::from_micros(due_us);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            if due_tx.send((i, due_us, due)).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut due_rx, pacer) = support::pace(base, start_us, period_us, DELIVERY_WRITES);
     let mut late = Duration::ZERO;
     let mut writes = Vec::with_capacity(DELIVERY_WRITES);
     while let Some((i, due_us, due)) = due_rx.recv().await {

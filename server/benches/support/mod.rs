@@ -201,13 +201,52 @@ pub fn print_environment(dir: &Path) {
 
 /// A process's resident set size in KiB (VmRSS), 0 if it is gone.
 pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/PID/status` field in KiB (`VmHWM:` is the peak RSS), 0 if absent.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Microseconds since `base`.
+pub fn now_us(base: std::time::Instant) -> u64 {
+    base.elapsed().as_micros() as u64
+}
+
+/// An open-loop schedule: write `i` of `count` is due `start_us + i * period_us`
+/// after `base`, and comes out of the returned channel then, as
+/// `(i, due_us, due)`. tokio's timer wakes on whole milliseconds, up to 1 ms
+/// after a deadline, which would count against the server: a thread with the
+/// OS's microsecond sleep keeps the schedule instead. Join the handle after
+/// the channel ends.
+pub fn pace(
+    base: std::time::Instant,
+    start_us: u64,
+    period_us: u64,
+    count: usize,
+) -> (
+    tokio::sync::mpsc::UnboundedReceiver<(u64, u64, std::time::Instant)>,
+    std::thread::JoinHandle<()>,
+) {
+    let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel();
+    let pacer = std::thread::spawn(move || {
+        for i in 0..count as u64 {
+            let due_us = start_us + i * period_us;
+            let due = base + Duration::from_micros(due_us);
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            if due_tx.send((i, due_us, due)).is_err() {
+                break;
+            }
+        }
+    });
+    (due_rx, pacer)
 }
 
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -523,7 +523,8 @@ impl Default for Message {
     }
 }
 
-const MESSAGE_FIELDS: &[&str] = &[
+/// A message's fields by name: the model refuses others, the editor shows problems under these.
+pub const MESSAGE_FIELDS: &[&str] = &[
     "text",
     "color",
     "background",

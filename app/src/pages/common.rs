@@ -154,18 +154,7 @@ pub fn send_checked(
     problem: RwSignal<Option<Problem>>,
     done: impl FnOnce(Acked) + 'static,
 ) {
-    problem.set(None);
-    busy.set(true);
-    spawn_local(async move {
-        let result = live.write(write).await;
-        busy.try_set(false);
-        match result {
-            Ok(ack) => done(ack),
-            Err(e) => {
-                problem.try_set(Some(Problem::from_server(&e)));
-            }
-        }
-    });
+    run_write(live, write, busy, problem, Problem::from_server, done);
 }
 
 /// The connection indicator; with two connections, live only when both are.
@@ -206,7 +195,20 @@ pub fn send(
     error: RwSignal<Option<String>>,
     done: impl FnOnce(Acked) + 'static,
 ) {
-    error.set(None);
+    run_write(live, write, busy, error, describe, done);
+}
+
+/// What [`send`] and [`send_checked`] share; `refusal` says how the server's
+/// refusal is kept.
+fn run_write<E: Send + Sync + 'static>(
+    live: Live,
+    write: Write,
+    busy: RwSignal<bool>,
+    refused: RwSignal<Option<E>>,
+    refusal: fn(&ErrorBody) -> E,
+    done: impl FnOnce(Acked) + 'static,
+) {
+    refused.set(None);
     busy.set(true);
     spawn_local(async move {
         let result = live.write(write).await;
@@ -214,7 +216,7 @@ pub fn send(
         match result {
             Ok(ack) => done(ack),
             Err(e) => {
-                error.try_set(Some(describe(&e)));
+                refused.try_set(Some(refusal(&e)));
             }
         }
     });

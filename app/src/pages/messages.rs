@@ -26,18 +26,6 @@ use crate::sign::{
     MIN_SPEED, Message, Shows, Sign, TextColor,
 };
 
-/// The fields the editor shows, by the model's names: problems about them show under them.
-const MESSAGE_FIELDS: &[&str] = &[
-    "text",
-    "color",
-    "background",
-    "effect",
-    "speed",
-    "duration",
-    "align",
-    "font",
-];
-
 /// The signs that use message `id`, in words: "Lobby (on it now)", "Hall (in its playlist)".
 pub fn used_by(id: &str, signs: &BTreeMap<String, Record>) -> Vec<String> {
     signs
@@ -813,7 +801,7 @@ fn MessageEditor(
                     }}
                 </label>
                 {field_rows}
-                <FormProblem problem=live_problem place="message" shown=MESSAGE_FIELDS />
+                <FormProblem problem=live_problem place="message" shown=crate::sign::MESSAGE_FIELDS />
                 <FormProblem problem=error place="message" shown=&[] />
                 {move || {
                     theirs

@@ -184,6 +184,29 @@ async fn collections_list_in_pages_and_post_makes_ids() {
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(ids, sorted, "listing is in id order");
+
+    // Server-made ids are ULIDs, sorting in the order they were made.
+    let mut made = Vec::new();
+    for n in 0..20 {
+        let posted = http
+            .post(format!("{url}/api/things/"))
+            .json(&json!({"n": n}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 201);
+        let location = posted.headers()["location"].to_str().unwrap();
+        made.push(location.trim_start_matches("/api/things/").to_owned());
+    }
+    for id in &made {
+        assert_eq!(id.len(), 26, "{id}");
+        assert!(
+            id.bytes()
+                .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b)),
+            "{id}"
+        );
+    }
+    assert!(made.windows(2).all(|p| p[0] < p[1]), "{made:?}");
     server.stop().await;
 }
 

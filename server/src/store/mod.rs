@@ -3,6 +3,7 @@
 //! group-commits them with one fsync; reads go straight to fjall but never
 //! return anything that is not yet durable.
 
+mod ids;
 mod patch;
 mod writer;
 
@@ -354,6 +355,7 @@ impl Store {
                 metrics: metrics.clone(),
                 failed: failed_tx,
                 fail_persist_after: options.fail_persist_after,
+                ids: Default::default(),
             };
             let handle = std::thread::Builder::new()
                 .name("marquee-writer".into())

@@ -12,6 +12,7 @@ use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin};
 use fjall::{Database, Keyspace, PersistMode};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::ids::IdMaker;
 use super::{
     LAST_SEQ_KEY, StoreError, StoredRecord, TableDecl, Tables, WriteOp, decode_record, merge_patch,
     normalize, record_key, table_def, table_key, validate_record_id, validate_table_name,
@@ -72,6 +73,8 @@ pub(super) struct Writer {
     pub failed: watch::Sender<Option<String>>,
     /// Test hook: commits left before a simulated fsync failure.
     pub fail_persist_after: Option<u64>,
+    /// Makes the ids of records created without one.
+    pub ids: IdMaker,
 }
 
 /// What one request will do once its batch is durable.
@@ -284,7 +287,7 @@ impl Writer {
             } => {
                 let id = match id {
                     Some(id) => id,
-                    None => self.fresh_id(&table, seq, overlay)?,
+                    None => self.fresh_id(&table, overlay)?,
                 };
                 (ChangeType::Put, table, id, Some(value), if_match)
             }
@@ -430,16 +433,22 @@ impl Writer {
             .transpose()
     }
 
-    /// A server-chosen id: the change's seq, zero-padded so ids sort by creation.
-    fn fresh_id(&self, table: &str, seq: u64, overlay: &Overlay) -> Result<String, StoreError> {
-        let base = format!("{seq:010}");
-        let mut candidate = base.clone();
-        for n in 1.. {
-            let key = record_key(table, &candidate);
-            if self.current(&key, overlay)?.is_none() {
+    /// A server-made id (a ULID, see `ids.rs`) that no record of the table has.
+    fn fresh_id(&self, table: &str, overlay: &Overlay) -> Result<String, StoreError> {
+        let mut random = [0u8; 10];
+        getrandom::fill(&mut random)
+            .map_err(|e| StoreError::Storage(format!("no randomness for a new id: {e}")))?;
+        let now_ms = u64::try_from(clock::now_millis()).unwrap_or(0);
+        // Taken only if a client already PUT a record under this exact id; each try is
+        // the previous id plus one.
+        for _ in 0..1000 {
+            let candidate = self.ids.next(now_ms, random);
+            if self
+                .current(&record_key(table, &candidate), overlay)?
+                .is_none()
+            {
                 return Ok(candidate);
             }
-            candidate = format!("{base}-{n}");
         }
         Err(StoreError::Storage("no free id".into()))
     }

@@ -24,6 +24,19 @@ pub struct Record {
     pub fresh: bool,
 }
 
+#[cfg(test)]
+impl Record {
+    /// A record as a page first loads it (version 1, not changed live), for page tests.
+    pub fn loaded(value: Value) -> Self {
+        Record {
+            version: Some(1),
+            seq: Some(1),
+            value,
+            fresh: false,
+        }
+    }
+}
+
 /// A change to the page's copy of the table.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RecordOp {

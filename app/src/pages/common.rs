@@ -393,20 +393,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn record(value: Value) -> Record {
-        Record {
-            version: Some(1),
-            seq: Some(1),
-            value,
-            fresh: false,
-        }
-    }
-
     #[test]
     fn the_sign_shows_its_current_playlist_item() {
         let mut messages = BTreeMap::new();
-        messages.insert("a".to_string(), record(json!({"text": "A"})));
-        messages.insert("b".to_string(), record(json!({"text": "B"})));
+        messages.insert("a".to_string(), Record::loaded(json!({"text": "A"})));
+        messages.insert("b".to_string(), Record::loaded(json!({"text": "B"})));
         let sign = Sign::from_json(&json!({"shows": {"playlist":
             [{"message": "a"}, {"message": "b"}], "position": 1}}))
         .expect("valid sign");
@@ -446,7 +437,7 @@ mod tests {
         assert_eq!(number_field(" 64 "), json!(64));
         assert_eq!(number_field("abc"), json!("abc"));
         let mut signs = BTreeMap::new();
-        signs.insert("s".to_string(), record(json!({"width": 9999})));
+        signs.insert("s".to_string(), Record::loaded(json!({"width": 9999})));
         assert!(
             read_sign(&signs, "s")
                 .and_then(Result::err)

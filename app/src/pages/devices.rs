@@ -936,15 +936,6 @@ fn SignDevice(id: String, devices: Live, can_edit: Memo<bool>) -> impl IntoView 
 mod tests {
     use super::*;
 
-    fn record(value: Value) -> Record {
-        Record {
-            version: Some(1),
-            seq: Some(1),
-            value,
-            fresh: false,
-        }
-    }
-
     #[test]
     fn pairing_asks_a_size_of_wled_only() {
         let body = pair_body(DeviceKind::Wled, " Hall ", "48", "12").expect("valid");
@@ -972,13 +963,13 @@ mod tests {
     #[test]
     fn a_signs_devices_are_those_bound_to_it() {
         let mut records = BTreeMap::new();
-        records.insert("a".to_string(), record(json!({"sign": "lobby"})));
-        records.insert("b".to_string(), record(json!({"sign": "hall"})));
+        records.insert("a".to_string(), Record::loaded(json!({"sign": "lobby"})));
+        records.insert("b".to_string(), Record::loaded(json!({"sign": "hall"})));
         records.insert(
             "c".to_string(),
-            record(json!({"sign": "lobby", "width": 0})),
+            Record::loaded(json!({"sign": "lobby", "width": 0})),
         );
-        records.insert("d".to_string(), record(json!({})));
+        records.insert("d".to_string(), Record::loaded(json!({})));
         assert_eq!(mirroring(&records, "lobby"), vec!["a".to_string()]);
         assert!(read_device(&records, "c").is_some_and(|d| d.is_err()));
     }

@@ -61,41 +61,23 @@ pub fn copy_id(id: &str, taken: impl Fn(&str) -> bool) -> String {
 
 /// The fields on which two versions of a message differ: (what, mine, theirs).
 pub fn differences(mine: &Message, theirs: &Message) -> Vec<(&'static str, String, String)> {
-    let mut out = Vec::new();
-    let mut check = |what: &'static str, a: String, b: String| {
-        if a != b {
-            out.push((what, a, b));
-        }
-    };
-    check("Text", mine.text.clone(), theirs.text.clone());
-    check("Colour", mine.color.to_string(), theirs.color.to_string());
-    check(
-        "Background",
-        mine.background.to_hex(),
-        theirs.background.to_hex(),
-    );
-    check(
-        "Effect",
-        mine.effect.as_str().replace('_', " "),
-        theirs.effect.as_str().replace('_', " "),
-    );
-    check("Speed", mine.speed.to_string(), theirs.speed.to_string());
-    check(
-        "Duration",
-        mine.duration.to_string(),
-        theirs.duration.to_string(),
-    );
-    check(
-        "Align",
-        mine.align.as_str().into(),
-        theirs.align.as_str().into(),
-    );
-    check(
-        "Font",
-        mine.font.as_str().into(),
-        theirs.font.as_str().into(),
-    );
-    out
+    /// A field as the conflict table shows it.
+    type Shown = fn(&Message) -> String;
+    const SHOWN: [(&str, Shown); 8] = [
+        ("Text", |m| m.text.clone()),
+        ("Colour", |m| m.color.to_string()),
+        ("Background", |m| m.background.to_hex()),
+        ("Effect", |m| m.effect.as_str().replace('_', " ")),
+        ("Speed", |m| m.speed.to_string()),
+        ("Duration", |m| m.duration.to_string()),
+        ("Align", |m| m.align.as_str().into()),
+        ("Font", |m| m.font.as_str().into()),
+    ];
+    SHOWN
+        .iter()
+        .map(|(what, show)| (*what, show(mine), show(theirs)))
+        .filter(|(_, a, b)| a != b)
+        .collect()
 }
 
 /// The editor's fields as typed.
@@ -966,27 +948,21 @@ fn ChoiceField(
 mod tests {
     use super::*;
 
-    fn record(value: Value) -> Record {
-        Record {
-            version: Some(1),
-            seq: Some(1),
-            value,
-            fresh: false,
-        }
-    }
-
     #[test]
     fn signs_using_a_message_are_named_with_how() {
         let mut signs = BTreeMap::new();
         signs.insert(
             "lobby".into(),
-            record(json!({"name": "Lobby", "shows": {"message": "m"}})),
+            Record::loaded(json!({"name": "Lobby", "shows": {"message": "m"}})),
         );
         signs.insert(
             "hall".into(),
-            record(json!({"shows": {"playlist": [{"message": "x"}, {"message": "m"}]}})),
+            Record::loaded(json!({"shows": {"playlist": [{"message": "x"}, {"message": "m"}]}})),
         );
-        signs.insert("door".into(), record(json!({"shows": {"message": "x"}})));
+        signs.insert(
+            "door".into(),
+            Record::loaded(json!({"shows": {"message": "x"}})),
+        );
         assert_eq!(
             used_by("m", &signs),
             vec!["hall (in its playlist)", "Lobby (on it now)"]

@@ -8,6 +8,7 @@ mod error;
 mod limit;
 mod preview;
 mod rest;
+mod serve;
 mod sse;
 mod ws;
 
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 pub use auth::{Caller, authorize, signed_in};
 pub use error::ApiError;
 pub use limit::{LimitedListener, Peer};
+pub use serve::serve;
 
 use crate::access::Action;
 use crate::auth::{Guard, Principal};

@@ -199,9 +199,10 @@ async fn write_event_stream(io: &mut Watched, stream: Handoff) -> bool {
                 match io.stream.try_read(&mut chunk) {
                     Ok(0) => return false,
                     Ok(n) => {
+                        chunk.truncate(n);
                         let mut unread = Vec::with_capacity(io.unread.len() + n);
                         unread.extend_from_slice(&io.unread);
-                        unread.extend_from_slice(&chunk[..n]);
+                        unread.extend_from_slice(&chunk);
                         io.unread = Bytes::from(unread);
                         client_sent = true;
                         continue;

@@ -221,17 +221,8 @@ impl Server {
                 guard_for_hosts,
                 http::check_host,
             ));
-        let mut until_stopped = stopping;
         let listener = http::LimitedListener::new(listener, config.http_max_connections);
-        let http = tokio::spawn(async move {
-            let service = router.into_make_service_with_connect_info::<http::Peer>();
-            let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
-                let _ = until_stopped.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!("HTTP server failed: {e}");
-            }
-        });
+        let http = tokio::spawn(http::serve(listener, router, stopping));
         tracing::info!(%http_addr, %mqtt_addr, data_dir = %config.data_dir.display(), "marquee started");
         Ok(Self {
             http_addr,

@@ -100,6 +100,22 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
+impl LimitedStream {
+    /// Waits until the client has sent something (or closed).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.stream.readable().await
+    }
+
+    /// Reads what is there without waiting (`WouldBlock` if nothing is).
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.try_read(buf)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+}
+
 impl AsyncRead for LimitedStream {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -8,6 +8,7 @@ mod error;
 mod limit;
 mod preview;
 mod rest;
+mod serve;
 mod sse;
 mod ws;
 
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 pub use auth::{Caller, authorize, signed_in};
 pub use error::ApiError;
 pub use limit::{LimitedListener, Peer};
+pub use serve::serve;
 
 use crate::access::Action;
 use crate::auth::{Guard, Principal};
@@ -295,12 +297,15 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
 /// tungstenite's defaults (128 KiB to read and 128 KiB to write, per socket)
 /// made an idle socket cost 135 KiB; our messages are small, larger ones are
 /// read in several chunks, and each socket's backlog is bounded by its queue.
+/// The read buffer is allocated, and zero-filled, for every socket even when
+/// it is quiet: 1 KiB, like an MQTT connection's, holds a typical message (a
+/// longer frame gets a buffer of its whole length while it is read).
 pub fn lean_websocket(
     upgrade: axum::extract::ws::WebSocketUpgrade,
     max_message: usize,
 ) -> axum::extract::ws::WebSocketUpgrade {
     upgrade
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(8 * 1024)
         .max_message_size(max_message)
         .max_frame_size(max_message)

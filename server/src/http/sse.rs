@@ -56,14 +56,16 @@ async fn run(
         }
     };
 
-    let mut backfill = match feed.begin(filter.clone(), start).await {
+    // Boxed: the store reads are large futures, and only the start needs them;
+    // the task then stays small for as long as the stream is open.
+    let mut backfill = match Box::pin(feed.begin(filter.clone(), start)).await {
         Ok(backfill) => backfill,
         // Too old to resume: say so, then start over from the current state.
         Err(e @ StoreError::ResumeGap { .. }) => {
             if !send(error_event("reset", &e)).await {
                 return;
             }
-            match feed.begin(filter, Start::State).await {
+            match Box::pin(feed.begin(filter, Start::State)).await {
                 Ok(backfill) => backfill,
                 Err(e) => {
                     let _ = send(error_event("error", &e)).await;

@@ -126,9 +126,11 @@ async fn session(
     };
 
     if let Some((filter, start)) = initial
-        && subscribe(&state, &who, &mut feed, &mut sink, None, filter, start)
-            .await
-            .is_err()
+        && Box::pin(subscribe(
+            &state, &who, &mut feed, &mut sink, None, filter, start,
+        ))
+        .await
+        .is_err()
     {
         return;
     }
@@ -147,7 +149,9 @@ async fn session(
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 };
                 state.metrics.message_in(Protocol::Ws);
-                if handle(&state, &who, &scope, &mut feed, &mut sink, &mut writes, text.as_str()).await.is_err() {
+                // Boxed: its state is only needed while a message is handled,
+                // not in every idle socket's task.
+                if Box::pin(handle(&state, &who, &scope, &mut feed, &mut sink, &mut writes, text.as_str())).await.is_err() {
                     return;
                 }
             }

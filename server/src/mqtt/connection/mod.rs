@@ -122,20 +122,29 @@ where
         }
     };
     if busy {
-        refuse_connect(&mut writer, connect.protocol, ReasonCode::ServerBusy).await;
+        Box::pin(refuse_connect(
+            &mut writer,
+            connect.protocol,
+            ReasonCode::ServerBusy,
+        ))
+        .await;
         return;
     }
     let metrics = broker.store().metrics().clone();
     let _metric = metrics.connection(Protocol::Mqtt);
-    let Some(mut connection) = Connection::open(broker, writer, connect, peer, ambient).await
+    // The steps before and after `serve` are boxed: an idle connection's task
+    // is the size of its largest step, and it spends its life in `serve`.
+    let Some(mut connection) =
+        Box::pin(Connection::open(broker, writer, connect, peer, ambient)).await
     else {
         return;
     };
     let end = connection.serve(&mut reader, &mut input).await;
     let refused = matches!(end, End::Refused(..));
-    connection.close(end).await;
+    Box::pin(connection.close(end)).await;
     if refused {
-        linger(&mut reader).await;
+        // Its 4 KiB scratch buffer would otherwise be in every connection's task.
+        Box::pin(linger(&mut reader)).await;
     }
 }
 
@@ -499,7 +508,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             self.resend_inflight();
         }
         if self.session.lagged
-            && let Err(end) = self.rebuild_feed().await
+            && let Err(end) = Box::pin(self.rebuild_feed()).await
         {
             return end;
         }
@@ -521,7 +530,8 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                             // on another connection. Once per read.
                             tokio::task::yield_now().await;
                         }
-                        if let Err(end) = self.handle(packet).await {
+                        // Boxed: its state is only needed while a packet is handled.
+                        if let Err(end) = Box::pin(self.handle(packet)).await {
                             return end;
                         }
                         // A full read buffer is hundreds of packets: let the

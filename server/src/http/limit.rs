@@ -183,14 +183,3 @@ pub struct Peer {
     pub remote: SocketAddr,
     pub local: Option<SocketAddr>,
 }
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener>) -> Self {
-        Peer {
-            remote: *stream.remote_addr(),
-            local: stream.io().stream.local_addr().ok(),
-        }
-    }
-}

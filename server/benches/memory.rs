@@ -447,8 +447,14 @@ async fn main() {
         LOAD.as_secs(),
         load_average()
     );
-    // MARQUEE_BENCH_ONLY=idle runs only the idle connections.
-    let only_idle = std::env::var("MARQUEE_BENCH_ONLY").is_ok_and(|v| v == "idle");
+    // MARQUEE_BENCH_ONLY=idle runs only the idle connections; =rest only the
+    // 50 REST writers (issue 13's "within 10 MB of idle after" workload).
+    let only = std::env::var("MARQUEE_BENCH_ONLY").unwrap_or_default();
+    if only == "rest" {
+        run_workload(Workload::RestWriters, 50).await;
+        return;
+    }
+    let only_idle = only == "idle";
     for connections in [50, 1_000].into_iter().filter(|_| !only_idle) {
         for workload in [
             Workload::RestWriters,

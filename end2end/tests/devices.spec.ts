@@ -3,27 +3,12 @@
 // connect, binding it to a sign, and the sign's messages reaching it.
 import { randomBytes } from "node:crypto";
 import mqtt, { type MqttClient } from "mqtt";
-import { type APIRequestContext, type Locator, type Page } from "@playwright/test";
+import { type Locator, type Page } from "@playwright/test";
 import { test, expect, createAccount, signIn, uid } from "./fixtures";
+import { getRecord, put } from "./records";
 
 // Tall enough that a drag's source and target are both on screen (see signs.spec.ts).
 test.use({ viewport: { width: 1400, height: 1800 } });
-
-async function put(
-  request: APIRequestContext,
-  table: string,
-  id: string,
-  value: Record<string, unknown>,
-): Promise<void> {
-  const response = await request.put(`/api/${table}/${id}`, { data: value });
-  expect(response.ok(), await response.text()).toBe(true);
-}
-
-async function getRecord(request: APIRequestContext, table: string, id: string): Promise<any> {
-  const response = await request.get(`/api/${table}/${id}`);
-  expect(response.status(), await response.text()).toBe(200);
-  return response.json();
-}
 
 /** What the pairing card shows for one of the firmware's settings fields. */
 async function cardValue(card: Locator, label: string): Promise<string> {

@@ -3,8 +3,17 @@
 import { execFile } from "node:child_process";
 import * as path from "node:path";
 import { promisify } from "node:util";
-import { type APIRequestContext, type Locator, type Page } from "@playwright/test";
-import { test, expect, ADMIN } from "./fixtures";
+import { type Locator, type Page } from "@playwright/test";
+import { test, expect, ADMIN, uid } from "./fixtures";
+import {
+  expectShowing,
+  getRecord,
+  libraryItem,
+  message,
+  openSign,
+  playlistOrder,
+  put,
+} from "./records";
 
 const run = promisify(execFile);
 
@@ -13,32 +22,6 @@ const run = promisify(execFile);
 // drag would then start on whatever moved under the pointer.
 test.use({ viewport: { width: 1400, height: 1800 } });
 const screens = path.join(__dirname, "..", "test-results", "screens");
-
-// Every test uses records of its own, so tests never see each other's signs.
-function uid(): string {
-  return `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 7)}`;
-}
-
-async function put(
-  request: APIRequestContext,
-  table: string,
-  id: string,
-  value: Record<string, unknown>,
-): Promise<void> {
-  const response = await request.put(`/api/${table}/${id}`, { data: value });
-  expect(response.ok(), await response.text()).toBe(true);
-}
-
-async function getRecord(request: APIRequestContext, table: string, id: string): Promise<any> {
-  const response = await request.get(`/api/${table}/${id}`);
-  expect(response.status(), await response.text()).toBe(200);
-  return response.json();
-}
-
-/** A message that stays up for an hour, so no playlist moves on during a test. */
-function message(text: string): Record<string, unknown> {
-  return { text, effect: "static", duration: 3600 };
-}
 
 /** A retained QoS 1 publish by an outside MQTT client (Debian's mosquitto_pub), as the admin. */
 async function mqttPublish(topic: string, payload: string): Promise<void> {
@@ -50,29 +33,6 @@ async function mqttPublish(topic: string, payload: string): Promise<void> {
     ...["-h", host, "-p", port, "-u", ADMIN.username, "-P", ADMIN.password],
     ...["-t", topic, "-r", "-q", "1", "-m", payload],
   ]);
-}
-
-async function openSign(page: Page, id: string): Promise<Locator> {
-  await page.goto(`/signs/${id}`);
-  await expect(page.getByTestId("live-status")).toHaveAttribute("data-state", "live");
-  const canvas = page.getByTestId("sign-canvas");
-  await expect(canvas).toBeVisible();
-  return canvas;
-}
-
-async function expectShowing(canvas: Locator, messageId: string): Promise<void> {
-  await expect(canvas).toHaveAttribute("data-message", messageId);
-  await expect.poll(async () => Number(await canvas.getAttribute("data-lit"))).toBeGreaterThan(0);
-}
-
-function playlistOrder(page: Page): Promise<string[]> {
-  return page
-    .getByTestId("playlist-item")
-    .evaluateAll((items) => items.map((item) => item.getAttribute("data-message") ?? ""));
-}
-
-function libraryItem(page: Page, id: string): Locator {
-  return page.locator(`[data-testid="library-item"][data-message="${id}"]`);
 }
 
 /** Drops at the bottom edge of the playlist, below its items: an append. */

@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 
 mod support;
 use support::{
-    BenchDir, Marquee, RawHttp, load_average, now_us, percentile, print_environment, process_cpu,
+    BenchDir, Marquee, RawHttp, load_average, mqtt_arrivals, now_us, percentile, print_environment,
+    process_cpu,
 };
 
 const WRITE_PHASE: Duration = Duration::from_secs(5);
@@ -220,29 +221,13 @@ async fn mqtt_subscriber(addr: SocketAddr, base: Instant, phase: u64, count: usi
             break;
         }
     }
-    tokio::spawn(async move {
-        let mut latencies = Vec::with_capacity(count);
-        let give_up = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < give_up && latencies.len() < count {
-            while let Ok(Some(packet)) = decode_as_client(&mut buf, V, 1 << 20) {
-                if let Packet::Publish(p) = packet
-                    && !p.retain
-                    && let Ok(value) = serde_json::from_slice::<Value>(&p.payload)
-                    && let Some(sent) = scheduled(&value, phase)
-                {
-                    latencies.push(Duration::from_micros(now_us(base).saturating_sub(sent)));
-                }
-            }
-            if latencies.len() >= count {
-                break;
-            }
-            match tokio::time::timeout(Duration::from_secs(10), stream.read_buf(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => break,
-            }
+    // Retained copies (the state at subscribe time) are not deliveries.
+    tokio::spawn(mqtt_arrivals(stream, buf, count, base, move |p| {
+        if p.retain {
+            return None;
         }
-        latencies
-    })
+        scheduled(&serde_json::from_slice(&p.payload).ok()?, phase)
+    }))
 }
 
 /// Open loop: write `i` is due at `start + i / rate` and is sent then, whether
@@ -258,29 +243,13 @@ async fn delivery_latency(url: &str, mqtt: SocketAddr, base: Instant, rate: u64,
     let http = reqwest::Client::new();
     let period_us = 1_000_000 / rate;
     let start_us = now_us(base) + 10_000;
-    let mut late = Duration::ZERO;
-    let mut writes = Vec::with_capacity(count);
-    let (mut due_rx, pacer) = support::pace(base, start_us, period_us, count);
-    while let Some((i, due_us, due)) = due_rx.recv().await {
-        late = late.max(Instant::now().saturating_duration_since(due));
-        let http = http.clone();
-        let url = url.to_owned();
-        writes.push(tokio::spawn(async move {
-            http.put(format!("{url}/api/latency/p{rate}-r{}", i % 16))
-                .json(&json!({"phase": rate, "i": i, "sched_us": due_us}))
-                .send()
-                .await
-                .map(|r| r.status().is_success())
-                .unwrap_or(false)
-        }));
-    }
-    let _ = pacer.join();
-    let mut failed = 0;
-    for write in writes {
-        if !write.await.unwrap_or(false) {
-            failed += 1;
-        }
-    }
+    let (late, failed) = support::paced_writes(base, start_us, period_us, count, |i, due_us| {
+        let write = http
+            .put(format!("{url}/api/latency/p{rate}-r{}", i % 16))
+            .json(&json!({"phase": rate, "i": i, "sched_us": due_us}));
+        async move { write.send().await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
     for (name, arrivals) in [("WS  ", ws), ("SSE ", sse), ("MQTT", mqtt)] {
         let mut l = tokio::time::timeout(Duration::from_secs(70), arrivals)
             .await

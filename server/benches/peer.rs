@@ -31,8 +31,8 @@ use serde_json::{Value, json};
 
 mod support;
 use support::{
-    BenchDir, Marquee, RawHttp, load_average, now_us, percentile, print_environment, process_cpu,
-    rss_kib, status_kib,
+    BenchDir, Marquee, RawHttp, load_average, mqtt_arrivals, now_us, percentile, print_environment,
+    process_cpu, rss_kib, status_kib,
 };
 
 /// How long each REST throughput phase runs.
@@ -335,28 +335,9 @@ async fn mqtt_subscriber(
             }
         }
     }
-    Ok(tokio::spawn(async move {
-        let mut latencies = Vec::with_capacity(count);
-        let give_up = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < give_up && latencies.len() < count {
-            while let Ok(Some(packet)) = decode_as_client(&mut buf, V, 1 << 20) {
-                if let Packet::Publish(p) = packet
-                    && let Ok(value) = serde_json::from_slice::<Value>(&p.payload)
-                    && let Some(sent) = value["sched_us"].as_u64()
-                {
-                    latencies.push(Duration::from_micros(now_us(base).saturating_sub(sent)));
-                }
-            }
-            if latencies.len() >= count {
-                break;
-            }
-            match tokio::time::timeout(Duration::from_secs(10), stream.read_buf(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => break,
-            }
-        }
-        latencies
-    }))
+    Ok(tokio::spawn(mqtt_arrivals(stream, buf, count, base, |p| {
+        serde_json::from_slice::<Value>(&p.payload).ok()?["sched_us"].as_u64()
+    })))
 }
 
 /// Open loop: write `i` is due at `start + i / rate` and is sent then, whether
@@ -382,34 +363,19 @@ async fn delivery_latency(peer: &Peer) -> Option<Delivery> {
     let login = peer.login.clone();
     let period_us = 1_000_000 / DELIVERY_RATE;
     let start_us = now_us(base) + 10_000;
-    let (mut due_rx, pacer) = support::pace(base, start_us, period_us, DELIVERY_WRITES);
-    let mut late = Duration::ZERO;
-    let mut writes = Vec::with_capacity(DELIVERY_WRITES);
-    while let Some((i, due_us, due)) = due_rx.recv().await {
-        late = late.max(Instant::now().saturating_duration_since(due));
-        let request = http
-            .put(&url)
-            .timeout(Duration::from_secs(30))
-            .json(&json!({"id": RECORD, "i": i, "sched_us": due_us}));
-        let request = match &login {
-            Some((user, password)) => request.basic_auth(user, Some(password)),
-            None => request,
-        };
-        writes.push(tokio::spawn(async move {
-            request
-                .send()
-                .await
-                .map(|r| r.status().is_success())
-                .unwrap_or(false)
-        }));
-    }
-    let _ = pacer.join();
-    let mut failed = 0;
-    for write in writes {
-        if !write.await.unwrap_or(false) {
-            failed += 1;
-        }
-    }
+    let (late, failed) =
+        support::paced_writes(base, start_us, period_us, DELIVERY_WRITES, |i, due_us| {
+            let request = http
+                .put(&url)
+                .timeout(Duration::from_secs(30))
+                .json(&json!({"id": RECORD, "i": i, "sched_us": due_us}));
+            let request = match &login {
+                Some((user, password)) => request.basic_auth(user, Some(password)),
+                None => request,
+            };
+            async move { request.send().await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
     let mut l = tokio::time::timeout(Duration::from_secs(70), subscriber)
         .await
         .ok()

@@ -80,6 +80,19 @@ pub fn differences(mine: &Message, theirs: &Message) -> Vec<(&'static str, Strin
         .collect()
 }
 
+/// What the last action did ("Saved", "Duplicated as …"), for screen readers too.
+fn saved_note(note: RwSignal<Option<String>>) -> impl IntoView {
+    move || {
+        note.get().map(|message| {
+            view! {
+                <p class="ok" data-testid="message-note" role="status">
+                    {message}
+                </p>
+            }
+        })
+    }
+}
+
 /// The editor's fields as typed.
 #[derive(Clone, Copy)]
 struct Draft {
@@ -323,16 +336,7 @@ pub fn MessagesPage() -> impl IntoView {
                 } else {
                     view! {
                         <section class="panel empty-state">
-                            {move || {
-                                note.get()
-                                    .map(|message| {
-                                        view! {
-                                            <p class="ok" data-testid="message-note" role="status">
-                                                {message}
-                                            </p>
-                                        }
-                                    })
-                            }}
+                            {saved_note(note)}
                             <p>
                                 {move || {
                                     if can_edit.get() {
@@ -842,16 +846,7 @@ fn MessageEditor(
                             .into_any()
                         })
                 }}
-                {move || {
-                    note.get()
-                        .map(|message| {
-                            view! {
-                                <p class="ok" data-testid="message-note" role="status">
-                                    {message}
-                                </p>
-                            }
-                        })
-                }}
+                {saved_note(note)}
                 <Show when=move || {
                     !creating.get() && selected.get().is_some() && target.get().is_some()
                 }>

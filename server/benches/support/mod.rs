@@ -249,6 +249,73 @@ pub fn pace(
     (due_rx, pacer)
 }
 
+/// An MQTT 3.1.1 subscriber's arrivals: reads publishes from `stream` (already
+/// subscribed; `buf` holds what was read past the SUBACK) until `count` have
+/// come, 60 s pass or the broker is quiet for 10 s. Each arrival's delay is
+/// counted from the scheduled send time (µs after `base`) that `sent` reads
+/// from it; publishes it returns `None` for are not counted.
+pub async fn mqtt_arrivals(
+    mut stream: tokio::net::TcpStream,
+    mut buf: bytes::BytesMut,
+    count: usize,
+    base: std::time::Instant,
+    sent: impl Fn(&marquee::mqtt::Publish) -> Option<u64>,
+) -> Vec<Duration> {
+    use marquee::mqtt::{Packet, ProtocolVersion, decode_as_client};
+    use tokio::io::AsyncReadExt;
+    let mut latencies = Vec::with_capacity(count);
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < give_up && latencies.len() < count {
+        while let Ok(Some(packet)) = decode_as_client(&mut buf, ProtocolVersion::V311, 1 << 20) {
+            if let Packet::Publish(p) = packet
+                && let Some(sent) = sent(&p)
+            {
+                latencies.push(Duration::from_micros(now_us(base).saturating_sub(sent)));
+            }
+        }
+        if latencies.len() >= count {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), stream.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+    }
+    latencies
+}
+
+/// Open loop: write `i` of `count` starts when [`pace`] says it is due (whether
+/// or not earlier ones were answered), each on a task of its own, and resolves
+/// to whether it succeeded. Returns how far the sender fell behind its schedule
+/// and how many writes failed.
+pub async fn paced_writes<Write, Done>(
+    base: std::time::Instant,
+    start_us: u64,
+    period_us: u64,
+    count: usize,
+    write: Write,
+) -> (Duration, usize)
+where
+    Write: Fn(u64, u64) -> Done,
+    Done: std::future::Future<Output = bool> + Send + 'static,
+{
+    let (mut due_rx, pacer) = pace(base, start_us, period_us, count);
+    let mut late = Duration::ZERO;
+    let mut writes = Vec::with_capacity(count);
+    while let Some((i, due_us, due)) = due_rx.recv().await {
+        late = late.max(std::time::Instant::now().saturating_duration_since(due));
+        writes.push(tokio::spawn(write(i, due_us)));
+    }
+    let _ = pacer.join();
+    let mut failed = 0;
+    for write in writes {
+        if !write.await.unwrap_or(false) {
+            failed += 1;
+        }
+    }
+    (late, failed)
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;

@@ -31,8 +31,8 @@ use serde_json::{Value, json};
 
 mod support;
 use support::{
-    BenchDir, Marquee, RawHttp, load_average, mqtt_arrivals, now_us, percentile, print_environment,
-    process_cpu, rss_kib, status_kib,
+    BenchDir, Marquee, PacedWrites, RawHttp, load_average, mqtt_arrivals, now_us, percentile,
+    print_environment, process_cpu, rss_kib, status_kib,
 };
 
 /// How long each REST throughput phase runs.
@@ -335,9 +335,16 @@ async fn mqtt_subscriber(
             }
         }
     }
-    Ok(tokio::spawn(mqtt_arrivals(stream, buf, count, base, |p| {
-        serde_json::from_slice::<Value>(&p.payload).ok()?["sched_us"].as_u64()
-    })))
+    Ok(tokio::spawn(mqtt_arrivals(
+        stream,
+        buf,
+        count,
+        base,
+        |p, now| {
+            let sent = serde_json::from_slice::<Value>(&p.payload).ok()?["sched_us"].as_u64()?;
+            Some(Duration::from_micros(now.saturating_sub(sent)))
+        },
+    )))
 }
 
 /// Open loop: write `i` is due at `start + i / rate` and is sent then, whether
@@ -358,24 +365,27 @@ async fn delivery_latency(peer: &Peer) -> Option<Delivery> {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let http = reqwest::Client::new();
-    let url = format!("http://{}{}", peer.http, peer.record_path);
-    let login = peer.login.clone();
-    let period_us = 1_000_000 / DELIVERY_RATE;
-    let start_us = now_us(base) + 10_000;
-    let (late, failed) =
-        support::paced_writes(base, start_us, period_us, DELIVERY_WRITES, |i, due_us| {
-            let request = http
-                .put(&url)
-                .timeout(Duration::from_secs(30))
-                .json(&json!({"id": RECORD, "i": i, "sched_us": due_us}));
-            let request = match &login {
-                Some((user, password)) => request.basic_auth(user, Some(password)),
-                None => request,
-            };
-            async move { request.send().await.is_ok_and(|r| r.status().is_success()) }
+    let writes = PacedWrites {
+        addr: peer.http.clone(),
+        extra_headers: peer
+            .authorization()
+            .map(|value| format!("Authorization: {value}\r\n"))
+            .unwrap_or_default(),
+        connections: 8,
+        base,
+        start_us: now_us(base) + 10_000,
+        period_us: 1_000_000 / DELIVERY_RATE,
+        count: DELIVERY_WRITES,
+    };
+    let path = peer.record_path.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        writes.run(move |i, due_us| {
+            let body = json!({"id": RECORD, "i": i, "sched_us": due_us});
+            ("PUT", path.clone(), body.to_string())
         })
-        .await;
+    })
+    .await
+    .expect("paced writes");
     let mut l = tokio::time::timeout(Duration::from_secs(70), subscriber)
         .await
         .ok()
@@ -389,13 +399,14 @@ async fn delivery_latency(peer: &Peer) -> Option<Delivery> {
         delivered: l.len(),
     };
     println!(
-        "{:<8} PUT -> MQTT QoS 0 delivery, open loop at {DELIVERY_RATE} writes/s: p50 {}   p99 {}   max {}   ({} of {DELIVERY_WRITES} delivered; {failed} writes failed; sender at most {} behind schedule; load {})",
+        "{:<8} PUT -> MQTT QoS 0 delivery, open loop at {DELIVERY_RATE} writes/s: p50 {}   p99 {}   max {}   ({} of {DELIVERY_WRITES} delivered; {} writes failed; sender at most {} behind schedule; load {})",
         peer.name,
         ms(figures.p50),
         ms(figures.p99),
         ms(figures.max),
         figures.delivered,
-        ms(late),
+        outcome.failed,
+        ms(outcome.late),
         load_average(),
     );
     Some(figures)

@@ -128,6 +128,8 @@ pub struct Metrics {
     pub write_latency: Histogram,
     pub commit_batch: Histogram,
     pub commits: Counter,
+    /// Commits made on a writing connection's own thread while the writer was idle.
+    pub inline_commits: Counter,
     pub changes: Counter,
     pub bus_cutoffs: Counter,
 }
@@ -144,6 +146,7 @@ impl Default for Metrics {
             ]),
             commit_batch: Histogram::new(&[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 512.0]),
             commits: Counter::default(),
+            inline_commits: Counter::default(),
             changes: Counter::default(),
             bus_cutoffs: Counter::default(),
         }
@@ -249,6 +252,12 @@ impl Metrics {
             "Group commits (fsyncs).",
             "counter",
             self.commits.get(),
+        );
+        scalar(
+            "marquee_inline_commits_total",
+            "Of those, commits made by the writing connection itself while the writer was idle.",
+            "counter",
+            self.inline_commits.get(),
         );
         scalar(
             "marquee_changes_total",

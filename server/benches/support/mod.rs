@@ -32,9 +32,12 @@ impl Marquee {
     }
 
     /// With these extra arguments (`--auth-mode …`) and environment
-    /// (`MARQUEE_ADMIN_PASSWORD`).
+    /// (`MARQUEE_ADMIN_PASSWORD`). `MARQUEE_BENCH_BINARY` names another build
+    /// to measure instead of this one (e.g. the last commit's, to compare).
     pub fn start_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
+        let binary = std::env::var_os("MARQUEE_BENCH_BINARY")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_marquee").into());
+        let mut child = Command::new(binary)
             .arg("--data-dir")
             .arg(dir)
             .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
@@ -220,47 +223,18 @@ pub fn now_us(base: std::time::Instant) -> u64 {
     base.elapsed().as_micros() as u64
 }
 
-/// An open-loop schedule: write `i` of `count` is due `start_us + i * period_us`
-/// after `base`, and comes out of the returned channel then, as
-/// `(i, due_us, due)`. tokio's timer wakes on whole milliseconds, up to 1 ms
-/// after a deadline, which would count against the server: a thread with the
-/// OS's microsecond sleep keeps the schedule instead. Join the handle after
-/// the channel ends.
-pub fn pace(
-    base: std::time::Instant,
-    start_us: u64,
-    period_us: u64,
-    count: usize,
-) -> (
-    tokio::sync::mpsc::UnboundedReceiver<(u64, u64, std::time::Instant)>,
-    std::thread::JoinHandle<()>,
-) {
-    let (due_tx, due_rx) = tokio::sync::mpsc::unbounded_channel();
-    let pacer = std::thread::spawn(move || {
-        for i in 0..count as u64 {
-            let due_us = start_us + i * period_us;
-            let due = base + Duration::from_micros(due_us);
-            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
-            if due_tx.send((i, due_us, due)).is_err() {
-                break;
-            }
-        }
-    });
-    (due_rx, pacer)
-}
-
 /// An MQTT 3.1.1 subscriber's arrivals: reads publishes from `stream` (already
 /// subscribed; `buf` holds what was read past the SUBACK) until `count` have
-/// come, 60 s pass or the broker is quiet for 10 s. Each arrival's delay is
-/// counted from the scheduled send time (µs after `base`) that `sent` reads
-/// from it; publishes it returns `None` for are not counted.
-pub async fn mqtt_arrivals(
+/// come, 60 s pass or the broker is quiet for 10 s. `arrived` turns each
+/// publish and its arrival time (µs after `base`) into what is counted, or
+/// `None` for publishes that are not.
+pub async fn mqtt_arrivals<T>(
     mut stream: tokio::net::TcpStream,
     mut buf: bytes::BytesMut,
     count: usize,
     base: std::time::Instant,
-    sent: impl Fn(&marquee::mqtt::Publish) -> Option<u64>,
-) -> Vec<Duration> {
+    arrived: impl Fn(&marquee::mqtt::Publish, u64) -> Option<T>,
+) -> Vec<T> {
     use marquee::mqtt::{Packet, ProtocolVersion, decode_as_client};
     use tokio::io::AsyncReadExt;
     let mut latencies = Vec::with_capacity(count);
@@ -268,9 +242,9 @@ pub async fn mqtt_arrivals(
     while std::time::Instant::now() < give_up && latencies.len() < count {
         while let Ok(Some(packet)) = decode_as_client(&mut buf, ProtocolVersion::V311, 1 << 20) {
             if let Packet::Publish(p) = packet
-                && let Some(sent) = sent(&p)
+                && let Some(counted) = arrived(&p, now_us(base))
             {
-                latencies.push(Duration::from_micros(now_us(base).saturating_sub(sent)));
+                latencies.push(counted);
             }
         }
         if latencies.len() >= count {
@@ -282,38 +256,6 @@ pub async fn mqtt_arrivals(
         }
     }
     latencies
-}
-
-/// Open loop: write `i` of `count` starts when [`pace`] says it is due (whether
-/// or not earlier ones were answered), each on a task of its own, and resolves
-/// to whether it succeeded. Returns how far the sender fell behind its schedule
-/// and how many writes failed.
-pub async fn paced_writes<Write, Done>(
-    base: std::time::Instant,
-    start_us: u64,
-    period_us: u64,
-    count: usize,
-    write: Write,
-) -> (Duration, usize)
-where
-    Write: Fn(u64, u64) -> Done,
-    Done: std::future::Future<Output = bool> + Send + 'static,
-{
-    let (mut due_rx, pacer) = pace(base, start_us, period_us, count);
-    let mut late = Duration::ZERO;
-    let mut writes = Vec::with_capacity(count);
-    while let Some((i, due_us, due)) = due_rx.recv().await {
-        late = late.max(std::time::Instant::now().saturating_duration_since(due));
-        writes.push(tokio::spawn(write(i, due_us)));
-    }
-    let _ = pacer.join();
-    let mut failed = 0;
-    for write in writes {
-        if !write.await.unwrap_or(false) {
-            failed += 1;
-        }
-    }
-    (late, failed)
 }
 
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -405,4 +347,140 @@ impl RawHttp {
         self.reader.read_exact(&mut body).await.expect("body");
         status
     }
+}
+
+/// Open-loop HTTP writes: write `i` is due at `start_us + i * period_us`
+/// (µs after `base`) and is sent then, whether or not earlier writes were
+/// answered. A timing thread writes each request straight onto one of
+/// `connections` keep-alive sockets (round robin, so a slow answer is not in
+/// the next write's way) and a reader thread per socket takes the answers: no
+/// hand-off to an async runtime sits between the schedule and the wire, so
+/// what the figures show is the server, not the load generator waking up
+/// (tokio's timer also wakes on whole milliseconds, up to 1 ms late; the
+/// thread sleeps with the OS's microseconds).
+pub struct PacedWrites {
+    /// Where and how: `127.0.0.1:PORT` and extra header lines (each ending in CRLF).
+    pub addr: String,
+    pub extra_headers: String,
+    pub connections: usize,
+    pub base: std::time::Instant,
+    pub start_us: u64,
+    pub period_us: u64,
+    pub count: usize,
+}
+
+/// What the load generator saw of its own writes.
+pub struct PacedOutcome {
+    /// How far the timing thread fell behind its schedule, at most.
+    pub late: Duration,
+    /// Writes answered with something other than 2xx, or not at all.
+    pub failed: usize,
+    /// Each answered write's time from sending to its answer, sorted.
+    pub acks: Vec<Duration>,
+}
+
+impl PacedWrites {
+    /// Sends every write (`request(i, due_us)` gives its method, path and
+    /// body) and waits for every answer, for at most 60 s after the last.
+    pub fn run(
+        self,
+        request: impl Fn(u64, u64) -> (&'static str, String, String) + Send + 'static,
+    ) -> PacedOutcome {
+        use std::io::Write;
+        let mut sockets = Vec::new();
+        let mut readers = Vec::new();
+        for _ in 0..self.connections.max(1) {
+            let stream = std::net::TcpStream::connect(&self.addr).expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .expect("read timeout");
+            let (sent_tx, sent_rx) = std::sync::mpsc::channel::<u64>();
+            let reader = stream.try_clone().expect("clone socket");
+            let base = self.base;
+            readers.push(std::thread::spawn(move || {
+                read_answers(std::io::BufReader::new(reader), sent_rx, base)
+            }));
+            sockets.push((stream, sent_tx));
+        }
+        let mut late = Duration::ZERO;
+        let mut unsent = 0;
+        for i in 0..self.count as u64 {
+            let due_us = self.start_us + i * self.period_us;
+            let due = self.base + Duration::from_micros(due_us);
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            late = late.max(std::time::Instant::now().saturating_duration_since(due));
+            let (method, path, body) = request(i, due_us);
+            let bytes = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                self.addr,
+                self.extra_headers,
+                body.len()
+            );
+            let (socket, sent) = &mut sockets[i as usize % self.connections.max(1)];
+            let began = now_us(self.base);
+            if socket.write_all(bytes.as_bytes()).is_err() || sent.send(began).is_err() {
+                unsent += 1;
+            }
+        }
+        // Closing the queues tells each reader how many answers to expect.
+        let sockets: Vec<_> = sockets.into_iter().map(|(socket, _)| socket).collect();
+        let mut acks = Vec::with_capacity(self.count);
+        let mut failed = unsent;
+        for reader in readers {
+            let (ok, bad) = reader.join().unwrap_or_default();
+            acks.extend(ok);
+            failed += bad;
+        }
+        drop(sockets);
+        acks.sort_unstable();
+        PacedOutcome { late, failed, acks }
+    }
+}
+
+/// Reads one answer per send time queued on `sent`, in order; returns the
+/// 2xx answers' delays and the count of the others (or of those never read).
+fn read_answers(
+    mut reader: std::io::BufReader<std::net::TcpStream>,
+    sent: std::sync::mpsc::Receiver<u64>,
+    base: std::time::Instant,
+) -> (Vec<Duration>, usize) {
+    use std::io::{BufRead, Read};
+    let (mut acks, mut failed) = (Vec::new(), 0);
+    let mut line = String::new();
+    let mut broken = false;
+    for began in sent {
+        line.clear();
+        // After a lost answer the socket is out of step: count the rest as failed.
+        if broken || reader.read_line(&mut line).unwrap_or(0) == 0 {
+            broken = true;
+            failed += 1;
+            continue;
+        }
+        let ok = line
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|s| s.starts_with('2'));
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        let read = reader.read_exact(&mut body).is_ok();
+        broken = !read;
+        if ok && read {
+            acks.push(Duration::from_micros(now_us(base).saturating_sub(began)));
+        } else {
+            failed += 1;
+        }
+    }
+    (acks, failed)
 }

@@ -1,7 +1,8 @@
 //! The table store: every record, the change log and the table declarations,
-//! kept in fjall. All writes go through one writer thread (see `writer`) that
-//! group-commits them with one fsync; reads go straight to fjall but never
-//! return anything that is not yet durable.
+//! kept in fjall. All writes go through one writer (see `writer`) that
+//! group-commits them with one fsync, on its own thread or, while it is idle,
+//! on the writing connection's; reads go straight to fjall but never return
+//! anything that is not yet durable.
 
 mod ids;
 mod patch;
@@ -19,7 +20,7 @@ use app::sign::{Message, Sign};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::bus::Bus;
 use crate::clock;
@@ -227,6 +228,10 @@ struct Shared {
     tokens: Keyspace,
     tables: Tables,
     writes: mpsc::Sender<writer::Request>,
+    committer: Arc<writer::Committer>,
+    /// Whether a write may be committed on the caller's worker thread while
+    /// the writer is idle (see `writer`): only with another worker to go on.
+    inline_commits: bool,
     durable: watch::Receiver<u64>,
     log_start: Arc<AtomicU64>,
     bus: Bus,
@@ -359,10 +364,15 @@ impl Store {
                 failed: failed_tx,
                 fail_persist_after: options.fail_persist_after,
                 ids: Default::default(),
+                stopped: None,
             };
+            let committer = writer::Committer::new(state);
             let handle = std::thread::Builder::new()
                 .name("marquee-writer".into())
-                .spawn(move || state.run(requests))
+                .spawn({
+                    let committer = committer.clone();
+                    move || committer.run(requests)
+                })
                 .ok();
             Arc::new(Shared {
                 db,
@@ -373,6 +383,8 @@ impl Store {
                 tokens,
                 tables,
                 writes,
+                committer,
+                inline_commits: another_worker(),
                 durable,
                 log_start,
                 bus,
@@ -404,7 +416,16 @@ impl Store {
     /// Commits `op` durably and returns the change it made. The change is on
     /// the bus by the time this returns.
     pub async fn write(&self, op: WriteOp, origin: Origin) -> Result<Arc<ChangeEvent>, StoreError> {
-        self.enqueue(op, origin, None).await?.durable().await
+        let (request, answer) = writer::Request::new(writer::Command::Write(op, origin, None));
+        let queue = if self.shared.inline_commits {
+            self.shared.committer.commit_if_idle(request)
+        } else {
+            Some(request)
+        };
+        if let Some(request) = queue {
+            self.send(request).await?;
+        }
+        PendingWrite(answer).durable().await
     }
 
     /// Queues `op` behind every write queued before it and returns at once;
@@ -417,9 +438,9 @@ impl Store {
         origin: Origin,
         mqtt: Option<Arc<MqttMeta>>,
     ) -> Result<PendingWrite, StoreError> {
-        self.send(writer::Command::Write(op, origin, mqtt))
-            .await
-            .map(PendingWrite)
+        let (request, answer) = writer::Request::new(writer::Command::Write(op, origin, mqtt));
+        self.send(request).await?;
+        Ok(PendingWrite(answer))
     }
 
     /// Declares a table at runtime (durably).
@@ -548,23 +569,20 @@ impl Store {
         &self,
         command: writer::Command,
     ) -> Result<Option<Arc<ChangeEvent>>, StoreError> {
-        let answer = self.send(command).await?;
+        let (request, answer) = writer::Request::new(command);
+        self.send(request).await?;
         answer.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
-    async fn send(&self, command: writer::Command) -> Result<writer::Answer, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let request = writer::Request {
-            command,
-            reply,
-            queued: std::time::Instant::now(),
-        };
-        self.shared
-            .writes
-            .send(request)
-            .await
-            .map_err(|_| StoreError::ShuttingDown)?;
-        Ok(answer)
+    /// Queues `request` for the writer thread; its answer comes on the
+    /// receiver made with it.
+    async fn send(&self, request: writer::Request) -> Result<(), StoreError> {
+        self.shared.committer.queued();
+        let sent = self.shared.writes.send(request).await;
+        if sent.is_err() {
+            self.shared.committer.settled(1);
+        }
+        sent.map_err(|_| StoreError::ShuttingDown)
     }
 
     /// Delivers a transient message to subscribers on every protocol; nothing is stored.
@@ -605,9 +623,9 @@ impl Store {
         mqtt: Option<Arc<MqttMeta>>,
     ) -> Result<PendingWrite, StoreError> {
         let event = self.transient(table, id, value, origin, mqtt)?;
-        self.send(writer::Command::Publish(event))
-            .await
-            .map(PendingWrite)
+        let (request, answer) = writer::Request::new(writer::Command::Publish(event));
+        self.send(request).await?;
+        Ok(PendingWrite(answer))
     }
 
     /// Checks a transient message and makes its change event.
@@ -877,13 +895,8 @@ impl Store {
     /// Stops taking writes, commits every write already queued, and waits for
     /// the writer to finish.
     pub async fn shutdown(&self) {
-        let (reply, answer) = oneshot::channel();
-        let stop = writer::Request {
-            command: writer::Command::Stop,
-            reply,
-            queued: std::time::Instant::now(),
-        };
-        if self.shared.writes.send(stop).await.is_ok() {
+        let (stop, answer) = writer::Request::new(writer::Command::Stop);
+        if self.send(stop).await.is_ok() {
             let _ = answer.await;
         }
         let handle = self.shared.writer.lock().ok().and_then(|mut w| w.take());
@@ -907,6 +920,15 @@ impl Store {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Whether this runs on a multi-threaded tokio runtime with a second worker,
+/// which goes on serving while the first blocks in an inline commit's fsync.
+fn another_worker() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+        runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            && runtime.metrics().num_workers() >= 2
+    })
 }
 
 /// Table names: letters, digits, `_` and `-`, not starting with `_`, at most 64 bytes.
@@ -1154,5 +1176,140 @@ mod tests {
             "{refused:?}"
         );
         store.shutdown().await;
+    }
+
+    fn open_failing_after(dir: &tempfile::TempDir, commits: u64) -> Store {
+        let metrics = Arc::new(Metrics::default());
+        Store::open(
+            StoreOptions {
+                data_dir: dir.path().join("data"),
+                change_log_window: 1000,
+                tables: Vec::new(),
+                fail_persist_after: Some(commits),
+            },
+            Bus::new(64, metrics.clone()),
+            metrics,
+        )
+        .expect("store opens")
+    }
+
+    /// While the writer is idle a write commits on the caller's own thread
+    /// (no hand-off to the writer thread and back), but never on a runtime
+    /// whose only worker that would block.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_store_commits_writes_on_the_callers_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let mut subscriber = store.bus().subscribe();
+        subscriber.add_filter(&crate::topic::TopicFilter::parse("mqtt/#").unwrap());
+        for i in 0..20 {
+            let event = store
+                .write(put("mqtt", "a", json!({"i": i})), Origin::Rest)
+                .await
+                .unwrap();
+            assert_eq!(event.seq, Some(i + 1));
+        }
+        assert_eq!(store.metrics().inline_commits.get(), 20);
+        assert_eq!(store.metrics().commits.get(), 20);
+        for i in 0..20 {
+            let event = subscriber.recv().await.unwrap();
+            assert_eq!(
+                event.seq,
+                Some(i + 1),
+                "the bus has every change once, in order"
+            );
+        }
+        store.shutdown().await;
+        // Shut down, the caller does not commit either: it is refused.
+        let refused = store.write(put("mqtt", "a", json!({})), Origin::Rest).await;
+        assert_eq!(refused.unwrap_err(), StoreError::ShuttingDown);
+    }
+
+    #[tokio::test]
+    async fn a_single_worker_runtime_leaves_every_commit_to_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        for i in 0..5 {
+            store
+                .write(put("mqtt", "a", json!({"i": i})), Origin::Rest)
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.metrics().inline_commits.get(), 0);
+        assert_eq!(store.metrics().commits.get(), 5);
+        store.shutdown().await;
+    }
+
+    /// A connection that queues a write and then writes again: the second
+    /// must not commit inline ahead of the first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_never_overtakes_one_queued_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        for i in 0..200 {
+            let queued = store
+                .enqueue(put("mqtt", "queued", json!({"i": i})), Origin::Mqtt, None)
+                .await
+                .unwrap();
+            let direct = store
+                .write(put("mqtt", "direct", json!({"i": i})), Origin::Rest)
+                .await
+                .unwrap();
+            let queued = queued.durable().await.unwrap();
+            assert!(
+                queued.seq < direct.seq,
+                "round {i}: the queued write got seq {:?}, the later one {:?}",
+                queued.seq,
+                direct.seq
+            );
+        }
+        assert_eq!(store.last_seq(), 400);
+        store.shutdown().await;
+    }
+
+    /// A failed fsync in an inline commit stops the writer as one in the
+    /// writer thread does: that write and every later one are refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_inline_commit_stops_every_later_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_failing_after(&dir, 2);
+        for i in 0..2 {
+            store
+                .write(put("mqtt", "a", json!({"i": i})), Origin::Rest)
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.metrics().inline_commits.get(), 2);
+        let failed = store
+            .write(put("mqtt", "a", json!({"i": 2})), Origin::Rest)
+            .await;
+        assert!(
+            matches!(&failed, Err(StoreError::Failed(why)) if why.contains("simulated fsync failure")),
+            "{failed:?}"
+        );
+        assert!(store.failed().await.contains("simulated fsync failure"));
+        let later = store
+            .write(put("mqtt", "a", json!({"i": 3})), Origin::Rest)
+            .await;
+        assert!(matches!(later, Err(StoreError::Failed(_))), "{later:?}");
+        let queued = store
+            .enqueue(put("mqtt", "a", json!({"i": 4})), Origin::Mqtt, None)
+            .await;
+        let queued = match queued {
+            Ok(pending) => pending.durable().await,
+            Err(e) => Err(e),
+        };
+        assert!(
+            matches!(
+                queued,
+                Err(StoreError::Failed(_) | StoreError::ShuttingDown)
+            ),
+            "{queued:?}"
+        );
+        assert_eq!(
+            store.last_seq(),
+            2,
+            "nothing after the failure counts as durable"
+        );
     }
 }

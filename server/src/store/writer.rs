@@ -2,10 +2,17 @@
 //! the committed state (plus the batch's own earlier writes), commits them as
 //! one fjall batch with one `SyncData` fsync, and only then acknowledges each
 //! and puts its change on the bus — in `seq` order.
+//!
+//! One writer, two places it runs. Under load its thread takes every queued
+//! write and group-commits them. When nothing at all is queued or being
+//! committed, a caller may commit its own write on its own (runtime worker)
+//! thread instead: at a low rate each hand-off to the writer thread and back
+//! wakes an idle thread, which costs more than the fsync it waits for, and the
+//! bus then wakes subscribers' tasks on the worker that is already running.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin};
@@ -55,6 +62,31 @@ pub(super) struct Request {
     pub queued: Instant,
 }
 
+impl Request {
+    /// A request, and where its answer will come.
+    pub fn new(command: Command) -> (Self, Answer) {
+        let (reply, answer) = oneshot::channel();
+        let queued = Instant::now();
+        (
+            Self {
+                command,
+                reply,
+                queued,
+            },
+            answer,
+        )
+    }
+}
+
+/// The writer, shared by its thread and callers that commit while it is idle.
+pub(super) struct Committer {
+    writer: Mutex<Writer>,
+    /// Requests queued for the thread or in the batch it is committing. A
+    /// caller commits inline only when this is 0, so a write never overtakes
+    /// one queued before it (a connection's own pipelined writes included).
+    outstanding: AtomicUsize,
+}
+
 pub(super) struct Writer {
     pub db: Database,
     pub records: Keyspace,
@@ -75,6 +107,14 @@ pub(super) struct Writer {
     pub fail_persist_after: Option<u64>,
     /// Makes the ids of records created without one.
     pub ids: IdMaker,
+    /// Why the writer stopped taking writes: a failed commit, or shutdown.
+    pub stopped: Option<Stopped>,
+}
+
+#[derive(Clone)]
+pub(super) enum Stopped {
+    Failed(String),
+    ShutDown,
 }
 
 /// What one request will do once its batch is durable.
@@ -105,9 +145,50 @@ struct Overlay {
     accounts: HashMap<String, bool>,
 }
 
-impl Writer {
-    pub fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        self.trim_log_on_open();
+impl Committer {
+    pub fn new(mut writer: Writer) -> Arc<Self> {
+        writer.trim_log_on_open();
+        Arc::new(Self {
+            writer: Mutex::new(writer),
+            outstanding: AtomicUsize::new(0),
+        })
+    }
+
+    /// Counts a request about to be queued for the thread; undo with
+    /// [`Committer::settled`] if it could not be queued.
+    pub fn queued(&self) {
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn settled(&self, requests: usize) {
+        self.outstanding.fetch_sub(requests, Ordering::SeqCst);
+    }
+
+    /// Commits `request` on the caller's thread if the writer is idle, and
+    /// hands it back otherwise, to be queued. Blocks for the fsync: only for
+    /// a runtime with another worker to go on meanwhile.
+    pub fn commit_if_idle(&self, request: Request) -> Option<Request> {
+        let Ok(mut writer) = self.writer.try_lock() else {
+            return Some(request);
+        };
+        if self.outstanding.load(Ordering::SeqCst) != 0
+            || matches!(writer.stopped, Some(Stopped::ShutDown))
+        {
+            return Some(request);
+        }
+        if writer.commit_or_refuse(vec![request]).is_ok() {
+            writer.metrics.inline_commits.inc();
+        }
+        None
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writer thread: group-commits whatever is queued, batch by batch,
+    /// until told to stop or a commit fails.
+    pub fn run(&self, mut requests: mpsc::Receiver<Request>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut stopping = false;
         while !stopping {
@@ -129,20 +210,47 @@ impl Writer {
                 }
                 stopping = true;
             }
-            if let Err(reason) = self.commit(std::mem::take(&mut batch)) {
+            let taken = batch.len();
+            let mut writer = self.lock();
+            let committed = writer.commit_or_refuse(std::mem::take(&mut batch));
+            if stopping && committed.is_ok() {
+                writer.stopped = Some(Stopped::ShutDown);
+            }
+            self.settled(taken);
+            drop(writer);
+            if let Err(reason) = committed {
                 // Nothing after a failed fsync can be trusted to be durable, and
                 // the failed batch may already be readable: refuse everything
                 // and stop, so the process exits and recovery decides.
-                tracing::error!("stopping the writer: {reason}");
                 requests.close();
                 while let Ok(request) = requests.try_recv() {
                     let _ = request.reply.send(Err(StoreError::Failed(reason.clone())));
+                    self.settled(1);
                 }
-                self.failed.send_replace(Some(reason));
                 return;
             }
         }
-        tracing::info!(last_seq = self.last_seq, "writer stopped");
+        tracing::info!(last_seq = self.lock().last_seq, "writer stopped");
+    }
+}
+
+impl Writer {
+    /// Commits one batch, or refuses it whole if an earlier commit failed;
+    /// a failure here stops the writer for good.
+    fn commit_or_refuse(&mut self, requests: Vec<Request>) -> Result<(), String> {
+        if let Some(Stopped::Failed(reason)) = &self.stopped {
+            for request in requests {
+                let _ = request.reply.send(Err(StoreError::Failed(reason.clone())));
+            }
+            return Err(reason.clone());
+        }
+        let committed = self.commit(requests);
+        if let Err(reason) = &committed {
+            tracing::error!("stopping the writer: {reason}");
+            self.stopped = Some(Stopped::Failed(reason.clone()));
+            self.failed.send_replace(Some(reason.clone()));
+        }
+        committed
     }
 
     /// Commits one batch; `Err` (with the reason) if it could not be made durable.

@@ -109,6 +109,8 @@ pub(super) struct Writer {
     pub ids: IdMaker,
     /// Why the writer stopped taking writes: a failed commit, or shutdown.
     pub stopped: Option<Stopped>,
+    /// When the last commit ended, and how long it took.
+    pub last_commit: (Instant, std::time::Duration),
 }
 
 #[derive(Clone)]
@@ -171,7 +173,14 @@ impl Committer {
         let Ok(mut writer) = self.writer.try_lock() else {
             return Some(request);
         };
+        // Under load the writer is idle only between batches, and the next
+        // batch is already on its way: committing one write alone then would
+        // take an fsync from the batch behind it. So only a writer that has
+        // rested at least as long as its last commit took (busy at most half
+        // the time) lets a caller commit.
+        let (ended, took) = writer.last_commit;
         if self.outstanding.load(Ordering::SeqCst) != 0
+            || ended.elapsed() < took
             || matches!(writer.stopped, Some(Stopped::ShutDown))
         {
             return Some(request);
@@ -244,7 +253,9 @@ impl Writer {
             }
             return Err(reason.clone());
         }
+        let started = Instant::now();
         let committed = self.commit(requests);
+        self.last_commit = (Instant::now(), started.elapsed());
         if let Err(reason) = &committed {
             tracing::error!("stopping the writer: {reason}");
             self.stopped = Some(Stopped::Failed(reason.clone()));

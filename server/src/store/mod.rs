@@ -3,6 +3,7 @@
 //! group-commits them with one fsync; reads go straight to fjall but never
 //! return anything that is not yet durable.
 
+pub mod etcd;
 mod ids;
 mod patch;
 mod writer;

@@ -279,6 +279,38 @@ async fn a_watch_from_a_compacted_revision_fails_with_the_floor() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_expire_with_their_lease_and_the_watch_skips_that() {
+    let cluster = EtcdCluster::start(3);
+    let options = EtcdOptions {
+        idempotency_ttl: Duration::from_secs(2),
+        ..EtcdOptions::default()
+    };
+    let log = EtcdLog::connect_with(&cluster.endpoints(), DEFAULT_PREFIX, options)
+        .await
+        .unwrap();
+    let batch = Batch::new("gc-1").put("t", "x", &b"{}"[..]);
+    let first = log.commit(&batch).await.unwrap();
+    // The lease expires with no keep-alive: its keys go, in a revision of their own.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while log.current_revision().await.unwrap() == first.revision {
+        assert!(
+            Instant::now() < deadline,
+            "the idempotency lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The key is gone, so the same batch is a new commit.
+    let second = log.commit(&batch).await.unwrap();
+    assert!(!second.replayed);
+    assert!(second.revision > first.revision + 1);
+    let mut watch = log.watch_from(first.revision);
+    assert_eq!(next(&mut watch).await.revision, first.revision);
+    let entry = next(&mut watch).await;
+    assert_eq!(entry.revision, second.revision);
+    assert_eq!(entry.idempotency_key.as_deref(), Some("gc-1"));
+}
+
 const WRITERS: usize = 4;
 
 /// Acknowledged commits of one writer: (slot, revision, when it began, how long it took).

@@ -32,12 +32,13 @@
 //! # Idempotency keys' lifetime
 //! Idempotency keys are put on a lease that nobody keeps alive: each
 //! [`EtcdLog`] grants one with a TTL of [`EtcdOptions::idempotency_ttl`]
-//! (10 min) and grants a fresh one once half of it has passed, so every key
-//! lives at least half the TTL (5 min, far beyond the seconds a retry takes)
-//! and at most the TTL. etcd deletes all of a lease's keys in one revision when
-//! it expires, with no work here; a retry arriving after that would apply its
-//! batch again. In etcd 3.4 a leader change resets lease TTLs, so keys go late,
-//! never early. A lease that expired under us (a long pause) is granted anew.
+//! (10 min) and a fresh one every 30 s (or half the TTL, if shorter), so a key
+//! lives from 9.5 to 10 min, far beyond the seconds a retry takes. etcd
+//! deletes a lease's keys when it expires, with no work here, all in one
+//! revision: rotating every 30 s bounds that revision to 30 s of commits (the
+//! watch skips it). A retry arriving after that would apply its batch again.
+//! In etcd 3.4 a leader change resets lease TTLs, so keys go late, never
+//! early. A lease that expired under us (a long pause) is granted anew.
 //!
 //! # Watch
 //! [`EtcdLog::watch_from`] watches the whole prefix from a revision and yields
@@ -99,6 +100,9 @@ const WATCH_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Waits between retries grow from the first to the last.
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// A new idempotency lease at least this often, so that one lease's expiry
+/// deletes at most this long's commits' keys in its one revision.
+const LEASE_ROTATION: Duration = Duration::from_secs(30);
 
 /// Timeouts and bounds; [`Default`] suits a cluster on a LAN.
 #[derive(Clone, Debug)]
@@ -111,7 +115,8 @@ pub struct EtcdOptions {
     pub attempts: u32,
     /// ... and most time, whichever is reached first.
     pub retry_for: Duration,
-    /// How long an idempotency key is kept at most (at least half of it).
+    /// How long an idempotency key is kept: at most this, at least this less
+    /// 30 s (or half of it, if that is less).
     pub idempotency_ttl: Duration,
     /// A watch silent this long is asked for progress, and if silent as long
     /// again, re-made on the next member (its member is stopped or cut off):
@@ -606,12 +611,13 @@ impl EtcdLog {
         Err(failure)
     }
 
-    /// The lease to put new idempotency keys on, granted anew once half its TTL has passed.
+    /// The lease to put new idempotency keys on, granted anew every
+    /// [`LEASE_ROTATION`] (or half the TTL, if shorter).
     async fn idem_lease(&self) -> Result<i64, Failure> {
         let ttl = self.shared.options.idempotency_ttl;
         let mut held = self.shared.lease.lock().await;
         if let Some(lease) = held.as_ref()
-            && lease.granted.elapsed() < ttl / 2
+            && lease.granted.elapsed() < (ttl / 2).min(LEASE_ROTATION)
         {
             return Ok(lease.id);
         }

@@ -20,13 +20,17 @@ test: setup lint test-rust build test-e2e
 
 setup: setup-apt setup-rust setup-npm
 
-# Debian packages the tests drive: a real browser, outside MQTT clients, and
-# strace (the crash test checks that every acknowledgement follows an fsync).
+# Debian packages the tests drive: a real browser, outside MQTT clients,
+# strace (the crash test checks that every acknowledgement follows an fsync),
+# etcd (the scale-out tests start their own members) and protoc (the
+# etcd-client crate compiles etcd's .proto files when it builds).
 setup-apt:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
 	command -v strace >/dev/null || missing="$$missing strace"; \
+	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
+	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -4,6 +4,7 @@
 //! on the writing connection's; reads go straight to fjall but never return
 //! anything that is not yet durable.
 
+pub mod etcd;
 mod ids;
 mod patch;
 mod writer;

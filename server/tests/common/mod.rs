@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod firmware;
 pub mod malformed;
 pub mod mqtt;

@@ -1,0 +1,554 @@
+//! The etcd side of the store (`store/etcd.rs`) against real three-member
+//! clusters: commits and the watch, idempotent retries, compaction, and no
+//! acknowledged write lost or doubled while the leader is killed or a member
+//! is stopped. Each test starts its own cluster (see `common/etcd.rs`).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::etcd::EtcdCluster;
+use marquee::store::etcd::{
+    Batch, Change, Committed, DEFAULT_PREFIX, EtcdError, EtcdLog, EtcdOptions, Expect, LogEntry,
+    LogWatch, MAX_BATCH_CHANGES, Op,
+};
+
+async fn connect(cluster: &EtcdCluster) -> EtcdLog {
+    EtcdLog::connect(&cluster.endpoints(), DEFAULT_PREFIX)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}\n{}", cluster.log_tails()))
+}
+
+async fn next(watch: &mut LogWatch) -> LogEntry {
+    tokio::time::timeout(Duration::from_secs(20), watch.next())
+        .await
+        .expect("a watched revision within 20 s")
+        .expect("the watch goes on")
+}
+
+/// p50, p99 and max of `samples`, in ms.
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64, f64) {
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    (at(0.5), at(0.99), at(1.0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_is_watched_as_one_revision_with_exactly_its_changes() {
+    let cluster = EtcdCluster::start(3);
+    let log = connect(&cluster).await;
+    let start = log.current_revision().await.unwrap() + 1;
+    let mut watch = log.watch_from(start);
+
+    let batch = Batch::new("a-1")
+        .put("signs", "lobby", &b"{\"name\":\"Lobby\"}"[..])
+        .put("mqtt", "site/a/b", &b"{}"[..])
+        // Deletes nothing: no change, though the batch still gets its revision.
+        .delete("signs", "never");
+    let committed = log.commit(&batch).await.unwrap();
+    assert!(!committed.replayed);
+    assert!(committed.revision >= start);
+    let entry = next(&mut watch).await;
+    assert_eq!(entry.revision, committed.revision);
+    assert_eq!(entry.idempotency_key.as_deref(), Some("a-1"));
+    assert_eq!(
+        entry.changes,
+        vec![
+            Change {
+                table: "signs".into(),
+                id: "lobby".into(),
+                value: Some(b"{\"name\":\"Lobby\"}".to_vec()),
+                version: 1,
+                create_revision: committed.revision,
+            },
+            Change {
+                table: "mqtt".into(),
+                id: "site/a/b".into(),
+                value: Some(b"{}".to_vec()),
+                version: 1,
+                create_revision: committed.revision,
+            },
+        ]
+    );
+
+    // A delete is a change without a value; a condition on the ETag holds.
+    let mut delete = Batch::new("a-2");
+    delete.ops.push(Op::Delete {
+        table: "signs".into(),
+        id: "lobby".into(),
+        expect: Expect::ModRevision(committed.revision),
+    });
+    let deleted = log.commit(&delete).await.unwrap();
+    let entry = next(&mut watch).await;
+    assert_eq!(entry.revision, deleted.revision);
+    assert_eq!(entry.changes.len(), 1);
+    assert_eq!(entry.changes[0].value, None);
+
+    // A failed condition names the record and its revision, and writes nothing.
+    let mut stale = Batch::new("a-3");
+    stale.ops.push(Op::Put {
+        table: "mqtt".into(),
+        id: "site/a/b".into(),
+        value: b"{}".to_vec(),
+        expect: Expect::Absent,
+    });
+    let refused = log.commit(&stale).await.unwrap_err();
+    assert_eq!(
+        refused,
+        EtcdError::ConditionFailed {
+            table: "mqtt".into(),
+            id: "site/a/b".into(),
+            expected: Expect::Absent,
+            current: committed.revision,
+        }
+    );
+    assert_eq!(log.current_revision().await.unwrap(), deleted.revision);
+
+    // etcd's limits are checked before sending.
+    let mut big = Batch::new("a-4");
+    for i in 0..=MAX_BATCH_CHANGES {
+        big = big.put("t", &format!("r{i}"), &b"{}"[..]);
+    }
+    assert!(matches!(
+        log.commit(&big).await,
+        Err(EtcdError::TooManyChanges { changes: 128 })
+    ));
+    let huge = Batch::new("a-5").put("t", "big", vec![b'x'; 1_600_000]);
+    assert!(matches!(
+        log.commit(&huge).await,
+        Err(EtcdError::TooLarge { .. })
+    ));
+    let twice = Batch::new("a-6").put("t", "x", &b"1"[..]).delete("t", "x");
+    assert_eq!(
+        log.commit(&twice).await,
+        Err(EtcdError::DuplicateKey("t/x".into()))
+    );
+
+    // Sequential single-put commits: the latency through the Rust client.
+    let mut latencies = Vec::new();
+    let mut revisions = Vec::new();
+    for n in 0..200 {
+        let batch = Batch::new(format!("seq-{n}")).put("t", &format!("r{n}"), &b"{}"[..]);
+        let began = Instant::now();
+        let committed = log.commit(&batch).await.unwrap();
+        latencies.push(began.elapsed());
+        revisions.push(committed.revision);
+    }
+    for revision in revisions {
+        assert_eq!(next(&mut watch).await.revision, revision);
+    }
+    let (p50, p99, max) = percentiles(latencies);
+    eprintln!(
+        "etcd-figures: 200 sequential commits (1 put each): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
+    );
+
+    // A quiet watch is probed for progress, which etcd 3.4 answers: it is not
+    // taken for a stopped member and made again.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .is_err()
+    );
+    assert_eq!(watch.resumes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_commit_is_applied_once_and_answers_the_same_revision() {
+    let mut cluster = EtcdCluster::start(3);
+    let log = connect(&cluster).await;
+    let start = log.current_revision().await.unwrap() + 1;
+
+    let batch = Batch::new("b-1").put("signs", "s", &b"{}"[..]);
+    let first = log.commit(&batch).await.unwrap();
+    let again = log.commit(&batch).await.unwrap();
+    assert_eq!(
+        again,
+        Committed {
+            revision: first.revision,
+            replayed: true
+        }
+    );
+    // The replay wrote nothing, not even a revision.
+    assert_eq!(log.current_revision().await.unwrap(), first.revision);
+    // The same key for other writes is a caller's bug, not a replay.
+    let other = Batch::new("b-1").put("signs", "s", &b"{\"x\":1}"[..]);
+    assert_eq!(
+        log.commit(&other).await,
+        Err(EtcdError::IdempotencyConflict("b-1".into()))
+    );
+
+    // Two nodes retrying the same batch at once: one applies it, both get its revision.
+    let other_node = connect(&cluster).await;
+    let racing = Batch::new("b-2").put("signs", "race", &b"{}"[..]);
+    let (a, b) = tokio::join!(log.commit(&racing), other_node.commit(&racing));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.revision, b.revision);
+    assert!(a.replayed != b.replayed, "{a:?} {b:?}");
+
+    // An attempt that times out while the leader has no quorum may commit
+    // later; the retry after recovery must not apply it a second time.
+    let impatient = EtcdLog::connect_with(
+        &cluster.endpoints(),
+        DEFAULT_PREFIX,
+        EtcdOptions {
+            attempts: 2,
+            retry_for: Duration::from_secs(3),
+            ..EtcdOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let leader = cluster.leader();
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &f in &followers {
+        cluster.pause(f);
+    }
+    let stranded = Batch::new("b-3").put("signs", "stranded", &b"{}"[..]);
+    let unconfirmed = impatient.commit(&stranded).await;
+    assert!(
+        matches!(unconfirmed, Err(EtcdError::Unconfirmed { .. })),
+        "{unconfirmed:?}"
+    );
+    for &f in &followers {
+        cluster.resume(f);
+    }
+    let retried = log.commit(&stranded).await.unwrap();
+    eprintln!(
+        "etcd-figures: the commit that timed out without a quorum {} after the quorum came back",
+        if retried.replayed {
+            "had committed"
+        } else {
+            "had not committed; the retry applied it"
+        }
+    );
+    let end = log.current_revision().await.unwrap();
+    let mut watch = log.watch_from(start);
+    let mut b3 = 0;
+    loop {
+        let entry = next(&mut watch).await;
+        if entry.idempotency_key.as_deref() == Some("b-3") {
+            b3 += 1;
+            assert_eq!(entry.revision, retried.revision);
+        }
+        if entry.revision >= end {
+            break;
+        }
+    }
+    assert_eq!(b3, 1, "batch b-3 applied {b3} times");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_compacted_revision_fails_with_the_floor() {
+    let cluster = EtcdCluster::start(3);
+    let log = connect(&cluster).await;
+    let mut revisions = Vec::new();
+    for n in 0..5 {
+        let batch = Batch::new(format!("d-{n}")).put("t", "x", format!("{n}"));
+        revisions.push(log.commit(&batch).await.unwrap().revision);
+    }
+    log.compact(revisions[2]).await.unwrap();
+    // Compacting to the same revision again is not an error.
+    log.compact(revisions[2]).await.unwrap();
+
+    let mut before = log.watch_from(revisions[0]);
+    let error = tokio::time::timeout(Duration::from_secs(20), before.next())
+        .await
+        .expect("an answer within 20 s")
+        .unwrap_err();
+    assert_eq!(
+        error,
+        EtcdError::Compacted {
+            start: revisions[0],
+            compact_revision: revisions[2],
+        }
+    );
+    // The watch stays failed.
+    assert_eq!(before.next().await.unwrap_err(), error);
+
+    // The floor itself is still there.
+    let mut at_floor = log.watch_from(revisions[2]);
+    for &revision in &revisions[2..] {
+        let entry = next(&mut at_floor).await;
+        assert_eq!(entry.revision, revision);
+        assert_eq!(entry.changes[0].version, revision - revisions[0] + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_expire_with_their_lease_and_the_watch_skips_that() {
+    let cluster = EtcdCluster::start(3);
+    let options = EtcdOptions {
+        idempotency_ttl: Duration::from_secs(2),
+        ..EtcdOptions::default()
+    };
+    let log = EtcdLog::connect_with(&cluster.endpoints(), DEFAULT_PREFIX, options)
+        .await
+        .unwrap();
+    let batch = Batch::new("gc-1").put("t", "x", &b"{}"[..]);
+    let first = log.commit(&batch).await.unwrap();
+    // The lease expires with no keep-alive: its keys go, in a revision of their own.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while log.current_revision().await.unwrap() == first.revision {
+        assert!(
+            Instant::now() < deadline,
+            "the idempotency lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The key is gone, so the same batch is a new commit.
+    let second = log.commit(&batch).await.unwrap();
+    assert!(!second.replayed);
+    assert!(second.revision > first.revision + 1);
+    let mut watch = log.watch_from(first.revision);
+    assert_eq!(next(&mut watch).await.revision, first.revision);
+    let entry = next(&mut watch).await;
+    assert_eq!(entry.revision, second.revision);
+    assert_eq!(entry.idempotency_key.as_deref(), Some("gc-1"));
+}
+
+const WRITERS: usize = 4;
+
+/// Acknowledged commits of one writer: (slot, revision, when it began, how long it took).
+type Acks = Vec<(usize, u64, Instant, Duration)>;
+
+/// What a watch saw of the writers' batches, per slot (writer × commit).
+struct Seen {
+    count: Vec<u32>,
+    revision: Vec<u64>,
+    resumes: u64,
+}
+
+/// Counts each batch of the writers (idempotency key `w{writer}-{n}`) that
+/// `watch` delivers, checking the revision order, until it has passed the
+/// revision `until` holds (0: not known yet).
+async fn count_batches(
+    mut watch: LogWatch,
+    slots: usize,
+    per_writer: usize,
+    mut until: tokio::sync::watch::Receiver<u64>,
+) -> Seen {
+    let mut seen = Seen {
+        count: vec![0; slots],
+        revision: vec![0; slots],
+        resumes: 0,
+    };
+    let mut last = 0;
+    loop {
+        let target = *until.borrow_and_update();
+        if target > 0 && watch.last_revision() >= target {
+            seen.resumes = watch.resumes();
+            return seen;
+        }
+        // LogWatch::next is cancel-safe: losing this race loses no event.
+        let entry = tokio::select! {
+            entry = next(&mut watch) => entry,
+            _ = until.changed() => continue,
+        };
+        assert!(
+            entry.revision > last,
+            "revision {} after {last}",
+            entry.revision
+        );
+        last = entry.revision;
+        let key = entry.idempotency_key.as_deref().unwrap_or_default();
+        let Some((w, n)) = key
+            .strip_prefix('w')
+            .and_then(|k| k.split_once('-'))
+            .and_then(|(w, n)| Some((w.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+        else {
+            panic!("an entry that is not a writer's batch: {entry:?}");
+        };
+        assert_eq!(entry.changes.len(), 2, "{entry:?}");
+        let slot = w * per_writer + n;
+        seen.count[slot] += 1;
+        seen.revision[slot] = entry.revision;
+    }
+}
+
+/// Runs `WRITERS` writers of `per_writer` commits each (two puts per batch);
+/// once a quarter is acknowledged, `begin` injects a fault into the leader
+/// (which it returns), and `hold` later `end` undoes it. The writers and a
+/// live watch start on the leader, so both must move off it. The live watch
+/// and a fresh one afterwards must each see every acknowledged batch exactly
+/// once, at its revision, in revision order.
+async fn writes_survive(
+    name: &str,
+    per_writer: usize,
+    hold: Duration,
+    begin: impl FnOnce(&mut EtcdCluster) -> usize,
+    end: impl FnOnce(&mut EtcdCluster, usize),
+) {
+    let mut cluster = EtcdCluster::start(3);
+    let leader = cluster.leader();
+    let mut endpoints = cluster.endpoints();
+    endpoints.rotate_left(leader);
+    let options = EtcdOptions {
+        start_on_first: true,
+        ..EtcdOptions::default()
+    };
+    let log = EtcdLog::connect_with(&endpoints, DEFAULT_PREFIX, options)
+        .await
+        .unwrap();
+    let start = log.current_revision().await.unwrap() + 1;
+    let slots = WRITERS * per_writer;
+    let (until_tx, until_rx) = tokio::sync::watch::channel(0u64);
+    // Reads while the fault happens, so resuming is exercised live.
+    let live = tokio::spawn(count_batches(
+        log.watch_from(start),
+        slots,
+        per_writer,
+        until_rx,
+    ));
+
+    let acked = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let log = log.clone();
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acks: Acks = Vec::with_capacity(per_writer);
+            let mut retries = 0;
+            for n in 0..per_writer {
+                let batch = Batch::new(format!("w{w}-{n}"))
+                    .put("load", &format!("w{w}-{n}"), format!("{{\"n\":{n}}}"))
+                    .put("last", &format!("w{w}"), format!("{{\"n\":{n}}}"));
+                let began = Instant::now();
+                // An unconfirmed commit is retried by the caller with the same key.
+                let committed = loop {
+                    match log.commit(&batch).await {
+                        Ok(committed) => break committed,
+                        Err(EtcdError::Unconfirmed { .. }) if retries < 5 => retries += 1,
+                        Err(e) => panic!("writer {w} commit {n}: {e}"),
+                    }
+                };
+                acks.push((
+                    w * per_writer + n,
+                    committed.revision,
+                    began,
+                    began.elapsed(),
+                ));
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
+            (acks, retries)
+        }));
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.load(Ordering::Relaxed) < slots / 4 {
+        assert!(Instant::now() < deadline, "{name}: writers too slow");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let fault_at = Instant::now();
+    let member = begin(&mut cluster);
+    let watched_member_failed = member == leader;
+    tokio::time::sleep(hold).await;
+    end(&mut cluster, member);
+
+    let mut acks: Acks = Vec::with_capacity(slots);
+    let mut retries = 0;
+    for writer in writers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (mine, r) = tokio::time::timeout(left, writer)
+            .await
+            .unwrap_or_else(|_| panic!("{name}: writers still busy after 60 s"))
+            .unwrap();
+        acks.extend(mine);
+        retries += r;
+    }
+    assert_eq!(acks.len(), slots);
+    let until = acks.iter().map(|a| a.1).max().unwrap();
+    until_tx.send_replace(until);
+
+    // Figures: latency before the fault, the longest commit and the longest
+    // time with no acknowledgement at all after it.
+    let before: Vec<Duration> = acks
+        .iter()
+        .filter(|a| a.2 + a.3 < fault_at)
+        .map(|a| a.3)
+        .collect();
+    let (p50, p99, _) = percentiles(before);
+    let longest = acks.iter().map(|a| a.3).max().unwrap();
+    let mut done: Vec<Instant> = acks.iter().map(|a| a.2 + a.3).collect();
+    done.sort_unstable();
+    let gap = done
+        .windows(2)
+        .filter(|w| w[1] > fault_at)
+        .map(|w| w[1] - w[0].max(fault_at))
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "etcd-figures: {name}: {WRITERS} writers x {per_writer}: before the fault p50 {p50:.2} ms, p99 {p99:.2} ms; longest commit {longest:?}; longest with no ack after the fault {gap:?}; caller retries {retries}"
+    );
+
+    let live = tokio::time::timeout(Duration::from_secs(30), live)
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the live watch fell behind"))
+        .unwrap();
+    eprintln!(
+        "etcd-figures: {name}: the live watch was made again {} times",
+        live.resumes
+    );
+    if watched_member_failed {
+        assert!(
+            live.resumes > 0,
+            "{name}: the live watch never left its member"
+        );
+    }
+    let fresh = count_batches(
+        log.watch_from(start),
+        slots,
+        per_writer,
+        until_tx.subscribe(),
+    )
+    .await;
+    for (which, seen) in [("live", &live), ("fresh", &fresh)] {
+        for &(slot, revision, _, _) in &acks {
+            assert_eq!(
+                seen.count[slot], 1,
+                "{name}, {which} watch: batch {slot} seen {} times",
+                seen.count[slot]
+            );
+            assert_eq!(
+                seen.revision[slot], revision,
+                "{name}, {which} watch: batch {slot} at another revision"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_loses_and_doubles_no_acknowledged_commit() {
+    writes_survive(
+        "leader kill -9",
+        300,
+        Duration::from_secs(3),
+        |cluster| {
+            let leader = cluster.leader();
+            cluster.kill9(leader);
+            leader
+        },
+        |cluster, member| cluster.restart(member),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_a_member_loses_and_doubles_no_acknowledged_commit() {
+    writes_survive(
+        "leader SIGSTOP",
+        300,
+        Duration::from_secs(3),
+        |cluster| {
+            let leader = cluster.leader();
+            cluster.pause(leader);
+            leader
+        },
+        |cluster, member| cluster.resume(member),
+    )
+    .await;
+}

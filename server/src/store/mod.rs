@@ -1081,13 +1081,18 @@ mod tests {
     use super::*;
 
     fn open(dir: &tempfile::TempDir) -> Store {
+        open_failing_after(dir, None)
+    }
+
+    /// With the test hook: fsyncs fail after this many commits.
+    fn open_failing_after(dir: &tempfile::TempDir, commits: Option<u64>) -> Store {
         let metrics = Arc::new(Metrics::default());
         Store::open(
             StoreOptions {
                 data_dir: dir.path().join("data"),
                 change_log_window: 1000,
                 tables: Vec::new(),
-                fail_persist_after: None,
+                fail_persist_after: commits,
             },
             Bus::new(64, metrics.clone()),
             metrics,
@@ -1180,20 +1185,6 @@ mod tests {
         store.shutdown().await;
     }
 
-    fn open_failing_after(dir: &tempfile::TempDir, commits: u64) -> Store {
-        let metrics = Arc::new(Metrics::default());
-        Store::open(
-            StoreOptions {
-                data_dir: dir.path().join("data"),
-                change_log_window: 1000,
-                tables: Vec::new(),
-                fail_persist_after: Some(commits),
-            },
-            Bus::new(64, metrics.clone()),
-            metrics,
-        )
-        .expect("store opens")
-    }
 
     /// While the writer is idle a write commits on the caller's own thread
     /// (no hand-off to the writer thread and back), but never on a runtime
@@ -1284,7 +1275,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_inline_commit_stops_every_later_write() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open_failing_after(&dir, 2);
+        let store = open_failing_after(&dir, Some(2));
         let pause = || tokio::time::sleep(std::time::Duration::from_millis(20));
         for i in 0..2 {
             pause().await;

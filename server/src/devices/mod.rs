@@ -13,6 +13,7 @@ mod tasmota;
 mod wled;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
 
 use app::device::{Device, DeviceKind, Pairing, check_full_topic, check_prefix};
 use app::event::Origin;
@@ -59,7 +60,8 @@ pub enum PairError {
 pub struct Devices {
     store: Store,
     guard: Guard,
-    broker: BrokerAddress,
+    /// Shared: every request clones the HTTP state, this with it.
+    broker: Arc<BrokerAddress>,
 }
 
 /// Where devices on the network reach the broker.
@@ -137,7 +139,7 @@ impl Devices {
         Self {
             store,
             guard,
-            broker,
+            broker: Arc::new(broker),
         }
     }
 

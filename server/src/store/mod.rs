@@ -4,6 +4,7 @@
 //! on the writing connection's; reads go straight to fjall but never return
 //! anything that is not yet durable.
 
+mod change;
 pub mod etcd;
 mod ids;
 mod patch;
@@ -1184,7 +1185,6 @@ mod tests {
         );
         store.shutdown().await;
     }
-
 
     /// While the writer is idle a write commits on the caller's own thread
     /// (no hand-off to the writer thread and back), but never on a runtime

@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::ids::IdMaker;
 use super::{
-    LAST_SEQ_KEY, StoreError, StoredRecord, TableDecl, Tables, WriteOp, decode_record, merge_patch,
-    normalize, record_key, table_def, table_key, validate_record_id, validate_table_name,
+    LAST_SEQ_KEY, StoreError, StoredRecord, TableDecl, Tables, WriteOp, change, decode_record,
+    record_key, table_def, table_key, validate_record_id, validate_table_name,
 };
 use crate::bus::Bus;
 use crate::clock;
@@ -432,54 +432,22 @@ impl Writer {
         validate_record_id(&table, &id)?;
         let key = record_key(&table, &id);
         let current = self.current(&key, overlay)?;
-        let current_version = current.as_ref().map_or(0, |r| r.version);
-        if let Some(expected) = if_match
-            && expected != current_version
-        {
-            return Err(StoreError::VersionMismatch {
-                expected,
-                current: current_version,
-            });
-        }
-        let new_value = match kind {
-            ChangeType::Put => value,
-            ChangeType::Patch => {
-                let Some(mut record) = current.clone() else {
-                    return Err(StoreError::NotFound(format!("{table}/{id}")));
-                };
-                if let Some(patch) = &value {
-                    merge_patch(&mut record.value, patch);
-                }
-                Some(record.value)
-            }
-            _ => {
-                if current.is_none() {
-                    return Err(StoreError::NotFound(format!("{table}/{id}")));
-                }
-                None
-            }
-        };
-        let new_value = match new_value {
-            Some(v) => {
-                if !v.is_object() {
-                    return Err(StoreError::Invalid("a record must be a JSON object".into()));
-                }
-                if let Some(schema) = &schema {
-                    schema.validate(&v).map_err(StoreError::Invalid)?;
-                }
-                // Here rather than in each protocol, so REST, WebSocket and MQTT writes
-                // cannot disagree about what a valid sign is.
-                Some(normalize(&table, v)?)
-            }
-            None => None,
-        };
-
-        // A re-created record continues after the version it was deleted at, so
-        // an ETag of one record id never names two different records.
-        let version = match &current {
-            Some(record) => record.version + 1,
-            None => self.deleted_version(&key, overlay)? + 1,
-        };
+        let change::Effect {
+            value: new_value,
+            version,
+            created,
+        } = change::decide(
+            change::Intent {
+                kind,
+                table: &table,
+                id: &id,
+                input: value,
+                if_match,
+            },
+            current.as_ref(),
+            || self.deleted_version(&key, overlay),
+            schema.as_ref(),
+        )?;
         let ts = clock::now_rfc3339();
         match &new_value {
             Some(value) => {
@@ -510,7 +478,6 @@ impl Writer {
                 overlay.records.insert(key, None);
             }
         }
-        let created = current.is_none() && new_value.is_some();
         let event = ChangeEvent {
             seq: Some(seq),
             kind,

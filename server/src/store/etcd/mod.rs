@@ -14,6 +14,7 @@
 //! # Files, one concern each
 //! - `log.rs`: commits (batches as transactions, idempotency keys, limits).
 //! - `watch.rs`: the log watched back in revision order, resumed across members.
+//! - `read.rs`: snapshot reads of the records at one revision, and single gets.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,9 +28,11 @@ use tonic::Code;
 use log::IdemLease;
 
 mod log;
+mod read;
 mod watch;
 
 pub use log::{Batch, Committed, Expect, Op};
+pub use read::{Got, Record, Snapshot};
 pub use watch::{Change, LogEntry, LogWatch};
 
 /// Where Marquee's keys live unless configured otherwise.
@@ -77,6 +80,9 @@ pub struct EtcdOptions {
     /// Start on the first endpoint (say, the member on this machine) rather
     /// than a random one, so that nodes given the same list spread out.
     pub start_on_first: bool,
+    /// Records per request of a snapshot read (etcd's range `limit`); a page
+    /// too large for one message is halved until it fits.
+    pub read_page: usize,
 }
 
 impl Default for EtcdOptions {
@@ -90,6 +96,7 @@ impl Default for EtcdOptions {
             watch_idle: Duration::from_secs(1),
             watch_retry_for: Duration::from_secs(30),
             start_on_first: false,
+            read_page: 500,
         }
     }
 }
@@ -146,6 +153,8 @@ pub enum EtcdError {
     Rejected(String),
     #[error("unexpected answer from etcd: {0}")]
     Protocol(String),
+    #[error("invalid name: {0}")]
+    InvalidName(String),
 }
 
 /// A connection to an etcd cluster, holding Marquee's keys under one prefix. Cheap to clone.

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::etcd::EtcdCluster;
 use marquee::store::etcd::{
-    Batch, Change, Committed, DEFAULT_PREFIX, EtcdError, EtcdLog, EtcdOptions, Expect, LogEntry,
-    LogWatch, MAX_BATCH_CHANGES, Op,
+    Batch, Change, Committed, Compactor, CompactorOptions, DEFAULT_PREFIX, EtcdError, EtcdLog,
+    EtcdOptions, Expect, LogEntry, LogWatch, MAX_BATCH_CHANGES, NodeOptions, Op, OwnershipEvent,
+    OwnershipWatch,
 };
 
 async fn connect(cluster: &EtcdCluster) -> EtcdLog {
@@ -728,5 +729,243 @@ async fn a_snapshot_at_a_revision_and_the_watch_after_it_rebuild_the_state_exact
     eprintln!(
         "etcd-figures: snapshot reads: 150 commits and 6 paged reads in {:?}",
         began.elapsed()
+    );
+}
+
+/// A node lease that runs out 2 s after its last keep-alive (etcd's least TTL).
+fn fast_lease() -> NodeOptions {
+    NodeOptions {
+        ttl: Duration::from_secs(2),
+        keepalive_every: Duration::from_millis(500),
+    }
+}
+
+/// Polls `done` every 10 ms for at most `limit`; panics with `what` if it never holds.
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let began = Instant::now();
+    while !done() {
+        assert!(began.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    began.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_compacts_at_a_time_and_another_takes_over_when_its_lease_ends() {
+    let cluster = EtcdCluster::start(3);
+    let (log_a, log_b) = (connect(&cluster).await, connect(&cluster).await);
+    let a = log_a.join("a", fast_lease()).await.unwrap();
+    let b = log_b.join("b", fast_lease()).await.unwrap();
+    let mut live = log_a.live_nodes().await.unwrap();
+    live.sort();
+    assert_eq!(live, ["a", "b"]);
+
+    // A writer keeps the head moving.
+    let writing = Arc::new(AtomicUsize::new(1));
+    let writer = {
+        let (log, writing) = (log_a.clone(), writing.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while writing.load(Ordering::Relaxed) == 1 {
+                let batch = Batch::new(format!("c-{n}")).put("t", "x", format!("{n}"));
+                log.commit(&batch).await.unwrap();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            n
+        })
+    };
+    let options = CompactorOptions {
+        period: Duration::from_millis(200),
+        window: 20,
+    };
+    let compactors = [
+        a.spawn_compactor(options.clone()),
+        b.spawn_compactor(options),
+    ];
+    // Both never lead at once: sampled every 10 ms throughout.
+    let mut both = 0;
+    let mut sample = |compactors: &[Compactor; 2]| {
+        let leading = compactors.iter().filter(|c| c.status().leader).count();
+        if leading > 1 {
+            both += 1;
+        }
+        compactors.iter().any(|c| c.status().compactions >= 3)
+    };
+    wait_until("three compactions", Duration::from_secs(15), || {
+        sample(&compactors)
+    })
+    .await;
+    let leader = usize::from(!compactors[0].status().leader);
+    let follower = 1 - leader;
+    let first = compactors[leader].status();
+    assert!(first.leader);
+    assert_eq!(first.elections, 1);
+    assert_eq!(compactors[follower].status().compactions, 0);
+    assert_eq!(compactors[follower].status().elections, 0);
+    // A watch from below the floor is refused with (at least) that floor.
+    let mut below = log_b.watch_from(1);
+    match tokio::time::timeout(Duration::from_secs(10), below.next()).await {
+        Ok(Err(EtcdError::Compacted {
+            start: 1,
+            compact_revision,
+        })) => assert!(
+            compact_revision >= first.floor,
+            "{compact_revision} < {first:?}"
+        ),
+        other => panic!("a watch from 1 after compaction: {other:?}"),
+    }
+
+    // The leader's node stops renewing its lease (as if stopped): the other
+    // node takes over once etcd deletes the key, and the old one stops first.
+    let nodes = [&a, &b];
+    let halted = Instant::now();
+    nodes[leader].halt();
+    let stepped_down = wait_until("the old leader steps down", Duration::from_secs(10), || {
+        !compactors[leader].status().leader
+    })
+    .await;
+    let took_over = wait_until("the other node compacts", Duration::from_secs(15), || {
+        sample(&compactors);
+        compactors[follower].status().compactions > 0
+    })
+    .await
+        + stepped_down;
+    let old = compactors[leader].status();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        compactors[leader].status(),
+        old,
+        "the old leader compacted on"
+    );
+    let new = compactors[follower].status();
+    assert!(new.leader && new.elections == 1, "{new:?}");
+    assert_eq!(both, 0, "both nodes led at once in {both} samples");
+    eprintln!(
+        "etcd-figures: compactor: old leader stepped down {:?} after its keep-alives stopped, the other compacted {:?} after ({:?} since the halt)",
+        stepped_down,
+        took_over - stepped_down,
+        halted.elapsed()
+    );
+    writing.store(0, Ordering::Relaxed);
+    let commits = writer.await.unwrap();
+    assert!(commits > 20, "{commits}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_elsewhere_tells_the_owner_once_and_one_survivor_gets_a_dead_nodes_will() {
+    let cluster = EtcdCluster::start(3);
+    let log = connect(&cluster).await;
+    let a = connect(&cluster)
+        .await
+        .join("a", fast_lease())
+        .await
+        .unwrap();
+    let b = connect(&cluster)
+        .await
+        .join("b", fast_lease())
+        .await
+        .unwrap();
+    let c = connect(&cluster)
+        .await
+        .join("c", fast_lease())
+        .await
+        .unwrap();
+    let start = log.current_revision().await.unwrap() + 1;
+    let mut watches = [
+        a.watch_ownership(start),
+        b.watch_ownership(start),
+        c.watch_ownership(start),
+    ];
+    async fn quiet(watch: &mut OwnershipWatch) -> bool {
+        tokio::time::timeout(Duration::from_millis(700), watch.next())
+            .await
+            .is_err()
+    }
+    async fn event(watch: &mut OwnershipWatch) -> OwnershipEvent {
+        tokio::time::timeout(Duration::from_secs(15), watch.next())
+            .await
+            .expect("an ownership event within 15 s")
+            .expect("the watch goes on")
+    }
+
+    for client in ["dev-1", "dev-2", "site/x"] {
+        a.claim(client).await.unwrap();
+    }
+    // B takes dev-1 over (a newer CONNECT there): A is told, once.
+    let taken = b.claim("dev-1").await.unwrap();
+    assert_eq!(
+        event(&mut watches[0]).await,
+        OwnershipEvent::TakenOver {
+            client_id: "dev-1".into(),
+            by: "b".into(),
+            revision: taken
+        }
+    );
+    // B claiming its own client again tells nobody.
+    b.claim("dev-1").await.unwrap();
+    for watch in &mut watches {
+        assert!(quiet(watch).await);
+    }
+
+    // A stops renewing its lease: its presence and both its clients go in
+    // one revision, and each survivor is told of both orphans.
+    let halted = Instant::now();
+    a.halt();
+    let mut orphans = Vec::new();
+    for watch in &mut watches[1..] {
+        for _ in 0..2 {
+            match event(watch).await {
+                OwnershipEvent::Orphaned {
+                    client_id,
+                    owner,
+                    revision,
+                } => {
+                    assert_eq!(owner, "a");
+                    orphans.push((client_id, revision));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let expired = halted.elapsed();
+    assert_eq!(orphans.len(), 4);
+    assert!(orphans.iter().all(|o| o.1 == orphans[0].1), "{orphans:?}");
+    assert_eq!(orphans[0], orphans[2]);
+    assert_eq!(orphans[1], orphans[3]);
+    let mut live = log.live_nodes().await.unwrap();
+    live.sort();
+    assert_eq!(live, ["b", "c"]);
+    assert_eq!(a.lease(), None);
+    assert!(matches!(
+        a.claim("dev-9").await,
+        Err(EtcdError::LeaseLost(_))
+    ));
+    // A's watch says nothing of its own clients' end.
+    assert!(quiet(&mut watches[0]).await);
+
+    // Both survivors race for each will: exactly one wins, and stays the winner.
+    let mut wins = [0, 0];
+    for (client, revision) in &orphans[..2] {
+        let (for_b, for_c) = tokio::join!(
+            b.claim_will(client, *revision),
+            c.claim_will(client, *revision)
+        );
+        let (for_b, for_c) = (for_b.unwrap(), for_c.unwrap());
+        assert!(for_b != for_c, "{client}: b {for_b}, c {for_c}");
+        wins[usize::from(for_c)] += 1;
+        assert_eq!(b.claim_will(client, *revision).await.unwrap(), for_b);
+        assert_eq!(c.claim_will(client, *revision).await.unwrap(), for_c);
+    }
+    assert_eq!(wins[0] + wins[1], 2);
+
+    // A clean release is no death: nobody is told.
+    assert!(b.release("dev-1").await.unwrap());
+    assert!(!c.release("dev-1").await.unwrap());
+    for watch in &mut watches[1..] {
+        assert!(quiet(watch).await);
+    }
+    eprintln!(
+        "etcd-figures: ownership: a halted node's clients were orphaned {expired:?} after its keep-alives stopped (lease TTL 2 s)"
     );
 }

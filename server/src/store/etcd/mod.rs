@@ -1,8 +1,11 @@
 //! The etcd side of the store, for several Marquee nodes on one etcd cluster
 //! (issue 11; the facts and the mapping are in `../shared/SCALE-OUT.md`). It
 //! knows nothing of fjall, tables or JSON: it commits batches of record
-//! writes as etcd transactions and watches them back in revision order.
-//! Nothing calls it yet; the writer and the bus will be wired onto it.
+//! writes as etcd transactions and watches them back in revision order,
+//! reads the records at a revision (a node's cache is built from one and
+//! then fed by the watch), keeps each node's lease and presence, elects the
+//! one node that compacts the history, and tracks which node owns each MQTT
+//! client id. Nothing calls it yet; the writer and the bus will be wired onto it.
 //!
 //! # Keys (SCALE-OUT.md §5), under a prefix (default `/marquee/`)
 //! - `{prefix}r/{table}/{id}`: a record's bytes. The table has no `/`; the id
@@ -10,11 +13,20 @@
 //! - `{prefix}idem/{key}`: one per committed batch, named by the batch's
 //!   idempotency key and holding the batch's SHA-256. Its create revision is
 //!   the batch's revision.
+//! - `{prefix}node/{id}`: a live node's presence, on its lease.
+//! - `{prefix}compactor`: the id of the node that compacts, on its lease.
+//! - `{prefix}own/{client}`: the id of the node an MQTT client is connected
+//!   to, on that node's lease.
+//! - `{prefix}will/{revision}/{client}`: the node that sends the will of a
+//!   client whose owner's lease ended at `revision`.
 //!
 //! # Files, one concern each
 //! - `log.rs`: commits (batches as transactions, idempotency keys, limits).
 //! - `watch.rs`: the log watched back in revision order, resumed across members.
 //! - `read.rs`: snapshot reads of the records at one revision, and single gets.
+//! - `node.rs`: a node's lease, kept alive by hand, and its presence key.
+//! - `compactor.rs`: one node at a time compacts the history to a window.
+//! - `ownership.rs`: which node owns an MQTT client id; takeovers and wills.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,13 +39,19 @@ use tonic::Code;
 
 use log::IdemLease;
 
+mod compactor;
 mod log;
+mod node;
+mod ownership;
 mod read;
 mod watch;
 
+pub use compactor::{Compactor, CompactorOptions, CompactorStatus};
 pub use log::{Batch, Committed, Expect, Op};
+pub use node::{LeaseState, Node, NodeOptions};
+pub use ownership::{OwnershipEvent, OwnershipWatch};
 pub use read::{Got, Record, Snapshot};
-pub use watch::{Change, LogEntry, LogWatch};
+pub use watch::{Change, LogEntry, LogWatch, Watch};
 
 /// Where Marquee's keys live unless configured otherwise.
 pub const DEFAULT_PREFIX: &str = "/marquee/";
@@ -155,6 +173,8 @@ pub enum EtcdError {
     Protocol(String),
     #[error("invalid name: {0}")]
     InvalidName(String),
+    #[error("node {0} does not hold its lease now")]
+    LeaseLost(String),
 }
 
 /// A connection to an etcd cluster, holding Marquee's keys under one prefix. Cheap to clone.
@@ -415,6 +435,22 @@ impl Keys {
 
     fn idem(&self, key: &str) -> String {
         format!("{}idem/{key}", self.root)
+    }
+
+    fn node(&self, id: &str) -> String {
+        format!("{}node/{id}", self.root)
+    }
+
+    fn compactor(&self) -> String {
+        format!("{}compactor", self.root)
+    }
+
+    fn own(&self, client: &str) -> String {
+        format!("{}own/{client}", self.root)
+    }
+
+    fn will(&self, revision: u64, client: &str) -> String {
+        format!("{}will/{revision}/{client}", self.root)
     }
 }
 

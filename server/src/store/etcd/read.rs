@@ -148,7 +148,7 @@ impl EtcdLog {
     }
 
     /// One range request to the preferred member.
-    async fn range(
+    pub(super) async fn range(
         &self,
         key: Vec<u8>,
         options: GetOptions,

@@ -52,7 +52,27 @@ impl EtcdLog {
     /// Every revision from `start` on (1 or 0: the oldest kept) that wrote
     /// records or committed a batch, in revision order, each once.
     pub fn watch_from(&self, start: u64) -> LogWatch {
-        LogWatch {
+        let root = self.shared.keys.root.clone();
+        let end = super::read::prefix_end(root.as_bytes());
+        self.watch_keys(root, end, false, log_entry, start)
+    }
+
+    /// Watches every key from `key` to `end` (excluded) from `start` on, with
+    /// the previous value of each key if `prev_kv`; `decode` makes a
+    /// revision's events into what the watch yields (`None`: nothing).
+    pub(super) fn watch_keys<E>(
+        &self,
+        key: String,
+        end: Vec<u8>,
+        prev_kv: bool,
+        decode: Decoder<E>,
+        start: u64,
+    ) -> Watch<E> {
+        Watch {
+            key,
+            end,
+            prev_kv,
+            decode,
             log: self.clone(),
             last_seen: start.saturating_sub(1),
             stream: None,
@@ -68,8 +88,20 @@ impl EtcdLog {
     }
 }
 
-/// A watch from a revision on; see [`EtcdLog::watch_from`].
-pub struct LogWatch {
+/// Makes one revision's events (of the watched keys) into what a watch yields.
+pub(super) type Decoder<E> = fn(&Keys, u64, &[Event]) -> Option<E>;
+
+/// The log from a revision on; see [`EtcdLog::watch_from`].
+pub type LogWatch = Watch<LogEntry>;
+
+/// A watch of keys under a prefix from a revision on, yielding one `E` per
+/// revision that has one: the machinery of [`LogWatch`], also used to watch
+/// client ownership.
+pub struct Watch<E> {
+    key: String,
+    end: Vec<u8>,
+    prev_kv: bool,
+    decode: Decoder<E>,
     log: EtcdLog,
     /// The last revision received (queued or skipped as empty): resume after it.
     last_seen: u64,
@@ -78,7 +110,7 @@ pub struct LogWatch {
     member: usize,
     /// Events of a response the server sent in fragments, until the last one.
     fragments: Vec<Event>,
-    ready: VecDeque<LogEntry>,
+    ready: VecDeque<(u64, E)>,
     /// A progress request is out because the stream went quiet.
     probing: bool,
     /// Since when the watch has been failing, without a message in between.
@@ -97,16 +129,16 @@ enum Heard {
     Lost(String),
 }
 
-impl LogWatch {
+impl<E> Watch<E> {
     /// The next revision's changes. Errors end the watch: every later call
     /// returns the same error. Cancel-safe: a call dropped before it returns
     /// (a `select!` that took another branch) loses no revision.
-    pub async fn next(&mut self) -> Result<LogEntry, EtcdError> {
+    pub async fn next(&mut self) -> Result<E, EtcdError> {
         loop {
             if let Some(error) = &self.failed {
                 return Err(error.clone());
             }
-            if let Some(entry) = self.ready.pop_front() {
+            if let Some((_, entry)) = self.ready.pop_front() {
                 return Ok(entry);
             }
             let heard = match self.stream.as_mut() {
@@ -145,7 +177,7 @@ impl LogWatch {
     /// was returned by [`LogWatch::next`] or held nothing to deliver.
     pub fn last_revision(&self) -> u64 {
         match self.ready.front() {
-            Some(queued) => queued.revision - 1,
+            Some((revision, _)) => revision - 1,
             None => self.last_seen,
         }
     }
@@ -156,7 +188,7 @@ impl LogWatch {
     }
 
     /// This watch as a stream, which ends after its first error.
-    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<LogEntry, EtcdError>> {
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<E, EtcdError>> {
         futures_util::stream::unfold(Some(self), |state| async move {
             let mut watch = state?;
             match watch.next().await {
@@ -187,15 +219,18 @@ impl LogWatch {
             }
         };
         self.member = member;
-        let options = WatchOptions::new()
-            .with_prefix()
+        let mut options = WatchOptions::new()
+            .with_range(self.end.clone())
             .with_start_revision(start)
             .with_fragment();
+        if self.prev_kv {
+            options = options.with_prev_key();
+        }
         let mut client = client
             .watch_client()
             .max_decoding_message_size(WATCH_MAX_MESSAGE);
         let shared = &self.log.shared;
-        let key = shared.keys.root.clone();
+        let key = self.key.clone();
         match timeout(
             shared.options.request_timeout,
             client.watch(key, Some(options)),
@@ -267,7 +302,8 @@ impl LogWatch {
             return None;
         }
         let events = std::mem::take(&mut self.fragments);
-        let mut entry: Option<LogEntry> = None;
+        let mut revision = 0;
+        let mut group: Vec<Event> = Vec::new();
         for event in events {
             let Some(kv) = event.kv() else { continue };
             let Ok(rev) = u64::try_from(kv.mod_revision()) else {
@@ -277,28 +313,38 @@ impl LogWatch {
                 // Already delivered: a re-watch on another member replayed it.
                 continue;
             }
-            if entry.as_ref().is_some_and(|e| e.revision != rev) {
-                self.deliver(entry.take());
+            if rev != revision && !group.is_empty() {
+                self.deliver(revision, &std::mem::take(&mut group));
             }
-            let current = entry.get_or_insert_with(|| LogEntry {
-                revision: rev,
-                idempotency_key: None,
-                changes: Vec::new(),
-            });
-            self.log.shared.keys.add_event(current, &event);
+            revision = rev;
+            group.push(event);
         }
-        self.deliver(entry);
+        if !group.is_empty() {
+            self.deliver(revision, &group);
+        }
         None
     }
 
     /// Queues a whole revision (unless it held nothing of ours) and moves past it.
-    fn deliver(&mut self, entry: Option<LogEntry>) {
-        let Some(entry) = entry else { return };
-        self.last_seen = entry.revision;
-        if entry.idempotency_key.is_some() || !entry.changes.is_empty() {
-            self.ready.push_back(entry);
+    fn deliver(&mut self, revision: u64, events: &[Event]) {
+        self.last_seen = revision;
+        if let Some(entry) = (self.decode)(&self.log.shared.keys, revision, events) {
+            self.ready.push_back((revision, entry));
         }
     }
+}
+
+/// A revision as the log: its record changes and batch, if it has either.
+fn log_entry(keys: &Keys, revision: u64, events: &[Event]) -> Option<LogEntry> {
+    let mut entry = LogEntry {
+        revision,
+        idempotency_key: None,
+        changes: Vec::new(),
+    };
+    for event in events {
+        keys.add_event(&mut entry, event);
+    }
+    (entry.idempotency_key.is_some() || !entry.changes.is_empty()).then_some(entry)
 }
 
 impl Keys {

@@ -146,6 +146,13 @@ impl Node {
         self.halted.store(true, Ordering::Release);
     }
 
+    /// Renews the lease again after [`Node::halt`], as a node that was
+    /// stopped and continued: if etcd let the lease expire meanwhile, the node
+    /// grants a new one and puts its presence again (what it held is gone).
+    pub fn resume(&self) {
+        self.halted.store(false, Ordering::Release);
+    }
+
     /// Leaves at once: revokes the lease, so its keys go in one revision now.
     pub async fn leave(self) -> Result<(), EtcdError> {
         self.task.abort();

@@ -997,7 +997,7 @@ async fn a_claim_elsewhere_tells_the_owner_once_and_one_survivor_gets_a_dead_nod
 
     // A continues (say, after a SIGSTOP): its lease is gone, so it joins again
     // on a new one, owning nothing until its clients connect again.
-    let old_lease = a.state().borrow().clone();
+    let old_lease = *a.state().borrow();
     assert_eq!(old_lease, LeaseState::Lost);
     let resumed = Instant::now();
     a.resume();

@@ -879,6 +879,16 @@ async fn one_node_compacts_at_a_time_and_another_takes_over_when_its_lease_ends(
     writing.store(0, Ordering::Relaxed);
     let commits = writer.await.unwrap();
     assert!(commits > 20, "{commits}");
+
+    // A dropped node's compactor stops too.
+    let [a, b] = [a, b];
+    drop(if follower == 0 { a } else { b });
+    wait_until(
+        "a dropped node's compactor stops",
+        Duration::from_secs(5),
+        || !compactors[follower].status().leader,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,6 +115,11 @@ enum Campaign {
 impl Run {
     async fn run(mut self) {
         loop {
+            if self.lease.has_changed().is_err() {
+                // The node was dropped: its lease runs out, and so does this.
+                self.status.send_modify(|s| s.leader = false);
+                return;
+            }
             let state = *self.lease.borrow_and_update();
             let lease = match state {
                 LeaseState::Alive { lease } => lease,

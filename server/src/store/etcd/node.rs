@@ -74,6 +74,12 @@ impl EtcdLog {
                 "node id '{id}': non-empty, without '/'"
             )));
         }
+        if options.keepalive_every.is_zero() || options.keepalive_every >= options.ttl {
+            return Err(EtcdError::Config(format!(
+                "a node lease renewed every {:?} with a TTL of {:?}: renew well within the TTL",
+                options.keepalive_every, options.ttl
+            )));
+        }
         let mut keeper = Keeper {
             log: self.clone(),
             id: id.to_owned(),

@@ -910,7 +910,8 @@ async fn a_claim_elsewhere_tells_the_owner_once_and_one_survivor_gets_a_dead_nod
         .join("c", fast_lease())
         .await
         .unwrap();
-    let start = log.current_revision().await.unwrap() + 1;
+    let start = c.joined_at() + 1;
+    assert!(c.joined_at() > b.joined_at() && b.joined_at() > a.joined_at());
     let mut watches = [
         a.watch_ownership(start),
         b.watch_ownership(start),

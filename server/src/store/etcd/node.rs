@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use super::{EtcdError, EtcdLog, Failure, backoff};
+use super::{EtcdError, EtcdLog, Failure, backoff, protocol, revision};
 
 /// The lease's timing; [`Default`]: a 10 s TTL renewed every 3.3 s.
 #[derive(Clone, Debug)]
@@ -60,6 +60,8 @@ pub struct Node {
     pub(super) log: EtcdLog,
     pub(super) id: String,
     pub(super) state: watch::Receiver<LeaseState>,
+    /// The revision of the first presence put.
+    joined_at: u64,
     halted: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -89,7 +91,7 @@ impl EtcdLog {
             stream: None,
             failures: 0,
         };
-        let lease = keeper.register().await?;
+        let (lease, joined_at) = keeper.register().await?;
         let (state_tx, state) = watch::channel(LeaseState::Alive { lease });
         let halted = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(keeper.run(state_tx, halted.clone()));
@@ -97,6 +99,7 @@ impl EtcdLog {
             log: self.clone(),
             id: id.to_owned(),
             state,
+            joined_at,
             halted,
             task,
         })
@@ -126,6 +129,12 @@ impl EtcdLog {
 impl Node {
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The revision at which the node first put its presence: watch
+    /// ownership from the next one to miss nothing that concerns it.
+    pub fn joined_at(&self) -> u64 {
+        self.joined_at
     }
 
     /// The lease held now, if any.
@@ -209,8 +218,8 @@ struct Keeper {
 }
 
 impl Keeper {
-    /// Grants a lease and puts the presence key on it.
-    async fn register(&mut self) -> Result<i64, EtcdError> {
+    /// Grants a lease and puts the presence key on it: the lease and the put's revision.
+    async fn register(&mut self) -> Result<(i64, u64), EtcdError> {
         let seconds = i64::try_from(self.options.ttl.as_secs())
             .unwrap_or(i64::MAX)
             .max(1);
@@ -228,7 +237,8 @@ impl Keeper {
             })
             .await?;
         let key = self.log.shared.keys.node(&self.id);
-        self.log
+        let put = self
+            .log
             .retrying("node presence", || async {
                 let (member, client) = self.log.member()?;
                 let mut kv = client.kv_client();
@@ -245,11 +255,15 @@ impl Keeper {
                     })
             })
             .await?;
-        tracing::info!(node = %self.id, lease, "etcd: node lease granted, presence put");
+        let header = put
+            .header()
+            .ok_or_else(|| protocol("a put without a header"))?;
+        let joined = revision(header.revision())?;
+        tracing::info!(node = %self.id, lease, joined, "etcd: node lease granted, presence put");
         self.lease = Some(lease);
         self.confirmed = sent;
         self.stream = None;
-        Ok(lease)
+        Ok((lease, joined))
     }
 
     async fn run(mut self, state: watch::Sender<LeaseState>, halted: Arc<AtomicBool>) {
@@ -314,7 +328,7 @@ impl Keeper {
 
     async fn regrant(&mut self, state: &watch::Sender<LeaseState>) {
         match self.register().await {
-            Ok(lease) => {
+            Ok((lease, _)) => {
                 self.failures = 0;
                 state.send_replace(LeaseState::Alive { lease });
             }

@@ -13,7 +13,11 @@
 //!   other node is told [`OwnershipEvent::Orphaned`]. Each then tries
 //!   [`Node::claim_will`], a create-only transaction on
 //!   `{prefix}will/{revision}/{client}`: exactly one wins and sends the will.
-//!   The key is on the winner's lease, so it goes with the winner.
+//!   The key is on the winner's lease, so it goes with the winner: a will
+//!   is sent at most once (not at all if the winner dies before sending it).
+//! - [`Node::leave`] revokes the lease, which is a death like any other: a
+//!   node shutting down cleanly deals with its clients' wills itself and
+//!   releases them first, or the survivors send the wills.
 //!
 //! The watch covers the keys from `node/` to the end of `own/`, which hold
 //! nothing else (`{prefix}o…` is only `own/`).

@@ -1093,8 +1093,8 @@ async fn node_leases_and_the_ownership_watch_outlive_killing_the_etcd_leader() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(lost, 0, "a node lease was counted lost in {lost} samples");
-    let taken = b.claim("dev").await.unwrap();
     let claimed = Instant::now();
+    let taken = b.claim("dev").await.unwrap();
     cluster.restart(leader);
     // Still the same leases, a keep-alive period later; C gone.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -1139,6 +1139,6 @@ async fn node_leases_and_the_ownership_watch_outlive_killing_the_etcd_leader() {
         panic!("events missing: {told:?}");
     };
     eprintln!(
-        "etcd-figures: leader kill -9: node leases (10 s) held throughout; a takeover was told {takeover:?} after the claim; a node halted at the kill (2 s lease) was orphaned {death:?} after it (etcd 3.4 renews leases on a new leader); a clean leave was told {leaving:?} after it began"
+        "etcd-figures: leader kill -9: node leases (10 s) held throughout; a takeover was told {takeover:?} after the claim was sent; a node halted at the kill (2 s lease) was orphaned {death:?} after it (etcd 3.4 renews leases on a new leader); a clean leave was told {leaving:?} after it began"
     );
 }

@@ -11,8 +11,8 @@ async fn sse_sends_state_then_changes_on_records_and_collections() {
     let server = TestServer::start().await;
     let http = client();
     let url = &server.url;
-    put(&http, url, "/api/signs/a", &json!({"brightness": 1})).await;
-    put(&http, url, "/api/signs/b", &json!({"brightness": 2})).await;
+    put_seq(&http, url, "/api/signs/a", &json!({"brightness": 1})).await;
+    let b_seq = put_seq(&http, url, "/api/signs/b", &json!({"brightness": 2})).await;
 
     let mut table = SseClient::connect(&format!("{url}/api/signs/"), None).await;
     let state = table.until_sync().await;
@@ -24,36 +24,53 @@ async fn sse_sends_state_then_changes_on_records_and_collections() {
             .all(|e| e.kind() == "put" && e.id.is_none())
     );
     assert_eq!(state[2].kind(), "sync");
-    assert_eq!(state[2].id.as_deref(), Some("2"));
+    // The sync position covers every write made before it (and, below, none
+    // made after it); a resume from it neither repeats nor skips.
+    let synced = state[2].seq().expect("sync has an id");
+    assert!(
+        synced >= b_seq,
+        "sync {synced} before the last write {b_seq}"
+    );
 
     let mut record = SseClient::connect(&format!("{url}/api/signs/a"), None).await;
     let state = record.until_sync().await;
     assert_eq!(state.len(), 2);
     assert_eq!(state[0].json()["value"]["brightness"], 1);
 
-    put(&http, url, "/api/signs/b", &json!({"brightness": 3})).await;
-    http.delete(format!("{url}/api/signs/a"))
+    let b_again = put_seq(&http, url, "/api/signs/b", &json!({"brightness": 3})).await;
+    let deleted: Value = http
+        .delete(format!("{url}/api/signs/a"))
         .send()
         .await
+        .unwrap()
+        .json()
+        .await
         .unwrap();
+    let delete_seq = seq_of(&deleted);
+    assert!(
+        synced < b_again,
+        "sync {synced} covers a later write {b_again}"
+    );
+    assert_strictly_increasing(&[b_again, delete_seq], "the two writes");
 
+    // Each change carries, as its id, the seq its write was answered with.
     let change = table.next().await.unwrap();
     assert_eq!(
-        (change.kind().as_str(), change.id.as_deref()),
-        ("put", Some("3"))
+        (change.kind().as_str(), change.seq()),
+        ("put", Some(b_again))
     );
     assert_eq!(change.json()["value"]["brightness"], 3);
     let change = table.next().await.unwrap();
     assert_eq!(
-        (change.kind().as_str(), change.id.as_deref()),
-        ("delete", Some("4"))
+        (change.kind().as_str(), change.seq()),
+        ("delete", Some(delete_seq))
     );
 
     // The record stream sees only its own record.
     let change = record.next().await.unwrap();
     assert_eq!(
-        (change.kind().as_str(), change.id.as_deref()),
-        ("delete", Some("4"))
+        (change.kind().as_str(), change.seq()),
+        ("delete", Some(delete_seq))
     );
     server.stop().await;
 }
@@ -66,56 +83,67 @@ async fn sse_resumes_from_last_event_id_with_exactly_the_missed_changes() {
     let stream_url = format!("{url}/api/messages/");
     let mut sse = SseClient::connect(&stream_url, None).await;
     sse.until_sync().await;
+    // (text, seq) of every message written, as the server answered each write.
+    let mut written = Vec::new();
     for i in 0..5 {
-        put(
+        let seq = put_seq(
             &http,
             url,
             &format!("/api/messages/m{}", i % 2),
             &json!({"text": i.to_string()}),
         )
         .await;
-        put(&http, url, "/api/signs/other", &json!({"brightness": i})).await;
+        written.push((json!(i.to_string()), seq));
+        put_seq(&http, url, "/api/signs/other", &json!({"brightness": i})).await;
     }
     let mut last_id = None;
+    let mut seen = Vec::new();
     for _ in 0..5 {
         let event = sse.next().await.unwrap();
+        seen.push((event.json()["value"]["text"].clone(), event.seq().unwrap()));
         last_id = event.id.clone();
     }
+    assert_eq!(
+        seen, written,
+        "live: each write once, in order, with its seq"
+    );
     drop(sse);
 
     // Writes continue while the client is away.
+    let mut missed = Vec::new();
     for i in 5..12 {
-        put(
+        let seq = put_seq(
             &http,
             url,
             &format!("/api/messages/m{}", i % 3),
             &json!({"text": i.to_string()}),
         )
         .await;
-        put(&http, url, "/api/signs/other", &json!({"brightness": i})).await;
+        missed.push((json!(i.to_string()), seq));
+        put_seq(&http, url, "/api/signs/other", &json!({"brightness": i})).await;
     }
     let mut sse = SseClient::connect(&stream_url, last_id.as_deref()).await;
     let replay = sse.until_sync().await;
-    let values: Vec<Value> = replay
+    // Exactly the missed changes, each once, in order: compared with what was
+    // written (counted), not with seq arithmetic, which has gaps on etcd.
+    let replayed: Vec<(Value, u64)> = replay
         .iter()
         .filter(|e| e.kind() == "put")
-        .map(|e| e.json()["value"]["text"].clone())
+        .map(|e| {
+            let seq = e.seq().expect("a replayed change has an id");
+            (e.json()["value"]["text"].clone(), seq)
+        })
         .collect();
-    assert_eq!(
-        values,
-        (5..12).map(|i| json!(i.to_string())).collect::<Vec<_>>()
-    );
-    assert!(
-        replay
-            .iter()
-            .filter(|e| e.kind() == "put")
-            .all(|e| e.id.is_some())
-    );
+    assert_eq!(replayed, missed);
+    let synced = replay.last().unwrap().seq().expect("sync has an id");
+    assert!(synced >= missed.last().unwrap().1, "{replay:?}");
 
     // And live changes follow, with no duplicate of what was replayed.
-    put(&http, url, "/api/messages/m9", &json!({"text": "12"})).await;
+    let seq = put_seq(&http, url, "/api/messages/m9", &json!({"text": "12"})).await;
     let live = sse.next().await.unwrap();
     assert_eq!(live.json()["value"]["text"], "12");
+    assert_eq!(live.seq(), Some(seq));
+    assert!(seq > synced);
 
     // A Last-Event-ID from before the retained window starts over from the state.
     server.stop().await;
@@ -126,22 +154,36 @@ async fn a_resume_beyond_the_change_log_resets_to_current_state() {
     let server = TestServer::start_with(|c| c.change_log_window = 3).await;
     let http = client();
     let url = &server.url;
+    let mut seqs = Vec::new();
     for i in 0..10 {
-        put(&http, url, "/api/signs/x", &json!({"brightness": i})).await;
+        seqs.push(put_seq(&http, url, "/api/signs/x", &json!({"brightness": i})).await);
     }
-    let (status, body) = get_json(&http, url, "/api/changes?since=2").await;
+    assert_strictly_increasing(&seqs, "ten writes");
+    // After the second write: seven changes ago, beyond a window of three.
+    let (status, body) = get_json(&http, url, &format!("/api/changes?since={}", seqs[1])).await;
     assert_eq!(status, 410);
     assert_eq!(body["error"]["code"], "resume_gap");
-    let (status, page) = get_json(&http, url, "/api/changes?since=7").await;
+    // After the seventh: the last three, exactly.
+    let (status, page) = get_json(&http, url, &format!("/api/changes?since={}", seqs[6])).await;
     assert_eq!(status, 200);
-    assert_eq!(page["changes"].as_array().unwrap().len(), 3);
+    let got: Vec<(u64, Value)> = page["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (seq_of(c), c["value"]["brightness"].clone()))
+        .collect();
+    let want: Vec<(u64, Value)> = (7..10).map(|i| (seqs[i], json!(i))).collect();
+    assert_eq!(got, want);
 
-    let mut sse = SseClient::connect(&format!("{url}/api/signs/"), Some("1")).await;
+    let first = seqs[0].to_string();
+    let mut sse = SseClient::connect(&format!("{url}/api/signs/"), Some(&first)).await;
     let events = sse.until_sync().await;
     assert_eq!(events[0].kind(), "reset");
     assert_eq!(events[0].json()["code"], "resume_gap");
     assert_eq!(events[1].json()["value"]["brightness"], 9);
-    assert_eq!(events.last().unwrap().id.as_deref(), Some("10"));
+    assert_eq!(events.len(), 3, "{events:?}");
+    let synced = events.last().unwrap().seq().expect("sync has an id");
+    assert!(synced >= seqs[9], "{events:?}");
     server.stop().await;
 }
 
@@ -149,7 +191,7 @@ async fn a_resume_beyond_the_change_log_resets_to_current_state() {
 async fn record_websocket_sends_state_and_takes_writes_with_acks() {
     let server = TestServer::start().await;
     let http = client();
-    put(
+    let made = put_seq(
         &http,
         &server.url,
         "/api/signs/lobby",
@@ -165,7 +207,9 @@ async fn record_websocket_sends_state_and_takes_writes_with_acks() {
         state[0]["origin"], "rest",
         "state carries the origin of the write that made it"
     );
-    assert_eq!(state[1], json!({"type": "sync", "seq": 1}));
+    let synced = seq_of(&state[1]);
+    assert_eq!(state[1], json!({"type": "sync", "seq": synced}));
+    assert!(synced >= made, "sync {synced} before the write {made}");
 
     ws.send(json!({"type": "patch", "req": "p1", "value": {"brightness": 9}}))
         .await;
@@ -173,7 +217,7 @@ async fn record_websocket_sends_state_and_takes_writes_with_acks() {
     let ack = ws.reply("p1", &mut others).await;
     assert_eq!(ack["type"], "ack");
     assert_eq!(ack["version"], 2);
-    assert_eq!(ack["seq"], 2);
+    assert!(seq_of(&ack) > synced, "{ack}");
 
     ws.send(json!({"type": "put", "req": "bad", "value": {"name": "x"}, "if_match": 1}))
         .await;
@@ -207,7 +251,7 @@ async fn multiplexed_websocket_subscribes_unsubscribes_writes_and_resumes() {
     let server = TestServer::start().await;
     let http = client();
     let url = &server.url;
-    put(&http, url, "/api/signs/s1", &json!({"brightness": 0})).await;
+    let s1_made = put_seq(&http, url, "/api/signs/s1", &json!({"brightness": 0})).await;
 
     let mut ws = WsClient::connect(&server.ws_url("/api/ws")).await;
     ws.send(json!({"type": "subscribe", "req": "1", "filter": "signs/+"}))
@@ -215,7 +259,12 @@ async fn multiplexed_websocket_subscribes_unsubscribes_writes_and_resumes() {
     let got = ws.until_sync().await;
     assert_eq!(got[0], json!({"type": "ack", "req": "1"}));
     assert_eq!(got[1]["id"], "s1");
-    assert_eq!(got[2], json!({"type": "sync", "req": "1", "seq": 1}));
+    let synced = seq_of(&got[2]);
+    assert_eq!(got[2], json!({"type": "sync", "req": "1", "seq": synced}));
+    assert!(
+        synced >= s1_made,
+        "sync {synced} before the write {s1_made}"
+    );
 
     ws.send(json!({"type": "subscribe", "req": "2", "filter": "messages/#"}))
         .await;
@@ -227,25 +276,27 @@ async fn multiplexed_websocket_subscribes_unsubscribes_writes_and_resumes() {
     .await;
     let mut events = Vec::new();
     let ack = ws.reply("w", &mut events).await;
-    assert_eq!(ack["seq"], 2);
+    let w_seq = seq_of(&ack);
+    assert!(w_seq > synced, "{ack}");
     while events.is_empty() {
         events.push(ws.next().await.unwrap());
     }
     assert_eq!(events[0]["type"], "put");
     assert_eq!(events[0]["origin"], "ws");
+    assert_eq!(seq_of(&events[0]), w_seq, "the change has the acked seq");
 
     ws.send(json!({"type": "unsubscribe", "req": "3", "filter": "messages/#"}))
         .await;
     let mut rest = Vec::new();
     assert_eq!(ws.reply("3", &mut rest).await["type"], "ack");
-    put(&http, url, "/api/messages/m", &json!({"text": "unseen"})).await;
-    put(&http, url, "/api/signs/s1", &json!({"brightness": 1})).await;
+    put_seq(&http, url, "/api/messages/m", &json!({"text": "unseen"})).await;
+    let s1_again = put_seq(&http, url, "/api/signs/s1", &json!({"brightness": 1})).await;
     let next = ws.next().await.unwrap();
     assert_eq!(
         next["table"], "signs",
         "unsubscribed table is not delivered: {next}"
     );
-    assert_eq!(next["seq"], 4);
+    assert_eq!(seq_of(&next), s1_again);
 
     ws.send(json!({"type": "subscribe", "req": "4", "filter": "signs/#/x"}))
         .await;
@@ -253,21 +304,30 @@ async fn multiplexed_websocket_subscribes_unsubscribes_writes_and_resumes() {
     assert_eq!(refused["error"]["code"], "bad_filter");
     drop(ws);
 
-    // Resume on a new socket from seq 1: exactly the signs changes after it.
-    put(&http, url, "/api/signs/s2", &json!({"brightness": 2})).await;
+    // Resume on a new socket from the first sync: exactly the signs changes
+    // after it, each once, as written (not counted off from the seq).
+    let s2_made = put_seq(&http, url, "/api/signs/s2", &json!({"brightness": 2})).await;
     let mut ws = WsClient::connect(&server.ws_url("/api/ws")).await;
-    ws.send(json!({"type": "subscribe", "req": "r", "filter": "signs/+", "since": 1}))
+    ws.send(json!({"type": "subscribe", "req": "r", "filter": "signs/+", "since": synced}))
         .await;
     let got = ws.until_sync().await;
-    let seqs: Vec<Value> = got
+    let replayed: Vec<(Value, Value, u64)> = got
         .iter()
         .filter(|m| m["type"] == "put")
-        .map(|m| m["seq"].clone())
+        .map(|m| (m["id"].clone(), m["value"]["brightness"].clone(), seq_of(m)))
         .collect();
-    assert_eq!(seqs, vec![json!(4), json!(5)]);
-    assert_eq!(got.last().unwrap()["seq"], 5);
+    assert_eq!(
+        replayed,
+        vec![
+            (json!("s1"), json!(1), s1_again),
+            (json!("s2"), json!(2), s2_made)
+        ]
+    );
+    assert!(seq_of(got.last().unwrap()) >= s2_made, "{got:?}");
 
-    ws.send(json!({"type": "subscribe", "req": "old", "filter": "x/+", "since": 99}))
+    // A resume point the server never reached is refused.
+    let future = s2_made + 1_000_000;
+    ws.send(json!({"type": "subscribe", "req": "old", "filter": "x/+", "since": future}))
         .await;
     let refused = ws.reply("old", &mut rest).await;
     assert_eq!(refused["error"]["code"], "resume_gap");
@@ -288,7 +348,7 @@ async fn a_rest_write_reaches_sse_and_websockets() {
         .await;
     mux.until_sync().await;
 
-    put(
+    let made = put_seq(
         &http,
         url,
         "/api/signs/lobby",
@@ -302,7 +362,7 @@ async fn a_rest_write_reaches_sse_and_websockets() {
     for event in [&via_sse, &via_ws, &via_mux] {
         assert_eq!(event["value"]["name"], "from rest");
         assert_eq!(event["origin"], "rest");
-        assert_eq!(event["seq"], 1);
+        assert_eq!(seq_of(event), made, "the seq the write was answered with");
     }
     server.stop().await;
 }
@@ -465,7 +525,7 @@ async fn sse_records_and_changes_are_unnamed_events_with_ids() {
     assert_eq!(state[0].json()["type"], "put");
     assert_eq!(state[1].event, "sync");
 
-    put(&http, url, "/api/signs/a", &json!({"brightness": 2})).await;
+    let made = put_seq(&http, url, "/api/signs/a", &json!({"brightness": 2})).await;
     http.post(format!("{url}/api/signs/a/publish"))
         .json(&json!({"ping": 1}))
         .send()
@@ -473,7 +533,7 @@ async fn sse_records_and_changes_are_unnamed_events_with_ids() {
         .unwrap();
     let change = stream.next().await.unwrap();
     assert_eq!(change.event, "message", "{change:?}");
-    assert_eq!(change.id.as_deref(), Some("2"));
+    assert_eq!(change.seq(), Some(made));
     assert_eq!(change.json()["type"], "put");
     let published = stream.next().await.unwrap();
     assert_eq!(published.event, "message", "{published:?}");

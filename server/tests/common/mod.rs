@@ -166,6 +166,38 @@ pub async fn put(
         .expect("PUT")
 }
 
+/// A `PUT` that must succeed; the `seq` the server gave the change.
+///
+/// Tests take seqs from what the server said, never from counting writes:
+/// a seq is strictly increasing and unique, but only the embedded store makes
+/// it gap-free (on etcd it is the revision, which other keys also advance).
+pub async fn put_seq(client: &reqwest::Client, url: &str, path: &str, body: &Value) -> u64 {
+    let response = put(client, url, path, body).await;
+    assert!(
+        response.status().is_success(),
+        "PUT {path}: {}",
+        response.status()
+    );
+    let event: Value = response.json().await.expect("PUT answers with its change");
+    seq_of(&event)
+}
+
+/// A change's (or an ack's, or a sync's) `seq` field.
+pub fn seq_of(value: &Value) -> u64 {
+    value["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no seq in {value}"))
+}
+
+/// Asserts `seqs` strictly increase: one order, no change twice. Says
+/// nothing about the steps between them, which may be more than 1.
+pub fn assert_strictly_increasing(seqs: &[u64], what: &str) {
+    assert!(
+        seqs.windows(2).all(|p| p[0] < p[1]),
+        "{what}: seqs not strictly increasing: {seqs:?}"
+    );
+}
+
 pub async fn get_json(client: &reqwest::Client, url: &str, path: &str) -> (u16, Value) {
     let response = client
         .get(format!("{url}{path}"))
@@ -198,6 +230,13 @@ impl SseEvent {
 
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+
+    /// The event's `id:` as a seq; `None` for events without one.
+    pub fn seq(&self) -> Option<u64> {
+        self.id
+            .as_deref()
+            .map(|id| id.parse().unwrap_or_else(|_| panic!("id {id:?} is no seq")))
     }
 }
 

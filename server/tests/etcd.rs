@@ -960,6 +960,22 @@ async fn a_mixed_batch_is_one_revision_with_every_change_typed_and_each_publish_
             "{bad:?}"
         );
     }
+    // etcd's --max-txn-ops bounds the compares too: the idempotency key's
+    // and 127 more fit; one more is refused before sending.
+    let mut guarded = Batch::new("m-7").put("signs", "guarded", &b"{}"[..]);
+    for n in 0..MAX_BATCH_CHANGES {
+        guarded = guarded.require(Key::Account(format!("nobody{n}")), Expect::Absent);
+    }
+    let over = guarded
+        .clone()
+        .require(Key::Account("one-more".into()), Expect::Absent);
+    assert_eq!(
+        log.commit(&over).await,
+        Err(EtcdError::TooManyConditions { conditions: 128 })
+    );
+    let guarded = log.commit(&guarded).await.unwrap().revision;
+    let entry = next(&mut watch).await;
+    assert_eq!((entry.revision, entry.changes.len()), (guarded, 1));
     let twice = Batch::new("m-6")
         .with(Op::put(session.clone(), &b"{}"[..]))
         .with(Op::delete(session.clone()));

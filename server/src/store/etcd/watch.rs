@@ -12,8 +12,12 @@
 //! node's applier moves its applied revision to every revision it has seen,
 //! and a wait for "applied ≥ R" ends for any R a node learns from etcd (a
 //! claim's revision, a read's header), not only for Store writes. They are
-//! few: a lease's expiry, a node joining, a CONNECT's claim. The
-//! client library does not resume watches: when the stream breaks, ends, or
+//! few: a lease's expiry, a node joining, a CONNECT's claim. (A revision that
+//! wrote only outside the prefix is never seen at all, so a read's header
+//! is a safe R only on a cluster Marquee does not share.)
+//!
+//! # Resuming
+//! The client library does not resume watches: when the stream breaks, ends, or
 //! goes silent (a stopped member: a progress request gets no answer), it
 //! re-watches from the last revision seen plus one and drops any revision at
 //! or below it (etcd#20221 replays old events after a re-watch on another

@@ -193,6 +193,16 @@ impl Batch {
         self
     }
 
+    /// A declaration of table `name`, only if it is not declared.
+    pub fn declare_table(
+        idempotency_key: impl Into<String>,
+        name: &str,
+        declaration: impl Into<Vec<u8>>,
+    ) -> Self {
+        Self::new(idempotency_key)
+            .with(Op::put(Key::Table(name.to_owned()), declaration).expecting(Expect::Absent))
+    }
+
     /// A drop of table `name`: deletes its declaration if that is in state
     /// `declared` and no record of it was written after `empty_at` (see
     /// [`Condition::NoRecordWrittenAfter`]).

@@ -1,7 +1,9 @@
-//! The etcd side of the store (`store/etcd.rs`) against real three-member
-//! clusters: commits and the watch, idempotent retries, compaction, and no
-//! acknowledged write lost or doubled while the leader is killed or a member
-//! is stopped. Each test starts its own cluster (see `common/etcd.rs`).
+//! The etcd side of the store (`store/etcd/`) against real three-member
+//! clusters: commits and the watch, every kind of Store key in one batch, one
+//! watch and one snapshot, dropping tables safely, idempotent retries,
+//! compaction, node leases, ownership, and no acknowledged write lost or
+//! doubled while the leader is killed or a member is stopped. Each test
+//! starts its own cluster (see `common/etcd.rs`).
 
 mod common;
 
@@ -12,8 +14,8 @@ use std::time::{Duration, Instant};
 use common::etcd::EtcdCluster;
 use marquee::store::etcd::{
     Batch, Change, Committed, Compactor, CompactorOptions, DEFAULT_PREFIX, EtcdError, EtcdLog,
-    EtcdOptions, Expect, LeaseState, LogEntry, LogWatch, MAX_BATCH_CHANGES, NodeOptions, Op,
-    OwnershipEvent, OwnershipWatch,
+    EtcdOptions, Expect, Key, KeyKind, LeaseState, LogEntry, LogWatch, MAX_BATCH_CHANGES,
+    NodeOptions, Op, OwnershipEvent, OwnershipWatch,
 };
 
 async fn connect(cluster: &EtcdCluster) -> EtcdLog {
@@ -61,18 +63,18 @@ async fn a_commit_is_watched_as_one_revision_with_exactly_its_changes() {
         entry.changes,
         vec![
             Change {
-                table: "signs".into(),
-                id: "lobby".into(),
+                key: Key::record("signs", "lobby"),
                 value: Some(b"{\"name\":\"Lobby\"}".to_vec()),
-                version: 1,
+                mod_revision: committed.revision,
                 create_revision: committed.revision,
+                version: 1,
             },
             Change {
-                table: "mqtt".into(),
-                id: "site/a/b".into(),
+                key: Key::record("mqtt", "site/a/b"),
                 value: Some(b"{}".to_vec()),
-                version: 1,
+                mod_revision: committed.revision,
                 create_revision: committed.revision,
+                version: 1,
             },
         ]
     );
@@ -80,8 +82,7 @@ async fn a_commit_is_watched_as_one_revision_with_exactly_its_changes() {
     // A delete is a change without a value; a condition on the ETag holds.
     let mut delete = Batch::new("a-2");
     delete.ops.push(Op::Delete {
-        table: "signs".into(),
-        id: "lobby".into(),
+        key: Key::record("signs", "lobby"),
         expect: Expect::ModRevision(committed.revision),
     });
     let deleted = log.commit(&delete).await.unwrap();
@@ -93,8 +94,7 @@ async fn a_commit_is_watched_as_one_revision_with_exactly_its_changes() {
     // A failed condition names the record and its revision, and writes nothing.
     let mut stale = Batch::new("a-3");
     stale.ops.push(Op::Put {
-        table: "mqtt".into(),
-        id: "site/a/b".into(),
+        key: Key::record("mqtt", "site/a/b"),
         value: b"{}".to_vec(),
         expect: Expect::Absent,
     });
@@ -102,8 +102,7 @@ async fn a_commit_is_watched_as_one_revision_with_exactly_its_changes() {
     assert_eq!(
         refused,
         EtcdError::ConditionFailed {
-            table: "mqtt".into(),
-            id: "site/a/b".into(),
+            key: Key::record("mqtt", "site/a/b"),
             expected: Expect::Absent,
             current: committed.revision,
         }
@@ -127,7 +126,7 @@ async fn a_commit_is_watched_as_one_revision_with_exactly_its_changes() {
     let twice = Batch::new("a-6").put("t", "x", &b"1"[..]).delete("t", "x");
     assert_eq!(
         log.commit(&twice).await,
-        Err(EtcdError::DuplicateKey("t/x".into()))
+        Err(EtcdError::DuplicateKey("r/t/x".into()))
     );
 
     // Sequential single-put commits: the latency through the Rust client.
@@ -290,7 +289,7 @@ async fn a_watch_from_a_compacted_revision_fails_with_the_floor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idempotency_keys_expire_with_their_lease_and_the_watch_skips_that() {
+async fn idempotency_keys_expire_with_their_lease_and_the_watch_yields_an_empty_entry() {
     let cluster = EtcdCluster::start(3);
     let options = EtcdOptions {
         idempotency_ttl: Duration::from_secs(2),
@@ -314,10 +313,19 @@ async fn idempotency_keys_expire_with_their_lease_and_the_watch_skips_that() {
     let second = log.commit(&batch).await.unwrap();
     assert!(!second.replayed);
     assert!(second.revision > first.revision + 1);
+    // The expiry's revision (or revisions) is an empty entry: no batch, no change.
     let mut watch = log.watch_from(first.revision);
     assert_eq!(next(&mut watch).await.revision, first.revision);
-    let entry = next(&mut watch).await;
-    assert_eq!(entry.revision, second.revision);
+    let mut expiries = 0;
+    let entry = loop {
+        let entry = next(&mut watch).await;
+        if entry.revision == second.revision {
+            break entry;
+        }
+        assert!(entry.is_empty(), "{entry:?}");
+        expiries += 1;
+    };
+    assert!(expiries >= 1);
     assert_eq!(entry.idempotency_key.as_deref(), Some("gc-1"));
 }
 
@@ -365,6 +373,9 @@ async fn count_batches(
             entry.revision
         );
         last = entry.revision;
+        if entry.is_empty() {
+            continue;
+        }
         let key = entry.idempotency_key.as_deref().unwrap_or_default();
         let Some((w, n)) = key
             .strip_prefix('w')
@@ -586,7 +597,8 @@ fn model_of(records: &[marquee::store::etcd::Record]) -> Model {
 /// Applies one watched revision to `model`, as a node's cache would.
 fn apply(model: &mut Model, entry: &LogEntry) {
     for change in &entry.changes {
-        let key = (change.table.clone(), change.id.clone());
+        let (table, id) = change.record().expect("only records in this test");
+        let key = (table.to_owned(), id.to_owned());
         match &change.value {
             Some(value) => {
                 model.insert(
@@ -653,7 +665,9 @@ async fn a_snapshot_at_a_revision_and_the_watch_after_it_rebuild_the_state_exact
         for op in &batch.ops {
             match op {
                 Op::Put {
-                    table, id, value, ..
+                    key: Key::Record { table, id },
+                    value,
+                    ..
                 } => {
                     let key = (table.clone(), id.clone());
                     let next = match model.get(&key) {
@@ -662,9 +676,13 @@ async fn a_snapshot_at_a_revision_and_the_watch_after_it_rebuild_the_state_exact
                     };
                     model.insert(key, next);
                 }
-                Op::Delete { table, id, .. } => {
+                Op::Delete {
+                    key: Key::Record { table, id },
+                    ..
+                } => {
                     model.remove(&(table.clone(), id.clone()));
                 }
+                other => panic!("not a record: {other:?}"),
             }
         }
         at.push((rev, model.clone()));
@@ -759,6 +777,546 @@ async fn a_snapshot_at_a_revision_and_the_watch_after_it_rebuild_the_state_exact
         "etcd-figures: snapshot reads: 150 commits and 6 paged reads in {reads:?}; 12 x 1.4 MB written in {wrote_big:?}, read back (pages halved) in {:?}",
         began.elapsed() - reads - wrote_big
     );
+}
+
+/// The state of every kind in the tests' model: value, create, mod revision, version.
+type StateModel = std::collections::BTreeMap<Key, (Vec<u8>, u64, u64, u64)>;
+
+fn state_model(state: &marquee::store::etcd::State) -> StateModel {
+    state
+        .items
+        .iter()
+        .map(|i| {
+            (
+                i.key.clone(),
+                (
+                    i.value.clone(),
+                    i.create_revision,
+                    i.mod_revision,
+                    i.version,
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Applies one committed batch to `model`, as etcd does at revision `rev`.
+fn commit_to_model(model: &mut StateModel, batch: &Batch, rev: u64) {
+    for op in &batch.ops {
+        match op {
+            Op::Put { key, value, .. } => {
+                let next = match model.get(key) {
+                    Some(&(_, create, _, version)) => (value.clone(), create, rev, version + 1),
+                    None => (value.clone(), rev, rev, 1),
+                };
+                model.insert(key.clone(), next);
+            }
+            Op::Delete { key, .. } => {
+                model.remove(key);
+            }
+        }
+    }
+}
+
+/// Applies one watched revision to `model`, as a node's cache would.
+fn apply_state(model: &mut StateModel, entry: &LogEntry) {
+    for change in &entry.changes {
+        assert_eq!(change.mod_revision, entry.revision);
+        match &change.value {
+            Some(value) => {
+                let state = (
+                    value.clone(),
+                    change.create_revision,
+                    change.mod_revision,
+                    change.version,
+                );
+                model.insert(change.key.clone(), state);
+            }
+            None => {
+                model.remove(&change.key);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_batch_is_one_revision_with_every_change_typed_and_each_publish_is_watched() {
+    let cluster = EtcdCluster::start(3);
+    let log = connect(&cluster).await;
+    for kind in KeyKind::ALL {
+        // The ownership watch covers `node/` to the end of `own/`.
+        assert!(!kind.prefix().starts_with(['n', 'o']), "{kind:?}");
+    }
+    let start = log.current_revision().await.unwrap() + 1;
+    let mut watch = log.watch_from(start);
+
+    // A table declared with its first record, an account, a token, a session
+    // and a transient publish: one batch, one revision, every change typed.
+    let table = Key::Table("signs".into());
+    let account = Key::Account("ann@example.com".into());
+    let token = Key::Token("0a1b2c".into());
+    let session = Key::Session("client/1".into());
+    let publish = Key::Transient("node-a".into());
+    let first = Batch::new("m-1")
+        .with(Op::put(table.clone(), &b"{\"name\":\"signs\"}"[..]).expecting(Expect::Absent))
+        .put("signs", "lobby", &b"{\"n\":1}"[..])
+        .with(Op::put(account.clone(), &b"{\"role\":\"admin\"}"[..]).expecting(Expect::Absent))
+        .with(Op::put(token.clone(), &b"ann@example.com"[..]))
+        .with(Op::put(session.clone(), &b"{\"subs\":[]}"[..]))
+        // The same name as another kind's is another key.
+        .with(Op::put(Key::Session("signs".into()), &b"{}"[..]))
+        .with(Op::put(publish.clone(), &b"hello"[..]));
+    let declared = log.commit(&first).await.unwrap().revision;
+    let entry = next(&mut watch).await;
+    assert_eq!(entry.revision, declared);
+    assert_eq!(entry.idempotency_key.as_deref(), Some("m-1"));
+    let expected: Vec<Change> = first
+        .ops
+        .iter()
+        .map(|op| {
+            let Op::Put { key, value, .. } = op else {
+                unreachable!()
+            };
+            Change {
+                key: key.clone(),
+                value: Some(value.clone()),
+                mod_revision: declared,
+                create_revision: declared,
+                version: 1,
+            }
+        })
+        .collect();
+    assert_eq!(entry.changes, expected);
+    assert_eq!(entry.changes[1].record(), Some(("signs", "lobby")));
+
+    // Updates and deletes of several kinds, and a record written on the
+    // condition that its table's declaration is the one known.
+    let second = Batch::new("m-2")
+        .with(
+            Op::put(account.clone(), &b"{\"role\":\"viewer\"}"[..])
+                .expecting(Expect::ModRevision(declared)),
+        )
+        .with(Op::delete(token.clone()))
+        .with(Op::delete(session.clone()).expecting(Expect::ModRevision(declared)))
+        .put("signs", "hall", &b"{\"n\":2}"[..])
+        .require(table.clone(), Expect::ModRevision(declared));
+    let updated = log.commit(&second).await.unwrap().revision;
+    let entry = next(&mut watch).await;
+    assert_eq!(entry.revision, updated);
+    let change = |key: &Key, value: Option<&[u8]>, create: u64, version: u64| Change {
+        key: key.clone(),
+        value: value.map(<[u8]>::to_vec),
+        mod_revision: updated,
+        create_revision: create,
+        version,
+    };
+    assert_eq!(
+        entry.changes,
+        vec![
+            change(&account, Some(b"{\"role\":\"viewer\"}"), declared, 2),
+            // Deletes carry neither create revision nor version.
+            change(&token, None, 0, 0),
+            change(&session, None, 0, 0),
+            change(
+                &Key::record("signs", "hall"),
+                Some(b"{\"n\":2}"),
+                updated,
+                1
+            ),
+        ]
+    );
+
+    // A failed condition on a key of another kind names it; nothing is written.
+    let stale = Batch::new("m-3")
+        .put("signs", "x", &b"{}"[..])
+        .require(account.clone(), Expect::ModRevision(declared));
+    assert_eq!(
+        log.commit(&stale).await,
+        Err(EtcdError::ConditionFailed {
+            key: account.clone(),
+            expected: Expect::ModRevision(declared),
+            current: updated,
+        })
+    );
+    let recreate =
+        Batch::new("m-4").with(Op::put(table.clone(), &b"{}"[..]).expecting(Expect::Absent));
+    assert_eq!(
+        log.commit(&recreate).await,
+        Err(EtcdError::ConditionFailed {
+            key: table.clone(),
+            expected: Expect::Absent,
+            current: declared,
+        })
+    );
+    assert_eq!(log.current_revision().await.unwrap(), updated);
+    // Keys each kind refuses, before sending.
+    for bad in [
+        Key::Token("0A1B".into()),
+        Key::Table("a/b".into()),
+        Key::Transient(String::new()),
+        Key::Account(String::new()),
+    ] {
+        let batch = Batch::new("m-5").with(Op::put(bad.clone(), &b"{}"[..]));
+        assert!(
+            matches!(log.commit(&batch).await, Err(EtcdError::InvalidBatch(_))),
+            "{bad:?}"
+        );
+    }
+    // etcd's --max-txn-ops bounds the compares too: the idempotency key's
+    // and 127 more fit; one more is refused before sending.
+    let mut guarded = Batch::new("m-7").put("signs", "guarded", &b"{}"[..]);
+    for n in 0..MAX_BATCH_CHANGES {
+        guarded = guarded.require(Key::Account(format!("nobody{n}")), Expect::Absent);
+    }
+    let over = guarded
+        .clone()
+        .require(Key::Account("one-more".into()), Expect::Absent);
+    assert_eq!(
+        log.commit(&over).await,
+        Err(EtcdError::TooManyConditions { conditions: 128 })
+    );
+    let guarded = log.commit(&guarded).await.unwrap().revision;
+    let entry = next(&mut watch).await;
+    assert_eq!((entry.revision, entry.changes.len()), (guarded, 1));
+    let twice = Batch::new("m-6")
+        .with(Op::put(session.clone(), &b"{}"[..]))
+        .with(Op::delete(session.clone()));
+    assert_eq!(
+        log.commit(&twice).await,
+        Err(EtcdError::DuplicateKey("sess/client/1".into()))
+    );
+
+    // Revisions of only the layer's own keys (a node's presence, a client's
+    // owner) are empty entries: the position moves through them.
+    let node = log.join("node-a", fast_lease()).await.unwrap();
+    let claimed = node.claim("client/1").await.unwrap();
+    for revision in [node.joined_at(), claimed] {
+        let entry = next(&mut watch).await;
+        assert_eq!(entry.revision, revision);
+        assert!(entry.is_empty(), "{entry:?}");
+    }
+    assert_eq!(watch.last_revision(), claimed);
+
+    // A transient publish overwritten N times, 8 at a time: N entries, each
+    // with one change, its version one more than the last one watched.
+    const N: usize = 200;
+    let began = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut sent = 0;
+    while sent < N || !tasks.is_empty() {
+        while sent < N && tasks.len() < 8 {
+            let (log, publish) = (log.clone(), publish.clone());
+            let batch = Batch::new(format!("p-{sent}")).with(Op::put(publish, format!("{sent}")));
+            tasks.spawn(async move { log.commit(&batch).await });
+            sent += 1;
+        }
+        if let Some(done) = tasks.join_next().await {
+            assert!(!done.unwrap().unwrap().replayed);
+        }
+    }
+    let published = began.elapsed();
+    let mut seen = vec![0u32; N];
+    let mut last = claimed;
+    for n in 0..N {
+        let entry = next(&mut watch).await;
+        assert!(entry.revision > last);
+        last = entry.revision;
+        assert_eq!(entry.changes.len(), 1, "{entry:?}");
+        let change = &entry.changes[0];
+        assert_eq!(change.key, publish);
+        assert_eq!(change.version, n as u64 + 2);
+        assert_eq!(change.create_revision, declared);
+        let value: usize = std::str::from_utf8(change.value.as_deref().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        seen[value] += 1;
+    }
+    assert!(seen.iter().all(|&count| count == 1), "{seen:?}");
+    let state = log.read_state(None).await.unwrap();
+    assert_eq!(state.revision, last);
+    assert_eq!(state.of(KeyKind::Transient).count(), 1);
+    eprintln!(
+        "etcd-figures: {N} transient publishes, 8 in flight: {published:?}, each watched once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_snapshot_at_an_old_revision_holds_every_kind_as_the_model() {
+    let cluster = EtcdCluster::start(3);
+    let options = EtcdOptions {
+        // Pages of 2 keys: every kind's read takes several.
+        read_page: 2,
+        ..EtcdOptions::default()
+    };
+    let log = EtcdLog::connect_with(&cluster.endpoints(), DEFAULT_PREFIX, options)
+        .await
+        .unwrap();
+    let node = log.join("n1", fast_lease()).await.unwrap();
+    let began = Instant::now();
+    // 120 commits of 1–4 puts or deletes over every kind, chosen by a fixed
+    // LCG; the model follows. Ownership claims (the layer's own keys) between.
+    let mut model = StateModel::new();
+    let mut at = Vec::new();
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut draw = |n: u64| {
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (rng >> 33) % n
+    };
+    for n in 0..120 {
+        let mut batch = Batch::new(format!("s-{n}"));
+        for _ in 0..=draw(4) {
+            let name = draw(8);
+            let key = match draw(6) {
+                0 => Key::record(["signs", "mqtt"][draw(2) as usize], format!("a/{name}")),
+                1 => Key::Table(format!("t{name}")),
+                2 => Key::Account(format!("u{name}@x")),
+                3 => Key::Token(format!("{:02x}", name * 37)),
+                4 => Key::Session(format!("c/{name}")),
+                _ => Key::Transient(format!("node{}", name % 4)),
+            };
+            if batch.ops.iter().any(|op| op.key() == &key) {
+                continue;
+            }
+            batch = if draw(4) == 0 {
+                batch.with(Op::delete(key))
+            } else {
+                batch.with(Op::put(key, format!("{{\"n\":{n}}}")))
+            };
+        }
+        let rev = log.commit(&batch).await.unwrap().revision;
+        commit_to_model(&mut model, &batch, rev);
+        at.push((rev, model.clone()));
+        if n % 40 == 20 {
+            node.claim(&format!("c/{n}")).await.unwrap();
+        }
+    }
+    let (old, old_model) = at[39].clone();
+    let (mid, mid_model) = at[79].clone();
+    let (head, final_model) = at[119].clone();
+    for kind in KeyKind::ALL {
+        let count = final_model.keys().filter(|k| k.kind() == kind).count();
+        assert!(count > 2, "{count} of {kind:?}: too few to page");
+    }
+
+    // At an old revision: exactly that state of every kind, whatever came after.
+    let state = log.read_state(Some(old)).await.unwrap();
+    assert_eq!(state.revision, old);
+    assert_eq!(state_model(&state).len(), state.items.len());
+    assert_eq!(state_model(&state), old_model);
+    let in_order = state.items.windows(2).all(|w| {
+        let key = |i: usize| log.key(&w[i].key);
+        key(0) < key(1)
+    });
+    assert!(in_order, "items out of key order");
+    // Now: the head's.
+    let now = log.read_state(None).await.unwrap();
+    assert_eq!(now.revision, head);
+    assert_eq!(state_model(&now), final_model);
+    let records = now.of(KeyKind::Record).count();
+    assert_eq!(
+        log.read_records(None, None).await.unwrap().records.len(),
+        records
+    );
+    let some = &now.items[now.items.len() / 2];
+    let got = log.get_key(&some.key).await.unwrap();
+    assert_eq!((got.revision, got.item.as_ref()), (head, Some(some)));
+
+    // A cache built at `mid`, fed by the watch from mid + 1, ends equal to the final state.
+    let mut cache = state_model(&log.read_state(Some(mid)).await.unwrap());
+    assert_eq!(cache, mid_model);
+    let mut watch = log.watch_from(mid + 1);
+    let (mut applied, mut empty) = (0, 0);
+    while watch.last_revision() < head {
+        let entry = next(&mut watch).await;
+        assert!(entry.revision > mid && entry.revision <= head);
+        apply_state(&mut cache, &entry);
+        if entry.is_empty() {
+            empty += 1;
+        } else {
+            applied += 1;
+        }
+    }
+    assert_eq!((applied, empty), (40, 1));
+    assert_eq!(cache, final_model);
+
+    // Below the compaction floor: Compacted, with the floor.
+    log.compact(mid).await.unwrap();
+    assert_eq!(
+        log.read_state(Some(old)).await,
+        Err(EtcdError::Compacted {
+            start: old,
+            compact_revision: mid
+        })
+    );
+    eprintln!(
+        "etcd-figures: state snapshots: 120 mixed commits, 4 paged reads of 6 kinds in {:?}",
+        began.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_drops_only_when_empty_and_a_write_racing_a_drop_fails() {
+    let cluster = EtcdCluster::start(3);
+    let log = connect(&cluster).await;
+    let other = connect(&cluster).await;
+    let declare = |name: &str| Batch::declare_table(format!("declare-{name}"), name, &b"{}"[..]);
+    let write = |idem: &str, table: &str, id: &str, declared: u64| {
+        Batch::new(idem)
+            .put(table, id, &b"{}"[..])
+            .require(Key::Table(table.into()), Expect::ModRevision(declared))
+    };
+    let table_exists = |name: &str| {
+        let (log, key) = (log.clone(), Key::Table(name.into()));
+        async move { log.get_key(&key).await.unwrap().item.is_some() }
+    };
+
+    // Never written: dropped (etcd 3.4's range compare is true on an empty range).
+    let empty = log.commit(&declare("empty")).await.unwrap().revision;
+    let dropped = log
+        .commit(&Batch::drop_table(
+            "drop-empty",
+            "empty",
+            Expect::ModRevision(empty),
+            0,
+        ))
+        .await
+        .unwrap();
+    assert!(dropped.revision > empty);
+    assert!(!table_exists("empty").await);
+
+    // With records: refused, naming a record written after the revision. The
+    // one before it in key order (a0, written first) does not count: etcd
+    // filters the failed drop's read by revision before limiting it.
+    let declared = log.commit(&declare("full")).await.unwrap().revision;
+    let a0 = log
+        .commit(&write("w-a0", "full", "a0", declared))
+        .await
+        .unwrap()
+        .revision;
+    let b1 = log
+        .commit(&write("w-b1", "full", "b1/x", declared))
+        .await
+        .unwrap()
+        .revision;
+    for (idem, since, id, written) in [("drop-0", 0, "a0", a0), ("drop-a0", a0, "b1/x", b1)] {
+        assert_eq!(
+            log.commit(&Batch::drop_table(
+                idem,
+                "full",
+                Expect::ModRevision(declared),
+                since
+            ))
+            .await,
+            Err(EtcdError::RecordWrittenAfter {
+                table: "full".into(),
+                id: id.into(),
+                revision: since,
+                written,
+            })
+        );
+    }
+    assert!(table_exists("full").await);
+    // Records written at or before the revision do not stop it: the dropper
+    // saw them then (a Store keeping tombstones drops a table of tombstones).
+    let tombstones = Batch::drop_table("drop-b1", "full", Expect::ModRevision(declared), b1);
+    log.commit(&tombstones).await.unwrap();
+    assert!(!table_exists("full").await);
+    assert_eq!(
+        log.read_records(Some("full"), None)
+            .await
+            .unwrap()
+            .records
+            .len(),
+        2
+    );
+
+    // Emptied by deletes: a read sees it empty at E, and the drop at E commits.
+    let declared = log.commit(&declare("emptied")).await.unwrap().revision;
+    log.commit(&write("w-e1", "emptied", "e1", declared))
+        .await
+        .unwrap();
+    log.commit(&Batch::new("w-e1-del").delete("emptied", "e1"))
+        .await
+        .unwrap();
+    let seen = log.read_records(Some("emptied"), None).await.unwrap();
+    assert!(seen.records.is_empty());
+    let drop = Batch::drop_table(
+        "drop-emptied",
+        "emptied",
+        Expect::ModRevision(declared),
+        seen.revision,
+    );
+    log.commit(&drop).await.unwrap();
+    // A write that knew the declaration now fails: nothing lands in the dropped table.
+    assert_eq!(
+        other
+            .commit(&write("w-late", "emptied", "e2", declared))
+            .await,
+        Err(EtcdError::ConditionFailed {
+            key: Key::Table("emptied".into()),
+            expected: Expect::ModRevision(declared),
+            current: 0,
+        })
+    );
+    assert!(log.get("emptied", "e2").await.unwrap().record.is_none());
+    // Declared again: the old declaration's writers still fail.
+    // (Another batch: `declare("emptied")` again would be a replay of the first.)
+    let redeclare = Batch::declare_table("redeclare-emptied", "emptied", &b"{}"[..]);
+    let again = log.commit(&redeclare).await.unwrap();
+    assert!(!again.replayed);
+    let again = again.revision;
+    assert!(matches!(
+        other.commit(&write("w-late-2", "emptied", "e2", declared)).await,
+        Err(EtcdError::ConditionFailed { current, .. }) if current == again
+    ));
+
+    // Racing, from two connections: a write and a drop of an empty table.
+    // Exactly one commits, and the state is the winner's.
+    let (mut writes_won, mut drops_won) = (0, 0);
+    for round in 0..12 {
+        let name = format!("race{round}");
+        let declared = log.commit(&declare(&name)).await.unwrap().revision;
+        let empty_at = log.read_records(Some(&name), None).await.unwrap().revision;
+        let w = write(&format!("w-{name}"), &name, "x", declared);
+        let d = Batch::drop_table(
+            format!("d-{name}"),
+            &name,
+            Expect::ModRevision(declared),
+            empty_at,
+        );
+        let (written, dropped) = if round % 2 == 0 {
+            tokio::join!(other.commit(&w), log.commit(&d))
+        } else {
+            let (d, w) = tokio::join!(log.commit(&d), other.commit(&w));
+            (w, d)
+        };
+        let record = log.get(&name, "x").await.unwrap().record;
+        match (written, dropped) {
+            (Ok(w), Err(EtcdError::RecordWrittenAfter { id, written, .. })) => {
+                assert_eq!((id.as_str(), written), ("x", w.revision));
+                assert!(record.is_some() && table_exists(&name).await);
+                writes_won += 1;
+            }
+            (
+                Err(EtcdError::ConditionFailed {
+                    key, current: 0, ..
+                }),
+                Ok(_),
+            ) => {
+                assert_eq!(key, Key::Table(name.clone()));
+                assert!(record.is_none() && !table_exists(&name).await);
+                drops_won += 1;
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    eprintln!(
+        "etcd-figures: a write racing a drop of its table, 12 rounds: the write won {writes_won}, the drop {drops_won}; the loser always failed"
+    );
+    assert_eq!(writes_won + drops_won, 12);
 }
 
 /// A node lease that runs out 2 s after its last keep-alive (etcd's least TTL).

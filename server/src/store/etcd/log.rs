@@ -1,11 +1,24 @@
-//! Committing batches of record writes: one etcd transaction and one revision
-//! per batch, applied at most once per idempotency key.
+//! Committing batches of writes of the Store's state (records, table
+//! declarations, accounts, tokens, sessions, transient publishes, mixed
+//! freely): one etcd transaction and one revision per batch, applied at most
+//! once per idempotency key.
 //!
 //! # Commits
 //! [`EtcdLog::commit`] sends one batch as one transaction, so the batch gets
 //! one revision (every change in it carries that `mod_revision`):
-//! `when [create_revision(idem) == 0, each op's own condition]`
-//! `then [the puts and deletes, put idem]` `else [get idem, get each conditioned key]`.
+//! `when [create_revision(idem) == 0, each op's own condition, the batch's conditions]`
+//! `then [the puts and deletes, put idem]` `else [get idem, a read per condition]`.
+//! A failed condition is [`EtcdError::ConditionFailed`] (naming the key and its
+//! mod revision) or [`EtcdError::RecordWrittenAfter`] (naming the record).
+//!
+//! # Tables
+//! A record write requires its table's declaration at the mod revision the
+//! writer knows ([`Batch::require`] of `Key::Table`), and a drop
+//! ([`Batch::drop_table`]) deletes the declaration only if no record of the
+//! table was written after the revision at which the dropper saw it empty
+//! ([`Condition::NoRecordWrittenAfter`], a range compare that etcd 3.4 finds
+//! true on an empty range). Whichever commits first, the other fails: a write
+//! never lands in a dropped table, and a drop never loses a record.
 //!
 //! A request that times out may still have committed (SCALE-OUT.md §2 saw 22
 //! of 179 failures do so). So every attempt has a deadline
@@ -39,11 +52,14 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
 use sha2::{Digest, Sha256};
 
+use super::read::prefix_end;
 use super::{
-    EtcdError, EtcdLog, Failure, Keys, MAX_BATCH_BYTES, MAX_BATCH_CHANGES, protocol, revision,
+    EtcdError, EtcdLog, Failure, Key, Keys, MAX_BATCH_BYTES, MAX_BATCH_CHANGES, protocol, revision,
     to_i64,
 };
 
@@ -52,46 +68,85 @@ const OP_OVERHEAD: usize = 32;
 /// A new idempotency lease at least this often, so that one lease's expiry
 /// deletes at most this long's commits' keys in its one revision.
 const LEASE_ROTATION: Duration = Duration::from_secs(30);
-/// A condition on a record's current state, checked in the same transaction.
+/// A condition on a key's current state, checked in the same transaction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Expect {
     /// No condition.
     #[default]
     Any,
-    /// The record does not exist (create-only, `If-Match: 0`).
+    /// The key does not exist (create-only, `If-Match: 0`).
     Absent,
-    /// The record was last written at this revision (its ETag).
+    /// The key was last written at this revision (a record's ETag).
     ModRevision(u64),
 }
 
-/// One record write of a batch.
+/// One write of a batch, of any kind of key, with a condition on that key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     Put {
-        table: String,
-        id: String,
+        key: Key,
         value: Vec<u8>,
         expect: Expect,
     },
     Delete {
-        table: String,
-        id: String,
+        key: Key,
         expect: Expect,
     },
 }
 
 impl Op {
-    fn table_id(&self) -> (&str, &str) {
-        match self {
-            Op::Put { table, id, .. } | Op::Delete { table, id, .. } => (table, id),
+    /// An unconditional put.
+    pub fn put(key: Key, value: impl Into<Vec<u8>>) -> Self {
+        Op::Put {
+            key,
+            value: value.into(),
+            expect: Expect::Any,
         }
     }
 
-    fn expect(&self) -> Expect {
+    /// An unconditional delete.
+    pub fn delete(key: Key) -> Self {
+        Op::Delete {
+            key,
+            expect: Expect::Any,
+        }
+    }
+
+    /// This write, only if its key is in state `expect`.
+    pub fn expecting(mut self, expected: Expect) -> Self {
+        match &mut self {
+            Op::Put { expect, .. } | Op::Delete { expect, .. } => *expect = expected,
+        }
+        self
+    }
+
+    pub fn key(&self) -> &Key {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key, .. } => key,
+        }
+    }
+
+    pub fn expect(&self) -> Expect {
         match self {
             Op::Put { expect, .. } | Op::Delete { expect, .. } => *expect,
         }
     }
+}
+
+/// A condition of a whole batch, on keys it need not write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// `key` is in state `expect`. A record write names its table's
+    /// declaration here (`Key::Table`, its mod revision), so that a write
+    /// racing a drop of the table fails instead of landing in it.
+    Key { key: Key, expect: Expect },
+    /// Every record of `table` that exists now was last written at or before
+    /// `revision`; with `revision` 0, the table has no record at all. A drop
+    /// of the table commits with it after a read at `revision` found no
+    /// record (or, with tombstones, only tombstones): so no record written
+    /// since then survives the drop. One etcd range compare,
+    /// `mod_revision(r/{table}/…) < revision + 1`, true on an empty range.
+    NoRecordWrittenAfter { table: String, revision: u64 },
 }
 
 /// Writes committed together, at one revision, at most once per idempotency key.
@@ -100,7 +155,11 @@ pub struct Batch {
     /// Names the batch across retries, also by a caller that retries after an
     /// [`EtcdError::Unconfirmed`]. Unique per batch (e.g. node id + counter).
     pub idempotency_key: String,
+    /// The writes, of any kinds of key, each key at most once.
     pub ops: Vec<Op>,
+    /// Conditions on other keys; the batch commits only if all hold, as
+    /// well as each op's own [`Expect`].
+    pub conditions: Vec<Condition>,
 }
 
 impl Batch {
@@ -108,28 +167,58 @@ impl Batch {
         Self {
             idempotency_key: idempotency_key.into(),
             ops: Vec::new(),
+            conditions: Vec::new(),
         }
     }
 
-    /// Adds an unconditional put.
-    pub fn put(mut self, table: &str, id: &str, value: impl Into<Vec<u8>>) -> Self {
-        self.ops.push(Op::Put {
-            table: table.to_owned(),
-            id: id.to_owned(),
-            value: value.into(),
-            expect: Expect::Any,
-        });
+    /// Adds an unconditional put of a record.
+    pub fn put(self, table: &str, id: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.with(Op::put(Key::record(table, id), value))
+    }
+
+    /// Adds an unconditional delete of a record.
+    pub fn delete(self, table: &str, id: &str) -> Self {
+        self.with(Op::delete(Key::record(table, id)))
+    }
+
+    /// Adds a write of any kind.
+    pub fn with(mut self, op: Op) -> Self {
+        self.ops.push(op);
         self
     }
 
-    /// Adds an unconditional delete.
-    pub fn delete(mut self, table: &str, id: &str) -> Self {
-        self.ops.push(Op::Delete {
-            table: table.to_owned(),
-            id: id.to_owned(),
-            expect: Expect::Any,
-        });
+    /// Adds a condition on a key the batch need not write.
+    pub fn require(mut self, key: Key, expect: Expect) -> Self {
+        self.conditions.push(Condition::Key { key, expect });
         self
+    }
+
+    /// A declaration of table `name`, only if it is not declared.
+    pub fn declare_table(
+        idempotency_key: impl Into<String>,
+        name: &str,
+        declaration: impl Into<Vec<u8>>,
+    ) -> Self {
+        Self::new(idempotency_key)
+            .with(Op::put(Key::Table(name.to_owned()), declaration).expecting(Expect::Absent))
+    }
+
+    /// A drop of table `name`: deletes its declaration if that is in state
+    /// `declared` and no record of it was written after `empty_at` (see
+    /// [`Condition::NoRecordWrittenAfter`]).
+    pub fn drop_table(
+        idempotency_key: impl Into<String>,
+        name: &str,
+        declared: Expect,
+        empty_at: u64,
+    ) -> Self {
+        let mut batch = Self::new(idempotency_key)
+            .with(Op::delete(Key::Table(name.to_owned())).expecting(declared));
+        batch.conditions.push(Condition::NoRecordWrittenAfter {
+            table: name.to_owned(),
+            revision: empty_at,
+        });
+        batch
     }
 
     /// Roughly the bytes the batch's transaction takes, never less (see [`MAX_BATCH_BYTES`]).
@@ -140,8 +229,7 @@ impl Batch {
             .ops
             .iter()
             .map(|op| {
-                let (table, id) = op.table_id();
-                let key = prefix.len() + 3 + table.len() + id.len() + OP_OVERHEAD;
+                let key = prefix.len() + key_len(op.key()) + OP_OVERHEAD;
                 let value = match op {
                     Op::Put { value, .. } => value.len(),
                     Op::Delete { .. } => 0,
@@ -151,8 +239,33 @@ impl Batch {
                 copies * key + value
             })
             .sum();
-        idem + ops
+        let conditions: usize = self
+            .conditions
+            .iter()
+            .map(|condition| match condition {
+                // Compared and read back.
+                Condition::Key { key, .. } => 2 * (prefix.len() + key_len(key) + OP_OVERHEAD),
+                // A range (key and end) compared and read back.
+                Condition::NoRecordWrittenAfter { table, .. } => {
+                    4 * (prefix.len() + 3 + table.len()) + 2 * OP_OVERHEAD
+                }
+            })
+            .sum();
+        idem + ops + conditions
     }
+}
+
+/// A key's path length, without building it.
+fn key_len(key: &Key) -> usize {
+    let name = match key {
+        Key::Record { table, id } => table.len() + 1 + id.len(),
+        Key::Table(name)
+        | Key::Account(name)
+        | Key::Token(name)
+        | Key::Session(name)
+        | Key::Transient(name) => name.len(),
+    };
+    key.kind().prefix().len() + name
 }
 
 /// A batch as committed.
@@ -190,7 +303,8 @@ impl EtcdLog {
                 Failure::LeaseGone(_, reason) => Failure::LeaseGone(lease, reason),
                 other => other,
             })?;
-        plan.outcome(&response).map_err(Failure::Fatal)
+        plan.outcome(&self.shared.keys, &response)
+            .map_err(Failure::Fatal)
     }
 
     /// Runs `call` until it succeeds, fails for good, or the attempts or time run out.
@@ -231,8 +345,9 @@ struct Plan {
     compares: Vec<Compare>,
     writes: Vec<TxnOp>,
     reads: Vec<TxnOp>,
-    /// The conditioned ops, in the order of `reads` after the idempotency key.
-    conditions: Vec<(String, String, Expect)>,
+    /// The conditions (the ops' own, then the batch's), in the order of
+    /// `reads` after the idempotency key.
+    conditions: Vec<Condition>,
 }
 
 impl Plan {
@@ -250,22 +365,57 @@ impl Plan {
                 changes: batch.ops.len(),
             });
         }
+        let conditions: Vec<Condition> = batch
+            .ops
+            .iter()
+            .map(|op| Condition::Key {
+                key: op.key().clone(),
+                expect: op.expect(),
+            })
+            .chain(batch.conditions.iter().cloned())
+            .filter(|condition| {
+                !matches!(
+                    condition,
+                    Condition::Key {
+                        expect: Expect::Any,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        // etcd counts the compares (and the reads of the else branch) against
+        // --max-txn-ops too; the idempotency key's is one of them.
+        if conditions.len() > MAX_BATCH_CHANGES {
+            return Err(EtcdError::TooManyConditions {
+                conditions: conditions.len(),
+            });
+        }
         let bytes = batch.estimated_bytes(&keys.root);
         if bytes > MAX_BATCH_BYTES {
             return Err(EtcdError::TooLarge { bytes });
         }
-        let mut names: Vec<(&str, &str)> = batch.ops.iter().map(Op::table_id).collect();
-        for (table, id) in &names {
-            if table.is_empty() || table.contains('/') || id.is_empty() {
-                return Err(EtcdError::InvalidBatch(format!(
-                    "'{table}/{id}': a table is non-empty without '/', an id non-empty"
-                )));
-            }
+        for key in batch
+            .ops
+            .iter()
+            .map(Op::key)
+            .chain(
+                batch
+                    .conditions
+                    .iter()
+                    .filter_map(|condition| match condition {
+                        Condition::Key { key, .. } => Some(key),
+                        Condition::NoRecordWrittenAfter { .. } => None,
+                    }),
+            )
+        {
+            key.check().map_err(EtcdError::InvalidBatch)?;
         }
-        names.sort_unstable();
-        if let Some(pair) = names.windows(2).find(|pair| pair.first() == pair.last()) {
-            let (table, id) = pair.first().copied().unwrap_or_default();
-            return Err(EtcdError::DuplicateKey(format!("{table}/{id}")));
+        let mut paths: Vec<String> = batch.ops.iter().map(|op| op.key().path()).collect();
+        paths.sort_unstable();
+        if let Some(pair) = paths.windows(2).find(|pair| pair.first() == pair.last()) {
+            return Err(EtcdError::DuplicateKey(
+                pair.first().cloned().unwrap_or_default(),
+            ));
         }
 
         let idem_key = keys.idem(&batch.idempotency_key);
@@ -274,26 +424,56 @@ impl Plan {
             CompareOp::Equal,
             0,
         )];
-        let mut writes = Vec::with_capacity(batch.ops.len() + 1);
-        let mut reads = vec![TxnOp::get(idem_key.clone(), None)];
-        let mut conditions = Vec::new();
-        for op in &batch.ops {
-            let (table, id) = op.table_id();
-            let key = keys.record(table, id);
-            writes.push(match op {
-                Op::Put { value, .. } => TxnOp::put(key.clone(), value.clone(), None),
-                Op::Delete { .. } => TxnOp::delete(key.clone(), None),
-            });
-            let compare = match op.expect() {
-                Expect::Any => continue,
-                Expect::Absent => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
-                Expect::ModRevision(rev) => {
-                    Compare::mod_revision(key.clone(), CompareOp::Equal, to_i64(rev)?)
+        let writes = batch
+            .ops
+            .iter()
+            .map(|op| {
+                let key = keys.key(op.key());
+                match op {
+                    Op::Put { value, .. } => TxnOp::put(key, value.clone(), None),
+                    Op::Delete { .. } => TxnOp::delete(key, None),
                 }
-            };
-            compares.push(compare);
-            reads.push(TxnOp::get(key, None));
-            conditions.push((table.to_owned(), id.to_owned(), op.expect()));
+            })
+            .collect();
+        let mut reads = vec![TxnOp::get(idem_key.clone(), None)];
+        for condition in &conditions {
+            match condition {
+                Condition::Key { key, expect } => {
+                    let key = keys.key(key);
+                    compares.push(match *expect {
+                        Expect::Any => continue,
+                        Expect::Absent => {
+                            Compare::create_revision(key.clone(), CompareOp::Equal, 0)
+                        }
+                        Expect::ModRevision(rev) => {
+                            Compare::mod_revision(key.clone(), CompareOp::Equal, to_i64(rev)?)
+                        }
+                    });
+                    reads.push(TxnOp::get(key, None));
+                }
+                Condition::NoRecordWrittenAfter { table, revision } => {
+                    if table.is_empty() || table.contains('/') {
+                        return Err(EtcdError::InvalidBatch(format!(
+                            "table '{table}': a table is non-empty, without '/'"
+                        )));
+                    }
+                    let after = to_i64(revision.saturating_add(1))?;
+                    let prefix = keys.record(table, "");
+                    let end = prefix_end(prefix.as_bytes());
+                    compares.push(
+                        Compare::mod_revision(prefix.clone(), CompareOp::Less, after)
+                            .with_range(end.clone()),
+                    );
+                    // On failure, one record written after the revision. etcd
+                    // filters by revision before it applies the limit.
+                    let options = GetOptions::new()
+                        .with_range(end)
+                        .with_min_mod_revision(after)
+                        .with_keys_only()
+                        .with_limit(1);
+                    reads.push(TxnOp::get(prefix, Some(options)));
+                }
+            }
         }
         Ok(Self {
             idem_key,
@@ -319,7 +499,7 @@ impl Plan {
     }
 
     /// What the transaction's answer means for the batch.
-    fn outcome(&self, response: &TxnResponse) -> Result<Committed, EtcdError> {
+    fn outcome(&self, keys: &Keys, response: &TxnResponse) -> Result<Committed, EtcdError> {
         if response.succeeded() {
             let header = response
                 .header()
@@ -348,24 +528,45 @@ impl Plan {
                 replayed: true,
             });
         }
-        for ((table, id, expected), read) in self.conditions.iter().zip(reads) {
+        for (condition, read) in self.conditions.iter().zip(reads) {
             let TxnOpResponse::Get(read) = read else {
                 return Err(protocol("a failed transaction's read of another kind"));
             };
-            let current = read.kvs().first().map_or(0, |kv| kv.mod_revision());
-            let current = u64::try_from(current).unwrap_or(0);
-            let holds = match expected {
-                Expect::Any => true,
-                Expect::Absent => current == 0,
-                Expect::ModRevision(rev) => current == *rev,
-            };
-            if !holds {
-                return Err(EtcdError::ConditionFailed {
-                    table: table.clone(),
-                    id: id.clone(),
-                    expected: *expected,
-                    current,
-                });
+            match condition {
+                Condition::Key { key, expect } => {
+                    let current = read.kvs().first().map_or(0, |kv| kv.mod_revision());
+                    let current = u64::try_from(current).unwrap_or(0);
+                    let holds = match expect {
+                        Expect::Any => true,
+                        Expect::Absent => current == 0,
+                        Expect::ModRevision(rev) => current == *rev,
+                    };
+                    if !holds {
+                        return Err(EtcdError::ConditionFailed {
+                            key: key.clone(),
+                            expected: *expect,
+                            current,
+                        });
+                    }
+                }
+                Condition::NoRecordWrittenAfter { table, revision } => {
+                    let late = read.kvs().iter().find_map(|kv| {
+                        let written = u64::try_from(kv.mod_revision()).ok()?;
+                        let id = match keys.parse(kv.key())? {
+                            Key::Record { id, .. } => id,
+                            _ => return None,
+                        };
+                        (written > *revision).then_some((id, written))
+                    });
+                    if let Some((id, written)) = late {
+                        return Err(EtcdError::RecordWrittenAfter {
+                            table: table.clone(),
+                            id,
+                            revision: *revision,
+                            written,
+                        });
+                    }
+                }
             }
         }
         Err(protocol(
@@ -374,7 +575,8 @@ impl Plan {
     }
 }
 
-/// The SHA-256 of everything a batch writes, in hex: what its idempotency key holds.
+/// The SHA-256 of everything a batch writes and requires, in hex: what its
+/// idempotency key holds.
 fn digest(batch: &Batch) -> String {
     let mut hash = Sha256::new();
     let mut field = |bytes: &[u8]| {
@@ -382,7 +584,6 @@ fn digest(batch: &Batch) -> String {
         hash.update(bytes);
     };
     for op in &batch.ops {
-        let (table, id) = op.table_id();
         match op {
             Op::Put { value, .. } => {
                 field(b"put");
@@ -390,13 +591,30 @@ fn digest(batch: &Batch) -> String {
             }
             Op::Delete { .. } => field(b"delete"),
         }
-        field(table.as_bytes());
-        field(id.as_bytes());
-        match op.expect() {
-            Expect::Any => field(b"any"),
-            Expect::Absent => field(b"absent"),
-            Expect::ModRevision(rev) => field(&rev.to_be_bytes()),
+        field(op.key().path().as_bytes());
+        field(&expect_bytes(op.expect()));
+    }
+    for condition in &batch.conditions {
+        match condition {
+            Condition::Key { key, expect: e } => {
+                field(b"require");
+                field(key.path().as_bytes());
+                field(&expect_bytes(*e));
+            }
+            Condition::NoRecordWrittenAfter { table, revision } => {
+                field(b"no-record-after");
+                field(table.as_bytes());
+                field(&revision.to_be_bytes());
+            }
         }
     }
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn expect_bytes(expect: Expect) -> Vec<u8> {
+    match expect {
+        Expect::Any => b"any".to_vec(),
+        Expect::Absent => b"absent".to_vec(),
+        Expect::ModRevision(rev) => rev.to_be_bytes().to_vec(),
+    }
 }

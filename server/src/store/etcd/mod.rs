@@ -1,15 +1,20 @@
 //! The etcd side of the store, for several Marquee nodes on one etcd cluster
 //! (issue 11; the facts and the mapping are in `../shared/SCALE-OUT.md`). It
-//! knows nothing of fjall, tables or JSON: it commits batches of record
-//! writes as etcd transactions and watches them back in revision order,
-//! reads the records at a revision (a node's cache is built from one and
-//! then fed by the watch), keeps each node's lease and presence, elects the
-//! one node that compacts the history, and tracks which node owns each MQTT
-//! client id. Nothing calls it yet; the writer and the bus will be wired onto it.
+//! knows nothing of fjall, schemas or JSON: it commits batches of writes of
+//! the Store's state (records, table declarations, accounts, tokens, MQTT
+//! sessions, transient publishes: one typed [`Key`] each) as etcd
+//! transactions and watches them back in revision order, one total order for
+//! all of them, reads all of that state at a revision (a node's cache is
+//! built from one and then fed by the watch), keeps each node's lease and
+//! presence, elects the one node that compacts the history, and tracks which
+//! node owns each MQTT client id. Nothing calls it yet; the writer and the
+//! bus will be wired onto it.
 //!
 //! # Keys (SCALE-OUT.md §5), under a prefix (default `/marquee/`)
-//! - `{prefix}r/{table}/{id}`: a record's bytes. The table has no `/`; the id
-//!   may (the `mqtt` table's ids are topics), so the first `/` after the table ends it.
+//! - The Store's state, one kind per [`KeyKind`] (see `key.rs`):
+//!   `acct/{username}`, `r/{table}/{id}`, `sess/{client_id}`, `t/{node}`,
+//!   `tbl/{name}`, `tok/{hex}`. A record's table has no `/`; its id may (the
+//!   `mqtt` table's ids are topics), so the first `/` after the table ends it.
 //! - `{prefix}idem/{key}`: one per committed batch, named by the batch's
 //!   idempotency key and holding the batch's SHA-256. Its create revision is
 //!   the batch's revision.
@@ -21,9 +26,10 @@
 //!   client whose owner's lease ended at `revision`.
 //!
 //! # Files, one concern each
-//! - `log.rs`: commits (batches as transactions, idempotency keys, limits).
+//! - `key.rs`: the kinds of key of the Store's state.
+//! - `log.rs`: commits (batches as transactions, idempotency keys, conditions, limits).
 //! - `watch.rs`: the log watched back in revision order, resumed across members.
-//! - `read.rs`: snapshot reads of the records at one revision, and single gets.
+//! - `read.rs`: snapshot reads of the state (or the records) at one revision, and single gets.
 //! - `node.rs`: a node's lease, kept alive by hand, and its presence key.
 //! - `compactor.rs`: one node at a time compacts the history to a window.
 //! - `ownership.rs`: which node owns an MQTT client id; takeovers and wills.
@@ -40,6 +46,7 @@ use tonic::Code;
 use log::IdemLease;
 
 mod compactor;
+mod key;
 mod log;
 mod node;
 mod ownership;
@@ -47,10 +54,11 @@ mod read;
 mod watch;
 
 pub use compactor::{Compactor, CompactorOptions, CompactorStatus};
-pub use log::{Batch, Committed, Expect, Op};
+pub use key::{Key, KeyKind};
+pub use log::{Batch, Committed, Condition, Expect, Op};
 pub use node::{LeaseState, Node, NodeOptions};
 pub use ownership::{OwnershipEvent, OwnershipWatch};
-pub use read::{Got, Record, Snapshot};
+pub use read::{Got, GotItem, Item, Record, Snapshot, State};
 pub use watch::{Change, LogEntry, LogWatch, Watch};
 
 /// Where Marquee's keys live unless configured otherwise.
@@ -140,18 +148,33 @@ pub enum EtcdError {
         "a batch of about {bytes} bytes does not fit one etcd request (at most {MAX_BATCH_BYTES}): split it"
     )]
     TooLarge { bytes: usize },
+    #[error(
+        "a batch with {conditions} conditions does not fit one etcd transaction (at most {MAX_BATCH_CHANGES}, counting conditioned writes): split it"
+    )]
+    TooManyConditions { conditions: usize },
+    /// The key's path under the prefix, e.g. `r/signs/lobby`.
     #[error("the batch writes {0} twice; etcd refuses a key twice in one transaction")]
     DuplicateKey(String),
     #[error("idempotency key '{0}' was already used by a different batch")]
     IdempotencyConflict(String),
     #[error(
-        "{table}/{id} is at mod revision {current} (0: absent), which fails the batch's condition {expected:?}"
+        "{key} is at mod revision {current} (0: absent), which fails the batch's condition {expected:?}"
     )]
     ConditionFailed {
-        table: String,
-        id: String,
+        key: Key,
         expected: Expect,
         current: u64,
+    },
+    /// [`Condition::NoRecordWrittenAfter`] failed: this record of the table
+    /// exists and was written at `written`, after `revision`.
+    #[error(
+        "{table}/{id} was written at revision {written}, which fails the batch's condition that no record of {table} was written after {revision}"
+    )]
+    RecordWrittenAfter {
+        table: String,
+        id: String,
+        revision: u64,
+        written: u64,
     },
     /// For a commit: it may have been applied; retry with the same idempotency key.
     #[error(
@@ -293,6 +316,11 @@ impl EtcdLog {
         self.shared.keys.record(table, id)
     }
 
+    /// The etcd key `key` is kept under.
+    pub fn key(&self, key: &Key) -> String {
+        self.shared.keys.key(key)
+    }
+
     /// The cluster's current revision (a linearizable read).
     pub async fn current_revision(&self) -> Result<u64, EtcdError> {
         self.retrying("revision read", || async {
@@ -431,6 +459,23 @@ impl Keys {
 
     fn record(&self, table: &str, id: &str) -> String {
         format!("{}r/{table}/{id}", self.root)
+    }
+
+    fn key(&self, key: &Key) -> String {
+        format!("{}{}", self.root, key.path())
+    }
+
+    /// The Store key that the etcd key `full` is, if it is one.
+    fn parse(&self, full: &[u8]) -> Option<Key> {
+        Key::parse(full.strip_prefix(self.root.as_bytes())?)
+    }
+
+    /// Whether `path` (after the prefix) is one of the layer's own keys.
+    fn is_own(&self, path: &[u8]) -> bool {
+        path == b"compactor"
+            || [&b"idem/"[..], b"node/", b"own/", b"will/"]
+                .iter()
+                .any(|own| path.starts_with(own))
     }
 
     fn idem(&self, key: &str) -> String {

@@ -1,6 +1,7 @@
-//! Snapshot reads: every record (or one table's) as it was at one revision,
-//! and a single record now. A node builds (or rebuilds, after a gap) its
-//! local cache from [`EtcdLog::read_records`] at revision `R` and then
+//! Snapshot reads: the whole Store state (every kind of key), or every record
+//! (or one table's), as it was at one revision, and a single key now. A node
+//! builds (or rebuilds, after a gap) its local cache from
+//! [`EtcdLog::read_state`] at revision `R` and then
 //! follows [`EtcdLog::watch_from`]`(R + 1)`: the two together give every
 //! state from `R` on, with nothing missed or applied twice, because a range
 //! read pinned to `R` is exactly the MVCC state at `R`.
@@ -16,7 +17,9 @@
 
 use etcd_client::{GetOptions, KeyValue};
 
-use super::{EtcdError, EtcdLog, Failure, WATCH_MAX_MESSAGE, protocol, revision, to_i64};
+use super::{
+    EtcdError, EtcdLog, Failure, Key, KeyKind, WATCH_MAX_MESSAGE, protocol, revision, to_i64,
+};
 
 /// A record as etcd holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +50,44 @@ pub struct Got {
     pub record: Option<Record>,
 }
 
+/// A key of the Store's state, of any kind, as etcd holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    pub key: Key,
+    pub value: Vec<u8>,
+    /// The revision that created it (since its last delete).
+    pub create_revision: u64,
+    /// The revision that last wrote it.
+    pub mod_revision: u64,
+    /// Writes since its creation, from 1 (restarts after a delete).
+    pub version: u64,
+}
+
+/// The whole Store state as it was at one revision: every key of every
+/// kind, in key order (by kind: `acct/`, `r/`, `sess/`, `t/`, `tbl/`, `tok/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    /// The revision read at: follow with a watch from `revision + 1`.
+    pub revision: u64,
+    pub items: Vec<Item>,
+}
+
+impl State {
+    /// The items of one kind, in key order.
+    pub fn of(&self, kind: KeyKind) -> impl Iterator<Item = &Item> {
+        self.items
+            .iter()
+            .filter(move |item| item.key.kind() == kind)
+    }
+}
+
+/// One key now (`None`: absent), and the revision the read saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GotItem {
+    pub revision: u64,
+    pub item: Option<Item>,
+}
+
 impl EtcdLog {
     /// Every record (of `table`, or of all tables) at revision `at` (`None`:
     /// now, a linearizable read), in key order. See the module doc.
@@ -58,17 +99,61 @@ impl EtcdLog {
         let prefix = match table {
             Some(table) => {
                 check_table(table)?;
-                format!("{}r/{table}/", self.shared.keys.root)
+                self.shared.keys.record(table, "")
             }
-            None => format!("{}r/", self.shared.keys.root),
+            None => format!("{}{}", self.shared.keys.root, KeyKind::Record.prefix()),
         };
+        let mut pinned = at.map(|at| at.max(1));
+        let mut records = Vec::new();
+        self.read_range(prefix, &mut pinned, |item| match item.key {
+            Key::Record { table, id } => records.push(Record {
+                table,
+                id,
+                value: item.value,
+                create_revision: item.create_revision,
+                mod_revision: item.mod_revision,
+                version: item.version,
+            }),
+            other => tracing::warn!(key = %other, "not a record key; ignored"),
+        })
+        .await?;
+        Ok(Snapshot {
+            revision: pinned.unwrap_or(0),
+            records,
+        })
+    }
+
+    /// The whole Store state (every key of every [`KeyKind`]) at revision
+    /// `at` (`None`: now, a linearizable read). One paginated read per kind,
+    /// all pinned to the same revision, so the layer's own keys (thousands
+    /// of idempotency keys) are never read. See the module doc.
+    pub async fn read_state(&self, at: Option<u64>) -> Result<State, EtcdError> {
+        let mut pinned = at.map(|at| at.max(1));
+        let mut items = Vec::new();
+        for kind in KeyKind::ALL {
+            let prefix = format!("{}{}", self.shared.keys.root, kind.prefix());
+            self.read_range(prefix, &mut pinned, |item| items.push(item))
+                .await?;
+        }
+        Ok(State {
+            revision: pinned.unwrap_or(0),
+            items,
+        })
+    }
+
+    /// Every key starting with `prefix`, in pages, at the revision `pinned`
+    /// holds, or (if `None`) at the first page's, which is then pinned.
+    async fn read_range(
+        &self,
+        prefix: String,
+        pinned: &mut Option<u64>,
+        mut each: impl FnMut(Item),
+    ) -> Result<(), EtcdError> {
         let end = prefix_end(prefix.as_bytes());
         let mut from = prefix.into_bytes();
-        // 0 asks for the newest revision; the first page's header pins it.
-        let mut pinned = at.map(|at| at.max(1));
         let mut page = self.shared.options.read_page.max(1);
-        let mut records = Vec::new();
         loop {
+            // 0 asks for the newest revision; the first page's header pins it.
             let read_at = pinned.map_or(Ok(0), to_i64)?;
             let limit = i64::try_from(page).unwrap_or(i64::MAX);
             let result = self
@@ -102,14 +187,16 @@ impl EtcdLog {
             let header = response
                 .header()
                 .ok_or_else(|| protocol("a range read without a header"))?;
-            let at = *pinned.get_or_insert(revision(header.revision())?);
+            if pinned.is_none() {
+                *pinned = Some(revision(header.revision())?);
+            }
             let kvs = response.kvs();
             for kv in kvs {
-                match self.decode_record(kv) {
-                    Some(record) => records.push(record),
+                match self.decode_item(kv) {
+                    Some(item) => each(item),
                     None => tracing::warn!(
                         key = %String::from_utf8_lossy(kv.key()),
-                        "not a record key; ignored"
+                        "not a Marquee key; ignored"
                     ),
                 }
             }
@@ -118,12 +205,7 @@ impl EtcdLog {
                     from = last.key().to_vec();
                     from.push(0);
                 }
-                _ => {
-                    return Ok(Snapshot {
-                        revision: at,
-                        records,
-                    });
-                }
+                _ => return Ok(()),
             }
         }
     }
@@ -134,16 +216,36 @@ impl EtcdLog {
         if id.is_empty() {
             return Err(EtcdError::InvalidName("an empty record id".into()));
         }
-        let key = self.shared.keys.record(table, id).into_bytes();
+        let got = self.get_key(&Key::record(table, id)).await?;
+        Ok(Got {
+            revision: got.revision,
+            record: got.item.and_then(|item| match item.key {
+                Key::Record { table, id } => Some(Record {
+                    table,
+                    id,
+                    value: item.value,
+                    create_revision: item.create_revision,
+                    mod_revision: item.mod_revision,
+                    version: item.version,
+                }),
+                _ => None,
+            }),
+        })
+    }
+
+    /// One key of any kind now, by a linearizable read.
+    pub async fn get_key(&self, key: &Key) -> Result<GotItem, EtcdError> {
+        key.check().map_err(EtcdError::InvalidName)?;
+        let full = self.shared.keys.key(key).into_bytes();
         let response = self
-            .retrying("read", || self.range(key.clone(), GetOptions::new()))
+            .retrying("read", || self.range(full.clone(), GetOptions::new()))
             .await?;
         let header = response
             .header()
             .ok_or_else(|| protocol("a read without a header"))?;
-        Ok(Got {
+        Ok(GotItem {
             revision: revision(header.revision())?,
-            record: response.kvs().first().and_then(|kv| self.decode_record(kv)),
+            item: response.kvs().first().and_then(|kv| self.decode_item(kv)),
         })
     }
 
@@ -173,15 +275,9 @@ impl EtcdLog {
         }
     }
 
-    fn decode_record(&self, kv: &KeyValue) -> Option<Record> {
-        let rest = kv
-            .key()
-            .strip_prefix(self.shared.keys.root.as_bytes())?
-            .strip_prefix(b"r/")?;
-        let (table, id) = std::str::from_utf8(rest).ok()?.split_once('/')?;
-        Some(Record {
-            table: table.to_owned(),
-            id: id.to_owned(),
+    fn decode_item(&self, kv: &KeyValue) -> Option<Item> {
+        Some(Item {
+            key: self.shared.keys.parse(kv.key())?,
             value: kv.value().to_vec(),
             create_revision: u64::try_from(kv.create_revision()).ok()?,
             mod_revision: u64::try_from(kv.mod_revision()).ok()?,

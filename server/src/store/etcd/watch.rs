@@ -3,9 +3,21 @@
 //!
 //! # Watch
 //! [`EtcdLog::watch_from`] watches the whole prefix from a revision and yields
-//! one [`LogEntry`] per revision that wrote records or an idempotency key, so
-//! every commit shows up, even one whose deletes found nothing to delete. The
-//! client library does not resume watches: when the stream breaks, ends, or
+//! one [`LogEntry`] per revision that touched any key under it, so every
+//! commit shows up, even one whose deletes found nothing to delete, and every
+//! put of a transient publish (each its own revision) shows up once. A
+//! revision that touched only the layer's own keys (idempotency keys expiring
+//! with their lease, `node/`, `own/`, `will/`, `compactor`) yields an *empty*
+//! entry ([`LogEntry::is_empty`]: no batch, no change), not nothing: so a
+//! node's applier moves its applied revision to every revision it has seen,
+//! and a wait for "applied ≥ R" ends for any R a node learns from etcd (a
+//! claim's revision, a read's header), not only for Store writes. They are
+//! few: a lease's expiry, a node joining, a CONNECT's claim. (A revision that
+//! wrote only outside the prefix is never seen at all, so a read's header
+//! is a safe R only on a cluster Marquee does not share.)
+//!
+//! # Resuming
+//! The client library does not resume watches: when the stream breaks, ends, or
 //! goes silent (a stopped member: a progress request gets no answer), it
 //! re-watches from the last revision seen plus one and drops any revision at
 //! or below it (etcd#20221 replays old events after a re-watch on another
@@ -23,20 +35,33 @@ use std::time::Instant;
 use etcd_client::{Event, WatchOptions, WatchResponse, WatchStream};
 use tokio::time::timeout;
 
-use super::{EtcdError, EtcdLog, Failure, Keys, WATCH_MAX_MESSAGE, backoff, to_i64};
+use super::{EtcdError, EtcdLog, Failure, Key, Keys, WATCH_MAX_MESSAGE, backoff, to_i64};
 
-/// One record change, as the watch delivers it.
+/// One change of the Store's state (a put or a delete of a key of any
+/// kind), as the watch delivers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
-    pub table: String,
-    pub id: String,
+    /// Which key, of which kind.
+    pub key: Key,
     /// The bytes put; `None` for a delete.
     pub value: Option<Vec<u8>>,
-    /// etcd's per-key version after a put (1 on creation, restarting after a
-    /// delete); 0 for a delete.
-    pub version: u64,
-    /// The revision that created the record (0 for a delete).
+    /// The revision of the change (its entry's): a put's new mod revision.
+    pub mod_revision: u64,
+    /// The revision that created the key (since its last delete); 0 for a delete.
     pub create_revision: u64,
+    /// etcd's per-key version after a put (1 on creation, restarting after a
+    /// delete); 0 for a delete. A delete's event carries neither this nor
+    /// the create revision; the watch does not ask for previous values
+    /// (`prev_kv` would send every put's old value too, and read it from
+    /// etcd's disk).
+    pub version: u64,
+}
+
+impl Change {
+    /// The record's table and id, if this changed a record.
+    pub fn record(&self) -> Option<(&str, &str)> {
+        self.key.as_record()
+    }
 }
 
 /// Everything one revision changed, in the order etcd applied it.
@@ -45,12 +70,21 @@ pub struct LogEntry {
     pub revision: u64,
     /// The idempotency key of the batch committed at this revision.
     pub idempotency_key: Option<String>,
+    /// The changes of the Store's state, of every kind, in the batch's order.
     pub changes: Vec<Change>,
 }
 
+impl LogEntry {
+    /// A revision that committed no batch and changed no Store key (only
+    /// the layer's own keys): nothing to apply but the revision itself.
+    pub fn is_empty(&self) -> bool {
+        self.idempotency_key.is_none() && self.changes.is_empty()
+    }
+}
+
 impl EtcdLog {
-    /// Every revision from `start` on (1 or 0: the oldest kept) that wrote
-    /// records or committed a batch, in revision order, each once.
+    /// Every revision from `start` on (1 or 0: the oldest kept) that touched
+    /// a key under the prefix, in revision order, each once (see the module doc).
     pub fn watch_from(&self, start: u64) -> LogWatch {
         let root = self.shared.keys.root.clone();
         let end = super::read::prefix_end(root.as_bytes());
@@ -334,7 +368,7 @@ impl<E> Watch<E> {
     }
 }
 
-/// A revision as the log: its record changes and batch, if it has either.
+/// A revision as the log: its changes and batch, possibly neither.
 fn log_entry(keys: &Keys, revision: u64, events: &[Event]) -> Option<LogEntry> {
     let mut entry = LogEntry {
         revision,
@@ -344,7 +378,7 @@ fn log_entry(keys: &Keys, revision: u64, events: &[Event]) -> Option<LogEntry> {
     for event in events {
         keys.add_event(&mut entry, event);
     }
-    (entry.idempotency_key.is_some() || !entry.changes.is_empty()).then_some(entry)
+    Some(entry)
 }
 
 impl Keys {
@@ -363,26 +397,22 @@ impl Keys {
                 return;
             }
         };
-        if let Some(record) = rest.strip_prefix(b"r/") {
-            let Some((table, id)) = std::str::from_utf8(record)
-                .ok()
-                .and_then(|key| key.split_once('/'))
-            else {
-                tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "not a record key; ignored");
-                return;
-            };
+        if let Some(key) = Key::parse(rest) {
+            let number = |n: i64| u64::try_from(n).unwrap_or(0);
             entry.changes.push(Change {
-                table: table.to_owned(),
-                id: id.to_owned(),
+                key,
                 value: put.then(|| kv.value().to_vec()),
-                version: u64::try_from(kv.version()).unwrap_or(0),
-                create_revision: u64::try_from(kv.create_revision()).unwrap_or(0),
+                mod_revision: entry.revision,
+                create_revision: number(kv.create_revision()),
+                version: number(kv.version()),
             });
-        } else if let Some(key) = rest.strip_prefix(b"idem/")
-            && put
-        {
+        } else if let Some(key) = rest.strip_prefix(b"idem/") {
             // A deleted idempotency key is its lease expiring, not a commit.
-            entry.idempotency_key = Some(String::from_utf8_lossy(key).into_owned());
+            if put {
+                entry.idempotency_key = Some(String::from_utf8_lossy(key).into_owned());
+            }
+        } else if !self.is_own(rest) {
+            tracing::warn!(key = %String::from_utf8_lossy(kv.key()), "not a Marquee key; ignored");
         }
     }
 }

@@ -56,13 +56,46 @@ pub fn sentence(message: &str) -> String {
     let message = message.trim();
     let mut chars = message.chars();
     let mut text: String = match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
+        Some(first) => upper(first) + chars.as_str(),
         None => "The server refused without saying why".to_string(),
     };
     if !text.ends_with(['.', '!', '?']) {
         text.push('.');
     }
     text
+}
+
+/// `c` in upper case. An ASCII letter is done here; any other character, in
+/// the browser, by JavaScript's `toUpperCase` (the same Unicode mapping):
+/// Rust's own would put core's Unicode case tables, about 10 KB gzipped, into
+/// the main bundle every page loads, for the rare non-ASCII first letter.
+pub fn upper(c: char) -> String {
+    if c.is_ascii() {
+        return c.to_ascii_uppercase().to_string();
+    }
+    #[cfg(feature = "hydrate")]
+    {
+        web_sys::js_sys::JsString::from(c).to_upper_case().into()
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        c.to_uppercase().collect()
+    }
+}
+
+/// `text` in lower case, the same way as [`upper`] (and for the same reason).
+pub fn lower(text: &str) -> String {
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
+    #[cfg(feature = "hydrate")]
+    {
+        web_sys::js_sys::JsString::from(text).to_lower_case().into()
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        text.to_lowercase()
+    }
 }
 
 /// `%`-encodes one path segment (a user name, a token id).
@@ -223,5 +256,8 @@ mod tests {
         assert_eq!(segment("a.b_c"), "a.b_c");
         assert_eq!(segment("a/b c"), "a%2Fb%20c");
         assert!(sentence("  ").starts_with("The server refused"));
+        assert_eq!(sentence("über alles"), "Über alles.");
+        assert_eq!(lower("Ann.Ö-1"), "ann.ö-1");
+        assert_eq!(lower("Bo_2"), "bo_2");
     }
 }

@@ -467,7 +467,10 @@ fn MessageEditor(
             format!(
                 "{name} can only show {}: this message will look like the preview there, \
                  whatever its colours.",
-                sign.color_depth.words().to_lowercase().replace(" only", "")
+                sign.color_depth
+                    .words()
+                    .to_ascii_lowercase()
+                    .replace(" only", "")
             )
         })
     };
@@ -636,7 +639,7 @@ fn MessageEditor(
                                 let text = format!(
                                     "{} ({})",
                                     sign_title(Some(&sign), &id),
-                                    sign.color_depth.words().to_lowercase(),
+                                    sign.color_depth.words().to_ascii_lowercase(),
                                 );
                                 view! {
                                     <option

@@ -205,7 +205,7 @@ pub fn SignPage() -> impl IntoView {
                                     "{} × {} LEDs, {}",
                                     s.width,
                                     s.height,
-                                    s.color_depth.words().to_lowercase(),
+                                    s.color_depth.words().to_ascii_lowercase(),
                                 )
                             })
                             .unwrap_or_default()

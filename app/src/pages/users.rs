@@ -296,7 +296,7 @@ fn NewAccount(made: Callback<AccountInfo>) -> impl IntoView {
         if busy.get_untracked() {
             return;
         }
-        let name = username.get_untracked().trim().to_lowercase();
+        let name = crate::api::lower(username.get_untracked().trim());
         if name.is_empty() {
             error.set(Some("Enter a user name.".into()));
             return;

@@ -12,6 +12,20 @@ use crate::event::ErrorBody;
 use crate::live::{Acked, Live, Record, Write};
 use crate::sign::{Message, ModelError, Shows, Sign};
 
+/// An event handler, boxed: `on:click=handler(leptos::ev::click, move |_| …)`.
+///
+/// Every closure is a type of its own, and with erased components every `on:`
+/// attribute of a new type brings its own copy of the attribute machinery
+/// (build, hydrate, rebuild, clone, …) into the WASM. Boxed, the handlers of
+/// one event share one copy.
+pub fn handler<E>(_event: E, f: impl FnMut(E::EventType) + 'static) -> Box<dyn FnMut(E::EventType)>
+where
+    E: leptos::tachys::html::event::EventDescriptor,
+    E::EventType: 'static,
+{
+    Box::new(f)
+}
+
 pub fn describe(error: &ErrorBody) -> String {
     format!("{} ({})", error.message, error.code)
 }
@@ -262,8 +276,8 @@ pub fn DeleteButton(
             class="danger"
             data-testid=testid
             disabled=move || busy.get()
-            on:click=press
-            on:blur=move |_| armed.set(false)
+            on:click=handler(leptos::ev::click, press)
+            on:blur=handler(leptos::ev::blur, move |_| armed.set(false))
         >
             {move || if armed.get() { confirm } else { label }}
         </button>
@@ -296,12 +310,12 @@ pub fn NumberField(
                 min=min
                 max=max
                 prop:value=move || value.get()
-                on:input=move |ev| {
+                on:input=handler(leptos::ev::input, move |ev| {
                     value.set(event_target_value(&ev));
                     if let Some(edited) = edited {
                         edited.run(());
                     }
-                }
+                })
             />
             <FieldProblem problem field />
         </label>

@@ -7,6 +7,7 @@ use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_query_map};
 use serde_json::Value;
 
+use super::common::handler;
 use super::common::{DeleteButton, ErrorNote, LiveStatus, describe, send};
 use crate::api;
 use crate::auth::{Auth, use_auth};
@@ -211,7 +212,7 @@ fn TablePicker(
     view! {
         <label class="picker">
             <span>"Table"</span>
-            <select data-testid="table-select" on:change=on_change>
+            <select data-testid="table-select" on:change=handler(leptos::ev::change, on_change)>
                 <option
                     value=""
                     disabled=true
@@ -223,7 +224,7 @@ fn TablePicker(
                 {options}
             </select>
         </label>
-        <button class="icon" title="Reload the list of tables" on:click=move |_| load_tables()>
+        <button class="icon" title="Reload the list of tables" on:click=handler(leptos::ev::click, move |_| load_tables())>
             "↻"
         </button>
         {move || {
@@ -369,7 +370,7 @@ fn RecordRow(id: String, record: Record, live: Live, editor: Editor) -> impl Int
             </td>
             <td class="col-actions">
                 <Show when=move || can_edit.get()>
-                    <button data-testid="record-edit" on:click=edit.clone()>
+                    <button data-testid="record-edit" on:click=handler(leptos::ev::click, edit.clone())>
                         "Edit"
                     </button>
                     <DeleteButton busy testid="record-delete" on_confirm=delete />
@@ -480,12 +481,12 @@ fn EditorPanel(live: Live, editor: Editor) -> impl IntoView {
                     spellcheck="false"
                     rows="12"
                     prop:value=move || editor.text.get()
-                    on:input=move |ev| {
+                    on:input=handler(leptos::ev::input, move |ev| {
                         editor.text.set(event_target_value(&ev));
                         editor.dirty.set(true);
                         editor.error.set(None);
                         editor.note.set(None);
-                    }
+                    })
                 ></textarea>
                 <ErrorNote error=editor.error place="editor" />
                 {move || stale().map(|message| view! { <p class="warning">{message}</p> })}
@@ -495,14 +496,14 @@ fn EditorPanel(live: Live, editor: Editor) -> impl IntoView {
                         class="primary"
                         data-testid="record-save"
                         disabled=move || editor.busy.get()
-                        on:click=save
+                        on:click=handler(leptos::ev::click, save)
                     >
                         {move || if editor.busy.get() { "Saving…" } else { "Save" }}
                     </button>
                     <Show when=move || stale().is_some() && current.get().is_some()>
-                        <button on:click=reload>"Load latest"</button>
+                        <button on:click=handler(leptos::ev::click, reload)>"Load latest"</button>
                     </Show>
-                    <button on:click=move |_| editor.close()>"Close"</button>
+                    <button on:click=handler(leptos::ev::click, move |_| editor.close())>"Close"</button>
                 </div>
             </section>
         </Show>
@@ -558,7 +559,7 @@ fn NewRecordPanel(live: Live) -> impl IntoView {
                     placeholder="empty: the server picks one"
                     spellcheck="false"
                     prop:value=move || id.get()
-                    on:input=move |ev| id.set(event_target_value(&ev))
+                    on:input=handler(leptos::ev::input, move |ev| id.set(event_target_value(&ev)))
                 />
             </label>
             <label class="field">
@@ -570,10 +571,10 @@ fn NewRecordPanel(live: Live) -> impl IntoView {
                     spellcheck="false"
                     rows="6"
                     prop:value=move || text.get()
-                    on:input=move |ev| {
+                    on:input=handler(leptos::ev::input, move |ev| {
                         text.set(event_target_value(&ev));
                         error.set(None);
-                    }
+                    })
                 ></textarea>
             </label>
             <ErrorNote error place="new" />
@@ -583,7 +584,7 @@ fn NewRecordPanel(live: Live) -> impl IntoView {
                     class="primary"
                     data-testid="new-create"
                     disabled=move || busy.get()
-                    on:click=create
+                    on:click=handler(leptos::ev::click, create)
                 >
                     "Create"
                 </button>

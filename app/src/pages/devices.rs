@@ -12,6 +12,7 @@ use leptos_router::components::A;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::common::handler;
 use super::common::{
     DeleteButton, ErrorNote, LiveStatus, NumberField, describe, number_field, read_sign, sign_title,
 };
@@ -414,7 +415,7 @@ fn DeviceRow(
                             type="button"
                             data-testid="device-pairing"
                             disabled=move || busy.get()
-                            on:click=pairing_settings.clone()
+                            on:click=handler(leptos::ev::click, pairing_settings.clone())
                         >
                             "Settings to enter"
                         </button>
@@ -515,7 +516,7 @@ fn Binder(id: String, device: Memo<Option<Device>>, signs: Live) -> impl IntoVie
                 aria-label="Sign to mirror"
                 disabled=move || busy.get()
                 prop:value=move || picked.get().unwrap_or_default()
-                on:change=move |ev| chosen.set(Some(event_target_value(&ev)))
+                on:change=handler(leptos::ev::change, move |ev| chosen.set(Some(event_target_value(&ev))))
             >
                 {move || {
                     let picked = picked.get();
@@ -536,7 +537,7 @@ fn Binder(id: String, device: Memo<Option<Device>>, signs: Live) -> impl IntoVie
                 type="button"
                 data-testid="bind-button"
                 disabled=move || busy.get() || picked.get().is_none()
-                on:click=do_bind
+                on:click=handler(leptos::ev::click, do_bind)
             >
                 "Bind"
             </button>
@@ -545,7 +546,7 @@ fn Binder(id: String, device: Memo<Option<Device>>, signs: Live) -> impl IntoVie
                     type="button"
                     data-testid="unbind-button"
                     disabled=move || busy.get()
-                    on:click=do_unbind.clone()
+                    on:click=handler(leptos::ev::click, do_unbind.clone())
                 >
                     "Unbind"
                 </button>
@@ -555,7 +556,7 @@ fn Binder(id: String, device: Memo<Option<Device>>, signs: Live) -> impl IntoVie
                 data-testid="new-sign-button"
                 title="Make a full-colour sign of the device's size, named after it, and bind to it"
                 disabled=move || busy.get()
-                on:click=do_new_sign
+                on:click=handler(leptos::ev::click, do_new_sign)
             >
                 {move || {
                     let (width, height) = size();
@@ -611,7 +612,7 @@ fn PairForm(paired: Callback<Pairing>) -> impl IntoView {
         .map(|k| view! { <option value=k.as_str()>{k.label()}</option> })
         .collect_view();
     view! {
-        <form class="panel pair-form" data-testid="pair-form" novalidate=true on:submit=pair>
+        <form class="panel pair-form" data-testid="pair-form" novalidate=true on:submit=handler(leptos::ev::submit, pair)>
             <h2>"Pair a device"</h2>
             <p class="muted small">
                 "Marquee makes the device an MQTT account of its own and shows the settings "
@@ -623,12 +624,12 @@ fn PairForm(paired: Callback<Pairing>) -> impl IntoView {
                     <select
                         data-testid="pair-kind"
                         prop:value=move || kind.get().as_str()
-                        on:change=move |ev| {
+                        on:change=handler(leptos::ev::change, move |ev| {
                             if let Some(k) = DeviceKind::from_name(&event_target_value(&ev)) {
                                 kind.set(k);
                                 error.set(None);
                             }
-                        }
+                        })
                     >
                         {options}
                     </select>
@@ -755,7 +756,7 @@ fn PairingCard(
         <section class="panel pairing-card" data-testid="pairing-card" data-device-id=id>
             <div class="panel-head">
                 <h2>{title}</h2>
-                <button type="button" data-testid="pairing-done" on:click=move |_| on_done.run(())>
+                <button type="button" data-testid="pairing-done" on:click=handler(leptos::ev::click, move |_| on_done.run(()))>
                     "Done"
                 </button>
             </div>
@@ -921,7 +922,7 @@ fn SignDevice(id: String, devices: Live, can_edit: Memo<bool>) -> impl IntoView 
                     type="button"
                     data-testid="unbind-button"
                     disabled=move || busy.get()
-                    on:click=unbind.clone()
+                    on:click=handler(leptos::ev::click, unbind.clone())
                 >
                     "Unbind"
                 </button>

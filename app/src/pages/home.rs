@@ -7,6 +7,7 @@ use leptos_meta::Title;
 use leptos_router::components::A;
 use serde_json::{Value, json};
 
+use super::common::handler;
 use super::common::{
     DeleteButton, FieldProblem, FormProblem, LiveStatus, NumberField, Problem, focus_soon, marks,
     number_field, read_sign, send_checked, showing, sign_title,
@@ -77,7 +78,7 @@ pub fn HomePage() -> impl IntoView {
                     <button
                         class="primary"
                         data-testid="start-create"
-                        on:click=move |_| focus_soon("[data-testid=new-sign] input".into())
+                        on:click=handler(leptos::ev::click, move |_| focus_soon("[data-testid=new-sign] input".into()))
                     >
                         "Create a sign"
                     </button>
@@ -208,7 +209,7 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
                     view! {
                         <Show when=move || can_edit.get()>
                             <div class="buttons">
-                                <button data-testid="sign-edit" on:click=open>
+                                <button data-testid="sign-edit" on:click=handler(leptos::ev::click, open)>
                                     "Change"
                                 </button>
                                 <DeleteButton busy testid="sign-delete" on_confirm=delete />
@@ -217,13 +218,13 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
                     }
                 }
             >
-                <form class="sign-form" novalidate=true on:submit=save.clone()>
+                <form class="sign-form" novalidate=true on:submit=handler(leptos::ev::submit, save.clone())>
                     <SignFields fields problem=error />
                     <div class="buttons">
                         <button class="primary" type="submit" disabled=move || busy.get()>
                             "Save"
                         </button>
-                        <button type="button" on:click=move |_| editing.set(false)>
+                        <button type="button" on:click=handler(leptos::ev::click, move |_| editing.set(false))>
                             "Cancel"
                         </button>
                     </div>
@@ -287,7 +288,7 @@ fn SignFields(fields: Fields, problem: RwSignal<Option<Problem>>) -> impl IntoVi
                 placeholder="Lobby"
                 aria-invalid=marks(problem, "name")
                 prop:value=move || fields.name.get()
-                on:input=move |ev| fields.name.set(event_target_value(&ev))
+                on:input=handler(leptos::ev::input, move |ev| fields.name.set(event_target_value(&ev)))
             />
             <FieldProblem problem field="name" />
         </label>
@@ -315,7 +316,7 @@ fn SignFields(fields: Fields, problem: RwSignal<Option<Problem>>) -> impl IntoVi
                 data-testid="sign-colors-input"
                 aria-invalid=marks(problem, "color_depth")
                 prop:value=move || fields.depth.get()
-                on:change=move |ev| fields.depth.set(event_target_value(&ev))
+                on:change=handler(leptos::ev::change, move |ev| fields.depth.set(event_target_value(&ev)))
             >
                 {depths}
             </select>
@@ -364,7 +365,7 @@ fn NewSign(signs: Live) -> impl IntoView {
             class="panel sign-card new-sign"
             data-testid="new-sign"
             novalidate=true
-            on:submit=create
+            on:submit=handler(leptos::ev::submit, create)
         >
             <h2>"New sign"</h2>
             <SignFields fields problem=error />

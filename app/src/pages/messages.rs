@@ -12,6 +12,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_query_map};
 use serde_json::{Value, json};
 
+use super::common::handler;
 use super::common::{
     DeleteButton, FieldProblem, FormProblem, LiveStatus, NumberField, Problem, focus_soon, marks,
     message_label, number_field, send_checked, sign_title,
@@ -253,7 +254,7 @@ pub fn MessagesPage() -> impl IntoView {
         <div class="toolbar">
             <h1>"Messages"</h1>
             <Show when=move || can_edit.get()>
-                <button class="primary" data-testid="message-new" on:click=move |_| start_new()>
+                <button class="primary" data-testid="message-new" on:click=handler(leptos::ev::click, move |_| start_new())>
                     "New message"
                 </button>
             </Show>
@@ -280,12 +281,12 @@ pub fn MessagesPage() -> impl IntoView {
                                         aria-current=move || is_selected().then_some("true")
                                         data-testid="message-item"
                                         data-id=id.clone()
-                                        on:click=move |_| {
+                                        on:click=handler(leptos::ev::click, move |_| {
                                             creating.set(false);
                                             note.set(None);
                                             problem.set(None);
                                             selected.set(Some(pick.clone()));
-                                        }
+                                        })
                                     >
                                         <span class="label">{label}</span>
                                         <span class="muted small">{id.clone()}</span>
@@ -623,10 +624,10 @@ fn MessageEditor(
                     <select
                         data-testid="preview-sign"
                         prop:value=move || for_sign.get().unwrap_or_default()
-                        on:change=move |ev| {
+                        on:change=handler(leptos::ev::change, move |ev| {
                             let id = event_target_value(&ev);
                             for_sign.set((!id.is_empty()).then_some(id));
-                        }
+                        })
                     >
                         <option value="" selected=move || for_sign.get().is_none()>
                             "A full-colour sign"
@@ -669,10 +670,10 @@ fn MessageEditor(
                             data-testid="message-color"
                             disabled=move || draft.rainbow.get()
                             prop:value=move || draft.color.get()
-                            on:input=move |ev| {
+                            on:input=handler(leptos::ev::input, move |ev| {
                                 draft.color.set(event_target_value(&ev));
                                 touched.run(());
-                            }
+                            })
                         />
                     </label>
                     <label class="field check">
@@ -680,10 +681,10 @@ fn MessageEditor(
                             type="checkbox"
                             data-testid="message-rainbow"
                             prop:checked=move || draft.rainbow.get()
-                            on:change=move |ev| {
+                            on:change=handler(leptos::ev::change, move |ev| {
                                 draft.rainbow.set(event_target_checked(&ev));
                                 touched.run(());
-                            }
+                            })
                         />
                         <span>"Rainbow"</span>
                     </label>
@@ -693,10 +694,10 @@ fn MessageEditor(
                             type="color"
                             data-testid="message-background"
                             prop:value=move || draft.background.get()
-                            on:input=move |ev| {
+                            on:input=handler(leptos::ev::input, move |ev| {
                                 draft.background.set(event_target_value(&ev));
                                 touched.run(());
-                            }
+                            })
                         />
                     </label>
                 </div>
@@ -762,7 +763,7 @@ fn MessageEditor(
                 </span>
             </div>
             {preview_part}
-            <form class="message-form" novalidate=true on:submit=save>
+            <form class="message-form" novalidate=true on:submit=handler(leptos::ev::submit, save)>
                 // A viewer sees the fields, greyed: one `disabled` covers them all.
                 <fieldset class="plain" disabled=move || !can_edit.get()>
                 <label class="field">
@@ -772,10 +773,10 @@ fn MessageEditor(
                         rows="2"
                         aria-invalid=marks(live_problem, "text")
                         prop:value=move || draft.text.get()
-                        on:input=move |ev| {
+                        on:input=handler(leptos::ev::input, move |ev| {
                             draft.text.set(event_target_value(&ev));
                             touched.run(());
-                        }
+                        })
                     ></textarea>
                     <FieldProblem problem=live_problem field="text" />
                     {move || {
@@ -832,14 +833,14 @@ fn MessageEditor(
                                             type="button"
                                             class="primary"
                                             data-testid="keep-mine"
-                                            on:click=keep_mine
+                                            on:click=handler(leptos::ev::click, keep_mine)
                                         >
                                             "Keep mine"
                                         </button>
                                         <button
                                             type="button"
                                             data-testid="take-theirs"
-                                            on:click=take_theirs
+                                            on:click=handler(leptos::ev::click, take_theirs)
                                         >
                                             "Take the other"
                                         </button>
@@ -857,7 +858,7 @@ fn MessageEditor(
                         type="button"
                         class="primary"
                         data-testid="show-on-sign"
-                        on:click=show_on_sign.clone()
+                        on:click=handler(leptos::ev::click, show_on_sign.clone())
                     >
                         {move || {
                             target
@@ -892,7 +893,7 @@ fn MessageEditor(
                         {move || if creating.get() { "Create" } else { "Save" }}
                     </button>
                     <Show when=move || !creating.get()>
-                        <button type="button" data-testid="message-duplicate" on:click=duplicate>
+                        <button type="button" data-testid="message-duplicate" on:click=handler(leptos::ev::click, duplicate)>
                             "Duplicate"
                         </button>
                         <DeleteButton busy testid="message-delete" on_confirm=delete />
@@ -930,10 +931,10 @@ fn ChoiceField(
             <select
                 data-testid=testid
                 prop:value=move || value.get()
-                on:change=move |ev| {
+                on:change=handler(leptos::ev::change, move |ev| {
                     value.set(event_target_value(&ev));
                     edited.run(());
-                }
+                })
             >
                 {options}
             </select>

@@ -15,6 +15,7 @@ use leptos_router::hooks::use_navigate;
 use serde_json::json;
 
 use super::common::ErrorNote;
+use super::common::handler;
 use super::forms::{TextField, focus_when_shown};
 use crate::api;
 use crate::auth::{Me, PASSWORD_HINT, new_password_problem, use_auth};
@@ -123,7 +124,7 @@ pub fn SetupPage() -> impl IntoView {
                 <p class="lead">
                     "Make the first admin account. Admins add everyone else on the Users page."
                 </p>
-                <form class="auth-form" data-testid="setup-form" novalidate=true on:submit=submit.clone()>
+                <form class="auth-form" data-testid="setup-form" novalidate=true on:submit=handler(leptos::ev::submit, submit.clone())>
                     <TextField
                         label="User name"
                         value=username

@@ -15,6 +15,7 @@ use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
 use serde_json::{Value, json};
 
+use super::common::handler;
 use super::common::{
     FormProblem, LiveStatus, Problem, focus_soon, message_label, read_message, read_sign,
     send_checked, showing, sign_title,
@@ -515,19 +516,19 @@ fn SignEditor(
         // children, and a marker appearing under the pointer would flicker.)
         <div
             class="sign-grid"
-            on:dragover=move |_| {
+            on:dragover=handler(leptos::ev::dragover, move |_| {
                 if over.get_untracked().is_some() {
                     over.set(None);
                 }
-            }
+            })
         >
             <div class="sign-main">
                 <div
                     class="stage drop-zone"
                     class:over=move || is_over(Zone::Stage)
                     data-testid="stage"
-                    on:dragover=stage_over
-                    on:drop=stage_drop
+                    on:dragover=handler(leptos::ev::dragover, stage_over)
+                    on:drop=handler(leptos::ev::drop, stage_drop)
                 >
                     <LedSign
                         sign=sign_signal
@@ -550,15 +551,15 @@ fn SignEditor(
                             max="100"
                             data-testid="brightness"
                             prop:value=move || shown_brightness().to_string()
-                            on:input=move |ev| {
+                            on:input=handler(leptos::ev::input, move |ev| {
                                 brightness.set(event_target_value(&ev).parse().ok());
-                            }
-                            on:change=move |ev| {
+                            })
+                            on:change=handler(leptos::ev::change, move |ev| {
                                 if let Ok(v) = event_target_value(&ev).parse::<u8>() {
                                     patch(json!({ "brightness": v }));
                                 }
                                 brightness.set(None);
-                            }
+                            })
                         />
                         <output>{move || format!("{}%", shown_brightness())}</output>
                     </label>
@@ -570,7 +571,7 @@ fn SignEditor(
                                 name="mode"
                                 value="message"
                                 prop:checked=move || mode() == "message"
-                                on:change=move |_| set_mode("message")
+                                on:change=handler(leptos::ev::change, move |_| set_mode("message"))
                             />
                             "One message"
                         </label>
@@ -581,7 +582,7 @@ fn SignEditor(
                                 value="playlist"
                                 data-testid="mode-playlist"
                                 prop:checked=move || mode() == "playlist"
-                                on:change=move |_| set_mode("playlist")
+                                on:change=handler(leptos::ev::change, move |_| set_mode("playlist"))
                             />
                             "Playlist"
                         </label>
@@ -595,8 +596,8 @@ fn SignEditor(
                     class:over=move || is_over(Zone::Playlist)
                     class:inactive=move || mode() != "playlist"
                     data-testid="playlist"
-                    on:dragover=list_over
-                    on:drop=list_drop
+                    on:dragover=handler(leptos::ev::dragover, list_over)
+                    on:drop=handler(leptos::ev::drop, list_drop)
                 >
                     <div class="panel-head">
                         <h2>"Playlist"</h2>
@@ -640,8 +641,8 @@ fn SignEditor(
                     class:over=move || is_over(Zone::Trash)
                     class:armed=dragging_item
                     data-testid="trash"
-                    on:dragover=trash_over
-                    on:drop=trash_drop
+                    on:dragover=handler(leptos::ev::dragover, trash_over)
+                    on:drop=handler(leptos::ev::drop, trash_drop)
                 >
                     "Drop a playlist item here to remove it"
                 </div>
@@ -651,8 +652,8 @@ fn SignEditor(
                 class="panel library drop-zone"
                 class:over=move || is_over(Zone::Library)
                 data-testid="library"
-                on:dragover=lib_over
-                on:drop=lib_drop
+                on:dragover=handler(leptos::ev::dragover, lib_over)
+                on:drop=handler(leptos::ev::drop, lib_drop)
             >
                 <div class="panel-head">
                     <h2>"Messages"</h2>
@@ -681,14 +682,14 @@ fn SignEditor(
                                     draggable=move || can_edit.get().to_string()
                                     data-testid="library-item"
                                     data-message=message.clone()
-                                    on:dragstart=move |ev: leptos::ev::DragEvent| {
+                                    on:dragstart=handler(leptos::ev::dragstart, move |ev: leptos::ev::DragEvent| {
                                         set_drag_data(&ev, &m1);
                                         drag.set(Some(Drag::Library(m1.clone())));
-                                    }
-                                    on:dragend=move |_| {
+                                    })
+                                    on:dragend=handler(leptos::ev::dragend, move |_| {
                                         drag.set(None);
                                         over.set(None);
-                                    }
+                                    })
                                 >
                                     <span class="grip drag-only" aria-hidden="true">
                                         "⠿"
@@ -701,14 +702,14 @@ fn SignEditor(
                                         <button
                                             data-testid="show-now"
                                             class:hidden=move || !can_edit.get()
-                                            on:click=move |_| show_now(m2.clone())
+                                            on:click=handler(leptos::ev::click, move |_| show_now(m2.clone()))
                                         >
                                             "Show now"
                                         </button>
                                         <button
                                             data-testid="add-to-playlist"
                                             class:hidden=move || !can_edit.get()
-                                            on:click=move |_| add_at(m3.clone(), None)
+                                            on:click=handler(leptos::ev::click, move |_| add_at(m3.clone(), None))
                                         >
                                             "Add to playlist"
                                         </button>
@@ -872,15 +873,15 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
             data-testid="playlist-item"
             data-message=message_id.clone()
             data-index=move || index.get().to_string()
-            on:dragstart=move |ev: leptos::ev::DragEvent| {
+            on:dragstart=handler(leptos::ev::dragstart, move |ev: leptos::ev::DragEvent| {
                 set_drag_data(&ev, &drag_row.0);
                 drag.set(Some(Drag::Item(drag_row.clone())));
-            }
-            on:dragend=move |_| {
+            })
+            on:dragend=handler(leptos::ev::dragend, move |_| {
                 drag.set(None);
                 over.set(None);
-            }
-            on:dragover=move |ev: leptos::ev::DragEvent| {
+            })
+            on:dragover=handler(leptos::ev::dragover, move |ev: leptos::ev::DragEvent| {
                 if drag.get_untracked().is_some() {
                     ev.prevent_default();
                     ev.stop_propagation();
@@ -889,12 +890,12 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                         over.set(Some(zone));
                     }
                 }
-            }
-            on:drop=move |ev: leptos::ev::DragEvent| {
+            })
+            on:drop=handler(leptos::ev::drop, move |ev: leptos::ev::DragEvent| {
                 ev.prevent_default();
                 ev.stop_propagation();
                 dropped.run(zone_at(&ev));
-            }
+            })
         >
             <span class="grip drag-only" aria-hidden="true">
                 "⠿"
@@ -911,10 +912,10 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                     max=MAX_DURATION
                     placeholder=hint
                     prop:value=move || seconds.get()
-                    on:focus=move |_| typing.set(true)
-                    on:input=move |ev| seconds.set(event_target_value(&ev))
-                    on:change=move |_| save_seconds()
-                    on:blur=move |_| typing.set(false)
+                    on:focus=handler(leptos::ev::focus, move |_| typing.set(true))
+                    on:input=handler(leptos::ev::input, move |ev| seconds.set(event_target_value(&ev)))
+                    on:change=handler(leptos::ev::change, move |_| save_seconds())
+                    on:blur=handler(leptos::ev::blur, move |_| typing.set(false))
                 />
                 "s"
             </label>
@@ -928,10 +929,10 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                     aria-label="Move up"
                     data-action="up"
                     disabled=move || index.get() == 0
-                    on:click=move |_| {
+                    on:click=handler(leptos::ev::click, move |_| {
                         let i = index.get_untracked();
                         rows.move_row(i, i.saturating_sub(1), RowButton::Up);
-                    }
+                    })
                 >
                     "↑"
                 </button>
@@ -941,10 +942,10 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                     aria-label="Move down"
                     data-action="down"
                     disabled=is_last
-                    on:click=move |_| {
+                    on:click=handler(leptos::ev::click, move |_| {
                         let i = index.get_untracked();
                         rows.move_row(i, i + 2, RowButton::Down);
-                    }
+                    })
                 >
                     "↓"
                 </button>
@@ -952,7 +953,7 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                     node_ref=play
                     title="Play this item now"
                     data-action="play"
-                    on:click=move |_| {
+                    on:click=handler(leptos::ev::click, move |_| {
                         if let Some(mut list) = rows.playlist_untracked() {
                             let i = index.get_untracked();
                             if i < list.items.len() {
@@ -965,7 +966,7 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                                 set_shows.run(Shows::Playlist(list));
                             }
                         }
-                    }
+                    })
                 >
                     "Play"
                 </button>
@@ -974,7 +975,7 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                     class="danger"
                     data-testid="playlist-remove"
                     data-action="remove"
-                    on:click=move |_| rows.remove_row(index.get_untracked())
+                    on:click=handler(leptos::ev::click, move |_| rows.remove_row(index.get_untracked()))
                 >
                     "Remove"
                 </button>

@@ -4,6 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 
+use super::common::handler;
 use crate::auth::use_auth;
 
 #[component]
@@ -62,11 +63,11 @@ fn UserMenu() -> impl IntoView {
         <div
             class="user-menu"
             data-testid="user-menu"
-            on:keydown=move |ev| {
+            on:keydown=handler(leptos::ev::keydown, move |ev| {
                 if ev.key() == "Escape" {
                     open.set(false);
                 }
-            }
+            })
         >
             <button
                 type="button"
@@ -74,7 +75,7 @@ fn UserMenu() -> impl IntoView {
                 data-testid="whoami"
                 aria-haspopup="true"
                 aria-expanded=move || open.get().to_string()
-                on:click=move |_| open.update(|o| *o = !*o)
+                on:click=handler(leptos::ev::click, move |_| open.update(|o| *o = !*o))
             >
                 <span class="user-name" data-testid="username">
                     {username}
@@ -107,7 +108,7 @@ fn UserMenu() -> impl IntoView {
                             }
                         }
                     >
-                        <a href="/account" role="menuitem" on:click=move |_| open.set(false)>
+                        <a href="/account" role="menuitem" on:click=handler(leptos::ev::click, move |_| open.set(false))>
                             "Your account and password"
                         </a>
                         <button
@@ -115,7 +116,7 @@ fn UserMenu() -> impl IntoView {
                             role="menuitem"
                             data-testid="sign-out"
                             disabled=move || signing_out.get()
-                            on:click=sign_out
+                            on:click=handler(leptos::ev::click, sign_out)
                         >
                             "Sign out"
                         </button>

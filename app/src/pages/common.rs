@@ -26,6 +26,28 @@ where
     Box::new(f)
 }
 
+/// `<When>` without its generics: shows `children` while `when` is true, else
+/// `fallback`, and builds them again only when `when` flips.
+///
+/// `Show` is generic over its condition and children, so each use brought its
+/// own copy of the memo, the branch and the view's render/hydrate code; here one
+/// copy serves every use.
+#[component]
+pub fn When(
+    #[prop(into)] when: Signal<bool>,
+    children: ChildrenFn,
+    #[prop(optional, into)] fallback: ViewFn,
+) -> impl IntoView {
+    let shown = Memo::new(move |_| when.get());
+    move || {
+        if shown.get() {
+            children()
+        } else {
+            fallback.run()
+        }
+    }
+}
+
 pub fn describe(error: &ErrorBody) -> String {
     format!("{} ({})", error.message, error.code)
 }
@@ -186,11 +208,11 @@ pub fn LiveStatus(live: Live, #[prop(optional)] also: Option<Live>) -> impl Into
     let state = move || if status().is_live() { "live" } else { "down" };
     view! {
         <div class="status-area">
-            <Show when=move || notice().is_some()>
+            <When when=move || notice().is_some()>
                 <span class="notice" data-testid="error" data-for="connection">
                     {move || notice().map(|e| describe(&e))}
                 </span>
-            </Show>
+            </When>
             <span class="live-status" data-testid="live-status" data-state=state>
                 <span class="dot" aria-hidden="true"></span>
                 {move || status().label()}

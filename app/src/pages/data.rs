@@ -7,8 +7,8 @@ use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_query_map};
 use serde_json::Value;
 
-use super::common::handler;
 use super::common::{DeleteButton, ErrorNote, LiveStatus, describe, send};
+use super::common::{When, handler};
 use crate::api;
 use crate::auth::{Auth, use_auth};
 use crate::event::{TableInfo, TableList};
@@ -130,7 +130,7 @@ pub fn DataPage() -> impl IntoView {
                 <span class="spacer"></span>
                 <LiveStatus live />
             </div>
-            <Show
+            <When
                 when=move || table.get().is_some()
                 fallback=move || {
                     view! {
@@ -144,14 +144,14 @@ pub fn DataPage() -> impl IntoView {
                 <div class="data-grid">
                     <RecordsPanel live editor table />
                     // Viewers read records; the editors would only meet a 403.
-                    <Show when=move || can_edit.get()>
+                    <When when=move || can_edit.get()>
                         <aside class="side">
                             <EditorPanel live editor />
                             <NewRecordPanel live />
                         </aside>
-                    </Show>
+                    </When>
                 </div>
-            </Show>
+            </When>
         </div>
     }
     .into_any()
@@ -314,13 +314,13 @@ fn RecordsPanel(live: Live, editor: Editor, table: Memo<Option<String>>) -> impl
                     </tbody>
                 </table>
             </div>
-            <Show when=move || count() == 0>
+            <When when=move || count() == 0>
                 <p class="muted empty">
                     {move || {
                         if live.synced.get() { "No records yet." } else { "Loading records…" }
                     }}
                 </p>
-            </Show>
+            </When>
         </section>
     }
     .into_any()
@@ -369,12 +369,12 @@ fn RecordRow(id: String, record: Record, live: Live, editor: Editor) -> impl Int
                 </code>
             </td>
             <td class="col-actions">
-                <Show when=move || can_edit.get()>
+                <When when=move || can_edit.get()>
                     <button data-testid="record-edit" on:click=handler(leptos::ev::click, edit.clone())>
                         "Edit"
                     </button>
                     <DeleteButton busy testid="record-delete" on_confirm=delete />
-                </Show>
+                </When>
                 {move || {
                     error
                         .get()
@@ -462,7 +462,7 @@ fn EditorPanel(live: Live, editor: Editor) -> impl IntoView {
         }
     };
     view! {
-        <Show when=move || editor.id.get().is_some()>
+        <When when=move || editor.id.get().is_some()>
             <section class="panel editor">
                 <div class="panel-head">
                     <h2>
@@ -500,13 +500,13 @@ fn EditorPanel(live: Live, editor: Editor) -> impl IntoView {
                     >
                         {move || if editor.busy.get() { "Saving…" } else { "Save" }}
                     </button>
-                    <Show when=move || stale().is_some() && current.get().is_some()>
+                    <When when=move || stale().is_some() && current.get().is_some()>
                         <button on:click=handler(leptos::ev::click, reload)>"Load latest"</button>
-                    </Show>
+                    </When>
                     <button on:click=handler(leptos::ev::click, move |_| editor.close())>"Close"</button>
                 </div>
             </section>
-        </Show>
+        </When>
     }
     .into_any()
 }

@@ -12,10 +12,10 @@ use leptos_router::components::A;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::common::handler;
 use super::common::{
     DeleteButton, ErrorNote, LiveStatus, NumberField, describe, number_field, read_sign, sign_title,
 };
+use super::common::{When, handler};
 use super::forms::{CopyButton, TextField, act, short_time};
 use crate::api::{self, Failure};
 use crate::auth::{Auth, use_auth};
@@ -189,9 +189,9 @@ pub fn DevicesPage() -> impl IntoView {
             "Tasmota displays and devices speaking Marquee's own protocol."
         </p>
         // Only admins pair (the server refuses the rest, 403).
-        <Show when=move || admin.get()>
+        <When when=move || admin.get()>
             <PairForm paired=show_card />
-        </Show>
+        </When>
         {move || {
             card.get()
                 .map(|pairing| {
@@ -244,7 +244,7 @@ pub fn DevicesPage() -> impl IntoView {
                     </tbody>
                 </table>
             </div>
-            <Show when=move || devices.synced.get() && devices.records.with(|r| r.is_empty())>
+            <When when=move || devices.synced.get() && devices.records.with(|r| r.is_empty())>
                 <p class="muted empty">
                     {move || {
                         if admin.get() {
@@ -254,7 +254,7 @@ pub fn DevicesPage() -> impl IntoView {
                         }
                     }}
                 </p>
-            </Show>
+            </When>
         </section>
     }
     .into_any()
@@ -384,9 +384,9 @@ fn DeviceRow(
             </td>
             <td class="col-mirrors">
                 <div class="mirrors">{mirrors}</div>
-                <Show when=move || can_edit.get() && device.get().is_some()>
+                <When when=move || can_edit.get() && device.get().is_some()>
                     <Binder id=binder_id.clone() device signs />
-                </Show>
+                </When>
             </td>
             <td>
                 <span
@@ -409,7 +409,7 @@ fn DeviceRow(
                 </div>
             </td>
             <td class="col-actions">
-                <Show when=move || admin.get()>
+                <When when=move || admin.get()>
                     <div class="device-actions">
                         <button
                             type="button"
@@ -434,7 +434,7 @@ fn DeviceRow(
                             confirm="Confirm remove"
                         />
                     </div>
-                </Show>
+                </When>
                 <ErrorNote error place="device" />
             </td>
         </tr>
@@ -541,7 +541,7 @@ fn Binder(id: String, device: Memo<Option<Device>>, signs: Live) -> impl IntoVie
             >
                 "Bind"
             </button>
-            <Show when=move || bound.get().is_some()>
+            <When when=move || bound.get().is_some()>
                 <button
                     type="button"
                     data-testid="unbind-button"
@@ -550,7 +550,7 @@ fn Binder(id: String, device: Memo<Option<Device>>, signs: Live) -> impl IntoVie
                 >
                     "Unbind"
                 </button>
-            </Show>
+            </When>
             <button
                 type="button"
                 data-testid="new-sign-button"
@@ -643,7 +643,7 @@ fn PairForm(paired: Callback<Pairing>) -> impl IntoView {
                     edited=Callback::new(move |()| error.set(None))
                 />
                 // MQTT cannot tell a WLED matrix's size: it is asked here.
-                <Show when=move || kind.get() == DeviceKind::Wled>
+                <When when=move || kind.get() == DeviceKind::Wled>
                     <NumberField
                         label="Matrix width (LEDs)"
                         testid="pair-width"
@@ -658,7 +658,7 @@ fn PairForm(paired: Callback<Pairing>) -> impl IntoView {
                         max=MAX_DEVICE_HEIGHT.into()
                         value=height
                     />
-                </Show>
+                </When>
             </div>
             <ErrorNote error place="pair" />
             <div class="buttons">
@@ -811,15 +811,15 @@ fn PairingCard(
                 <span class="dot" aria-hidden="true"></span>
                 {status}
             </p>
-            <Show when=move || device.with(|d| d.as_ref().is_some_and(|d| d.firmware.is_some()))>
+            <When when=move || device.with(|d| d.as_ref().is_some_and(|d| d.firmware.is_some()))>
                 <p class="small">
                     "Firmware: "
                     <strong data-testid="pairing-firmware">
                         {move || device.get().and_then(|d| d.firmware)}
                     </strong>
                 </p>
-            </Show>
-            <Show when=move || !details().is_empty()>
+            </When>
+            <When when=move || !details().is_empty()>
                 <dl class="device-details" data-testid="device-details">
                     {move || {
                         details()
@@ -833,13 +833,13 @@ fn PairingCard(
                             .collect_view()
                     }}
                 </dl>
-            </Show>
-            <Show when=move || can_edit.get() && device.get().is_some()>
+            </When>
+            <When when=move || can_edit.get() && device.get().is_some()>
                 <div class="pairing-bind">
                     <h3>"The sign it mirrors"</h3>
                     <Binder id=binder_id.clone() device signs />
                 </div>
-            </Show>
+            </When>
         </section>
     }
     .into_any()
@@ -866,9 +866,9 @@ pub fn SignDevices(sign: Memo<String>) -> impl IntoView {
                     children=move |id| view! { <SignDevice id devices can_edit /> }
                 />
             </ul>
-            <Show when=move || devices.synced.get() && ids().is_empty()>
+            <When when=move || devices.synced.get() && ids().is_empty()>
                 <p class="muted empty">"No device mirrors this sign."</p>
-            </Show>
+            </When>
         </section>
     }
     .into_any()
@@ -917,7 +917,7 @@ fn SignDevice(id: String, devices: Live, can_edit: Memo<bool>) -> impl IntoView 
                 " "
                 <span class="muted">{move || device.get().map(|d| d.kind.label())}</span>
             </span>
-            <Show when=move || can_edit.get()>
+            <When when=move || can_edit.get()>
                 <button
                     type="button"
                     data-testid="unbind-button"
@@ -926,7 +926,7 @@ fn SignDevice(id: String, devices: Live, can_edit: Memo<bool>) -> impl IntoView 
                 >
                     "Unbind"
                 </button>
-            </Show>
+            </When>
             <ErrorNote error place="sign-device" />
         </li>
     }

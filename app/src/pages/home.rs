@@ -7,11 +7,11 @@ use leptos_meta::Title;
 use leptos_router::components::A;
 use serde_json::{Value, json};
 
-use super::common::handler;
 use super::common::{
     DeleteButton, FieldProblem, FormProblem, LiveStatus, NumberField, Problem, focus_soon, marks,
     number_field, read_sign, send_checked, showing, sign_title,
 };
+use super::common::{When, handler};
 use super::led::LedSign;
 use crate::auth::use_auth;
 use crate::live::{Live, Write};
@@ -65,16 +65,16 @@ pub fn HomePage() -> impl IntoView {
                     "Each sign below shows what its LEDs show right now. Choose what a sign "
                     "shows here, and every screen and sign linked to it changes at once."
                 </p>
-                <Show when=move || can_edit.get()>
+                <When when=move || can_edit.get()>
                     <ol class="steps" data-testid="first-steps">
                         <li>"Create a sign: give it a name and its size in LEDs."</li>
                         <li>"Write a message: the words, colour and how they move."</li>
                         <li>"Open the sign and press “Show now” on the message."</li>
                     </ol>
-                </Show>
+                </When>
             </div>
             <div class="intro-links">
-                <Show when=move || can_edit.get()>
+                <When when=move || can_edit.get()>
                     <button
                         class="primary"
                         data-testid="start-create"
@@ -82,7 +82,7 @@ pub fn HomePage() -> impl IntoView {
                     >
                         "Create a sign"
                     </button>
-                </Show>
+                </When>
                 <A href="/messages" attr:class="button">
                     "Messages"
                 </A>
@@ -100,11 +100,11 @@ pub fn HomePage() -> impl IntoView {
                 children=move |id| view! { <SignCard id signs messages can_edit /> }
             />
             // Viewers are offered no writes: the server would refuse them (403).
-            <Show when=move || can_edit.get()>
+            <When when=move || can_edit.get()>
                 <NewSign signs />
-            </Show>
+            </When>
         </div>
-        <Show when=move || signs.synced.get() && signs.records.with(|r| r.is_empty())>
+        <When when=move || signs.synced.get() && signs.records.with(|r| r.is_empty())>
             <p class="muted">
                 {move || {
                     if can_edit.get() {
@@ -114,7 +114,7 @@ pub fn HomePage() -> impl IntoView {
                     }
                 }}
             </p>
-        </Show>
+        </When>
     }
     .into_any()
 }
@@ -203,18 +203,18 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
                         view! { <p class="warning">{format!("Not a valid sign: {problem}")}</p> }
                     })
             }}
-            <Show
+            <When
                 when=move || editing.get()
                 fallback=move || {
                     view! {
-                        <Show when=move || can_edit.get()>
+                        <When when=move || can_edit.get()>
                             <div class="buttons">
                                 <button data-testid="sign-edit" on:click=handler(leptos::ev::click, open)>
                                     "Change"
                                 </button>
                                 <DeleteButton busy testid="sign-delete" on_confirm=delete />
                             </div>
-                        </Show>
+                        </When>
                     }
                 }
             >
@@ -229,7 +229,7 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
                         </button>
                     </div>
                 </form>
-            </Show>
+            </When>
             <FormProblem problem=error place="sign-card" shown=SIGN_FORM_FIELDS />
         </article>
     }

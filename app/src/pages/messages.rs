@@ -12,11 +12,11 @@ use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_query_map};
 use serde_json::{Value, json};
 
-use super::common::handler;
 use super::common::{
     DeleteButton, FieldProblem, FormProblem, LiveStatus, NumberField, Problem, focus_soon, marks,
     message_label, number_field, send_checked, sign_title,
 };
+use super::common::{When, handler};
 use super::led::{LedSign, Showing};
 use super::sign::shows_patch;
 use crate::auth::use_auth;
@@ -253,11 +253,11 @@ pub fn MessagesPage() -> impl IntoView {
         <Title text="Messages · Marquee" />
         <div class="toolbar">
             <h1>"Messages"</h1>
-            <Show when=move || can_edit.get()>
+            <When when=move || can_edit.get()>
                 <button class="primary" data-testid="message-new" on:click=handler(leptos::ev::click, move |_| start_new())>
                     "New message"
                 </button>
-            </Show>
+            </When>
             <span class="spacer"></span>
             <LiveStatus live also=signs />
         </div>
@@ -304,7 +304,7 @@ pub fn MessagesPage() -> impl IntoView {
                         }
                     />
                 </ul>
-                <Show when=move || live.records.with(|r| r.is_empty())>
+                <When when=move || live.records.with(|r| r.is_empty())>
                     <p class="muted empty">
                         {move || {
                             if !live.synced.get() {
@@ -316,7 +316,7 @@ pub fn MessagesPage() -> impl IntoView {
                             }
                         }}
                     </p>
-                </Show>
+                </When>
             </section>
             {move || {
                 if editing.get() {
@@ -851,7 +851,7 @@ fn MessageEditor(
                         })
                 }}
                 {saved_note(note)}
-                <Show when=move || {
+                <When when=move || {
                     !creating.get() && selected.get().is_some() && target.get().is_some()
                 }>
                     <button
@@ -868,7 +868,7 @@ fn MessageEditor(
                                 })
                         }}
                     </button>
-                </Show>
+                </When>
                 {move || {
                     used.get()
                         .map(|names| {
@@ -880,7 +880,7 @@ fn MessageEditor(
                         })
                 }}
                 </fieldset>
-                <Show when=move || can_edit.get()>
+                <When when=move || can_edit.get()>
                 <div class="buttons">
                     <button
                         class="primary"
@@ -892,14 +892,14 @@ fn MessageEditor(
                     >
                         {move || if creating.get() { "Create" } else { "Save" }}
                     </button>
-                    <Show when=move || !creating.get()>
+                    <When when=move || !creating.get()>
                         <button type="button" data-testid="message-duplicate" on:click=handler(leptos::ev::click, duplicate)>
                             "Duplicate"
                         </button>
                         <DeleteButton busy testid="message-delete" on_confirm=delete />
-                    </Show>
+                    </When>
                 </div>
-                </Show>
+                </When>
             </form>
         </section>
     }

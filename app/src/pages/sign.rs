@@ -15,11 +15,11 @@ use leptos_router::components::A;
 use leptos_router::hooks::use_params_map;
 use serde_json::{Value, json};
 
-use super::common::handler;
 use super::common::{
     FormProblem, LiveStatus, Problem, focus_soon, message_label, read_message, read_sign,
     send_checked, showing, sign_title,
 };
+use super::common::{When, handler};
 use super::devices::SignDevices;
 use super::led::LedSign;
 use crate::auth::use_auth;
@@ -537,9 +537,9 @@ fn SignEditor(
                         label="The sign, as it shows now"
                         testid="sign-canvas"
                     />
-                    <Show when=move || can_edit.get()>
+                    <When when=move || can_edit.get()>
                         <p class="stage-hint muted drag-only">"Drop a message here to show it now."</p>
-                    </Show>
+                    </When>
                 </div>
                 <FormProblem problem=error place="sign" shown=&[] />
                 <fieldset class="panel controls" disabled=move || !can_edit.get()>
@@ -586,9 +586,9 @@ fn SignEditor(
                             />
                             "Playlist"
                         </label>
-                        <Show when=move || mode() == "nothing">
+                        <When when=move || mode() == "nothing">
                             <span class="muted">"Nothing yet"</span>
-                        </Show>
+                        </When>
                     </fieldset>
                 </fieldset>
                 <section
@@ -623,7 +623,7 @@ fn SignEditor(
                     >
                         "Drop to add at the end"
                     </p>
-                    <Show when=move || count() == 0>
+                    <When when=move || count() == 0>
                         <p class="muted empty">
                             {move || {
                                 if can_edit.get() {
@@ -633,7 +633,7 @@ fn SignEditor(
                                 }
                             }}
                         </p>
-                    </Show>
+                    </When>
                 </section>
                 <div
                     class="trash drop-zone drag-only"
@@ -657,9 +657,9 @@ fn SignEditor(
             >
                 <div class="panel-head">
                     <h2>"Messages"</h2>
-                    <Show when=move || can_edit.get()>
+                    <When when=move || can_edit.get()>
                         <a href=new_message data-testid="write-message">"Write a message"</a>
-                    </Show>
+                    </When>
                     <A href="/messages">"All messages →"</A>
                 </div>
                 <ul class="library-items">
@@ -695,9 +695,9 @@ fn SignEditor(
                                         "⠿"
                                     </span>
                                     <span class="label">{label}</span>
-                                    <Show when=is_on.clone()>
+                                    <When when=is_on.clone()>
                                         <span class="badge" data-testid="on-sign">"on the sign"</span>
-                                    </Show>
+                                    </When>
                                     <span class="item-buttons">
                                         <button
                                             data-testid="show-now"
@@ -722,7 +722,7 @@ fn SignEditor(
                         }
                     />
                 </ul>
-                <Show when=move || messages.records.with(|r| r.is_empty())>
+                <When when=move || messages.records.with(|r| r.is_empty())>
                     <p class="muted empty" data-testid="library-empty">
                         {move || {
                             if !messages.synced.get() {
@@ -739,7 +739,7 @@ fn SignEditor(
                             }
                         }}
                     </p>
-                </Show>
+                </When>
             </aside>
         </div>
     }
@@ -919,9 +919,9 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                 />
                 "s"
             </label>
-            <Show when=current>
+            <When when=current>
                 <span class="badge">"on now"</span>
-            </Show>
+            </When>
             <span class="item-buttons" class:hidden=move || !can_edit.get()>
                 <button
                     node_ref=up

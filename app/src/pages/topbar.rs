@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 
-use super::common::handler;
+use super::common::{When, handler};
 use crate::auth::use_auth;
 
 #[component]
@@ -18,7 +18,7 @@ pub fn TopBar() -> impl IntoView {
                 <span class="brand-mark" aria-hidden="true"></span>
                 "Marquee"
             </a>
-            <Show when=move || signed_in.get()>
+            <When when=move || signed_in.get()>
                 <nav class="nav">
                     <A href="/" exact=true>
                         "Signs"
@@ -27,13 +27,13 @@ pub fn TopBar() -> impl IntoView {
                     <A href="/devices">"Devices"</A>
                     <A href="/data">"Data"</A>
                     // Offered only to those who may use it; the server refuses the rest anyway.
-                    <Show when=move || admin.get()>
+                    <When when=move || admin.get()>
                         <A href="/admin">"Users"</A>
-                    </Show>
+                    </When>
                 </nav>
                 <span class="spacer"></span>
                 <UserMenu />
-            </Show>
+            </When>
         </header>
     }
     .into_any()
@@ -84,7 +84,7 @@ fn UserMenu() -> impl IntoView {
                     {role}
                 </span>
             </button>
-            <Show when=move || open.get()>
+            <When when=move || open.get()>
                 <div class="menu" role="menu">
                     {move || {
                         auth.problem
@@ -98,7 +98,7 @@ fn UserMenu() -> impl IntoView {
                             })
                     }}
                     // On an open server with nobody signed in: only the way to sign in.
-                    <Show
+                    <When
                         when=has_account
                         fallback=|| {
                             view! {
@@ -120,9 +120,9 @@ fn UserMenu() -> impl IntoView {
                         >
                             "Sign out"
                         </button>
-                    </Show>
+                    </When>
                 </div>
-            </Show>
+            </When>
         </div>
     }
     .into_any()

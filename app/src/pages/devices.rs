@@ -12,6 +12,7 @@ use leptos_router::components::A;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::common::keyed_rows;
 use super::common::{
     DeleteButton, ErrorNote, LiveStatus, NumberField, describe, number_field, read_sign, sign_title,
 };
@@ -234,13 +235,13 @@ pub fn DevicesPage() -> impl IntoView {
                         </tr>
                     </thead>
                     <tbody>
-                        <For
-                            each=ids
-                            key=|id| id.clone()
-                            children=move |id| {
+                        {keyed_rows(
+                            ids,
+                            move |id| {
                                 view! { <DeviceRow id devices signs can_edit admin show_card /> }
-                            }
-                        />
+                                    .into_any()
+                            },
+                        )}
                     </tbody>
                 </table>
             </div>
@@ -860,11 +861,7 @@ pub fn SignDevices(sign: Memo<String>) -> impl IntoView {
                 <A href="/devices">"All devices →"</A>
             </div>
             <ul class="sign-device-list">
-                <For
-                    each=ids
-                    key=|id| id.clone()
-                    children=move |id| view! { <SignDevice id devices can_edit /> }
-                />
+                {keyed_rows(ids, move |id| view! { <SignDevice id devices can_edit /> }.into_any())}
             </ul>
             <When when=move || devices.synced.get() && ids().is_empty()>
                 <p class="muted empty">"No device mirrors this sign."</p>

@@ -7,6 +7,7 @@ use leptos_meta::Title;
 use leptos_router::components::A;
 use serde_json::{Value, json};
 
+use super::common::keyed_rows;
 use super::common::{
     DeleteButton, FieldProblem, FormProblem, LiveStatus, NumberField, Problem, focus_soon, marks,
     number_field, read_sign, send_checked, showing, sign_title,
@@ -94,11 +95,10 @@ pub fn HomePage() -> impl IntoView {
             <LiveStatus live=signs also=messages />
         </div>
         <div class="sign-cards" data-testid="sign-cards">
-            <For
-                each=ids
-                key=|id| id.clone()
-                children=move |id| view! { <SignCard id signs messages can_edit /> }
-            />
+            {keyed_rows(
+                ids,
+                move |id| view! { <SignCard id signs messages can_edit /> }.into_any(),
+            )}
             // Viewers are offered no writes: the server would refuse them (403).
             <When when=move || can_edit.get()>
                 <NewSign signs />

@@ -17,6 +17,7 @@ use super::common::{
     message_label, number_field, send_checked, sign_title,
 };
 use super::common::{When, handler};
+use super::common::{keyed_rows, pack, unpack};
 use super::led::{LedSign, Showing};
 use super::sign::shows_patch;
 use crate::auth::use_auth;
@@ -243,7 +244,7 @@ pub fn MessagesPage() -> impl IntoView {
                     let label = Message::from_json(&record.value)
                         .map(|m| message_label(&m))
                         .unwrap_or_else(|e| format!("(not a valid message: {e})"));
-                    (id.clone(), label, used)
+                    pack(&[id, &label, &used])
                 })
                 .collect::<Vec<_>>()
         })
@@ -264,10 +265,15 @@ pub fn MessagesPage() -> impl IntoView {
         <div class="messages-grid">
             <section class="panel message-list">
                 <ul>
-                    <For
-                        each=items
-                        key=|item| item.clone()
-                        children=move |(id, label, used)| {
+                    {keyed_rows(
+                        items,
+                        move |key| {
+                            let mut parts = unpack(&key).into_iter();
+                            let (id, label, used) = (
+                                parts.next().unwrap_or_default(),
+                                parts.next().unwrap_or_default(),
+                                parts.next().unwrap_or_default(),
+                            );
                             let is_selected = {
                                 let id = id.clone();
                                 move || selected.get().as_deref() == Some(id.as_str())
@@ -301,8 +307,9 @@ pub fn MessagesPage() -> impl IntoView {
                                     </button>
                                 </li>
                             }
-                        }
-                    />
+                                .into_any()
+                        },
+                    )}
                 </ul>
                 <When when=move || live.records.with(|r| r.is_empty())>
                     <p class="muted empty">
@@ -429,7 +436,12 @@ fn MessageEditor(
                 .iter()
                 .filter_map(|(id, record)| {
                     let sign = Sign::from_json(&record.value).ok()?;
-                    Some((id.clone(), sign))
+                    let text = format!(
+                        "{} ({})",
+                        sign_title(Some(&sign), id),
+                        sign.color_depth.words().to_ascii_lowercase(),
+                    );
+                    Some(pack(&[id, &text]))
                 })
                 .collect::<Vec<_>>()
         })
@@ -632,16 +644,12 @@ fn MessageEditor(
                         <option value="" selected=move || for_sign.get().is_none()>
                             "A full-colour sign"
                         </option>
-                        <For
-                            each=sign_choices
-                            key=|(id, sign)| (id.clone(), sign.name.clone(), sign.color_depth)
-                            children=move |(id, sign)| {
-                                let value = id.clone();
-                                let text = format!(
-                                    "{} ({})",
-                                    sign_title(Some(&sign), &id),
-                                    sign.color_depth.words().to_ascii_lowercase(),
-                                );
+                        {keyed_rows(
+                            sign_choices,
+                            move |key| {
+                                let mut parts = unpack(&key).into_iter();
+                                let value = parts.next().unwrap_or_default();
+                                let text = parts.next().unwrap_or_default();
                                 view! {
                                     <option
                                         value=value.clone()
@@ -650,8 +658,9 @@ fn MessageEditor(
                                         {text}
                                     </option>
                                 }
-                            }
-                        />
+                                    .into_any()
+                            },
+                        )}
                     </select>
                 </label>
                 {move || {

@@ -20,6 +20,7 @@ use super::common::{
     send_checked, showing, sign_title,
 };
 use super::common::{When, handler};
+use super::common::{keyed_rows, pack, unpack};
 use super::devices::SignDevices;
 use super::led::LedSign;
 use crate::auth::use_auth;
@@ -104,6 +105,18 @@ pub fn item_duration(text: &str) -> Result<Option<u32>, String> {
 /// A playlist row's identity across changes to the sign: its message, and which
 /// of that message's appearances in the list it is (a message may be in twice).
 pub type RowKey = (String, usize);
+
+/// A row's identity as the key of its row in the list.
+fn row_key_text((message, n): &RowKey) -> String {
+    pack(&[&n.to_string(), message])
+}
+
+/// The row's identity from its key.
+fn row_key_of(key: &str) -> RowKey {
+    let mut parts = unpack(key).into_iter();
+    let n = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    (parts.next().unwrap_or_default(), n)
+}
 
 /// The rows' identities, in the list's order.
 pub fn row_keys(items: &[PlaylistItem]) -> Vec<RowKey> {
@@ -609,11 +622,13 @@ fn SignEditor(
                         </span>
                     </div>
                     <ol class="playlist-items" class:drop-end=at_end>
-                        <For
-                            each=move || keys.get()
-                            key=|row| row.clone()
-                            children=move |row| view! { <PlaylistRow row rows dropped /> }
-                        />
+                        {keyed_rows(
+                            move || keys.with(|keys| keys.iter().map(row_key_text).collect()),
+                            move |key| {
+                                let row = row_key_of(&key);
+                                view! { <PlaylistRow row rows dropped /> }.into_any()
+                            },
+                        )}
                     </ol>
                     <p
                         class="drop-marker"
@@ -663,10 +678,17 @@ fn SignEditor(
                     <A href="/messages">"All messages →"</A>
                 </div>
                 <ul class="library-items">
-                    <For
-                        each=library
-                        key=|item| item.clone()
-                        children=move |(message, label)| {
+                    {keyed_rows(
+                        move || {
+                            library()
+                                .iter()
+                                .map(|(message, label)| pack(&[message, label]))
+                                .collect()
+                        },
+                        move |key| {
+                            let mut parts = unpack(&key).into_iter();
+                            let message = parts.next().unwrap_or_default();
+                            let label = parts.next().unwrap_or_default();
                             let edit = format!("/messages?id={message}");
                             let (m1, m2, m3, m4) = (
                                 message.clone(),
@@ -719,8 +741,9 @@ fn SignEditor(
                                     </span>
                                 </li>
                             }
-                        }
-                    />
+                                .into_any()
+                        },
+                    )}
                 </ul>
                 <When when=move || messages.records.with(|r| r.is_empty())>
                     <p class="muted empty" data-testid="library-empty">

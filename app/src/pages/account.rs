@@ -138,7 +138,7 @@ fn PasswordPanel(changed: Callback<()>) -> impl IntoView {
                 {move || note.get().map(|message| view! { <p class="ok">{message}</p> })}
                 <div class="buttons">
                     <button class="primary" type="submit" disabled=move || busy.get()>
-                        {move || if busy.get() { "Changing…" } else { "Change password" }}
+                        {move || String::from(if busy.get() { "Changing…" } else { "Change password" })}
                     </button>
                 </div>
             </form>

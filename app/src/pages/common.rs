@@ -220,11 +220,11 @@ pub fn FormProblem(
 pub fn marks(
     problem: RwSignal<Option<Problem>>,
     field: &'static str,
-) -> impl Fn() -> Option<&'static str> + Copy {
+) -> impl Fn() -> Option<String> + Copy {
     move || {
         problem
             .with(|p| p.as_ref().is_some_and(|p| p.is_about(field)))
-            .then_some("true")
+            .then(|| "true".to_string())
     }
 }
 
@@ -251,7 +251,7 @@ pub fn LiveStatus(live: Live, #[prop(optional)] also: Option<Live>) -> impl Into
             .get()
             .or_else(|| also.and_then(|other| other.notice.get()))
     };
-    let state = move || if status().is_live() { "live" } else { "down" };
+    let state = move || String::from(if status().is_live() { "live" } else { "down" });
     view! {
         <div class="status-area">
             <When when=move || notice().is_some()>
@@ -261,7 +261,7 @@ pub fn LiveStatus(live: Live, #[prop(optional)] also: Option<Live>) -> impl Into
             </When>
             <span class="live-status" data-testid="live-status" data-state=state>
                 <span class="dot" aria-hidden="true"></span>
-                {move || status().label()}
+                {move || String::from(status().label())}
             </span>
         </div>
     }

@@ -316,9 +316,9 @@ fn RecordsPanel(live: Live, editor: Editor, table: Memo<Option<String>>) -> impl
             </div>
             <When when=move || count() == 0>
                 <p class="muted empty">
-                    {move || {
+                    {move || String::from({
                         if live.synced.get() { "No records yet." } else { "Loading records…" }
-                    }}
+                    })}
                 </p>
             </When>
         </section>
@@ -498,7 +498,7 @@ fn EditorPanel(live: Live, editor: Editor) -> impl IntoView {
                         disabled=move || editor.busy.get()
                         on:click=handler(leptos::ev::click, save)
                     >
-                        {move || if editor.busy.get() { "Saving…" } else { "Save" }}
+                        {move || String::from(if editor.busy.get() { "Saving…" } else { "Save" })}
                     </button>
                     <When when=move || stale().is_some() && current.get().is_some()>
                         <button on:click=handler(leptos::ev::click, reload)>"Load latest"</button>

@@ -247,13 +247,13 @@ pub fn DevicesPage() -> impl IntoView {
             </div>
             <When when=move || devices.synced.get() && devices.records.with(|r| r.is_empty())>
                 <p class="muted empty">
-                    {move || {
+                    {move || String::from({
                         if admin.get() {
                             "No devices yet: pair the first one above."
                         } else {
                             "No devices yet. An admin pairs them here."
                         }
-                    }}
+                    })}
                 </p>
             </When>
         </section>
@@ -358,7 +358,7 @@ fn DeviceRow(
             <td>
                 <strong data-testid="device-name">{title}</strong>
                 <div class="muted" data-testid="device-kind">
-                    {move || device.get().map(|d| d.kind.label())}
+                    {move || device.get().map(|d| d.kind.label().to_string())}
                 </div>
                 {move || {
                     record
@@ -807,7 +807,7 @@ fn PairingCard(
             <p
                 class="pairing-status"
                 data-testid="pairing-status"
-                data-state=move || if online() { "online" } else { "waiting" }
+                data-state=move || String::from(if online() { "online" } else { "waiting" })
             >
                 <span class="dot" aria-hidden="true"></span>
                 {status}
@@ -912,7 +912,7 @@ fn SignDevice(id: String, devices: Live, can_edit: Memo<bool>) -> impl IntoView 
             <span class="label">
                 <strong>{title}</strong>
                 " "
-                <span class="muted">{move || device.get().map(|d| d.kind.label())}</span>
+                <span class="muted">{move || device.get().map(|d| d.kind.label().to_string())}</span>
             </span>
             <When when=move || can_edit.get()>
                 <button

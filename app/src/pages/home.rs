@@ -106,13 +106,13 @@ pub fn HomePage() -> impl IntoView {
         </div>
         <When when=move || signs.synced.get() && signs.records.with(|r| r.is_empty())>
             <p class="muted">
-                {move || {
+                {move || String::from({
                     if can_edit.get() {
                         "No signs yet: start with “New sign”."
                     } else {
                         "No signs yet."
                     }
-                }}
+                })}
             </p>
         </When>
     }
@@ -193,7 +193,7 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
                     {move || valid.get().map(|s| format!("{}×{}", s.width, s.height))}
                 </span>
                 <span class="muted" data-testid="sign-colors">
-                    {move || valid.get().map(|s| s.color_depth.words())}
+                    {move || valid.get().map(|s| s.color_depth.words().to_string())}
                 </span>
             </div>
             {move || {

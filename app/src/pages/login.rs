@@ -107,7 +107,7 @@ pub fn LoginPage() -> impl IntoView {
                 <ErrorNote error place="login" />
                 <div class="buttons">
                     <button class="primary" type="submit" disabled=move || busy.get()>
-                        {move || if busy.get() { "Signing in…" } else { "Sign in" }}
+                        {move || String::from(if busy.get() { "Signing in…" } else { "Sign in" })}
                     </button>
                 </div>
             </form>

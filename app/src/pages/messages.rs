@@ -284,7 +284,7 @@ pub fn MessagesPage() -> impl IntoView {
                                     <button
                                         class="message-pick"
                                         class:selected=is_selected.clone()
-                                        aria-current=move || is_selected().then_some("true")
+                                        aria-current=move || is_selected().then(|| "true".to_string())
                                         data-testid="message-item"
                                         data-id=id.clone()
                                         on:click=handler(leptos::ev::click, move |_| {
@@ -313,7 +313,7 @@ pub fn MessagesPage() -> impl IntoView {
                 </ul>
                 <When when=move || live.records.with(|r| r.is_empty())>
                     <p class="muted empty">
-                        {move || {
+                        {move || String::from({
                             if !live.synced.get() {
                                 "Loading messages…"
                             } else if can_edit.get() {
@@ -321,7 +321,7 @@ pub fn MessagesPage() -> impl IntoView {
                             } else {
                                 "No messages yet."
                             }
-                        }}
+                        })}
                     </p>
                 </When>
             </section>
@@ -346,13 +346,13 @@ pub fn MessagesPage() -> impl IntoView {
                         <section class="panel empty-state">
                             {saved_note(note)}
                             <p>
-                                {move || {
+                                {move || String::from({
                                     if can_edit.get() {
                                         "Pick a message to edit it, or write a new one."
                                     } else {
                                         "Pick a message to see it."
                                     }
-                                }}
+                                })}
                             </p>
                         </section>
                     }
@@ -896,10 +896,10 @@ fn MessageEditor(
                         type="submit"
                         data-testid="message-save"
                         // Not disabled while saving: a disabled button loses the keyboard focus.
-                        aria-disabled=move || busy.get().then_some("true")
+                        aria-disabled=move || busy.get().then(|| "true".to_string())
                         disabled=move || theirs.with(Option::is_some)
                     >
-                        {move || if creating.get() { "Create" } else { "Save" }}
+                        {move || String::from(if creating.get() { "Create" } else { "Save" })}
                     </button>
                     <When when=move || !creating.get()>
                         <button type="button" data-testid="message-duplicate" on:click=handler(leptos::ev::click, duplicate)>

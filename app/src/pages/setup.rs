@@ -161,7 +161,7 @@ pub fn SetupPage() -> impl IntoView {
                     </When>
                     <div class="buttons">
                         <button class="primary" type="submit" disabled=move || busy.get()>
-                            {move || if busy.get() { "Creating…" } else { "Create admin and sign in" }}
+                            {move || String::from(if busy.get() { "Creating…" } else { "Create admin and sign in" })}
                         </button>
                     </div>
                 </form>

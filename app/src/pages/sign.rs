@@ -576,7 +576,7 @@ fn SignEditor(
                         />
                         <output>{move || format!("{}%", shown_brightness())}</output>
                     </label>
-                    <fieldset class="mode" data-testid="mode" data-mode=mode>
+                    <fieldset class="mode" data-testid="mode" data-mode=move || String::from(mode())>
                         <legend>"Shows"</legend>
                         <label>
                             <input
@@ -640,13 +640,13 @@ fn SignEditor(
                     </p>
                     <When when=move || count() == 0>
                         <p class="muted empty">
-                            {move || {
+                            {move || String::from({
                                 if can_edit.get() {
                                     "Use “Add to playlist” on messages (or drag them here) to play them in turn."
                                 } else {
                                     "The playlist is empty."
                                 }
-                            }}
+                            })}
                         </p>
                     </When>
                 </section>
@@ -736,7 +736,7 @@ fn SignEditor(
                                             "Add to playlist"
                                         </button>
                                         <a href=edit class="button">
-                                            {move || if can_edit.get() { "Edit" } else { "View" }}
+                                            {move || String::from(if can_edit.get() { "Edit" } else { "View" })}
                                         </a>
                                     </span>
                                 </li>
@@ -929,7 +929,7 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                     type="number"
                     data-testid="playlist-duration"
                     aria-label="Seconds on the sign"
-                    aria-invalid=move || problem.with(Option::is_some).then_some("true")
+                    aria-invalid=move || problem.with(Option::is_some).then(|| "true".to_string())
                     disabled=move || !can_edit.get()
                     min=MIN_DURATION
                     max=MAX_DURATION

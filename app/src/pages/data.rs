@@ -357,7 +357,7 @@ fn RecordRow(id: String, record: Record, live: Live, editor: Editor) -> impl Int
             data-id=id.clone()
             data-version=version.map(|v| v.to_string()).unwrap_or_default()
             class:fresh=record.fresh
-            class:selected=selected
+            class:selected=move || selected()
         >
             <td class="col-id">
                 <code>{id.clone()}</code>

@@ -392,7 +392,7 @@ fn DeviceRow(
             <td>
                 <span
                     class="presence"
-                    data-state=move || status().0
+                    data-state=move || String::from(status().0)
                     data-testid="device-status"
                 >
                     {move || status().0}
@@ -903,7 +903,7 @@ fn SignDevice(id: String, devices: Live, can_edit: Memo<bool>) -> impl IntoView 
         <li class="sign-device" data-testid="sign-device" data-device-id=id.clone()>
             <span
                 class="presence"
-                data-state=move || status().0
+                data-state=move || String::from(status().0)
                 data-testid="device-status"
                 title=move || status().1
             >

@@ -278,12 +278,13 @@ pub fn MessagesPage() -> impl IntoView {
                                 let id = id.clone();
                                 move || selected.get().as_deref() == Some(id.as_str())
                             };
+                            let selected_class = is_selected.clone();
                             let pick = id.clone();
                             view! {
                                 <li>
                                     <button
                                         class="message-pick"
-                                        class:selected=is_selected.clone()
+                                        class:selected=move || selected_class()
                                         aria-current=move || is_selected().then(|| "true".to_string())
                                         data-testid="message-item"
                                         data-id=id.clone()

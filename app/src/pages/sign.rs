@@ -621,7 +621,7 @@ fn SignEditor(
                             }}
                         </span>
                     </div>
-                    <ol class="playlist-items" class:drop-end=at_end>
+                    <ol class="playlist-items" class:drop-end=move || at_end()>
                         {keyed_rows(
                             move || keys.with(|keys| keys.iter().map(row_key_text).collect()),
                             move |key| {
@@ -654,7 +654,7 @@ fn SignEditor(
                     class="trash drop-zone drag-only"
                     class:hidden=move || !can_edit.get()
                     class:over=move || is_over(Zone::Trash)
-                    class:armed=dragging_item
+                    class:armed=move || dragging_item()
                     data-testid="trash"
                     on:dragover=handler(leptos::ev::dragover, trash_over)
                     on:drop=handler(leptos::ev::drop, trash_drop)
@@ -697,10 +697,11 @@ fn SignEditor(
                                 message.clone(),
                             );
                             let is_on = move || on_now.with(|m| m.as_deref() == Some(m4.as_str()));
+                            let on_class = is_on.clone();
                             view! {
                                 <li
                                     class="library-item"
-                                    class:on-now=is_on.clone()
+                                    class:on-now=move || on_class()
                                     draggable=move || can_edit.get().to_string()
                                     data-testid="library-item"
                                     data-message=message.clone()
@@ -890,8 +891,8 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
         <li
             node_ref=li
             class="playlist-item"
-            class:current=current
-            class:drop-before=drop_before
+            class:current=move || current()
+            class:drop-before=move || drop_before()
             draggable=move || can_edit.get().to_string()
             data-testid="playlist-item"
             data-message=message_id.clone()

@@ -181,16 +181,21 @@ pub fn field_words(field: &str) -> &'static str {
 /// `place` names it for tests.
 #[component]
 pub fn FieldProblem(problem: RwSignal<Option<Problem>>, field: &'static str) -> impl IntoView {
-    move || {
-        problem.with(|p| {
-            p.as_ref().filter(|p| p.is_about(field)).map(|p| {
-                view! {
-                    <span class="error field-error" data-testid="error" data-for=field role="alert">
-                        {p.words.clone()}
-                    </span>
-                }
+    // In place in view!, the closure shares its render code with the others
+    // giving an Option<AnyView>.
+    view! {
+        {move || {
+            problem.with(|p| {
+                p.as_ref().filter(|p| p.is_about(field)).map(|p| {
+                    view! {
+                        <span class="error field-error" data-testid="error" data-for=field role="alert">
+                            {p.words.clone()}
+                        </span>
+                    }
+                        .into_any()
+                })
             })
-        })
+        }}
     }
 }
 
@@ -201,18 +206,21 @@ pub fn FormProblem(
     place: &'static str,
     shown: &'static [&'static str],
 ) -> impl IntoView {
-    move || {
-        problem.with(|p| {
-            p.as_ref()
-                .filter(|p| !p.field.as_deref().is_some_and(|f| shown.contains(&f)))
-                .map(|p| {
-                    view! {
-                        <p class="error" data-testid="error" data-for=place role="alert">
-                            {p.words.clone()}
-                        </p>
-                    }
-                })
-        })
+    view! {
+        {move || {
+            problem.with(|p| {
+                p.as_ref()
+                    .filter(|p| !p.field.as_deref().is_some_and(|f| shown.contains(&f)))
+                    .map(|p| {
+                        view! {
+                            <p class="error" data-testid="error" data-for=place role="alert">
+                                {p.words.clone()}
+                            </p>
+                        }
+                            .into_any()
+                    })
+            })
+        }}
     }
 }
 
@@ -307,14 +315,17 @@ fn run_write<E: Send + Sync + 'static>(
 /// An error in words, shown next to what caused it; `place` names that for tests.
 #[component]
 pub fn ErrorNote(error: RwSignal<Option<String>>, place: &'static str) -> impl IntoView {
-    move || {
-        error.get().map(|message| {
-            view! {
-                <p class="error" data-testid="error" data-for=place>
-                    {message}
-                </p>
-            }
-        })
+    view! {
+        {move || {
+            error.get().map(|message| {
+                view! {
+                    <p class="error" data-testid="error" data-for=place>
+                        {message}
+                    </p>
+                }
+                    .into_any()
+            })
+        }}
     }
 }
 

@@ -221,7 +221,7 @@ fn TablePicker(
                 >
                     "Choose a table…"
                 </option>
-                {options}
+                {move || options()}
             </select>
         </label>
         <button class="icon" title="Reload the list of tables" on:click=handler(leptos::ev::click, move |_| load_tables())>

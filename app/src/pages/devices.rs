@@ -356,7 +356,7 @@ fn DeviceRow(
     view! {
         <tr data-testid="device-row" data-device-id=id class:fresh=fresh>
             <td>
-                <strong data-testid="device-name">{title}</strong>
+                <strong data-testid="device-name">{move || title()}</strong>
                 <div class="muted" data-testid="device-kind">
                     {move || device.get().map(|d| d.kind.label().to_string())}
                 </div>
@@ -384,7 +384,7 @@ fn DeviceRow(
                 }}
             </td>
             <td class="col-mirrors">
-                <div class="mirrors">{mirrors}</div>
+                <div class="mirrors">{move || mirrors()}</div>
                 <When when=move || can_edit.get() && device.get().is_some()>
                     <Binder id=binder_id.clone() device signs />
                 </When>
@@ -756,7 +756,7 @@ fn PairingCard(
     view! {
         <section class="panel pairing-card" data-testid="pairing-card" data-device-id=id>
             <div class="panel-head">
-                <h2>{title}</h2>
+                <h2>{move || title()}</h2>
                 <button type="button" data-testid="pairing-done" on:click=handler(leptos::ev::click, move |_| on_done.run(()))>
                     "Done"
                 </button>
@@ -810,7 +810,7 @@ fn PairingCard(
                 data-state=move || String::from(if online() { "online" } else { "waiting" })
             >
                 <span class="dot" aria-hidden="true"></span>
-                {status}
+                {move || status()}
             </p>
             <When when=move || device.with(|d| d.as_ref().is_some_and(|d| d.firmware.is_some()))>
                 <p class="small">
@@ -910,7 +910,7 @@ fn SignDevice(id: String, devices: Live, can_edit: Memo<bool>) -> impl IntoView 
                 {move || status().0}
             </span>
             <span class="label">
-                <strong>{title}</strong>
+                <strong>{move || title()}</strong>
                 " "
                 <span class="muted">{move || device.get().map(|d| d.kind.label().to_string())}</span>
             </span>

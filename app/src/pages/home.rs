@@ -187,7 +187,7 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
             </a>
             <div class="sign-card-head">
                 <a class="sign-title" href=href data-testid="sign-title">
-                    {title}
+                    {move || title()}
                 </a>
                 <span class="muted" data-testid="sign-size">
                     {move || valid.get().map(|s| format!("{}×{}", s.width, s.height))}

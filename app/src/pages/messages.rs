@@ -84,14 +84,17 @@ pub fn differences(mine: &Message, theirs: &Message) -> Vec<(&'static str, Strin
 
 /// What the last action did ("Saved", "Duplicated as …"), for screen readers too.
 fn saved_note(note: RwSignal<Option<String>>) -> impl IntoView {
-    move || {
-        note.get().map(|message| {
-            view! {
-                <p class="ok" data-testid="message-note" role="status">
-                    {message}
-                </p>
-            }
-        })
+    view! {
+        {move || {
+            note.get().map(|message| {
+                view! {
+                    <p class="ok" data-testid="message-note" role="status">
+                        {message}
+                    </p>
+                }
+                    .into_any()
+            })
+        }}
     }
 }
 

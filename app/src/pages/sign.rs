@@ -209,7 +209,7 @@ pub fn SignPage() -> impl IntoView {
                 <A href="/" attr:class="back">
                     "← Signs"
                 </A>
-                <h1 data-testid="sign-name">{name}</h1>
+                <h1 data-testid="sign-name">{move || name()}</h1>
                 <span class="muted">
                     {move || {
                         valid
@@ -924,7 +924,7 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
             <span class="grip drag-only" aria-hidden="true">
                 "⠿"
             </span>
-            <span class="label">{label}</span>
+            <span class="label">{move || label()}</span>
             <label class="item-duration" title="Seconds on the sign; empty: the message's own">
                 <input
                     type="number"

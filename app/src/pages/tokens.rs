@@ -127,7 +127,7 @@ pub fn TokenPanel(all: bool, #[prop(optional)] refresh: Option<RwSignal<u32>>) -
                             })
                     })
             }}
-            {rows}
+            {move || rows()}
             {(!all)
                 .then(|| {
                     view! {

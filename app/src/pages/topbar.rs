@@ -78,10 +78,10 @@ fn UserMenu() -> impl IntoView {
                 on:click=handler(leptos::ev::click, move |_| open.update(|o| *o = !*o))
             >
                 <span class="user-name" data-testid="username">
-                    {username}
+                    {move || username()}
                 </span>
                 <span class="role-badge" data-testid="role">
-                    {role}
+                    {move || role()}
                 </span>
             </button>
             <When when=move || open.get()>

@@ -131,7 +131,7 @@ fn UsersPanel() -> impl IntoView {
                         }
                     })
             }}
-            {rows}
+            {move || rows()}
             <NewAccount made=Callback::new(move |account: AccountInfo| {
                 if let Some(password) = account.password {
                     show_password.run(Fresh { username: account.username, password });

@@ -267,7 +267,7 @@ pub fn LiveStatus(live: Live, #[prop(optional)] also: Option<Live>) -> impl Into
                     {move || notice().map(|e| describe(&e))}
                 </span>
             </When>
-            <span class="live-status" data-testid="live-status" data-state=state>
+            <span class="live-status" data-testid="live-status" data-state=move || state()>
                 <span class="dot" aria-hidden="true"></span>
                 {move || String::from(status().label())}
             </span>

@@ -354,7 +354,7 @@ fn DeviceRow(
     };
     let binder_id = id.clone();
     view! {
-        <tr data-testid="device-row" data-device-id=id class:fresh=fresh>
+        <tr data-testid="device-row" data-device-id=id class:fresh=move || fresh()>
             <td>
                 <strong data-testid="device-name">{move || title()}</strong>
                 <div class="muted" data-testid="device-kind">

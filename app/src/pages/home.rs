@@ -180,9 +180,10 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
         let id = id.clone();
         move || valid.with(|s| sign_title(s.as_ref(), &id))
     };
+    let thumb_label = title.clone();
     view! {
         <article class="panel sign-card" data-testid="sign-card" data-id=id.clone()>
-            <a class="thumb" href=href.clone() aria-label=title.clone()>
+            <a class="thumb" href=href.clone() aria-label=move || thumb_label()>
                 <LedSign sign=valid showing=shown pitch=4.0 testid="thumb" />
             </a>
             <div class="sign-card-head">

@@ -673,7 +673,7 @@ fn SignEditor(
                 <div class="panel-head">
                     <h2>"Messages"</h2>
                     <When when=move || can_edit.get()>
-                        <a href=new_message data-testid="write-message">"Write a message"</a>
+                        <a href=move || new_message() data-testid="write-message">"Write a message"</a>
                     </When>
                     <A href="/messages">"All messages →"</A>
                 </div>
@@ -754,7 +754,7 @@ fn SignEditor(
                             } else if can_edit.get() {
                                 view! {
                                     "No messages yet. "
-                                    <a href=new_message>"Write the first one"</a>
+                                    <a href=move || new_message()>"Write the first one"</a>
                                     ", then press “Show now” here to put it on the sign."
                                 }
                                     .into_any()
@@ -934,7 +934,7 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                     disabled=move || !can_edit.get()
                     min=MIN_DURATION
                     max=MAX_DURATION
-                    placeholder=hint
+                    placeholder=move || hint()
                     prop:value=move || seconds.get()
                     on:focus=handler(leptos::ev::focus, move |_| typing.set(true))
                     on:input=handler(leptos::ev::input, move |ev| seconds.set(event_target_value(&ev)))
@@ -965,7 +965,7 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                     title="Move down"
                     aria-label="Move down"
                     data-action="down"
-                    disabled=is_last
+                    disabled=move || is_last()
                     on:click=handler(leptos::ev::click, move |_| {
                         let i = index.get_untracked();
                         rows.move_row(i, i + 2, RowButton::Down);

@@ -205,6 +205,7 @@ pub fn DevicesPage() -> impl IntoView {
                             on_done=Callback::new(move |()| card.set(None))
                         />
                     }
+                    .into_any()
                 })
         }}
         <section class="panel devices" data-testid="devices">
@@ -221,6 +222,7 @@ pub fn DevicesPage() -> impl IntoView {
                                 {describe(&error)}
                             </p>
                         }
+                            .into_any()
                     })
             }}
             <div class="table-wrap">
@@ -368,6 +370,7 @@ fn DeviceRow(
                             view! {
                                 <p class="warning">{format!("Not a valid device: {problem}")}</p>
                             }
+                                .into_any()
                         })
                 }}
                 {move || {
@@ -380,6 +383,7 @@ fn DeviceRow(
                                     {warning}
                                 </p>
                             }
+                                .into_any()
                         })
                 }}
             </td>
@@ -395,7 +399,7 @@ fn DeviceRow(
                     data-state=move || String::from(status().0)
                     data-testid="device-status"
                 >
-                    {move || status().0}
+                    {move || String::from(status().0)}
                 </span>
                 <div class="muted" data-testid="device-last-seen">
                     {move || status().1}
@@ -907,7 +911,7 @@ fn SignDevice(id: String, devices: Live, can_edit: Memo<bool>) -> impl IntoView 
                 data-testid="device-status"
                 title=move || status().1
             >
-                {move || status().0}
+                {move || String::from(status().0)}
             </span>
             <span class="label">
                 <strong>{move || title()}</strong>

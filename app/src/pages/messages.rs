@@ -669,7 +669,9 @@ fn MessageEditor(
                 </label>
                 {move || {
                     depth_note()
-                        .map(|words| view! { <p class="note" data-testid="depth-note">{words}</p> })
+                        .map(|words| {
+                            view! { <p class="note" data-testid="depth-note">{words}</p> }.into_any()
+                        })
                 }}
             </div>
     }

@@ -1013,6 +1013,7 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                                 {words}
                             </span>
                         }
+                            .into_any()
                     })
             }}
         </li>

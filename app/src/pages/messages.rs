@@ -802,6 +802,7 @@ fn MessageEditor(
                                         {words}
                                     </span>
                                 }
+                                    .into_any()
                             })
                     }}
                 </label>
@@ -826,7 +827,8 @@ fn MessageEditor(
                                         </tr>
                                     }
                                 })
-                                .collect_view();
+                                .collect_view()
+                                .into_any();
                             view! {
                                 <div class="conflict" data-testid="conflict" role="alert">
                                     <p>
@@ -892,6 +894,7 @@ fn MessageEditor(
                                     {format!("Used by {names}. Deleting it leaves them without it.")}
                                 </p>
                             }
+                                .into_any()
                         })
                 }}
                 </fieldset>

@@ -836,6 +836,7 @@ fn PairingCard(
                                 }
                             })
                             .collect_view()
+                            .into_any()
                     }}
                 </dl>
             </When>

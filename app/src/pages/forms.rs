@@ -51,7 +51,10 @@ pub fn TextField(
                     }
                 })
             />
-            {hint_id.map(|hint_id| view! { <small class="hint" id=hint_id>{hint}</small> })}
+            {match hint_id {
+                Some(hint_id) => view! { <small class="hint" id=hint_id>{hint}</small> }.into_any(),
+                None => ().into_any(),
+            }}
         </div>
     }
     .into_any()

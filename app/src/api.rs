@@ -152,13 +152,15 @@ pub async fn call<T: DeserializeOwned, B: Serialize>(
 ) -> Result<T, Failure> {
     #[cfg(feature = "hydrate")]
     {
-        let result = browser::call(method, path, body).await;
-        if let (Err(failure), Some(auth)) = (&result, auth)
-            && failure.status == 401
-        {
-            auth.lost(&failure.error);
-        }
-        result
+        // Generic only at the edges: one copy of the request and of the
+        // reading of the answer serves every call.
+        let body = match body {
+            Some(body) => Some(serde_json::to_string(body).map_err(no_answer)?),
+            None => None,
+        };
+        let (status, value) = browser::fetch(auth, method, path, body).await?;
+        serde_json::from_value(value)
+            .map_err(|e| Failure::new(status, "bad_answer", format!("unexpected answer: {e}")))
     }
     #[cfg(not(feature = "hydrate"))]
     {
@@ -170,11 +172,10 @@ pub async fn call<T: DeserializeOwned, B: Serialize>(
 #[cfg(feature = "hydrate")]
 mod browser {
     use gloo_net::http::{Method, RequestBuilder};
-    use serde::Serialize;
-    use serde::de::DeserializeOwned;
     use serde_json::Value;
 
     use super::{Failure, no_answer};
+    use crate::auth::Auth;
     use crate::event::ErrorBody;
 
     #[derive(serde::Deserialize)]
@@ -182,11 +183,27 @@ mod browser {
         error: ErrorBody,
     }
 
-    pub async fn call<T: DeserializeOwned, B: Serialize>(
+    /// The call, and its answer as JSON with its status; a 401 tells `auth`.
+    pub async fn fetch(
+        auth: Option<Auth>,
         method: &str,
         path: &str,
-        body: Option<&B>,
-    ) -> Result<T, Failure> {
+        body: Option<String>,
+    ) -> Result<(u16, Value), Failure> {
+        let result = answer(method, path, body).await;
+        if let (Err(failure), Some(auth)) = (&result, auth)
+            && failure.status == 401
+        {
+            auth.lost(&failure.error);
+        }
+        result
+    }
+
+    async fn answer(
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(u16, Value), Failure> {
         let method = match method {
             "POST" => Method::POST,
             "PATCH" => Method::PATCH,
@@ -197,8 +214,12 @@ mod browser {
         let builder = RequestBuilder::new(path)
             .method(method)
             .header("Accept", "application/json");
+        // As RequestBuilder::json does, with the JSON already written.
         let request = match body {
-            Some(body) => builder.json(body).map_err(no_answer)?,
+            Some(json) => builder
+                .header("Content-Type", "application/json")
+                .body(json)
+                .map_err(no_answer)?,
             None => builder.build().map_err(no_answer)?,
         };
         let response = request.send().await.map_err(no_answer)?;
@@ -212,9 +233,7 @@ mod browser {
                     Failure::new(status, "bad_answer", format!("unreadable answer: {e}"))
                 })?
             };
-            return serde_json::from_value(value).map_err(|e| {
-                Failure::new(status, "bad_answer", format!("unexpected answer: {e}"))
-            });
+            return Ok((status, value));
         }
         let error = serde_json::from_str::<ErrorReply>(&text)
             .map(|reply| reply.error)

@@ -178,9 +178,15 @@ mod browser {
     use crate::auth::Auth;
     use crate::event::ErrorBody;
 
-    #[derive(serde::Deserialize)]
-    struct ErrorReply {
-        error: ErrorBody,
+    /// The `{"error": {"code", "message"}}` of a refusal. Read from the JSON
+    /// value (whose reader every call has anyway) rather than derived, which
+    /// would bring a second JSON reader into the main bundle.
+    fn error_body(reply: &Value) -> Option<ErrorBody> {
+        let error = reply.get("error")?;
+        Some(ErrorBody {
+            code: error.get("code")?.as_str()?.to_owned(),
+            message: error.get("message")?.as_str()?.to_owned(),
+        })
     }
 
     /// The call, and its answer as JSON with its status; a 401 tells `auth`.
@@ -235,9 +241,10 @@ mod browser {
             };
             return Ok((status, value));
         }
-        let error = serde_json::from_str::<ErrorReply>(&text)
-            .map(|reply| reply.error)
-            .unwrap_or_else(|_| ErrorBody {
+        let error = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|reply| error_body(&reply))
+            .unwrap_or_else(|| ErrorBody {
                 code: format!("http_{status}"),
                 message: format!("the server answered HTTP {status}"),
             });

@@ -1,6 +1,8 @@
 // Prints what each page of the web app makes a browser download, in WASM:
 // the main bundle plus the split files its route needs (from the manifest
 // `cargo leptos build --split` writes), as the server sends them precompressed.
+// Sign-in, setup, account and admin share one split module (`account_pages`):
+// each of the four rows is that whole module.
 import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 
@@ -19,6 +21,11 @@ const row = (label, wasm) =>
 
 console.log("WASM a browser downloads per page (main bundle + that page's split files):");
 row("main only", files([]));
-for (const [route, chunks] of Object.entries(manifest).sort()) {
-  row(route.replace(/^__(\w+?)_route_view_\d+$/, "$1"), files(chunks));
+const pages = Object.entries(manifest).flatMap(([route, chunks]) =>
+  route === "account_pages"
+    ? ["account", "admin", "login", "setup"].map((page) => [page, chunks])
+    : [[route.replace(/^__(\w+?)_route_view_\d+$/, "$1"), chunks]],
+);
+for (const [page, chunks] of pages.sort()) {
+  row(page, files(chunks));
 }

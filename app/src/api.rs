@@ -56,13 +56,46 @@ pub fn sentence(message: &str) -> String {
     let message = message.trim();
     let mut chars = message.chars();
     let mut text: String = match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
+        Some(first) => upper(first) + chars.as_str(),
         None => "The server refused without saying why".to_string(),
     };
     if !text.ends_with(['.', '!', '?']) {
         text.push('.');
     }
     text
+}
+
+/// `c` in upper case. An ASCII letter is done here; any other character, in
+/// the browser, by JavaScript's `toUpperCase` (the same Unicode mapping):
+/// Rust's own would put core's Unicode case tables, about 10 KB gzipped, into
+/// the main bundle every page loads, for the rare non-ASCII first letter.
+pub fn upper(c: char) -> String {
+    if c.is_ascii() {
+        return c.to_ascii_uppercase().to_string();
+    }
+    #[cfg(feature = "hydrate")]
+    {
+        web_sys::js_sys::JsString::from(c).to_upper_case().into()
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        c.to_uppercase().collect()
+    }
+}
+
+/// `text` in lower case, the same way as [`upper`] (and for the same reason).
+pub fn lower(text: &str) -> String {
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
+    #[cfg(feature = "hydrate")]
+    {
+        web_sys::js_sys::JsString::from(text).to_lower_case().into()
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        text.to_lowercase()
+    }
 }
 
 /// `%`-encodes one path segment (a user name, a token id).
@@ -119,13 +152,15 @@ pub async fn call<T: DeserializeOwned, B: Serialize>(
 ) -> Result<T, Failure> {
     #[cfg(feature = "hydrate")]
     {
-        let result = browser::call(method, path, body).await;
-        if let (Err(failure), Some(auth)) = (&result, auth)
-            && failure.status == 401
-        {
-            auth.lost(&failure.error);
-        }
-        result
+        // Generic only at the edges: one copy of the request and of the
+        // reading of the answer serves every call.
+        let body = match body {
+            Some(body) => Some(serde_json::to_string(body).map_err(no_answer)?),
+            None => None,
+        };
+        let (status, value) = browser::fetch(auth, method, path, body).await?;
+        serde_json::from_value(value)
+            .map_err(|e| Failure::new(status, "bad_answer", format!("unexpected answer: {e}")))
     }
     #[cfg(not(feature = "hydrate"))]
     {
@@ -137,23 +172,44 @@ pub async fn call<T: DeserializeOwned, B: Serialize>(
 #[cfg(feature = "hydrate")]
 mod browser {
     use gloo_net::http::{Method, RequestBuilder};
-    use serde::Serialize;
-    use serde::de::DeserializeOwned;
     use serde_json::Value;
 
     use super::{Failure, no_answer};
+    use crate::auth::Auth;
     use crate::event::ErrorBody;
 
-    #[derive(serde::Deserialize)]
-    struct ErrorReply {
-        error: ErrorBody,
+    /// The `{"error": {"code", "message"}}` of a refusal. Read from the JSON
+    /// value (whose reader every call has anyway) rather than derived, which
+    /// would bring a second JSON reader into the main bundle.
+    fn error_body(reply: &Value) -> Option<ErrorBody> {
+        let error = reply.get("error")?;
+        Some(ErrorBody {
+            code: error.get("code")?.as_str()?.to_owned(),
+            message: error.get("message")?.as_str()?.to_owned(),
+        })
     }
 
-    pub async fn call<T: DeserializeOwned, B: Serialize>(
+    /// The call, and its answer as JSON with its status; a 401 tells `auth`.
+    pub async fn fetch(
+        auth: Option<Auth>,
         method: &str,
         path: &str,
-        body: Option<&B>,
-    ) -> Result<T, Failure> {
+        body: Option<String>,
+    ) -> Result<(u16, Value), Failure> {
+        let result = answer(method, path, body).await;
+        if let (Err(failure), Some(auth)) = (&result, auth)
+            && failure.status == 401
+        {
+            auth.lost(&failure.error);
+        }
+        result
+    }
+
+    async fn answer(
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(u16, Value), Failure> {
         let method = match method {
             "POST" => Method::POST,
             "PATCH" => Method::PATCH,
@@ -164,8 +220,12 @@ mod browser {
         let builder = RequestBuilder::new(path)
             .method(method)
             .header("Accept", "application/json");
+        // As RequestBuilder::json does, with the JSON already written.
         let request = match body {
-            Some(body) => builder.json(body).map_err(no_answer)?,
+            Some(json) => builder
+                .header("Content-Type", "application/json")
+                .body(json)
+                .map_err(no_answer)?,
             None => builder.build().map_err(no_answer)?,
         };
         let response = request.send().await.map_err(no_answer)?;
@@ -179,13 +239,12 @@ mod browser {
                     Failure::new(status, "bad_answer", format!("unreadable answer: {e}"))
                 })?
             };
-            return serde_json::from_value(value).map_err(|e| {
-                Failure::new(status, "bad_answer", format!("unexpected answer: {e}"))
-            });
+            return Ok((status, value));
         }
-        let error = serde_json::from_str::<ErrorReply>(&text)
-            .map(|reply| reply.error)
-            .unwrap_or_else(|_| ErrorBody {
+        let error = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|reply| error_body(&reply))
+            .unwrap_or_else(|| ErrorBody {
                 code: format!("http_{status}"),
                 message: format!("the server answered HTTP {status}"),
             });
@@ -223,5 +282,8 @@ mod tests {
         assert_eq!(segment("a.b_c"), "a.b_c");
         assert_eq!(segment("a/b c"), "a%2Fb%20c");
         assert!(sentence("  ").starts_with("The server refused"));
+        assert_eq!(sentence("über alles"), "Über alles.");
+        assert_eq!(lower("Ann.Ö-1"), "ann.ö-1");
+        assert_eq!(lower("Bo_2"), "bo_2");
     }
 }

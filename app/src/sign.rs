@@ -584,19 +584,25 @@ impl Message {
     }
 }
 
-pub(crate) fn check_range<T: PartialOrd + fmt::Display>(
+pub(crate) fn check_range<T: Into<u64>>(
     path: &str,
     value: T,
     min: T,
     max: T,
 ) -> Result<(), ModelError> {
+    // Generic only here: one copy of the check and its wording for every type.
+    check_range_u64(path, value.into(), min.into(), max.into())
+}
+
+fn check_range_u64(path: &str, value: u64, min: u64, max: u64) -> Result<(), ModelError> {
     if value < min || value > max {
-        return Err(ModelError::field(
-            path,
-            format!("must be between {min} and {max}"),
-        ));
+        return Err(out_of_range(path, min, max));
     }
     Ok(())
+}
+
+fn out_of_range(path: &str, min: u64, max: u64) -> ModelError {
+    ModelError::field(path, format!("must be between {min} and {max}"))
 }
 
 pub(crate) fn check_chars(path: &str, text: &str, max: usize) -> Result<(), ModelError> {
@@ -635,12 +641,18 @@ pub(crate) fn string(path: &str, value: &Value) -> Result<String, ModelError> {
 /// 256" alone would puzzle someone who sent `"64"`.
 pub(crate) fn int<T>(path: &str, value: &Value, min: T, max: T) -> Result<T, ModelError>
 where
-    T: Copy + fmt::Display + Into<u64> + TryFrom<u64>,
+    T: Copy + Into<u64> + TryFrom<u64>,
 {
-    let out_of_range = || ModelError::field(path, format!("must be between {min} and {max}"));
+    // Generic only here: one copy of the reading and its wording for every type.
+    let (min, max) = (min.into(), max.into());
+    let n = whole(path, value, min, max)?;
+    T::try_from(n).map_err(|_| out_of_range(path, min, max))
+}
+
+fn whole(path: &str, value: &Value, min: u64, max: u64) -> Result<u64, ModelError> {
     let n = match (value.as_u64(), value.as_i64()) {
         (Some(n), _) => n,
-        (None, Some(_)) => return Err(out_of_range()),
+        (None, Some(_)) => return Err(out_of_range(path, min, max)),
         (None, None) => {
             return Err(ModelError::field(
                 path,
@@ -648,10 +660,8 @@ where
             ));
         }
     };
-    if n < min.into() || n > max.into() {
-        return Err(out_of_range());
-    }
-    T::try_from(n).map_err(|_| out_of_range())
+    check_range_u64(path, n, min, max)?;
+    Ok(n)
 }
 
 fn index(path: &str, value: &Value) -> Result<usize, ModelError> {
@@ -682,10 +692,15 @@ macro_rules! named {
 named!(ColorDepth, Effect, Align, Font);
 
 pub(crate) fn choice<T: Named>(path: &str, value: &Value) -> Result<T, ModelError> {
-    value.as_str().and_then(T::lookup).ok_or_else(|| {
-        let names: Vec<String> = T::names().iter().map(|n| format!("\"{n}\"")).collect();
-        ModelError::field(path, format!("must be one of {}", names.join(", ")))
-    })
+    value
+        .as_str()
+        .and_then(T::lookup)
+        .ok_or_else(|| one_of(path, T::names()))
+}
+
+fn one_of(path: &str, names: &[&str]) -> ModelError {
+    let names: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    ModelError::field(path, format!("must be one of {}", names.join(", ")))
 }
 
 fn shows(value: &Value) -> Result<Shows, ModelError> {

@@ -8,6 +8,7 @@ use leptos_meta::Title;
 use serde_json::json;
 
 use super::common::ErrorNote;
+use super::common::handler;
 use super::forms::{TextField, focus_when_shown};
 use super::tokens::TokenPanel;
 use crate::api;
@@ -95,7 +96,7 @@ fn PasswordPanel(changed: Callback<()>) -> impl IntoView {
             <div class="panel-head">
                 <h2>"Change your password"</h2>
             </div>
-            <form class="auth-form" data-testid="password-form" novalidate=true on:submit=submit>
+            <form class="auth-form" data-testid="password-form" novalidate=true on:submit=handler(leptos::ev::submit, submit)>
                 // A hidden user name tells password managers whose password this is.
                 <input
                     type="text"
@@ -137,7 +138,7 @@ fn PasswordPanel(changed: Callback<()>) -> impl IntoView {
                 {move || note.get().map(|message| view! { <p class="ok">{message}</p> })}
                 <div class="buttons">
                     <button class="primary" type="submit" disabled=move || busy.get()>
-                        {move || if busy.get() { "Changing…" } else { "Change password" }}
+                        {move || String::from(if busy.get() { "Changing…" } else { "Change password" })}
                     </button>
                 </div>
             </form>

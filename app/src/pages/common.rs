@@ -2,6 +2,7 @@
 //! reading signs and messages out of the live tables.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -11,6 +12,87 @@ use super::led::Showing;
 use crate::event::ErrorBody;
 use crate::live::{Acked, Live, Record, Write};
 use crate::sign::{Message, ModelError, Shows, Sign};
+
+/// An event handler, boxed: `on:click=handler(leptos::ev::click, move |_| …)`.
+///
+/// Every closure is a type of its own, and with erased components every `on:`
+/// attribute of a new type brings its own copy of the attribute machinery
+/// (build, hydrate, rebuild, clone, …) into the WASM. Boxed, the handlers of
+/// one event share one copy.
+pub fn handler<E>(_event: E, f: impl FnMut(E::EventType) + 'static) -> Box<dyn FnMut(E::EventType)>
+where
+    E: leptos::tachys::html::event::EventDescriptor,
+    E::EventType: 'static,
+{
+    Box::new(f)
+}
+
+/// `<When>` without its generics: shows `children` while `when` is true, else
+/// `fallback`, and builds them again only when `when` flips.
+///
+/// `Show` is generic over its condition and children, so each use brought its
+/// own copy of the memo, the branch and the view's render/hydrate code; here one
+/// copy serves every use.
+#[component]
+pub fn When(
+    #[prop(into)] when: Signal<bool>,
+    children: ChildrenFn,
+    #[prop(optional, into)] fallback: ViewFn,
+) -> impl IntoView {
+    let shown = Memo::new(move |_| when.get());
+    move || {
+        if shown.get() {
+            children()
+        } else {
+            fallback.run()
+        }
+    }
+}
+
+/// `<For>` over string keys, without its generics: one row per key, built by
+/// `row` when its key appears and dropped when it goes, kept as it moves.
+///
+/// `For` is generic over its three closures, so every list brought its own
+/// copy of the keyed diffing, building and hydrating code (about 15 KB before
+/// compression). Here one copy serves every list; a list of tuples keys its
+/// rows by [`pack`]ing them.
+pub fn keyed_rows(
+    each: impl Fn() -> Vec<String> + Send + Sync + 'static,
+    row: impl Fn(String) -> AnyView + Send + Sync + 'static,
+) -> AnyView {
+    rows_of(Arc::new(each), Arc::new(row))
+}
+
+type Keys = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+type Row = Arc<dyn Fn(String) -> AnyView + Send + Sync>;
+
+fn rows_of(each: Keys, row: Row) -> AnyView {
+    view! { <For each=move || each() key=|key| key.clone() children=move |key| row(key) /> }
+        .into_any()
+}
+
+/// One key from several strings; [`unpack`] gives them back.
+pub fn pack(parts: &[&str]) -> String {
+    let mut key = String::new();
+    for part in parts {
+        key.push_str(&part.len().to_string());
+        key.push(':');
+        key.push_str(part);
+    }
+    key
+}
+
+/// The strings a [`pack`]ed key was made of.
+pub fn unpack(mut key: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    while let Some((len, rest)) = key.split_once(':') {
+        let len = len.parse::<usize>().unwrap_or(rest.len()).min(rest.len());
+        let (part, rest) = rest.split_at(rest.floor_char_boundary(len));
+        parts.push(part.to_string());
+        key = rest;
+    }
+    parts
+}
 
 pub fn describe(error: &ErrorBody) -> String {
     format!("{} ({})", error.message, error.code)
@@ -99,16 +181,21 @@ pub fn field_words(field: &str) -> &'static str {
 /// `place` names it for tests.
 #[component]
 pub fn FieldProblem(problem: RwSignal<Option<Problem>>, field: &'static str) -> impl IntoView {
-    move || {
-        problem.with(|p| {
-            p.as_ref().filter(|p| p.is_about(field)).map(|p| {
-                view! {
-                    <span class="error field-error" data-testid="error" data-for=field role="alert">
-                        {p.words.clone()}
-                    </span>
-                }
+    // In place in view!, the closure shares its render code with the others
+    // giving an Option<AnyView>.
+    view! {
+        {move || {
+            problem.with(|p| {
+                p.as_ref().filter(|p| p.is_about(field)).map(|p| {
+                    view! {
+                        <span class="error field-error" data-testid="error" data-for=field role="alert">
+                            {p.words.clone()}
+                        </span>
+                    }
+                        .into_any()
+                })
             })
-        })
+        }}
     }
 }
 
@@ -119,18 +206,21 @@ pub fn FormProblem(
     place: &'static str,
     shown: &'static [&'static str],
 ) -> impl IntoView {
-    move || {
-        problem.with(|p| {
-            p.as_ref()
-                .filter(|p| !p.field.as_deref().is_some_and(|f| shown.contains(&f)))
-                .map(|p| {
-                    view! {
-                        <p class="error" data-testid="error" data-for=place role="alert">
-                            {p.words.clone()}
-                        </p>
-                    }
-                })
-        })
+    view! {
+        {move || {
+            problem.with(|p| {
+                p.as_ref()
+                    .filter(|p| !p.field.as_deref().is_some_and(|f| shown.contains(&f)))
+                    .map(|p| {
+                        view! {
+                            <p class="error" data-testid="error" data-for=place role="alert">
+                                {p.words.clone()}
+                            </p>
+                        }
+                            .into_any()
+                    })
+            })
+        }}
     }
 }
 
@@ -138,11 +228,11 @@ pub fn FormProblem(
 pub fn marks(
     problem: RwSignal<Option<Problem>>,
     field: &'static str,
-) -> impl Fn() -> Option<&'static str> + Copy {
+) -> impl Fn() -> Option<String> + Copy {
     move || {
         problem
             .with(|p| p.as_ref().is_some_and(|p| p.is_about(field)))
-            .then_some("true")
+            .then(|| "true".to_string())
     }
 }
 
@@ -169,17 +259,17 @@ pub fn LiveStatus(live: Live, #[prop(optional)] also: Option<Live>) -> impl Into
             .get()
             .or_else(|| also.and_then(|other| other.notice.get()))
     };
-    let state = move || if status().is_live() { "live" } else { "down" };
+    let state = move || String::from(if status().is_live() { "live" } else { "down" });
     view! {
         <div class="status-area">
-            <Show when=move || notice().is_some()>
+            <When when=move || notice().is_some()>
                 <span class="notice" data-testid="error" data-for="connection">
                     {move || notice().map(|e| describe(&e))}
                 </span>
-            </Show>
-            <span class="live-status" data-testid="live-status" data-state=state>
+            </When>
+            <span class="live-status" data-testid="live-status" data-state=move || state()>
                 <span class="dot" aria-hidden="true"></span>
-                {move || status().label()}
+                {move || String::from(status().label())}
             </span>
         </div>
     }
@@ -225,14 +315,17 @@ fn run_write<E: Send + Sync + 'static>(
 /// An error in words, shown next to what caused it; `place` names that for tests.
 #[component]
 pub fn ErrorNote(error: RwSignal<Option<String>>, place: &'static str) -> impl IntoView {
-    move || {
-        error.get().map(|message| {
-            view! {
-                <p class="error" data-testid="error" data-for=place>
-                    {message}
-                </p>
-            }
-        })
+    view! {
+        {move || {
+            error.get().map(|message| {
+                view! {
+                    <p class="error" data-testid="error" data-for=place>
+                        {message}
+                    </p>
+                }
+                    .into_any()
+            })
+        }}
     }
 }
 
@@ -262,8 +355,8 @@ pub fn DeleteButton(
             class="danger"
             data-testid=testid
             disabled=move || busy.get()
-            on:click=press
-            on:blur=move |_| armed.set(false)
+            on:click=handler(leptos::ev::click, press)
+            on:blur=handler(leptos::ev::blur, move |_| armed.set(false))
         >
             {move || if armed.get() { confirm } else { label }}
         </button>
@@ -296,12 +389,12 @@ pub fn NumberField(
                 min=min
                 max=max
                 prop:value=move || value.get()
-                on:input=move |ev| {
+                on:input=handler(leptos::ev::input, move |ev| {
                     value.set(event_target_value(&ev));
                     if let Some(edited) = edited {
                         edited.run(());
                     }
-                }
+                })
             />
             <FieldProblem problem field />
         </label>

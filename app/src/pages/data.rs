@@ -8,6 +8,7 @@ use leptos_router::hooks::{use_navigate, use_query_map};
 use serde_json::Value;
 
 use super::common::{DeleteButton, ErrorNote, LiveStatus, describe, send};
+use super::common::{When, handler};
 use crate::api;
 use crate::auth::{Auth, use_auth};
 use crate::event::{TableInfo, TableList};
@@ -129,7 +130,7 @@ pub fn DataPage() -> impl IntoView {
                 <span class="spacer"></span>
                 <LiveStatus live />
             </div>
-            <Show
+            <When
                 when=move || table.get().is_some()
                 fallback=move || {
                     view! {
@@ -143,14 +144,14 @@ pub fn DataPage() -> impl IntoView {
                 <div class="data-grid">
                     <RecordsPanel live editor table />
                     // Viewers read records; the editors would only meet a 403.
-                    <Show when=move || can_edit.get()>
+                    <When when=move || can_edit.get()>
                         <aside class="side">
                             <EditorPanel live editor />
                             <NewRecordPanel live />
                         </aside>
-                    </Show>
+                    </When>
                 </div>
-            </Show>
+            </When>
         </div>
     }
     .into_any()
@@ -211,7 +212,7 @@ fn TablePicker(
     view! {
         <label class="picker">
             <span>"Table"</span>
-            <select data-testid="table-select" on:change=on_change>
+            <select data-testid="table-select" on:change=handler(leptos::ev::change, on_change)>
                 <option
                     value=""
                     disabled=true
@@ -220,10 +221,10 @@ fn TablePicker(
                 >
                     "Choose a table…"
                 </option>
-                {options}
+                {move || options()}
             </select>
         </label>
-        <button class="icon" title="Reload the list of tables" on:click=move |_| load_tables()>
+        <button class="icon" title="Reload the list of tables" on:click=handler(leptos::ev::click, move |_| load_tables())>
             "↻"
         </button>
         {move || {
@@ -313,13 +314,13 @@ fn RecordsPanel(live: Live, editor: Editor, table: Memo<Option<String>>) -> impl
                     </tbody>
                 </table>
             </div>
-            <Show when=move || count() == 0>
+            <When when=move || count() == 0>
                 <p class="muted empty">
-                    {move || {
+                    {move || String::from({
                         if live.synced.get() { "No records yet." } else { "Loading records…" }
-                    }}
+                    })}
                 </p>
-            </Show>
+            </When>
         </section>
     }
     .into_any()
@@ -356,7 +357,7 @@ fn RecordRow(id: String, record: Record, live: Live, editor: Editor) -> impl Int
             data-id=id.clone()
             data-version=version.map(|v| v.to_string()).unwrap_or_default()
             class:fresh=record.fresh
-            class:selected=selected
+            class:selected=move || selected()
         >
             <td class="col-id">
                 <code>{id.clone()}</code>
@@ -368,12 +369,12 @@ fn RecordRow(id: String, record: Record, live: Live, editor: Editor) -> impl Int
                 </code>
             </td>
             <td class="col-actions">
-                <Show when=move || can_edit.get()>
-                    <button data-testid="record-edit" on:click=edit.clone()>
+                <When when=move || can_edit.get()>
+                    <button data-testid="record-edit" on:click=handler(leptos::ev::click, edit.clone())>
                         "Edit"
                     </button>
                     <DeleteButton busy testid="record-delete" on_confirm=delete />
-                </Show>
+                </When>
                 {move || {
                     error
                         .get()
@@ -461,7 +462,7 @@ fn EditorPanel(live: Live, editor: Editor) -> impl IntoView {
         }
     };
     view! {
-        <Show when=move || editor.id.get().is_some()>
+        <When when=move || editor.id.get().is_some()>
             <section class="panel editor">
                 <div class="panel-head">
                     <h2>
@@ -480,12 +481,12 @@ fn EditorPanel(live: Live, editor: Editor) -> impl IntoView {
                     spellcheck="false"
                     rows="12"
                     prop:value=move || editor.text.get()
-                    on:input=move |ev| {
+                    on:input=handler(leptos::ev::input, move |ev| {
                         editor.text.set(event_target_value(&ev));
                         editor.dirty.set(true);
                         editor.error.set(None);
                         editor.note.set(None);
-                    }
+                    })
                 ></textarea>
                 <ErrorNote error=editor.error place="editor" />
                 {move || stale().map(|message| view! { <p class="warning">{message}</p> })}
@@ -495,17 +496,17 @@ fn EditorPanel(live: Live, editor: Editor) -> impl IntoView {
                         class="primary"
                         data-testid="record-save"
                         disabled=move || editor.busy.get()
-                        on:click=save
+                        on:click=handler(leptos::ev::click, save)
                     >
-                        {move || if editor.busy.get() { "Saving…" } else { "Save" }}
+                        {move || String::from(if editor.busy.get() { "Saving…" } else { "Save" })}
                     </button>
-                    <Show when=move || stale().is_some() && current.get().is_some()>
-                        <button on:click=reload>"Load latest"</button>
-                    </Show>
-                    <button on:click=move |_| editor.close()>"Close"</button>
+                    <When when=move || stale().is_some() && current.get().is_some()>
+                        <button on:click=handler(leptos::ev::click, reload)>"Load latest"</button>
+                    </When>
+                    <button on:click=handler(leptos::ev::click, move |_| editor.close())>"Close"</button>
                 </div>
             </section>
-        </Show>
+        </When>
     }
     .into_any()
 }
@@ -558,7 +559,7 @@ fn NewRecordPanel(live: Live) -> impl IntoView {
                     placeholder="empty: the server picks one"
                     spellcheck="false"
                     prop:value=move || id.get()
-                    on:input=move |ev| id.set(event_target_value(&ev))
+                    on:input=handler(leptos::ev::input, move |ev| id.set(event_target_value(&ev)))
                 />
             </label>
             <label class="field">
@@ -570,10 +571,10 @@ fn NewRecordPanel(live: Live) -> impl IntoView {
                     spellcheck="false"
                     rows="6"
                     prop:value=move || text.get()
-                    on:input=move |ev| {
+                    on:input=handler(leptos::ev::input, move |ev| {
                         text.set(event_target_value(&ev));
                         error.set(None);
-                    }
+                    })
                 ></textarea>
             </label>
             <ErrorNote error place="new" />
@@ -583,7 +584,7 @@ fn NewRecordPanel(live: Live) -> impl IntoView {
                     class="primary"
                     data-testid="new-create"
                     disabled=move || busy.get()
-                    on:click=create
+                    on:click=handler(leptos::ev::click, create)
                 >
                     "Create"
                 </button>

@@ -12,9 +12,11 @@ use leptos_router::components::A;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::common::keyed_rows;
 use super::common::{
     DeleteButton, ErrorNote, LiveStatus, NumberField, describe, number_field, read_sign, sign_title,
 };
+use super::common::{When, handler};
 use super::forms::{CopyButton, TextField, act, short_time};
 use crate::api::{self, Failure};
 use crate::auth::{Auth, use_auth};
@@ -188,9 +190,9 @@ pub fn DevicesPage() -> impl IntoView {
             "Tasmota displays and devices speaking Marquee's own protocol."
         </p>
         // Only admins pair (the server refuses the rest, 403).
-        <Show when=move || admin.get()>
+        <When when=move || admin.get()>
             <PairForm paired=show_card />
-        </Show>
+        </When>
         {move || {
             card.get()
                 .map(|pairing| {
@@ -203,6 +205,7 @@ pub fn DevicesPage() -> impl IntoView {
                             on_done=Callback::new(move |()| card.set(None))
                         />
                     }
+                    .into_any()
                 })
         }}
         <section class="panel devices" data-testid="devices">
@@ -219,6 +222,7 @@ pub fn DevicesPage() -> impl IntoView {
                                 {describe(&error)}
                             </p>
                         }
+                            .into_any()
                     })
             }}
             <div class="table-wrap">
@@ -233,27 +237,27 @@ pub fn DevicesPage() -> impl IntoView {
                         </tr>
                     </thead>
                     <tbody>
-                        <For
-                            each=ids
-                            key=|id| id.clone()
-                            children=move |id| {
+                        {keyed_rows(
+                            ids,
+                            move |id| {
                                 view! { <DeviceRow id devices signs can_edit admin show_card /> }
-                            }
-                        />
+                                    .into_any()
+                            },
+                        )}
                     </tbody>
                 </table>
             </div>
-            <Show when=move || devices.synced.get() && devices.records.with(|r| r.is_empty())>
+            <When when=move || devices.synced.get() && devices.records.with(|r| r.is_empty())>
                 <p class="muted empty">
-                    {move || {
+                    {move || String::from({
                         if admin.get() {
                             "No devices yet: pair the first one above."
                         } else {
                             "No devices yet. An admin pairs them here."
                         }
-                    }}
+                    })}
                 </p>
-            </Show>
+            </When>
         </section>
     }
     .into_any()
@@ -352,11 +356,11 @@ fn DeviceRow(
     };
     let binder_id = id.clone();
     view! {
-        <tr data-testid="device-row" data-device-id=id class:fresh=fresh>
+        <tr data-testid="device-row" data-device-id=id class:fresh=move || fresh()>
             <td>
-                <strong data-testid="device-name">{title}</strong>
+                <strong data-testid="device-name">{move || title()}</strong>
                 <div class="muted" data-testid="device-kind">
-                    {move || device.get().map(|d| d.kind.label())}
+                    {move || device.get().map(|d| d.kind.label().to_string())}
                 </div>
                 {move || {
                     record
@@ -366,6 +370,7 @@ fn DeviceRow(
                             view! {
                                 <p class="warning">{format!("Not a valid device: {problem}")}</p>
                             }
+                                .into_any()
                         })
                 }}
                 {move || {
@@ -378,22 +383,23 @@ fn DeviceRow(
                                     {warning}
                                 </p>
                             }
+                                .into_any()
                         })
                 }}
             </td>
             <td class="col-mirrors">
-                <div class="mirrors">{mirrors}</div>
-                <Show when=move || can_edit.get() && device.get().is_some()>
+                <div class="mirrors">{move || mirrors()}</div>
+                <When when=move || can_edit.get() && device.get().is_some()>
                     <Binder id=binder_id.clone() device signs />
-                </Show>
+                </When>
             </td>
             <td>
                 <span
                     class="presence"
-                    data-state=move || status().0
+                    data-state=move || String::from(status().0)
                     data-testid="device-status"
                 >
-                    {move || status().0}
+                    {move || String::from(status().0)}
                 </span>
                 <div class="muted" data-testid="device-last-seen">
                     {move || status().1}
@@ -408,13 +414,13 @@ fn DeviceRow(
                 </div>
             </td>
             <td class="col-actions">
-                <Show when=move || admin.get()>
+                <When when=move || admin.get()>
                     <div class="device-actions">
                         <button
                             type="button"
                             data-testid="device-pairing"
                             disabled=move || busy.get()
-                            on:click=pairing_settings.clone()
+                            on:click=handler(leptos::ev::click, pairing_settings.clone())
                         >
                             "Settings to enter"
                         </button>
@@ -433,7 +439,7 @@ fn DeviceRow(
                             confirm="Confirm remove"
                         />
                     </div>
-                </Show>
+                </When>
                 <ErrorNote error place="device" />
             </td>
         </tr>
@@ -515,7 +521,7 @@ fn Binder(id: String, device: Memo<Option<Device>>, signs: Live) -> impl IntoVie
                 aria-label="Sign to mirror"
                 disabled=move || busy.get()
                 prop:value=move || picked.get().unwrap_or_default()
-                on:change=move |ev| chosen.set(Some(event_target_value(&ev)))
+                on:change=handler(leptos::ev::change, move |ev| chosen.set(Some(event_target_value(&ev))))
             >
                 {move || {
                     let picked = picked.get();
@@ -536,26 +542,26 @@ fn Binder(id: String, device: Memo<Option<Device>>, signs: Live) -> impl IntoVie
                 type="button"
                 data-testid="bind-button"
                 disabled=move || busy.get() || picked.get().is_none()
-                on:click=do_bind
+                on:click=handler(leptos::ev::click, do_bind)
             >
                 "Bind"
             </button>
-            <Show when=move || bound.get().is_some()>
+            <When when=move || bound.get().is_some()>
                 <button
                     type="button"
                     data-testid="unbind-button"
                     disabled=move || busy.get()
-                    on:click=do_unbind.clone()
+                    on:click=handler(leptos::ev::click, do_unbind.clone())
                 >
                     "Unbind"
                 </button>
-            </Show>
+            </When>
             <button
                 type="button"
                 data-testid="new-sign-button"
                 title="Make a full-colour sign of the device's size, named after it, and bind to it"
                 disabled=move || busy.get()
-                on:click=do_new_sign
+                on:click=handler(leptos::ev::click, do_new_sign)
             >
                 {move || {
                     let (width, height) = size();
@@ -611,7 +617,7 @@ fn PairForm(paired: Callback<Pairing>) -> impl IntoView {
         .map(|k| view! { <option value=k.as_str()>{k.label()}</option> })
         .collect_view();
     view! {
-        <form class="panel pair-form" data-testid="pair-form" novalidate=true on:submit=pair>
+        <form class="panel pair-form" data-testid="pair-form" novalidate=true on:submit=handler(leptos::ev::submit, pair)>
             <h2>"Pair a device"</h2>
             <p class="muted small">
                 "Marquee makes the device an MQTT account of its own and shows the settings "
@@ -623,12 +629,12 @@ fn PairForm(paired: Callback<Pairing>) -> impl IntoView {
                     <select
                         data-testid="pair-kind"
                         prop:value=move || kind.get().as_str()
-                        on:change=move |ev| {
+                        on:change=handler(leptos::ev::change, move |ev| {
                             if let Some(k) = DeviceKind::from_name(&event_target_value(&ev)) {
                                 kind.set(k);
                                 error.set(None);
                             }
-                        }
+                        })
                     >
                         {options}
                     </select>
@@ -642,7 +648,7 @@ fn PairForm(paired: Callback<Pairing>) -> impl IntoView {
                     edited=Callback::new(move |()| error.set(None))
                 />
                 // MQTT cannot tell a WLED matrix's size: it is asked here.
-                <Show when=move || kind.get() == DeviceKind::Wled>
+                <When when=move || kind.get() == DeviceKind::Wled>
                     <NumberField
                         label="Matrix width (LEDs)"
                         testid="pair-width"
@@ -657,7 +663,7 @@ fn PairForm(paired: Callback<Pairing>) -> impl IntoView {
                         max=MAX_DEVICE_HEIGHT.into()
                         value=height
                     />
-                </Show>
+                </When>
             </div>
             <ErrorNote error place="pair" />
             <div class="buttons">
@@ -754,8 +760,8 @@ fn PairingCard(
     view! {
         <section class="panel pairing-card" data-testid="pairing-card" data-device-id=id>
             <div class="panel-head">
-                <h2>{title}</h2>
-                <button type="button" data-testid="pairing-done" on:click=move |_| on_done.run(())>
+                <h2>{move || title()}</h2>
+                <button type="button" data-testid="pairing-done" on:click=handler(leptos::ev::click, move |_| on_done.run(()))>
                     "Done"
                 </button>
             </div>
@@ -805,20 +811,20 @@ fn PairingCard(
             <p
                 class="pairing-status"
                 data-testid="pairing-status"
-                data-state=move || if online() { "online" } else { "waiting" }
+                data-state=move || String::from(if online() { "online" } else { "waiting" })
             >
                 <span class="dot" aria-hidden="true"></span>
-                {status}
+                {move || status()}
             </p>
-            <Show when=move || device.with(|d| d.as_ref().is_some_and(|d| d.firmware.is_some()))>
+            <When when=move || device.with(|d| d.as_ref().is_some_and(|d| d.firmware.is_some()))>
                 <p class="small">
                     "Firmware: "
                     <strong data-testid="pairing-firmware">
                         {move || device.get().and_then(|d| d.firmware)}
                     </strong>
                 </p>
-            </Show>
-            <Show when=move || !details().is_empty()>
+            </When>
+            <When when=move || !details().is_empty()>
                 <dl class="device-details" data-testid="device-details">
                     {move || {
                         details()
@@ -830,15 +836,16 @@ fn PairingCard(
                                 }
                             })
                             .collect_view()
+                            .into_any()
                     }}
                 </dl>
-            </Show>
-            <Show when=move || can_edit.get() && device.get().is_some()>
+            </When>
+            <When when=move || can_edit.get() && device.get().is_some()>
                 <div class="pairing-bind">
                     <h3>"The sign it mirrors"</h3>
                     <Binder id=binder_id.clone() device signs />
                 </div>
-            </Show>
+            </When>
         </section>
     }
     .into_any()
@@ -859,15 +866,11 @@ pub fn SignDevices(sign: Memo<String>) -> impl IntoView {
                 <A href="/devices">"All devices →"</A>
             </div>
             <ul class="sign-device-list">
-                <For
-                    each=ids
-                    key=|id| id.clone()
-                    children=move |id| view! { <SignDevice id devices can_edit /> }
-                />
+                {keyed_rows(ids, move |id| view! { <SignDevice id devices can_edit /> }.into_any())}
             </ul>
-            <Show when=move || devices.synced.get() && ids().is_empty()>
+            <When when=move || devices.synced.get() && ids().is_empty()>
                 <p class="muted empty">"No device mirrors this sign."</p>
-            </Show>
+            </When>
         </section>
     }
     .into_any()
@@ -905,27 +908,27 @@ fn SignDevice(id: String, devices: Live, can_edit: Memo<bool>) -> impl IntoView 
         <li class="sign-device" data-testid="sign-device" data-device-id=id.clone()>
             <span
                 class="presence"
-                data-state=move || status().0
+                data-state=move || String::from(status().0)
                 data-testid="device-status"
                 title=move || status().1
             >
-                {move || status().0}
+                {move || String::from(status().0)}
             </span>
             <span class="label">
-                <strong>{title}</strong>
+                <strong>{move || title()}</strong>
                 " "
-                <span class="muted">{move || device.get().map(|d| d.kind.label())}</span>
+                <span class="muted">{move || device.get().map(|d| d.kind.label().to_string())}</span>
             </span>
-            <Show when=move || can_edit.get()>
+            <When when=move || can_edit.get()>
                 <button
                     type="button"
                     data-testid="unbind-button"
                     disabled=move || busy.get()
-                    on:click=unbind.clone()
+                    on:click=handler(leptos::ev::click, unbind.clone())
                 >
                     "Unbind"
                 </button>
-            </Show>
+            </When>
             <ErrorNote error place="sign-device" />
         </li>
     }

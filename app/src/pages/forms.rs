@@ -3,6 +3,7 @@
 //! shown once with a copy button, a copy button of its own, and times as
 //! people read them.
 
+use super::common::handler;
 use leptos::html::Input;
 use leptos::prelude::*;
 
@@ -43,14 +44,17 @@ pub fn TextField(
                 spellcheck="false"
                 autocapitalize="off"
                 prop:value=move || value.get()
-                on:input=move |ev| {
+                on:input=handler(leptos::ev::input, move |ev| {
                     value.set(event_target_value(&ev));
                     if let Some(edited) = edited {
                         edited.run(());
                     }
-                }
+                })
             />
-            {hint_id.map(|hint_id| view! { <small class="hint" id=hint_id>{hint}</small> })}
+            {match hint_id {
+                Some(hint_id) => view! { <small class="hint" id=hint_id>{hint}</small> }.into_any(),
+                None => ().into_any(),
+            }}
         </div>
     }
     .into_any()
@@ -97,21 +101,21 @@ pub fn OnceSecret(
                     aria-label="The secret"
                     data-testid=testid
                     value=secret
-                    on:focus=move |ev| {
+                    on:focus=handler(leptos::ev::focus, move |ev| {
                         #[cfg(feature = "hydrate")]
                         event_target::<web_sys::HtmlInputElement>(&ev).select();
                         #[cfg(not(feature = "hydrate"))]
                         let _ = ev;
-                    }
+                    })
                 />
-                <button type="button" data-testid="copy" on:click=copy>
+                <button type="button" data-testid="copy" on:click=handler(leptos::ev::click, copy)>
                     {move || match copied.get() {
                         Some(true) => "Copied",
                         Some(false) => "Select and copy by hand",
                         None => "Copy",
                     }}
                 </button>
-                <button type="button" on:click=move |_| on_done.run(())>
+                <button type="button" on:click=handler(leptos::ev::click, move |_| on_done.run(()))>
                     "Done"
                 </button>
             </div>
@@ -134,7 +138,7 @@ pub fn CopyButton(
             class="copy"
             data-testid="copy"
             aria-label=label
-            on:click=move |_| copy_text(text.clone(), copied)
+            on:click=handler(leptos::ev::click, move |_| copy_text(text.clone(), copied))
         >
             {move || match copied.get() {
                 Some(true) => "Copied",

@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_location, use_navigate};
 
+use super::common::When;
 use crate::auth::{Session, encode_query, use_auth};
 
 /// `false` while the view is being hydrated, `true` once it is live.
@@ -34,7 +35,7 @@ pub fn SignedInOnly(children: ChildrenFn) -> impl IntoView {
         mounted.get() && auth.session.with(|s| matches!(s, Session::SignedIn(_)))
     });
     view! {
-        <Show
+        <When
             when=move || signed_in.get()
             fallback=move || {
                 view! {
@@ -50,7 +51,7 @@ pub fn SignedInOnly(children: ChildrenFn) -> impl IntoView {
             }
         >
             {children()}
-        </Show>
+        </When>
     }
     .into_any()
 }
@@ -61,7 +62,7 @@ pub fn AdminOnly(children: ChildrenFn) -> impl IntoView {
     let auth = use_auth();
     let admin = auth.is_admin();
     view! {
-        <Show
+        <When
             when=move || admin.get()
             fallback=|| {
                 view! {
@@ -76,7 +77,7 @@ pub fn AdminOnly(children: ChildrenFn) -> impl IntoView {
             }
         >
             {children()}
-        </Show>
+        </When>
     }
     .into_any()
 }

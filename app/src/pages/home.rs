@@ -7,10 +7,12 @@ use leptos_meta::Title;
 use leptos_router::components::A;
 use serde_json::{Value, json};
 
+use super::common::keyed_rows;
 use super::common::{
     DeleteButton, FieldProblem, FormProblem, LiveStatus, NumberField, Problem, focus_soon, marks,
     number_field, read_sign, send_checked, showing, sign_title,
 };
+use super::common::{When, handler};
 use super::led::LedSign;
 use crate::auth::use_auth;
 use crate::live::{Live, Write};
@@ -64,24 +66,24 @@ pub fn HomePage() -> impl IntoView {
                     "Each sign below shows what its LEDs show right now. Choose what a sign "
                     "shows here, and every screen and sign linked to it changes at once."
                 </p>
-                <Show when=move || can_edit.get()>
+                <When when=move || can_edit.get()>
                     <ol class="steps" data-testid="first-steps">
                         <li>"Create a sign: give it a name and its size in LEDs."</li>
                         <li>"Write a message: the words, colour and how they move."</li>
                         <li>"Open the sign and press “Show now” on the message."</li>
                     </ol>
-                </Show>
+                </When>
             </div>
             <div class="intro-links">
-                <Show when=move || can_edit.get()>
+                <When when=move || can_edit.get()>
                     <button
                         class="primary"
                         data-testid="start-create"
-                        on:click=move |_| focus_soon("[data-testid=new-sign] input".into())
+                        on:click=handler(leptos::ev::click, move |_| focus_soon("[data-testid=new-sign] input".into()))
                     >
                         "Create a sign"
                     </button>
-                </Show>
+                </When>
                 <A href="/messages" attr:class="button">
                     "Messages"
                 </A>
@@ -93,27 +95,26 @@ pub fn HomePage() -> impl IntoView {
             <LiveStatus live=signs also=messages />
         </div>
         <div class="sign-cards" data-testid="sign-cards">
-            <For
-                each=ids
-                key=|id| id.clone()
-                children=move |id| view! { <SignCard id signs messages can_edit /> }
-            />
+            {keyed_rows(
+                ids,
+                move |id| view! { <SignCard id signs messages can_edit /> }.into_any(),
+            )}
             // Viewers are offered no writes: the server would refuse them (403).
-            <Show when=move || can_edit.get()>
+            <When when=move || can_edit.get()>
                 <NewSign signs />
-            </Show>
+            </When>
         </div>
-        <Show when=move || signs.synced.get() && signs.records.with(|r| r.is_empty())>
+        <When when=move || signs.synced.get() && signs.records.with(|r| r.is_empty())>
             <p class="muted">
-                {move || {
+                {move || String::from({
                     if can_edit.get() {
                         "No signs yet: start with “New sign”."
                     } else {
                         "No signs yet."
                     }
-                }}
+                })}
             </p>
-        </Show>
+        </When>
     }
     .into_any()
 }
@@ -179,20 +180,21 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
         let id = id.clone();
         move || valid.with(|s| sign_title(s.as_ref(), &id))
     };
+    let thumb_label = title.clone();
     view! {
         <article class="panel sign-card" data-testid="sign-card" data-id=id.clone()>
-            <a class="thumb" href=href.clone() aria-label=title.clone()>
+            <a class="thumb" href=href.clone() aria-label=move || thumb_label()>
                 <LedSign sign=valid showing=shown pitch=4.0 testid="thumb" />
             </a>
             <div class="sign-card-head">
                 <a class="sign-title" href=href data-testid="sign-title">
-                    {title}
+                    {move || title()}
                 </a>
                 <span class="muted" data-testid="sign-size">
                     {move || valid.get().map(|s| format!("{}×{}", s.width, s.height))}
                 </span>
                 <span class="muted" data-testid="sign-colors">
-                    {move || valid.get().map(|s| s.color_depth.words())}
+                    {move || valid.get().map(|s| s.color_depth.words().to_string())}
                 </span>
             </div>
             {move || {
@@ -202,33 +204,33 @@ fn SignCard(id: String, signs: Live, messages: Live, can_edit: Memo<bool>) -> im
                         view! { <p class="warning">{format!("Not a valid sign: {problem}")}</p> }
                     })
             }}
-            <Show
+            <When
                 when=move || editing.get()
                 fallback=move || {
                     view! {
-                        <Show when=move || can_edit.get()>
+                        <When when=move || can_edit.get()>
                             <div class="buttons">
-                                <button data-testid="sign-edit" on:click=open>
+                                <button data-testid="sign-edit" on:click=handler(leptos::ev::click, open)>
                                     "Change"
                                 </button>
                                 <DeleteButton busy testid="sign-delete" on_confirm=delete />
                             </div>
-                        </Show>
+                        </When>
                     }
                 }
             >
-                <form class="sign-form" novalidate=true on:submit=save.clone()>
+                <form class="sign-form" novalidate=true on:submit=handler(leptos::ev::submit, save.clone())>
                     <SignFields fields problem=error />
                     <div class="buttons">
                         <button class="primary" type="submit" disabled=move || busy.get()>
                             "Save"
                         </button>
-                        <button type="button" on:click=move |_| editing.set(false)>
+                        <button type="button" on:click=handler(leptos::ev::click, move |_| editing.set(false))>
                             "Cancel"
                         </button>
                     </div>
                 </form>
-            </Show>
+            </When>
             <FormProblem problem=error place="sign-card" shown=SIGN_FORM_FIELDS />
         </article>
     }
@@ -287,7 +289,7 @@ fn SignFields(fields: Fields, problem: RwSignal<Option<Problem>>) -> impl IntoVi
                 placeholder="Lobby"
                 aria-invalid=marks(problem, "name")
                 prop:value=move || fields.name.get()
-                on:input=move |ev| fields.name.set(event_target_value(&ev))
+                on:input=handler(leptos::ev::input, move |ev| fields.name.set(event_target_value(&ev)))
             />
             <FieldProblem problem field="name" />
         </label>
@@ -315,7 +317,7 @@ fn SignFields(fields: Fields, problem: RwSignal<Option<Problem>>) -> impl IntoVi
                 data-testid="sign-colors-input"
                 aria-invalid=marks(problem, "color_depth")
                 prop:value=move || fields.depth.get()
-                on:change=move |ev| fields.depth.set(event_target_value(&ev))
+                on:change=handler(leptos::ev::change, move |ev| fields.depth.set(event_target_value(&ev)))
             >
                 {depths}
             </select>
@@ -364,7 +366,7 @@ fn NewSign(signs: Live) -> impl IntoView {
             class="panel sign-card new-sign"
             data-testid="new-sign"
             novalidate=true
-            on:submit=create
+            on:submit=handler(leptos::ev::submit, create)
         >
             <h2>"New sign"</h2>
             <SignFields fields problem=error />

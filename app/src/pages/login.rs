@@ -10,6 +10,7 @@ use leptos_router::hooks::{use_navigate, use_query_map};
 use serde_json::json;
 
 use super::common::ErrorNote;
+use super::common::handler;
 use super::forms::{TextField, focus_when_shown};
 use super::gate::mounted;
 use crate::api;
@@ -86,7 +87,7 @@ pub fn LoginPage() -> impl IntoView {
                         }
                     })
             }}
-            <form class="auth-form" data-testid="login-form" novalidate=true on:submit=submit>
+            <form class="auth-form" data-testid="login-form" novalidate=true on:submit=handler(leptos::ev::submit, submit)>
                 <TextField
                     label="User name"
                     value=username
@@ -106,7 +107,7 @@ pub fn LoginPage() -> impl IntoView {
                 <ErrorNote error place="login" />
                 <div class="buttons">
                     <button class="primary" type="submit" disabled=move || busy.get()>
-                        {move || if busy.get() { "Signing in…" } else { "Sign in" }}
+                        {move || String::from(if busy.get() { "Signing in…" } else { "Sign in" })}
                     </button>
                 </div>
             </form>

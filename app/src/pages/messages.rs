@@ -16,6 +16,8 @@ use super::common::{
     DeleteButton, FieldProblem, FormProblem, LiveStatus, NumberField, Problem, focus_soon, marks,
     message_label, number_field, send_checked, sign_title,
 };
+use super::common::{When, handler};
+use super::common::{keyed_rows, pack, unpack};
 use super::led::{LedSign, Showing};
 use super::sign::shows_patch;
 use crate::auth::use_auth;
@@ -82,14 +84,17 @@ pub fn differences(mine: &Message, theirs: &Message) -> Vec<(&'static str, Strin
 
 /// What the last action did ("Saved", "Duplicated as …"), for screen readers too.
 fn saved_note(note: RwSignal<Option<String>>) -> impl IntoView {
-    move || {
-        note.get().map(|message| {
-            view! {
-                <p class="ok" data-testid="message-note" role="status">
-                    {message}
-                </p>
-            }
-        })
+    view! {
+        {move || {
+            note.get().map(|message| {
+                view! {
+                    <p class="ok" data-testid="message-note" role="status">
+                        {message}
+                    </p>
+                }
+                    .into_any()
+            })
+        }}
     }
 }
 
@@ -242,7 +247,7 @@ pub fn MessagesPage() -> impl IntoView {
                     let label = Message::from_json(&record.value)
                         .map(|m| message_label(&m))
                         .unwrap_or_else(|e| format!("(not a valid message: {e})"));
-                    (id.clone(), label, used)
+                    pack(&[id, &label, &used])
                 })
                 .collect::<Vec<_>>()
         })
@@ -252,40 +257,46 @@ pub fn MessagesPage() -> impl IntoView {
         <Title text="Messages · Marquee" />
         <div class="toolbar">
             <h1>"Messages"</h1>
-            <Show when=move || can_edit.get()>
-                <button class="primary" data-testid="message-new" on:click=move |_| start_new()>
+            <When when=move || can_edit.get()>
+                <button class="primary" data-testid="message-new" on:click=handler(leptos::ev::click, move |_| start_new())>
                     "New message"
                 </button>
-            </Show>
+            </When>
             <span class="spacer"></span>
             <LiveStatus live also=signs />
         </div>
         <div class="messages-grid">
             <section class="panel message-list">
                 <ul>
-                    <For
-                        each=items
-                        key=|item| item.clone()
-                        children=move |(id, label, used)| {
+                    {keyed_rows(
+                        items,
+                        move |key| {
+                            let mut parts = unpack(&key).into_iter();
+                            let (id, label, used) = (
+                                parts.next().unwrap_or_default(),
+                                parts.next().unwrap_or_default(),
+                                parts.next().unwrap_or_default(),
+                            );
                             let is_selected = {
                                 let id = id.clone();
                                 move || selected.get().as_deref() == Some(id.as_str())
                             };
+                            let selected_class = is_selected.clone();
                             let pick = id.clone();
                             view! {
                                 <li>
                                     <button
                                         class="message-pick"
-                                        class:selected=is_selected.clone()
-                                        aria-current=move || is_selected().then_some("true")
+                                        class:selected=move || selected_class()
+                                        aria-current=move || is_selected().then(|| "true".to_string())
                                         data-testid="message-item"
                                         data-id=id.clone()
-                                        on:click=move |_| {
+                                        on:click=handler(leptos::ev::click, move |_| {
                                             creating.set(false);
                                             note.set(None);
                                             problem.set(None);
                                             selected.set(Some(pick.clone()));
-                                        }
+                                        })
                                     >
                                         <span class="label">{label}</span>
                                         <span class="muted small">{id.clone()}</span>
@@ -300,12 +311,13 @@ pub fn MessagesPage() -> impl IntoView {
                                     </button>
                                 </li>
                             }
-                        }
-                    />
+                                .into_any()
+                        },
+                    )}
                 </ul>
-                <Show when=move || live.records.with(|r| r.is_empty())>
+                <When when=move || live.records.with(|r| r.is_empty())>
                     <p class="muted empty">
-                        {move || {
+                        {move || String::from({
                             if !live.synced.get() {
                                 "Loading messages…"
                             } else if can_edit.get() {
@@ -313,9 +325,9 @@ pub fn MessagesPage() -> impl IntoView {
                             } else {
                                 "No messages yet."
                             }
-                        }}
+                        })}
                     </p>
-                </Show>
+                </When>
             </section>
             {move || {
                 if editing.get() {
@@ -338,13 +350,13 @@ pub fn MessagesPage() -> impl IntoView {
                         <section class="panel empty-state">
                             {saved_note(note)}
                             <p>
-                                {move || {
+                                {move || String::from({
                                     if can_edit.get() {
                                         "Pick a message to edit it, or write a new one."
                                     } else {
                                         "Pick a message to see it."
                                     }
-                                }}
+                                })}
                             </p>
                         </section>
                     }
@@ -428,7 +440,12 @@ fn MessageEditor(
                 .iter()
                 .filter_map(|(id, record)| {
                     let sign = Sign::from_json(&record.value).ok()?;
-                    Some((id.clone(), sign))
+                    let text = format!(
+                        "{} ({})",
+                        sign_title(Some(&sign), id),
+                        sign.color_depth.words().to_ascii_lowercase(),
+                    );
+                    Some(pack(&[id, &text]))
                 })
                 .collect::<Vec<_>>()
         })
@@ -467,7 +484,10 @@ fn MessageEditor(
             format!(
                 "{name} can only show {}: this message will look like the preview there, \
                  whatever its colours.",
-                sign.color_depth.words().to_lowercase().replace(" only", "")
+                sign.color_depth
+                    .words()
+                    .to_ascii_lowercase()
+                    .replace(" only", "")
             )
         })
     };
@@ -620,24 +640,20 @@ fn MessageEditor(
                     <select
                         data-testid="preview-sign"
                         prop:value=move || for_sign.get().unwrap_or_default()
-                        on:change=move |ev| {
+                        on:change=handler(leptos::ev::change, move |ev| {
                             let id = event_target_value(&ev);
                             for_sign.set((!id.is_empty()).then_some(id));
-                        }
+                        })
                     >
                         <option value="" selected=move || for_sign.get().is_none()>
                             "A full-colour sign"
                         </option>
-                        <For
-                            each=sign_choices
-                            key=|(id, sign)| (id.clone(), sign.name.clone(), sign.color_depth)
-                            children=move |(id, sign)| {
-                                let value = id.clone();
-                                let text = format!(
-                                    "{} ({})",
-                                    sign_title(Some(&sign), &id),
-                                    sign.color_depth.words().to_lowercase(),
-                                );
+                        {keyed_rows(
+                            sign_choices,
+                            move |key| {
+                                let mut parts = unpack(&key).into_iter();
+                                let value = parts.next().unwrap_or_default();
+                                let text = parts.next().unwrap_or_default();
                                 view! {
                                     <option
                                         value=value.clone()
@@ -646,13 +662,16 @@ fn MessageEditor(
                                         {text}
                                     </option>
                                 }
-                            }
-                        />
+                                    .into_any()
+                            },
+                        )}
                     </select>
                 </label>
                 {move || {
                     depth_note()
-                        .map(|words| view! { <p class="note" data-testid="depth-note">{words}</p> })
+                        .map(|words| {
+                            view! { <p class="note" data-testid="depth-note">{words}</p> }.into_any()
+                        })
                 }}
             </div>
     }
@@ -666,10 +685,10 @@ fn MessageEditor(
                             data-testid="message-color"
                             disabled=move || draft.rainbow.get()
                             prop:value=move || draft.color.get()
-                            on:input=move |ev| {
+                            on:input=handler(leptos::ev::input, move |ev| {
                                 draft.color.set(event_target_value(&ev));
                                 touched.run(());
-                            }
+                            })
                         />
                     </label>
                     <label class="field check">
@@ -677,10 +696,10 @@ fn MessageEditor(
                             type="checkbox"
                             data-testid="message-rainbow"
                             prop:checked=move || draft.rainbow.get()
-                            on:change=move |ev| {
+                            on:change=handler(leptos::ev::change, move |ev| {
                                 draft.rainbow.set(event_target_checked(&ev));
                                 touched.run(());
-                            }
+                            })
                         />
                         <span>"Rainbow"</span>
                     </label>
@@ -690,10 +709,10 @@ fn MessageEditor(
                             type="color"
                             data-testid="message-background"
                             prop:value=move || draft.background.get()
-                            on:input=move |ev| {
+                            on:input=handler(leptos::ev::input, move |ev| {
                                 draft.background.set(event_target_value(&ev));
                                 touched.run(());
-                            }
+                            })
                         />
                     </label>
                 </div>
@@ -759,7 +778,7 @@ fn MessageEditor(
                 </span>
             </div>
             {preview_part}
-            <form class="message-form" novalidate=true on:submit=save>
+            <form class="message-form" novalidate=true on:submit=handler(leptos::ev::submit, save)>
                 // A viewer sees the fields, greyed: one `disabled` covers them all.
                 <fieldset class="plain" disabled=move || !can_edit.get()>
                 <label class="field">
@@ -769,10 +788,10 @@ fn MessageEditor(
                         rows="2"
                         aria-invalid=marks(live_problem, "text")
                         prop:value=move || draft.text.get()
-                        on:input=move |ev| {
+                        on:input=handler(leptos::ev::input, move |ev| {
                             draft.text.set(event_target_value(&ev));
                             touched.run(());
-                        }
+                        })
                     ></textarea>
                     <FieldProblem problem=live_problem field="text" />
                     {move || {
@@ -783,6 +802,7 @@ fn MessageEditor(
                                         {words}
                                     </span>
                                 }
+                                    .into_any()
                             })
                     }}
                 </label>
@@ -807,7 +827,8 @@ fn MessageEditor(
                                         </tr>
                                     }
                                 })
-                                .collect_view();
+                                .collect_view()
+                                .into_any();
                             view! {
                                 <div class="conflict" data-testid="conflict" role="alert">
                                     <p>
@@ -829,14 +850,14 @@ fn MessageEditor(
                                             type="button"
                                             class="primary"
                                             data-testid="keep-mine"
-                                            on:click=keep_mine
+                                            on:click=handler(leptos::ev::click, keep_mine)
                                         >
                                             "Keep mine"
                                         </button>
                                         <button
                                             type="button"
                                             data-testid="take-theirs"
-                                            on:click=take_theirs
+                                            on:click=handler(leptos::ev::click, take_theirs)
                                         >
                                             "Take the other"
                                         </button>
@@ -847,14 +868,14 @@ fn MessageEditor(
                         })
                 }}
                 {saved_note(note)}
-                <Show when=move || {
+                <When when=move || {
                     !creating.get() && selected.get().is_some() && target.get().is_some()
                 }>
                     <button
                         type="button"
                         class="primary"
                         data-testid="show-on-sign"
-                        on:click=show_on_sign.clone()
+                        on:click=handler(leptos::ev::click, show_on_sign.clone())
                     >
                         {move || {
                             target
@@ -864,7 +885,7 @@ fn MessageEditor(
                                 })
                         }}
                     </button>
-                </Show>
+                </When>
                 {move || {
                     used.get()
                         .map(|names| {
@@ -873,29 +894,30 @@ fn MessageEditor(
                                     {format!("Used by {names}. Deleting it leaves them without it.")}
                                 </p>
                             }
+                                .into_any()
                         })
                 }}
                 </fieldset>
-                <Show when=move || can_edit.get()>
+                <When when=move || can_edit.get()>
                 <div class="buttons">
                     <button
                         class="primary"
                         type="submit"
                         data-testid="message-save"
                         // Not disabled while saving: a disabled button loses the keyboard focus.
-                        aria-disabled=move || busy.get().then_some("true")
+                        aria-disabled=move || busy.get().then(|| "true".to_string())
                         disabled=move || theirs.with(Option::is_some)
                     >
-                        {move || if creating.get() { "Create" } else { "Save" }}
+                        {move || String::from(if creating.get() { "Create" } else { "Save" })}
                     </button>
-                    <Show when=move || !creating.get()>
-                        <button type="button" data-testid="message-duplicate" on:click=duplicate>
+                    <When when=move || !creating.get()>
+                        <button type="button" data-testid="message-duplicate" on:click=handler(leptos::ev::click, duplicate)>
                             "Duplicate"
                         </button>
                         <DeleteButton busy testid="message-delete" on_confirm=delete />
-                    </Show>
+                    </When>
                 </div>
-                </Show>
+                </When>
             </form>
         </section>
     }
@@ -927,10 +949,10 @@ fn ChoiceField(
             <select
                 data-testid=testid
                 prop:value=move || value.get()
-                on:change=move |ev| {
+                on:change=handler(leptos::ev::change, move |ev| {
                     value.set(event_target_value(&ev));
                     edited.run(());
-                }
+                })
             >
                 {options}
             </select>

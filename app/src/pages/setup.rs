@@ -15,6 +15,7 @@ use leptos_router::hooks::use_navigate;
 use serde_json::json;
 
 use super::common::ErrorNote;
+use super::common::{When, handler};
 use super::forms::{TextField, focus_when_shown};
 use crate::api;
 use crate::auth::{Me, PASSWORD_HINT, new_password_problem, use_auth};
@@ -119,11 +120,11 @@ pub fn SetupPage() -> impl IntoView {
                 }
                 Some(Some(_)) => ().into_any(),
             }}
-            <Show when=move || matches!(token.get(), Some(Some(_)))>
+            <When when=move || matches!(token.get(), Some(Some(_)))>
                 <p class="lead">
                     "Make the first admin account. Admins add everyone else on the Users page."
                 </p>
-                <form class="auth-form" data-testid="setup-form" novalidate=true on:submit=submit.clone()>
+                <form class="auth-form" data-testid="setup-form" novalidate=true on:submit=handler(leptos::ev::submit, submit.clone())>
                     <TextField
                         label="User name"
                         value=username
@@ -151,20 +152,20 @@ pub fn SetupPage() -> impl IntoView {
                         edited
                     />
                     <ErrorNote error place="setup" />
-                    <Show when=move || spent.get()>
+                    <When when=move || spent.get()>
                         <p>
                             <a href="/login" class="button">
                                 "Sign in instead"
                             </a>
                         </p>
-                    </Show>
+                    </When>
                     <div class="buttons">
                         <button class="primary" type="submit" disabled=move || busy.get()>
-                            {move || if busy.get() { "Creating…" } else { "Create admin and sign in" }}
+                            {move || String::from(if busy.get() { "Creating…" } else { "Create admin and sign in" })}
                         </button>
                     </div>
                 </form>
-            </Show>
+            </When>
         </section>
     }
     .into_any()

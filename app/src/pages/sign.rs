@@ -19,6 +19,8 @@ use super::common::{
     FormProblem, LiveStatus, Problem, focus_soon, message_label, read_message, read_sign,
     send_checked, showing, sign_title,
 };
+use super::common::{When, handler};
+use super::common::{keyed_rows, pack, unpack};
 use super::devices::SignDevices;
 use super::led::LedSign;
 use crate::auth::use_auth;
@@ -103,6 +105,18 @@ pub fn item_duration(text: &str) -> Result<Option<u32>, String> {
 /// A playlist row's identity across changes to the sign: its message, and which
 /// of that message's appearances in the list it is (a message may be in twice).
 pub type RowKey = (String, usize);
+
+/// A row's identity as the key of its row in the list.
+fn row_key_text((message, n): &RowKey) -> String {
+    pack(&[&n.to_string(), message])
+}
+
+/// The row's identity from its key.
+fn row_key_of(key: &str) -> RowKey {
+    let mut parts = unpack(key).into_iter();
+    let n = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    (parts.next().unwrap_or_default(), n)
+}
 
 /// The rows' identities, in the list's order.
 pub fn row_keys(items: &[PlaylistItem]) -> Vec<RowKey> {
@@ -195,7 +209,7 @@ pub fn SignPage() -> impl IntoView {
                 <A href="/" attr:class="back">
                     "← Signs"
                 </A>
-                <h1 data-testid="sign-name">{name}</h1>
+                <h1 data-testid="sign-name">{move || name()}</h1>
                 <span class="muted">
                     {move || {
                         valid
@@ -205,7 +219,7 @@ pub fn SignPage() -> impl IntoView {
                                     "{} × {} LEDs, {}",
                                     s.width,
                                     s.height,
-                                    s.color_depth.words().to_lowercase(),
+                                    s.color_depth.words().to_ascii_lowercase(),
                                 )
                             })
                             .unwrap_or_default()
@@ -515,19 +529,19 @@ fn SignEditor(
         // children, and a marker appearing under the pointer would flicker.)
         <div
             class="sign-grid"
-            on:dragover=move |_| {
+            on:dragover=handler(leptos::ev::dragover, move |_| {
                 if over.get_untracked().is_some() {
                     over.set(None);
                 }
-            }
+            })
         >
             <div class="sign-main">
                 <div
                     class="stage drop-zone"
                     class:over=move || is_over(Zone::Stage)
                     data-testid="stage"
-                    on:dragover=stage_over
-                    on:drop=stage_drop
+                    on:dragover=handler(leptos::ev::dragover, stage_over)
+                    on:drop=handler(leptos::ev::drop, stage_drop)
                 >
                     <LedSign
                         sign=sign_signal
@@ -536,9 +550,9 @@ fn SignEditor(
                         label="The sign, as it shows now"
                         testid="sign-canvas"
                     />
-                    <Show when=move || can_edit.get()>
+                    <When when=move || can_edit.get()>
                         <p class="stage-hint muted drag-only">"Drop a message here to show it now."</p>
-                    </Show>
+                    </When>
                 </div>
                 <FormProblem problem=error place="sign" shown=&[] />
                 <fieldset class="panel controls" disabled=move || !can_edit.get()>
@@ -550,19 +564,19 @@ fn SignEditor(
                             max="100"
                             data-testid="brightness"
                             prop:value=move || shown_brightness().to_string()
-                            on:input=move |ev| {
+                            on:input=handler(leptos::ev::input, move |ev| {
                                 brightness.set(event_target_value(&ev).parse().ok());
-                            }
-                            on:change=move |ev| {
+                            })
+                            on:change=handler(leptos::ev::change, move |ev| {
                                 if let Ok(v) = event_target_value(&ev).parse::<u8>() {
                                     patch(json!({ "brightness": v }));
                                 }
                                 brightness.set(None);
-                            }
+                            })
                         />
                         <output>{move || format!("{}%", shown_brightness())}</output>
                     </label>
-                    <fieldset class="mode" data-testid="mode" data-mode=mode>
+                    <fieldset class="mode" data-testid="mode" data-mode=move || String::from(mode())>
                         <legend>"Shows"</legend>
                         <label>
                             <input
@@ -570,7 +584,7 @@ fn SignEditor(
                                 name="mode"
                                 value="message"
                                 prop:checked=move || mode() == "message"
-                                on:change=move |_| set_mode("message")
+                                on:change=handler(leptos::ev::change, move |_| set_mode("message"))
                             />
                             "One message"
                         </label>
@@ -581,13 +595,13 @@ fn SignEditor(
                                 value="playlist"
                                 data-testid="mode-playlist"
                                 prop:checked=move || mode() == "playlist"
-                                on:change=move |_| set_mode("playlist")
+                                on:change=handler(leptos::ev::change, move |_| set_mode("playlist"))
                             />
                             "Playlist"
                         </label>
-                        <Show when=move || mode() == "nothing">
+                        <When when=move || mode() == "nothing">
                             <span class="muted">"Nothing yet"</span>
-                        </Show>
+                        </When>
                     </fieldset>
                 </fieldset>
                 <section
@@ -595,8 +609,8 @@ fn SignEditor(
                     class:over=move || is_over(Zone::Playlist)
                     class:inactive=move || mode() != "playlist"
                     data-testid="playlist"
-                    on:dragover=list_over
-                    on:drop=list_drop
+                    on:dragover=handler(leptos::ev::dragover, list_over)
+                    on:drop=handler(leptos::ev::drop, list_drop)
                 >
                     <div class="panel-head">
                         <h2>"Playlist"</h2>
@@ -607,12 +621,14 @@ fn SignEditor(
                             }}
                         </span>
                     </div>
-                    <ol class="playlist-items" class:drop-end=at_end>
-                        <For
-                            each=move || keys.get()
-                            key=|row| row.clone()
-                            children=move |row| view! { <PlaylistRow row rows dropped /> }
-                        />
+                    <ol class="playlist-items" class:drop-end=move || at_end()>
+                        {keyed_rows(
+                            move || keys.with(|keys| keys.iter().map(row_key_text).collect()),
+                            move |key| {
+                                let row = row_key_of(&key);
+                                view! { <PlaylistRow row rows dropped /> }.into_any()
+                            },
+                        )}
                     </ol>
                     <p
                         class="drop-marker"
@@ -622,26 +638,26 @@ fn SignEditor(
                     >
                         "Drop to add at the end"
                     </p>
-                    <Show when=move || count() == 0>
+                    <When when=move || count() == 0>
                         <p class="muted empty">
-                            {move || {
+                            {move || String::from({
                                 if can_edit.get() {
                                     "Use “Add to playlist” on messages (or drag them here) to play them in turn."
                                 } else {
                                     "The playlist is empty."
                                 }
-                            }}
+                            })}
                         </p>
-                    </Show>
+                    </When>
                 </section>
                 <div
                     class="trash drop-zone drag-only"
                     class:hidden=move || !can_edit.get()
                     class:over=move || is_over(Zone::Trash)
-                    class:armed=dragging_item
+                    class:armed=move || dragging_item()
                     data-testid="trash"
-                    on:dragover=trash_over
-                    on:drop=trash_drop
+                    on:dragover=handler(leptos::ev::dragover, trash_over)
+                    on:drop=handler(leptos::ev::drop, trash_drop)
                 >
                     "Drop a playlist item here to remove it"
                 </div>
@@ -651,21 +667,28 @@ fn SignEditor(
                 class="panel library drop-zone"
                 class:over=move || is_over(Zone::Library)
                 data-testid="library"
-                on:dragover=lib_over
-                on:drop=lib_drop
+                on:dragover=handler(leptos::ev::dragover, lib_over)
+                on:drop=handler(leptos::ev::drop, lib_drop)
             >
                 <div class="panel-head">
                     <h2>"Messages"</h2>
-                    <Show when=move || can_edit.get()>
-                        <a href=new_message data-testid="write-message">"Write a message"</a>
-                    </Show>
+                    <When when=move || can_edit.get()>
+                        <a href=move || new_message() data-testid="write-message">"Write a message"</a>
+                    </When>
                     <A href="/messages">"All messages →"</A>
                 </div>
                 <ul class="library-items">
-                    <For
-                        each=library
-                        key=|item| item.clone()
-                        children=move |(message, label)| {
+                    {keyed_rows(
+                        move || {
+                            library()
+                                .iter()
+                                .map(|(message, label)| pack(&[message, label]))
+                                .collect()
+                        },
+                        move |key| {
+                            let mut parts = unpack(&key).into_iter();
+                            let message = parts.next().unwrap_or_default();
+                            let label = parts.next().unwrap_or_default();
                             let edit = format!("/messages?id={message}");
                             let (m1, m2, m3, m4) = (
                                 message.clone(),
@@ -674,54 +697,56 @@ fn SignEditor(
                                 message.clone(),
                             );
                             let is_on = move || on_now.with(|m| m.as_deref() == Some(m4.as_str()));
+                            let on_class = is_on.clone();
                             view! {
                                 <li
                                     class="library-item"
-                                    class:on-now=is_on.clone()
+                                    class:on-now=move || on_class()
                                     draggable=move || can_edit.get().to_string()
                                     data-testid="library-item"
                                     data-message=message.clone()
-                                    on:dragstart=move |ev: leptos::ev::DragEvent| {
+                                    on:dragstart=handler(leptos::ev::dragstart, move |ev: leptos::ev::DragEvent| {
                                         set_drag_data(&ev, &m1);
                                         drag.set(Some(Drag::Library(m1.clone())));
-                                    }
-                                    on:dragend=move |_| {
+                                    })
+                                    on:dragend=handler(leptos::ev::dragend, move |_| {
                                         drag.set(None);
                                         over.set(None);
-                                    }
+                                    })
                                 >
                                     <span class="grip drag-only" aria-hidden="true">
                                         "⠿"
                                     </span>
                                     <span class="label">{label}</span>
-                                    <Show when=is_on.clone()>
+                                    <When when=is_on.clone()>
                                         <span class="badge" data-testid="on-sign">"on the sign"</span>
-                                    </Show>
+                                    </When>
                                     <span class="item-buttons">
                                         <button
                                             data-testid="show-now"
                                             class:hidden=move || !can_edit.get()
-                                            on:click=move |_| show_now(m2.clone())
+                                            on:click=handler(leptos::ev::click, move |_| show_now(m2.clone()))
                                         >
                                             "Show now"
                                         </button>
                                         <button
                                             data-testid="add-to-playlist"
                                             class:hidden=move || !can_edit.get()
-                                            on:click=move |_| add_at(m3.clone(), None)
+                                            on:click=handler(leptos::ev::click, move |_| add_at(m3.clone(), None))
                                         >
                                             "Add to playlist"
                                         </button>
                                         <a href=edit class="button">
-                                            {move || if can_edit.get() { "Edit" } else { "View" }}
+                                            {move || String::from(if can_edit.get() { "Edit" } else { "View" })}
                                         </a>
                                     </span>
                                 </li>
                             }
-                        }
-                    />
+                                .into_any()
+                        },
+                    )}
                 </ul>
-                <Show when=move || messages.records.with(|r| r.is_empty())>
+                <When when=move || messages.records.with(|r| r.is_empty())>
                     <p class="muted empty" data-testid="library-empty">
                         {move || {
                             if !messages.synced.get() {
@@ -729,7 +754,7 @@ fn SignEditor(
                             } else if can_edit.get() {
                                 view! {
                                     "No messages yet. "
-                                    <a href=new_message>"Write the first one"</a>
+                                    <a href=move || new_message()>"Write the first one"</a>
                                     ", then press “Show now” here to put it on the sign."
                                 }
                                     .into_any()
@@ -738,7 +763,7 @@ fn SignEditor(
                             }
                         }}
                     </p>
-                </Show>
+                </When>
             </aside>
         </div>
     }
@@ -866,21 +891,21 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
         <li
             node_ref=li
             class="playlist-item"
-            class:current=current
-            class:drop-before=drop_before
+            class:current=move || current()
+            class:drop-before=move || drop_before()
             draggable=move || can_edit.get().to_string()
             data-testid="playlist-item"
             data-message=message_id.clone()
             data-index=move || index.get().to_string()
-            on:dragstart=move |ev: leptos::ev::DragEvent| {
+            on:dragstart=handler(leptos::ev::dragstart, move |ev: leptos::ev::DragEvent| {
                 set_drag_data(&ev, &drag_row.0);
                 drag.set(Some(Drag::Item(drag_row.clone())));
-            }
-            on:dragend=move |_| {
+            })
+            on:dragend=handler(leptos::ev::dragend, move |_| {
                 drag.set(None);
                 over.set(None);
-            }
-            on:dragover=move |ev: leptos::ev::DragEvent| {
+            })
+            on:dragover=handler(leptos::ev::dragover, move |ev: leptos::ev::DragEvent| {
                 if drag.get_untracked().is_some() {
                     ev.prevent_default();
                     ev.stop_propagation();
@@ -889,38 +914,38 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                         over.set(Some(zone));
                     }
                 }
-            }
-            on:drop=move |ev: leptos::ev::DragEvent| {
+            })
+            on:drop=handler(leptos::ev::drop, move |ev: leptos::ev::DragEvent| {
                 ev.prevent_default();
                 ev.stop_propagation();
                 dropped.run(zone_at(&ev));
-            }
+            })
         >
             <span class="grip drag-only" aria-hidden="true">
                 "⠿"
             </span>
-            <span class="label">{label}</span>
+            <span class="label">{move || label()}</span>
             <label class="item-duration" title="Seconds on the sign; empty: the message's own">
                 <input
                     type="number"
                     data-testid="playlist-duration"
                     aria-label="Seconds on the sign"
-                    aria-invalid=move || problem.with(Option::is_some).then_some("true")
+                    aria-invalid=move || problem.with(Option::is_some).then(|| "true".to_string())
                     disabled=move || !can_edit.get()
                     min=MIN_DURATION
                     max=MAX_DURATION
-                    placeholder=hint
+                    placeholder=move || hint()
                     prop:value=move || seconds.get()
-                    on:focus=move |_| typing.set(true)
-                    on:input=move |ev| seconds.set(event_target_value(&ev))
-                    on:change=move |_| save_seconds()
-                    on:blur=move |_| typing.set(false)
+                    on:focus=handler(leptos::ev::focus, move |_| typing.set(true))
+                    on:input=handler(leptos::ev::input, move |ev| seconds.set(event_target_value(&ev)))
+                    on:change=handler(leptos::ev::change, move |_| save_seconds())
+                    on:blur=handler(leptos::ev::blur, move |_| typing.set(false))
                 />
                 "s"
             </label>
-            <Show when=current>
+            <When when=current>
                 <span class="badge">"on now"</span>
-            </Show>
+            </When>
             <span class="item-buttons" class:hidden=move || !can_edit.get()>
                 <button
                     node_ref=up
@@ -928,10 +953,10 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                     aria-label="Move up"
                     data-action="up"
                     disabled=move || index.get() == 0
-                    on:click=move |_| {
+                    on:click=handler(leptos::ev::click, move |_| {
                         let i = index.get_untracked();
                         rows.move_row(i, i.saturating_sub(1), RowButton::Up);
-                    }
+                    })
                 >
                     "↑"
                 </button>
@@ -940,11 +965,11 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                     title="Move down"
                     aria-label="Move down"
                     data-action="down"
-                    disabled=is_last
-                    on:click=move |_| {
+                    disabled=move || is_last()
+                    on:click=handler(leptos::ev::click, move |_| {
                         let i = index.get_untracked();
                         rows.move_row(i, i + 2, RowButton::Down);
-                    }
+                    })
                 >
                     "↓"
                 </button>
@@ -952,7 +977,7 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                     node_ref=play
                     title="Play this item now"
                     data-action="play"
-                    on:click=move |_| {
+                    on:click=handler(leptos::ev::click, move |_| {
                         if let Some(mut list) = rows.playlist_untracked() {
                             let i = index.get_untracked();
                             if i < list.items.len() {
@@ -965,7 +990,7 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                                 set_shows.run(Shows::Playlist(list));
                             }
                         }
-                    }
+                    })
                 >
                     "Play"
                 </button>
@@ -974,7 +999,7 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                     class="danger"
                     data-testid="playlist-remove"
                     data-action="remove"
-                    on:click=move |_| rows.remove_row(index.get_untracked())
+                    on:click=handler(leptos::ev::click, move |_| rows.remove_row(index.get_untracked()))
                 >
                     "Remove"
                 </button>
@@ -988,6 +1013,7 @@ fn PlaylistRow(row: RowKey, rows: Rows, dropped: Callback<Zone>) -> impl IntoVie
                                 {words}
                             </span>
                         }
+                            .into_any()
                     })
             }}
         </li>

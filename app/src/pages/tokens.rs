@@ -7,6 +7,7 @@ use leptos::task::spawn_local;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::common::handler;
 use super::common::{DeleteButton, ErrorNote};
 use super::forms::{OnceSecret, TextField, short_time};
 use crate::api;
@@ -126,7 +127,7 @@ pub fn TokenPanel(all: bool, #[prop(optional)] refresh: Option<RwSignal<u32>>) -
                             })
                     })
             }}
-            {rows}
+            {move || rows()}
             {(!all)
                 .then(|| {
                     view! {
@@ -227,7 +228,7 @@ fn NewToken(made: Callback<TokenInfo>) -> impl IntoView {
         });
     };
     view! {
-        <form class="inline-form" data-testid="new-token" novalidate=true on:submit=create>
+        <form class="inline-form" data-testid="new-token" novalidate=true on:submit=handler(leptos::ev::submit, create)>
             <TextField
                 label="New token's name"
                 value=name

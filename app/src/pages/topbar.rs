@@ -4,6 +4,7 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 
+use super::common::{When, handler};
 use crate::auth::use_auth;
 
 #[component]
@@ -17,7 +18,7 @@ pub fn TopBar() -> impl IntoView {
                 <span class="brand-mark" aria-hidden="true"></span>
                 "Marquee"
             </a>
-            <Show when=move || signed_in.get()>
+            <When when=move || signed_in.get()>
                 <nav class="nav">
                     <A href="/" exact=true>
                         "Signs"
@@ -26,13 +27,13 @@ pub fn TopBar() -> impl IntoView {
                     <A href="/devices">"Devices"</A>
                     <A href="/data">"Data"</A>
                     // Offered only to those who may use it; the server refuses the rest anyway.
-                    <Show when=move || admin.get()>
+                    <When when=move || admin.get()>
                         <A href="/admin">"Users"</A>
-                    </Show>
+                    </When>
                 </nav>
                 <span class="spacer"></span>
                 <UserMenu />
-            </Show>
+            </When>
         </header>
     }
     .into_any()
@@ -62,11 +63,11 @@ fn UserMenu() -> impl IntoView {
         <div
             class="user-menu"
             data-testid="user-menu"
-            on:keydown=move |ev| {
+            on:keydown=handler(leptos::ev::keydown, move |ev| {
                 if ev.key() == "Escape" {
                     open.set(false);
                 }
-            }
+            })
         >
             <button
                 type="button"
@@ -74,16 +75,16 @@ fn UserMenu() -> impl IntoView {
                 data-testid="whoami"
                 aria-haspopup="true"
                 aria-expanded=move || open.get().to_string()
-                on:click=move |_| open.update(|o| *o = !*o)
+                on:click=handler(leptos::ev::click, move |_| open.update(|o| *o = !*o))
             >
                 <span class="user-name" data-testid="username">
-                    {username}
+                    {move || username()}
                 </span>
                 <span class="role-badge" data-testid="role">
-                    {role}
+                    {move || role()}
                 </span>
             </button>
-            <Show when=move || open.get()>
+            <When when=move || open.get()>
                 <div class="menu" role="menu">
                     {move || {
                         auth.problem
@@ -97,7 +98,7 @@ fn UserMenu() -> impl IntoView {
                             })
                     }}
                     // On an open server with nobody signed in: only the way to sign in.
-                    <Show
+                    <When
                         when=has_account
                         fallback=|| {
                             view! {
@@ -107,7 +108,7 @@ fn UserMenu() -> impl IntoView {
                             }
                         }
                     >
-                        <a href="/account" role="menuitem" on:click=move |_| open.set(false)>
+                        <a href="/account" role="menuitem" on:click=handler(leptos::ev::click, move |_| open.set(false))>
                             "Your account and password"
                         </a>
                         <button
@@ -115,13 +116,13 @@ fn UserMenu() -> impl IntoView {
                             role="menuitem"
                             data-testid="sign-out"
                             disabled=move || signing_out.get()
-                            on:click=sign_out
+                            on:click=handler(leptos::ev::click, sign_out)
                         >
                             "Sign out"
                         </button>
-                    </Show>
+                    </When>
                 </div>
-            </Show>
+            </When>
         </div>
     }
     .into_any()

@@ -8,6 +8,7 @@ use leptos_meta::Title;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::common::handler;
 use super::common::{DeleteButton, ErrorNote};
 use super::forms::{OnceSecret, TextField, act, short_time};
 use super::tokens::TokenPanel;
@@ -130,7 +131,7 @@ fn UsersPanel() -> impl IntoView {
                         }
                     })
             }}
-            {rows}
+            {move || rows()}
             <NewAccount made=Callback::new(move |account: AccountInfo| {
                 if let Some(password) = account.password {
                     show_password.run(Fresh { username: account.username, password });
@@ -250,7 +251,7 @@ fn AccountRow(
                     aria-label=format!("Role of {name}")
                     disabled=move || busy.get()
                     prop:value=move || role.get()
-                    on:change=pick_role
+                    on:change=handler(leptos::ev::change, pick_role)
                 >
                     {options}
                 </select>
@@ -262,7 +263,7 @@ fn AccountRow(
                     type="button"
                     data-testid="account-toggle"
                     disabled=move || busy.get()
-                    on:click=toggle
+                    on:click=handler(leptos::ev::click, toggle)
                 >
                     {if disabled { "Enable" } else { "Disable" }}
                 </button>
@@ -296,7 +297,7 @@ fn NewAccount(made: Callback<AccountInfo>) -> impl IntoView {
         if busy.get_untracked() {
             return;
         }
-        let name = username.get_untracked().trim().to_lowercase();
+        let name = crate::api::lower(username.get_untracked().trim());
         if name.is_empty() {
             error.set(Some("Enter a user name.".into()));
             return;
@@ -324,7 +325,7 @@ fn NewAccount(made: Callback<AccountInfo>) -> impl IntoView {
         .map(|r| view! { <option value=r.as_str()>{r.explain()}</option> })
         .collect_view();
     view! {
-        <form class="new-account" data-testid="new-account" novalidate=true on:submit=create>
+        <form class="new-account" data-testid="new-account" novalidate=true on:submit=handler(leptos::ev::submit, create)>
             <h3>"New account"</h3>
             <div class="field-row">
                 <TextField
@@ -341,7 +342,7 @@ fn NewAccount(made: Callback<AccountInfo>) -> impl IntoView {
                     <select
                         data-testid="new-role"
                         prop:value=move || role.get()
-                        on:change=move |ev| role.set(event_target_value(&ev))
+                        on:change=handler(leptos::ev::change, move |ev| role.set(event_target_value(&ev)))
                     >
                         {options}
                     </select>

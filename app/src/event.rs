@@ -43,7 +43,8 @@ pub enum Origin {
 /// A committed change (or a transient publish) as every subscriber sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeEvent {
-    /// Global, gap-free sequence number of committed changes; `None` for `publish`.
+    /// Global sequence number of committed changes: unique and strictly
+    /// increasing (gap-free on the embedded store only); `None` for `publish`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     #[serde(rename = "type")]

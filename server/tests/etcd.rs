@@ -634,13 +634,7 @@ async fn a_snapshot_at_a_revision_and_the_watch_after_it_rebuild_the_state_exact
     // table's ids hold '/'), chosen by a fixed LCG; the model follows.
     let mut model = Model::new();
     let mut at = Vec::new();
-    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
-    let mut draw = |n: u64| {
-        rng = rng
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (rng >> 33) % n
-    };
+    let mut draw = lcg(0x2545_f491_4f6c_dd1d_u64);
     for n in 0..150 {
         let mut batch = Batch::new(format!("s-{n}"));
         let mut keys: Vec<(String, String)> = Vec::new();
@@ -1058,13 +1052,7 @@ async fn a_state_snapshot_at_an_old_revision_holds_every_kind_as_the_model() {
     // LCG; the model follows. Ownership claims (the layer's own keys) between.
     let mut model = StateModel::new();
     let mut at = Vec::new();
-    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut draw = |n: u64| {
-        rng = rng
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (rng >> 33) % n
-    };
+    let mut draw = lcg(0x9e37_79b9_7f4a_7c15_u64);
     for n in 0..120 {
         let mut batch = Batch::new(format!("s-{n}"));
         for _ in 0..=draw(4) {
@@ -1699,4 +1687,16 @@ async fn node_leases_and_the_ownership_watch_outlive_killing_the_etcd_leader() {
     eprintln!(
         "etcd-figures: leader kill -9: node leases (10 s) held throughout; a takeover was told {takeover:?} after the claim was sent; a node halted at the kill (2 s lease) was orphaned {death:?} after it (etcd 3.4 renews leases on a new leader); a clean leave was told {leaving:?} after it began"
     );
+}
+
+/// A fixed pseudo-random sequence (Knuth's MMIX LCG): `draw(n)` is in `0..n`,
+/// the same every run, so a failure replays.
+fn lcg(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |n| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % n
+    }
 }

@@ -542,4 +542,18 @@ mod tests {
         };
         assert_eq!(message_label(&long).chars().count(), 40);
     }
+
+    #[test]
+    fn packed_keys_give_back_their_parts_whatever_they_hold() {
+        for parts in [
+            vec!["lobby", "3"],
+            vec!["a:b", "12:x", ""],
+            vec!["Grüße", "3:über", "7"],
+            vec![],
+        ] {
+            assert_eq!(unpack(&pack(&parts)), parts, "{parts:?}");
+        }
+        // Different parts never make the same key.
+        assert_ne!(pack(&["a", "bc"]), pack(&["ab", "c"]));
+    }
 }

@@ -437,12 +437,7 @@ async fn change_log_health_and_metrics_report_what_happened() {
     assert_strictly_increasing(&made, "three writes");
     let (status, page) = get_json(&http, url, &format!("/api/changes?since={}", made[0])).await;
     assert_eq!(status, 200);
-    let got: Vec<(u64, Value)> = page["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (seq_of(c), c["value"]["brightness"].clone()))
-        .collect();
+    let got = changes_with(&page, "brightness");
     assert_eq!(got, vec![(made[1], json!(1)), (made[2], json!(2))]);
     let last_seq = page["last_seq"].as_u64().expect("last_seq");
     assert!(last_seq >= made[2], "{page}");

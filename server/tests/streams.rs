@@ -166,12 +166,7 @@ async fn a_resume_beyond_the_change_log_resets_to_current_state() {
     // After the seventh: the last three, exactly.
     let (status, page) = get_json(&http, url, &format!("/api/changes?since={}", seqs[6])).await;
     assert_eq!(status, 200);
-    let got: Vec<(u64, Value)> = page["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (seq_of(c), c["value"]["brightness"].clone()))
-        .collect();
+    let got = changes_with(&page, "brightness");
     let want: Vec<(u64, Value)> = (7..10).map(|i| (seqs[i], json!(i))).collect();
     assert_eq!(got, want);
 

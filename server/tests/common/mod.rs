@@ -189,6 +189,16 @@ pub fn seq_of(value: &Value) -> u64 {
         .unwrap_or_else(|| panic!("no seq in {value}"))
 }
 
+/// A `/api/changes` page's changes, in order, as (seq, the value's `field`).
+pub fn changes_with(page: &Value, field: &str) -> Vec<(u64, Value)> {
+    page["changes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no changes in {page}"))
+        .iter()
+        .map(|c| (seq_of(c), c["value"][field].clone()))
+        .collect()
+}
+
 /// Asserts `seqs` strictly increase: one order, no change twice. Says
 /// nothing about the steps between them, which may be more than 1.
 pub fn assert_strictly_increasing(seqs: &[u64], what: &str) {

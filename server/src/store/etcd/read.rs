@@ -63,6 +63,23 @@ pub struct Item {
     pub version: u64,
 }
 
+impl Item {
+    /// The item as a record, or itself back if its key is of another kind.
+    pub fn into_record(self) -> Result<Record, Item> {
+        match self.key {
+            Key::Record { table, id } => Ok(Record {
+                table,
+                id,
+                value: self.value,
+                create_revision: self.create_revision,
+                mod_revision: self.mod_revision,
+                version: self.version,
+            }),
+            key => Err(Item { key, ..self }),
+        }
+    }
+}
+
 /// The whole Store state as it was at one revision: every key of every
 /// kind, in key order (by kind: `acct/`, `r/`, `sess/`, `t/`, `tbl/`, `tok/`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,16 +122,9 @@ impl EtcdLog {
         };
         let mut pinned = at.map(|at| at.max(1));
         let mut records = Vec::new();
-        self.read_range(prefix, &mut pinned, |item| match item.key {
-            Key::Record { table, id } => records.push(Record {
-                table,
-                id,
-                value: item.value,
-                create_revision: item.create_revision,
-                mod_revision: item.mod_revision,
-                version: item.version,
-            }),
-            other => tracing::warn!(key = %other, "not a record key; ignored"),
+        self.read_range(prefix, &mut pinned, |item| match item.into_record() {
+            Ok(record) => records.push(record),
+            Err(other) => tracing::warn!(key = %other.key, "not a record key; ignored"),
         })
         .await?;
         Ok(Snapshot {
@@ -219,17 +229,7 @@ impl EtcdLog {
         let got = self.get_key(&Key::record(table, id)).await?;
         Ok(Got {
             revision: got.revision,
-            record: got.item.and_then(|item| match item.key {
-                Key::Record { table, id } => Some(Record {
-                    table,
-                    id,
-                    value: item.value,
-                    create_revision: item.create_revision,
-                    mod_revision: item.mod_revision,
-                    version: item.version,
-                }),
-                _ => None,
-            }),
+            record: got.item.and_then(|item| item.into_record().ok()),
         })
     }
 

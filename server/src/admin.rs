@@ -74,6 +74,7 @@ pub async fn run(
         change_log_window: u64::MAX,
         tables: Vec::new(),
         fail_persist_after: None,
+        address: Default::default(),
     };
     let store = Store::open(options, Bus::new(1, metrics.clone()), metrics)
         .map_err(|source| AdminError::Open { dir, source })?;

@@ -129,6 +129,20 @@ impl Bus {
         }
     }
 
+    /// Cuts every subscriber off, as if each had fallen behind: after changes
+    /// were lost to this node (its etcd watch fell behind the compaction),
+    /// each protocol tells its clients to read the state again.
+    pub fn cut_off_all(&self) {
+        let mut router = self.router_mut();
+        let ids: Vec<SubscriberId> = router.subscribers.keys().copied().collect();
+        for id in ids {
+            if let Some(entry) = router.remove(id) {
+                entry.lagged.store(true, Ordering::Release);
+                self.inner.metrics.bus_cutoffs.inc();
+            }
+        }
+    }
+
     /// How many subscribers are registered (for metrics and tests).
     pub fn subscriber_count(&self) -> usize {
         self.router().subscribers.len()

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::access::{Access, AclRule, Mode};
 use crate::mqtt::Limits;
-use crate::store::TableDecl;
+use crate::store::{StoreAddress, StoreAddressError, TableDecl};
 
 /// Everything `marquee serve` needs, after merging all sources.
 #[derive(Clone, Debug)]
@@ -48,6 +48,9 @@ pub struct Config {
     /// commits the next fsync fails, to exercise the failure path.
     #[doc(hidden)]
     pub fail_fsync_after: Option<u64>,
+    /// Where the store lives: `embedded` (fjall in `data_dir`) or an etcd
+    /// cluster shared with other nodes (`data_dir` is then this node's cache).
+    pub store: StoreAddress,
 }
 
 /// An admin account to create at start when there is none.
@@ -102,6 +105,11 @@ pub enum Command {
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
+    /// Where the store lives: `embedded` (fjall in the data dir), or
+    /// `etcd://host:port,host:port,…[/prefix/]` to share one store with other
+    /// Marquee nodes (the data dir is then this node's cache) [default: embedded]
+    #[arg(long, env = "MARQUEE_STORE", value_name = "STORE")]
+    pub store: Option<StoreAddress>,
     /// Where the store keeps its files [default: ./data]
     #[arg(long, env = "MARQUEE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -145,6 +153,7 @@ pub struct ServeArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    pub store: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub http: Option<SocketAddr>,
     pub site_dir: Option<PathBuf>,
@@ -278,7 +287,15 @@ impl ServeArgs {
             s.parse::<SocketAddr>()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))
         };
+        let store = match (self.store, file.store) {
+            (Some(store), _) => store,
+            (None, Some(text)) => text
+                .parse()
+                .map_err(|e: StoreAddressError| ConfigError::Invalid(e.to_string()))?,
+            (None, None) => StoreAddress::Embedded,
+        };
         let config = Config {
+            store,
             data_dir: self
                 .data_dir
                 .or(file.data_dir)

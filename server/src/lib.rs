@@ -104,16 +104,18 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::default());
         let bus = Bus::new(config.subscriber_queue, metrics.clone());
-        let store = Store::open(
+        let store = Store::connect(
             StoreOptions {
                 data_dir: config.data_dir.clone(),
                 change_log_window: config.change_log_window,
                 tables: config.tables.clone(),
                 fail_persist_after: config.fail_fsync_after,
+                address: config.store.clone(),
             },
             bus,
             metrics.clone(),
-        )?;
+        )
+        .await?;
         if let Some(seed) = &config.admin_bootstrap {
             let accounts = auth::Accounts::new(store.clone(), auth::Passwords::new());
             if accounts

@@ -275,6 +275,7 @@ pub(crate) mod tests {
                 change_log_window: 100,
                 tables: Vec::new(),
                 fail_persist_after: None,
+                address: Default::default(),
             },
             Bus::new(16, metrics.clone()),
             metrics,

@@ -473,7 +473,7 @@ impl Follower {
                     number.copy_from_slice(&state.frames.to_be_bytes());
                 }
             }
-            let published = self.store.publish(
+            let published = self.store.publish_here(
                 MQTT_TABLE,
                 &message.topic,
                 raw_value(&payload),

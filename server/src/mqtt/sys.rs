@@ -36,7 +36,7 @@ pub async fn publish_statistics(broker: Broker, interval: Duration) {
         ];
         for (name, value) in figures {
             let topic = format!("$SYS/broker/{name}");
-            if let Err(e) = store.publish(
+            if let Err(e) = store.publish_here(
                 MQTT_TABLE,
                 &topic,
                 raw_value(value.as_bytes()),

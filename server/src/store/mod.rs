@@ -4,16 +4,18 @@
 //! on the writing connection's; reads go straight to fjall but never return
 //! anything that is not yet durable.
 
+mod address;
 mod change;
 pub mod etcd;
 mod ids;
+mod on_etcd;
 mod patch;
 mod writer;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use app::device::Device;
 use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin, RecordItem, RecordPage, TableInfo};
@@ -30,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::schema::Schema;
 use crate::topic::TopicFilter;
 
+pub use address::{EtcdAddress, StoreAddress, StoreAddressError};
 pub use patch::merge_patch;
 
 /// Tables every Marquee has.
@@ -70,6 +73,9 @@ pub struct StoreOptions {
     /// Test hook: after this many successful commits, the next fsync fails.
     #[doc(hidden)]
     pub fail_persist_after: Option<u64>,
+    /// Where the records live: this node's data dir alone, or etcd (with the
+    /// data dir as this node's cache of it; [`Store::connect`] only).
+    pub address: StoreAddress,
 }
 
 /// The environment variable that sets [`StoreOptions::fail_persist_after`] in
@@ -235,6 +241,10 @@ struct Shared {
     /// the writer is idle (see `writer`): only with another worker to go on.
     inline_commits: bool,
     durable: watch::Receiver<u64>,
+    /// The sender of `durable`, for the etcd applier.
+    durable_tx: watch::Sender<u64>,
+    /// Set when the records live on etcd.
+    etcd: OnceLock<Arc<on_etcd::Backend>>,
     log_start: Arc<AtomicU64>,
     bus: Bus,
     metrics: Arc<Metrics>,
@@ -261,6 +271,8 @@ impl PendingWrite {
 }
 
 const LAST_SEQ_KEY: &[u8] = b"last_seq";
+/// Set in a data dir that caches an etcd store: which one (`etcd:{prefix}`).
+const CACHE_OF_KEY: &[u8] = b"cache_of";
 const TABLE_KEY_PREFIX: &str = "table:";
 const SESSION_KEY_PREFIX: &str = "session:";
 /// fjall's defaults (64 MiB per memtable, a 32 MiB block cache) suit a
@@ -307,6 +319,15 @@ impl Store {
         let accounts = keyspace("accounts", QUIET_MEMTABLE)?;
         let tokens = keyspace("tokens", QUIET_MEMTABLE)?;
 
+        if options.address == StoreAddress::Embedded
+            && let Some(of) = meta.get(CACHE_OF_KEY)?
+        {
+            return Err(StoreError::Storage(format!(
+                "{} is a node's cache of the etcd store {}; start with --store etcd://… or use another data dir",
+                options.data_dir.display(),
+                String::from_utf8_lossy(&of).trim_start_matches("etcd:")
+            )));
+        }
         let last_seq = meta.get(LAST_SEQ_KEY)?.map(|v| decode_seq(&v)).unwrap_or(0);
         let first_logged = match changes.first_key_value() {
             Some(guard) => decode_seq(&guard.key()?),
@@ -344,6 +365,7 @@ impl Store {
         }
 
         let (durable_tx, durable) = watch::channel(last_seq);
+        let durable_sender = durable_tx.clone();
         let (failed_tx, failed) = watch::channel(None);
         let (writes, requests) = mpsc::channel(WRITE_QUEUE);
         let log_start = Arc::new(AtomicU64::new(first_logged));
@@ -389,6 +411,8 @@ impl Store {
                 committer,
                 inline_commits: another_worker(),
                 durable,
+                durable_tx: durable_sender,
+                etcd: OnceLock::new(),
                 log_start,
                 bus,
                 metrics,
@@ -405,6 +429,63 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the store wherever its records live: [`Store::open`] for the
+    /// embedded store; on etcd, opens the data dir as this node's cache,
+    /// brings it up to etcd and follows etcd from then on.
+    pub async fn connect(
+        options: StoreOptions,
+        bus: Bus,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let address = options.address.clone();
+        let window = options.change_log_window;
+        let store = Self::open(options, bus, metrics)?;
+        let StoreAddress::Etcd(etcd) = address else {
+            return Ok(store);
+        };
+        let log = etcd::EtcdLog::connect(&etcd.endpoints, &etcd.prefix)
+            .await
+            .map_err(|e| StoreError::Storage(format!("etcd: {e}")))?;
+        let shared = &store.shared;
+        // A cache of another store (or of this one before etcd lost its
+        // history, say restored from a backup) starts again from etcd's records.
+        let marker = format!("etcd:{}", etcd.prefix).into_bytes();
+        let head = log
+            .current_revision()
+            .await
+            .map_err(|e| StoreError::Storage(format!("etcd: {e}")))?;
+        let cached = shared.meta.get(CACHE_OF_KEY)?;
+        if cached.as_deref() != Some(marker.as_slice()) || *shared.durable.borrow() > head {
+            shared.durable_tx.send_replace(0);
+        }
+        shared.meta.insert(CACHE_OF_KEY, marker)?;
+        let backend = on_etcd::Backend::start(
+            log,
+            node_name(),
+            on_etcd::Attach {
+                cache: on_etcd::Cache {
+                    db: shared.db.clone(),
+                    records: shared.records.clone(),
+                    changes: shared.changes.clone(),
+                    meta: shared.meta.clone(),
+                },
+                tables: shared.tables.clone(),
+                durable: shared.durable_tx.clone(),
+                log_start: shared.log_start.clone(),
+                bus: shared.bus.clone(),
+                window,
+            },
+        )
+        .await?;
+        let _ = shared.etcd.set(backend);
+        Ok(store)
+    }
+
+    /// Whether the records live on etcd.
+    pub fn on_etcd(&self) -> bool {
+        self.shared.etcd.get().is_some()
+    }
+
     fn persist_config_tables(&self, decls: &[TableDecl]) -> Result<(), StoreError> {
         let mut batch = self.shared.db.batch();
         for decl in decls {
@@ -419,6 +500,9 @@ impl Store {
     /// Commits `op` durably and returns the change it made. The change is on
     /// the bus by the time this returns.
     pub async fn write(&self, op: WriteOp, origin: Origin) -> Result<Arc<ChangeEvent>, StoreError> {
+        if let Some(etcd) = self.shared.etcd.get() {
+            return etcd.write(op, origin, None).await;
+        }
         let (request, answer) = writer::Request::new(writer::Command::Write(op, origin, None));
         let queue = if self.shared.inline_commits {
             self.shared.committer.commit_if_idle(request)
@@ -441,6 +525,14 @@ impl Store {
         origin: Origin,
         mqtt: Option<Arc<MqttMeta>>,
     ) -> Result<PendingWrite, StoreError> {
+        if let Some(etcd) = self.shared.etcd.get() {
+            // SPIKE: committed before returning, so a connection's writes keep
+            // their order, at the price of no pipelining (see the report).
+            let result = etcd.write(op, origin, mqtt).await.map(Some);
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let _ = reply.send(result);
+            return Ok(PendingWrite(answer));
+        }
         let (request, answer) = writer::Request::new(writer::Command::Write(op, origin, mqtt));
         self.send(request).await?;
         Ok(PendingWrite(answer))
@@ -609,6 +701,26 @@ impl Store {
         mqtt: Option<Arc<MqttMeta>>,
     ) -> Result<(), StoreError> {
         let event = self.transient(table, id, value, origin, mqtt)?;
+        match self.shared.etcd.get() {
+            Some(etcd) => etcd.publish(event, None),
+            None => {
+                self.shared.bus.publish(event);
+                Ok(())
+            }
+        }
+    }
+
+    /// A transient message for this node's subscribers only, never the other
+    /// nodes': what each node makes for itself (`$SYS` figures, the frames a
+    /// device connected here is sent).
+    pub fn publish_here(
+        &self,
+        table: &str,
+        id: &str,
+        value: Value,
+        origin: Origin,
+    ) -> Result<(), StoreError> {
+        let event = self.transient(table, id, value, origin, None)?;
         self.shared.bus.publish(event);
         Ok(())
     }
@@ -626,6 +738,11 @@ impl Store {
         mqtt: Option<Arc<MqttMeta>>,
     ) -> Result<PendingWrite, StoreError> {
         let event = self.transient(table, id, value, origin, mqtt)?;
+        if let Some(etcd) = self.shared.etcd.get() {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            etcd.publish(event, Some(reply))?;
+            return Ok(PendingWrite(answer));
+        }
         let (request, answer) = writer::Request::new(writer::Command::Publish(event));
         self.send(request).await?;
         Ok(PendingWrite(answer))
@@ -812,7 +929,15 @@ impl Store {
         filter: Option<&TopicFilter>,
         limit: usize,
     ) -> Result<(Vec<ChangeEvent>, u64), StoreError> {
-        let last = *self.shared.durable.borrow();
+        let mut last = *self.shared.durable.borrow();
+        if since > last
+            && let Some(etcd) = self.shared.etcd.get()
+            && etcd.reaches(since).await
+        {
+            // A seq another node made that this one had not applied yet: a
+            // resume point, not a gap.
+            last = *self.shared.durable.borrow();
+        }
         let oldest = self.shared.log_start.load(Ordering::Acquire);
         if since > last || since.saturating_add(1) < oldest {
             return Err(StoreError::ResumeGap { since, oldest });
@@ -825,8 +950,10 @@ impl Store {
             let mut scanned = since;
             let mut page_bytes = 0;
             let start = (since + 1).to_be_bytes();
-            let end = last.to_be_bytes();
-            for guard in changes.range(start..=end) {
+            // Exclusive of the next seq, so a revision's second and later
+            // changes (keyed seq + index, on etcd) are in.
+            let end = last.saturating_add(1).to_be_bytes();
+            for guard in changes.range(start..end) {
                 let (key, bytes) = guard.into_inner()?;
                 scanned = decode_seq(&key);
                 let event: ChangeEvent = serde_json::from_slice(&bytes)
@@ -898,6 +1025,9 @@ impl Store {
     /// Stops taking writes, commits every write already queued, and waits for
     /// the writer to finish.
     pub async fn shutdown(&self) {
+        if let Some(etcd) = self.shared.etcd.get() {
+            etcd.stop();
+        }
         let (stop, answer) = writer::Request::new(writer::Command::Stop);
         if self.send(stop).await.is_ok() {
             let _ = answer.await;
@@ -927,6 +1057,16 @@ impl Store {
 
 /// Whether this runs on a multi-threaded tokio runtime with a second worker,
 /// which goes on serving while the first blocks in an inline commit's fsync.
+/// This process's name among the nodes on one etcd store: random per start,
+/// since what it names (its writes' ids, its transient publishes' key) ends
+/// with the process.
+fn node_name() -> String {
+    let mut random = [0u8; 6];
+    let _ = getrandom::fill(&mut random);
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("n{hex}")
+}
+
 fn another_worker() -> bool {
     tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
         runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
@@ -1094,6 +1234,7 @@ mod tests {
                 change_log_window: 1000,
                 tables: Vec::new(),
                 fail_persist_after: commits,
+                address: StoreAddress::Embedded,
             },
             Bus::new(64, metrics.clone()),
             metrics,

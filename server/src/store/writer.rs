@@ -345,15 +345,21 @@ impl Writer {
             }
             return Err(reason);
         }
+        // Only a batch with record changes moves the seq (with records on
+        // etcd this writer keeps only accounts, tokens and sessions, and the
+        // applier owns `durable`).
+        let advanced = seq != self.last_seq;
         self.last_seq = seq;
         if !only_publishes {
             self.metrics.commits.inc();
             self.metrics.commit_batch.observe(pending.len() as f64);
         }
-        self.durable.send_replace(seq);
-        if seq > self.window {
-            self.log_start
-                .store(seq - self.window + 1, Ordering::Release);
+        if advanced {
+            self.durable.send_replace(seq);
+            if seq > self.window {
+                self.log_start
+                    .store(seq - self.window + 1, Ordering::Release);
+            }
         }
         for (reply, queued, outcome) in pending {
             match outcome {
@@ -668,11 +674,11 @@ impl Writer {
 }
 
 /// Where the last version of a deleted record is kept (in the meta keyspace).
-fn tombstone_key(record_key: &[u8]) -> Vec<u8> {
+pub(super) fn tombstone_key(record_key: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(TOMBSTONE_PREFIX.len() + record_key.len());
     key.extend_from_slice(TOMBSTONE_PREFIX);
     key.extend_from_slice(record_key);
     key
 }
 
-const TOMBSTONE_PREFIX: &[u8] = b"tombstone:";
+pub(super) const TOMBSTONE_PREFIX: &[u8] = b"tombstone:";

@@ -48,6 +48,16 @@ impl TestServer {
         config.access =
             marquee::access::Access::new(marquee::access::Mode::Open, true, Vec::new()).unwrap();
         tweak(&mut config);
+        // MARQUEE_TEST_ETCD=host:port,... runs every TestServer with its
+        // store on that etcd, each under its own prefix.
+        if let Ok(endpoints) = std::env::var("MARQUEE_TEST_ETCD") {
+            static SERVERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            config.store = marquee::store::StoreAddress::Etcd(marquee::store::EtcdAddress {
+                endpoints: endpoints.split(',').map(str::to_owned).collect(),
+                prefix: format!("/test-{}-{n}/", std::process::id()),
+            });
+        }
         let server = Server::start(config).await.expect("server starts");
         let url = format!("http://{}", server.http_addr());
         Self {
@@ -454,6 +464,7 @@ pub fn open_store(data_dir: &Path) -> marquee::store::Store {
             change_log_window: u64::MAX,
             tables: Vec::new(),
             fail_persist_after: None,
+            address: Default::default(),
         },
         marquee::bus::Bus::new(8, metrics.clone()),
         metrics,

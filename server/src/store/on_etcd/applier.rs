@@ -1,0 +1,264 @@
+//! Follows etcd's log into this node's cache and onto its bus: the same
+//! changes, in the same (revision) order, on every node.
+//!
+//! Each revision becomes change events with `seq` = the revision, written to
+//! the cache (records, tombstones, change log, last seq) in one fjall batch;
+//! then `durable` moves, the events go on the bus, then `published` moves,
+//! which is what a write on this node waits for before it answers. No fsync:
+//! etcd holds the durable copy, an atomic batch keeps the cache a prefix of
+//! the log, and a restart resumes the watch from the cache's last seq.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use app::event::{ChangeType, Origin};
+use tokio::sync::watch;
+
+use super::Cache;
+use super::envelope::{Envelope, TransientEnvelope};
+use crate::bus::Bus;
+use crate::clock;
+use crate::store::etcd::{EtcdError, EtcdLog, Key, LogEntry};
+use crate::store::writer::{TOMBSTONE_PREFIX, tombstone_key};
+use crate::store::{LAST_SEQ_KEY, StoreError, StoredRecord, decode_record, decode_seq, record_key};
+
+/// Follows the etcd log into the cache and onto the bus.
+pub(super) struct Applier {
+    pub log: EtcdLog,
+    pub cache: Cache,
+    pub durable: watch::Sender<u64>,
+    pub published: watch::Sender<u64>,
+    pub log_start: Arc<AtomicU64>,
+    pub bus: Bus,
+    /// How many revisions back the cache's change log reaches.
+    pub window: u64,
+    /// The last revision applied.
+    pub last: u64,
+}
+
+impl Applier {
+    /// Applies revisions until the watch fails for good (the store is then
+    /// stale, and says so in the log; writes on this node time out).
+    pub async fn run(mut self) {
+        loop {
+            let mut watch = self.log.watch_from(self.last + 1);
+            loop {
+                match watch.next().await {
+                    Ok(entry) => {
+                        let applied = self.apply(entry);
+                        if let Err(e) = applied {
+                            tracing::error!("etcd applier: cannot apply to the cache: {e}");
+                            return;
+                        }
+                    }
+                    Err(EtcdError::Compacted {
+                        compact_revision, ..
+                    }) => {
+                        // Away longer than etcd keeps history: the changes in
+                        // between are gone, so every subscriber is told (cut
+                        // off, as a slow one is) and the cache starts again
+                        // from the records as they are now.
+                        tracing::warn!(
+                            last = self.last,
+                            compact_revision,
+                            "etcd applier: behind the compaction floor; re-reading the records"
+                        );
+                        if let Err(e) = self.resnapshot().await {
+                            tracing::error!("etcd applier: re-reading the records failed: {e}");
+                            return;
+                        }
+                        self.bus.cut_off_all();
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!("etcd applier: the watch ended: {e}");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Replaces the cache's records with etcd's at its current revision.
+    pub async fn resnapshot(&mut self) -> Result<(), StoreError> {
+        let snapshot = self
+            .log
+            .read_records(None, None)
+            .await
+            .map_err(super::etcd_error)?;
+        let cache = self.cache.clone();
+        let revision = snapshot.revision;
+        crate::store::blocking(move || {
+            let mut batch = cache.db.batch();
+            for guard in cache.records.iter() {
+                let (key, _) = guard.into_inner()?;
+                batch.remove(&cache.records, key.to_vec());
+            }
+            for guard in cache.meta.prefix(TOMBSTONE_PREFIX) {
+                let (key, _) = guard.into_inner()?;
+                batch.remove(&cache.meta, key.to_vec());
+            }
+            // The log before the snapshot has gaps nobody can fill now.
+            for guard in cache.changes.iter() {
+                let (key, _) = guard.into_inner()?;
+                batch.remove(&cache.changes, key.to_vec());
+            }
+            for record in snapshot.records {
+                let envelope: Envelope = match serde_json::from_slice(&record.value) {
+                    Ok(envelope) => envelope,
+                    Err(e) => {
+                        tracing::warn!(table = %record.table, id = %record.id, "not a record envelope: {e}");
+                        continue;
+                    }
+                };
+                let key = record_key(&record.table, &record.id);
+                put_state(&cache, &mut batch, key, &envelope, record.mod_revision)?;
+            }
+            batch.insert(&cache.meta, LAST_SEQ_KEY, revision.to_be_bytes().to_vec());
+            batch.commit()?;
+            Ok(())
+        })
+        .await?;
+        self.last = revision;
+        self.log_start.store(revision + 1, Ordering::Release);
+        self.durable.send_replace(revision);
+        self.published.send_replace(revision);
+        Ok(())
+    }
+
+    /// One revision: into the cache, then `durable`, the bus, `published`.
+    fn apply(&mut self, entry: LogEntry) -> Result<(), StoreError> {
+        let revision = entry.revision;
+        if revision <= self.last {
+            return Ok(());
+        }
+        let cache = &self.cache;
+        let mut batch = cache.db.batch();
+        let mut events = Vec::new();
+        let mut logged = 0u32;
+        for change in entry.changes {
+            match &change.key {
+                Key::Record { table, id } => {
+                    let key = record_key(table, id);
+                    let envelope = match change.value {
+                        Some(bytes) => match serde_json::from_slice::<Envelope>(&bytes) {
+                            Ok(envelope) => envelope,
+                            Err(e) => {
+                                tracing::warn!(%table, %id, "not a record envelope: {e}");
+                                continue;
+                            }
+                        },
+                        // A key deleted outside Marquee (etcdctl): a delete.
+                        None => match cache.records.get(&key)? {
+                            Some(bytes) => Envelope {
+                                version: decode_record(&bytes)?.version + 1,
+                                ts: clock::now_rfc3339(),
+                                origin: Origin::System,
+                                kind: ChangeType::Delete,
+                                created: false,
+                                wid: String::new(),
+                                value: None,
+                                mqtt: None,
+                            },
+                            None => continue,
+                        },
+                    };
+                    put_state(cache, &mut batch, key, &envelope, revision)?;
+                    let event = envelope.event(table, id, revision);
+                    let bytes = serde_json::to_vec(&event)
+                        .map_err(|e| StoreError::Storage(e.to_string()))?;
+                    batch.insert(&cache.changes, change_log_key(revision, logged), bytes);
+                    logged += 1;
+                    events.push(Arc::new(event));
+                }
+                Key::Transient(_) => {
+                    let Some(bytes) = change.value else { continue };
+                    match serde_json::from_slice::<Vec<TransientEnvelope>>(&bytes) {
+                        Ok(list) => {
+                            events.extend(list.into_iter().map(|t| Arc::new(t.into_event())))
+                        }
+                        Err(e) => tracing::warn!(key = %change.key, "not transient publishes: {e}"),
+                    }
+                }
+                // Tables, accounts, tokens and sessions stay on each node's own
+                // disk for now (issue 11).
+                _ => {}
+            }
+        }
+        batch.insert(&cache.meta, LAST_SEQ_KEY, revision.to_be_bytes().to_vec());
+        let keep_from = revision.saturating_sub(self.window) + 1;
+        if keep_from > self.log_start.load(Ordering::Acquire) {
+            for guard in cache
+                .changes
+                .range(..keep_from.to_be_bytes().to_vec())
+                .take(256)
+            {
+                let key = guard.key()?;
+                batch.remove(&cache.changes, key.to_vec());
+            }
+        }
+        batch.commit()?;
+        self.last = revision;
+        if keep_from > self.log_start.load(Ordering::Acquire) {
+            self.log_start.store(keep_from, Ordering::Release);
+        }
+        self.durable.send_replace(revision);
+        for event in events {
+            self.bus.publish(event);
+        }
+        self.published.send_replace(revision);
+        Ok(())
+    }
+}
+
+/// The change log's key for the `index`th record change of a revision: the
+/// revision (as the embedded store's seq), then the index from the second on.
+/// Marquee's own writes make one change per revision; a batch written by
+/// another tool may make more, all with the same seq.
+fn change_log_key(revision: u64, index: u32) -> Vec<u8> {
+    let mut key = revision.to_be_bytes().to_vec();
+    if index > 0 {
+        key.extend_from_slice(&index.to_be_bytes());
+    }
+    key
+}
+
+/// Writes a record's state (value or tombstone) into the cache batch.
+fn put_state(
+    cache: &Cache,
+    batch: &mut fjall::OwnedWriteBatch,
+    key: Vec<u8>,
+    envelope: &Envelope,
+    mod_revision: u64,
+) -> Result<(), StoreError> {
+    match &envelope.value {
+        Some(value) => {
+            let record = StoredRecord {
+                version: envelope.version,
+                seq: mod_revision,
+                ts: envelope.ts.clone(),
+                origin: envelope.origin,
+                value: value.clone(),
+            };
+            let bytes =
+                serde_json::to_vec(&record).map_err(|e| StoreError::Storage(e.to_string()))?;
+            batch.remove(&cache.meta, tombstone_key(&key));
+            batch.insert(&cache.records, key, bytes);
+        }
+        None => {
+            let mut tomb = envelope.version.to_be_bytes().to_vec();
+            tomb.extend_from_slice(&mod_revision.to_be_bytes());
+            batch.insert(&cache.meta, tombstone_key(&key), tomb);
+            batch.remove(&cache.records, key);
+        }
+    }
+    Ok(())
+}
+
+/// A cached tombstone: the version deleted at (first 8 bytes, as the
+/// embedded store keeps it) and, on etcd, the tombstone's mod revision.
+pub(super) fn decode_tombstone(bytes: &[u8]) -> (u64, u64) {
+    let version = decode_seq(bytes);
+    let revision = bytes.get(8..).map_or(0, decode_seq);
+    (version, revision)
+}

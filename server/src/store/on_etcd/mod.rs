@@ -1,0 +1,416 @@
+//! Records on etcd, shared by several Marquee nodes, with each node's fjall
+//! data dir as its cache of them (issue 11; `../shared/SCALE-OUT.md`).
+//!
+//! - The **applier** (`applier.rs`) brings the cache up to etcd (a snapshot
+//!   if it is empty, else the watch from its last seq) and then follows the
+//!   watch: every node applies every change in revision order and puts it on
+//!   its bus, so subscribers on every node see one order, with `seq` = the
+//!   etcd revision (unique and increasing, not gap-free).
+//! - The **write path** ([`Backend::write`]) plans a write with the same
+//!   rules as the embedded writer (`change::decide`) against the cache,
+//!   commits it as one etcd transaction (one change per revision, so every
+//!   change has its own seq) conditioned on the record's mod revision as
+//!   cached (or its absence), re-plans once the applier has caught up when
+//!   the condition fails, and answers only once this node's applier has
+//!   published the revision: a client that writes and then reads on the same
+//!   node sees its write, and so does every subscriber here.
+//! - **Transient publishes** (MQTT without retain, REST/WS `publish`) go
+//!   through the node's `t/{node}` key, a batch of them per revision, so
+//!   subscribers on other nodes get them in the same order as the records.
+//!
+//! Accounts, tokens, sessions and table declarations still live on each
+//! node's own disk.
+
+mod applier;
+mod envelope;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin};
+use fjall::{Database, Keyspace, Readable};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::etcd::{Batch, EtcdError, EtcdLog, Expect, Key, Op};
+use super::ids::IdMaker;
+use super::writer::tombstone_key;
+use super::{
+    LAST_SEQ_KEY, StoreError, StoredRecord, Tables, WriteOp, change, decode_record, decode_seq,
+    record_key, validate_record_id,
+};
+use crate::bus::Bus;
+use crate::clock;
+use applier::{Applier, decode_tombstone};
+use envelope::{Envelope, TransientEnvelope, WireMqtt};
+
+/// Re-plans of one write whose condition failed, before giving up.
+const MAX_REPLANS: u32 = 16;
+/// How long a write waits for this node's applier to reach its revision.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+/// Writes of one record on this node take turns, by key hash over this many
+/// stripes, so a hot record is contended between nodes, not within one.
+const TURN_STRIPES: usize = 256;
+/// Transient publishes waiting for their lane before callers are refused.
+const TRANSIENT_QUEUE: usize = 4096;
+/// Most transient publishes in one etcd transaction, and most bytes.
+const TRANSIENT_BATCH: usize = 256;
+const TRANSIENT_BATCH_BYTES: usize = 512 * 1024;
+
+/// The answer to a write or a queued publish, as the embedded writer gives it.
+pub(super) type Reply = oneshot::Sender<Result<Option<Arc<ChangeEvent>>, StoreError>>;
+
+/// The local fjall keyspaces the cache lives in (the embedded store's own).
+#[derive(Clone)]
+pub(super) struct Cache {
+    pub db: Database,
+    pub records: Keyspace,
+    pub changes: Keyspace,
+    pub meta: Keyspace,
+}
+
+/// Records on etcd: one per store, attached after the cache is open.
+pub(super) struct Backend {
+    log: EtcdLog,
+    node: String,
+    counter: AtomicU64,
+    ids: Mutex<IdMaker>,
+    cache: Cache,
+    tables: Tables,
+    /// Every revision up to this is in the cache and its events are on the
+    /// bus: writes answer on this (the store's `durable` moves before the bus).
+    published: watch::Sender<u64>,
+    transients: mpsc::Sender<(Arc<ChangeEvent>, Option<Reply>)>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    turns: Box<[tokio::sync::Mutex<()>; TURN_STRIPES]>,
+}
+
+/// Cache state a write is planned on.
+struct Planned {
+    /// The cache's last seq when read.
+    at: u64,
+    current: Option<StoredRecord>,
+    /// A tombstone: (version deleted at, its mod revision).
+    tombstone: Option<(u64, u64)>,
+}
+
+/// What [`Backend::start`] needs of the store it serves.
+pub(super) struct Attach {
+    pub cache: Cache,
+    pub tables: Tables,
+    pub durable: watch::Sender<u64>,
+    pub log_start: Arc<AtomicU64>,
+    pub bus: Bus,
+    pub window: u64,
+}
+
+impl Backend {
+    /// Brings the cache up to etcd and starts following it.
+    pub(super) async fn start(
+        log: EtcdLog,
+        node: String,
+        attach: Attach,
+    ) -> Result<Arc<Self>, StoreError> {
+        let Attach {
+            cache,
+            tables,
+            durable,
+            log_start,
+            bus,
+            window,
+        } = attach;
+        let last = *durable.borrow();
+        let mut applier = Applier {
+            log: log.clone(),
+            cache: cache.clone(),
+            durable: durable.clone(),
+            published: watch::Sender::new(last),
+            log_start,
+            bus,
+            window: window.max(1),
+            last,
+        };
+        if last == 0 {
+            applier.resnapshot().await?;
+        }
+        let (transients, lane) = mpsc::channel(TRANSIENT_QUEUE);
+        let backend = Arc::new(Self {
+            log,
+            node,
+            counter: AtomicU64::new(0),
+            ids: Mutex::new(IdMaker::default()),
+            cache,
+            tables,
+            published: applier.published.clone(),
+            transients,
+            tasks: Mutex::new(Vec::new()),
+            turns: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+        });
+        let handles = vec![
+            tokio::spawn(applier.run()),
+            tokio::spawn(transient_lane(Arc::downgrade(&backend), lane)),
+        ];
+        if let Ok(mut tasks) = backend.tasks.lock() {
+            *tasks = handles;
+        }
+        Ok(backend)
+    }
+
+    pub(super) fn stop(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
+    }
+
+    /// Commits `op` on etcd and returns its change once this node has applied
+    /// and published it.
+    pub(super) async fn write(
+        &self,
+        op: WriteOp,
+        origin: Origin,
+        mqtt: Option<Arc<MqttMeta>>,
+    ) -> Result<Arc<ChangeEvent>, StoreError> {
+        let wid = self.next_wid();
+        let (kind, table, id, input, if_match) = match op {
+            WriteOp::Put {
+                table,
+                id,
+                value,
+                if_match,
+            } => (ChangeType::Put, table, id, Some(value), if_match),
+            WriteOp::Patch {
+                table,
+                id,
+                patch,
+                if_match,
+            } => (ChangeType::Patch, table, Some(id), Some(patch), if_match),
+            WriteOp::Delete {
+                table,
+                id,
+                if_match,
+            } => (ChangeType::Delete, table, Some(id), None, if_match),
+        };
+        // A server-made id is new by construction; should it collide anyway,
+        // the create-only condition fails and the write takes another.
+        let made_id = id.is_none();
+        let mut id = match id {
+            Some(id) => id,
+            None => self.fresh_id()?,
+        };
+        validate_record_id(&table, &id)?;
+        let schema = {
+            let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+            tables
+                .get(&table)
+                .ok_or_else(|| StoreError::NoSuchTable(table.clone()))?
+                .schema
+                .clone()
+        };
+        let mut turn = self.turn(&table, &id).await;
+        for attempt in 0..MAX_REPLANS {
+            let planned = self.plan_state(&table, &id).await?;
+            let effect = change::decide(
+                change::Intent {
+                    kind,
+                    table: &table,
+                    id: &id,
+                    input: input.clone(),
+                    if_match,
+                },
+                planned.current.as_ref(),
+                || Ok(planned.tombstone.map_or(0, |(version, _)| version)),
+                schema.as_ref(),
+            )?;
+            let expect = match (&planned.current, planned.tombstone) {
+                (Some(record), _) => Expect::ModRevision(record.seq),
+                (None, Some((_, revision))) => Expect::ModRevision(revision),
+                (None, None) => Expect::Absent,
+            };
+            let envelope = Envelope {
+                version: effect.version,
+                ts: clock::now_rfc3339(),
+                origin,
+                kind,
+                created: effect.created,
+                wid: wid.clone(),
+                value: effect.value,
+                mqtt: mqtt.as_deref().map(WireMqtt::from),
+            };
+            let bytes =
+                serde_json::to_vec(&envelope).map_err(|e| StoreError::Storage(e.to_string()))?;
+            let batch = Batch::new(format!("{wid}.{attempt}"))
+                .with(Op::put(Key::record(&table, &id), bytes).expecting(expect));
+            match self.log.commit(&batch).await {
+                Ok(committed) => {
+                    self.wait_published(committed.revision).await?;
+                    let mut event = envelope.event(&table, &id, committed.revision);
+                    // The caller's own Arc, not a copy.
+                    event.mqtt = mqtt;
+                    return Ok(Arc::new(event));
+                }
+                Err(EtcdError::ConditionFailed { current, .. }) => {
+                    if made_id && planned.current.is_none() && planned.tombstone.is_none() {
+                        id = self.fresh_id()?;
+                        drop(turn);
+                        turn = self.turn(&table, &id).await;
+                        continue;
+                    }
+                    // Another node wrote the record after the state planned
+                    // on: wait until the applier has that, then plan again.
+                    self.wait_published(current.max(planned.at + 1)).await?;
+                }
+                Err(e) => return Err(etcd_error(e)),
+            }
+        }
+        Err(StoreError::Storage(format!(
+            "{table}/{id}: still contended after {MAX_REPLANS} attempts; try again"
+        )))
+    }
+
+    /// Queues a transient publish for every node; `reply`, if given, is
+    /// answered once this node has put it on its bus. Refused at once when
+    /// the lane is full, as a full subscriber queue would be.
+    pub(super) fn publish(
+        &self,
+        event: Arc<ChangeEvent>,
+        reply: Option<Reply>,
+    ) -> Result<(), StoreError> {
+        self.transients
+            .try_send((event, reply))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Storage(
+                    "too many messages are waiting to reach the other nodes; try again".into(),
+                ),
+                mpsc::error::TrySendError::Closed(_) => StoreError::ShuttingDown,
+            })
+    }
+
+    /// Waits until this node has applied `seq` (a seq another node made),
+    /// for at most [`APPLY_WAIT`].
+    pub(super) async fn wait_published(&self, revision: u64) -> Result<(), StoreError> {
+        let mut published = self.published.subscribe();
+        match tokio::time::timeout(APPLY_WAIT, published.wait_for(|p| *p >= revision)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::ShuttingDown),
+            Err(_) => Err(StoreError::Storage(format!(
+                "revision {revision} was committed but not applied on this node within {APPLY_WAIT:?}"
+            ))),
+        }
+    }
+
+    /// Whether this node has (now) applied `seq`: false at once for a seq
+    /// beyond etcd's head, which no node has made.
+    pub(super) async fn reaches(&self, seq: u64) -> bool {
+        if *self.published.borrow() >= seq {
+            return true;
+        }
+        match self.log.current_revision().await {
+            Ok(head) if head >= seq => self.wait_published(seq).await.is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Waits for this record's turn on this node (`None` cannot happen: the
+    /// stripe is always in range).
+    async fn turn(&self, table: &str, id: &str) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (table, id).hash(&mut hasher);
+        let stripe = self.turns.get((hasher.finish() as usize) % TURN_STRIPES)?;
+        Some(stripe.lock().await)
+    }
+
+    fn next_wid(&self) -> String {
+        format!(
+            "{}:{}",
+            self.node,
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    async fn plan_state(&self, table: &str, id: &str) -> Result<Planned, StoreError> {
+        let cache = self.cache.clone();
+        let key = record_key(table, id);
+        super::blocking(move || {
+            let snapshot = cache.db.snapshot();
+            let at = snapshot
+                .get(&cache.meta, LAST_SEQ_KEY)?
+                .map_or(0, |v| decode_seq(&v));
+            let current = snapshot
+                .get(&cache.records, &key)?
+                .map(|bytes| decode_record(&bytes))
+                .transpose()?;
+            let tombstone = snapshot
+                .get(&cache.meta, tombstone_key(&key))?
+                .map(|bytes| decode_tombstone(&bytes));
+            Ok(Planned {
+                at,
+                current,
+                tombstone,
+            })
+        })
+        .await
+    }
+
+    fn fresh_id(&self) -> Result<String, StoreError> {
+        let mut random = [0u8; 10];
+        getrandom::fill(&mut random)
+            .map_err(|e| StoreError::Storage(format!("no randomness for a new id: {e}")))?;
+        let now_ms = u64::try_from(clock::now_millis()).unwrap_or(0);
+        let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(ids.next(now_ms, random))
+    }
+}
+
+/// Commits this node's transient publishes to `t/{node}`, in the order they
+/// were queued, as many per transaction as are waiting.
+async fn transient_lane(
+    backend: std::sync::Weak<Backend>,
+    mut lane: mpsc::Receiver<(Arc<ChangeEvent>, Option<Reply>)>,
+) {
+    let mut waiting = Vec::new();
+    while lane.recv_many(&mut waiting, TRANSIENT_BATCH).await > 0 {
+        let Some(backend) = backend.upgrade() else {
+            return;
+        };
+        while !waiting.is_empty() {
+            let mut bytes = 0;
+            let mut take = 0;
+            let mut list = Vec::new();
+            for (event, _) in &waiting {
+                let one = TransientEnvelope::of(event);
+                bytes += serde_json::to_vec(&one).map_or(0, |b| b.len());
+                if take > 0 && bytes > TRANSIENT_BATCH_BYTES {
+                    break;
+                }
+                list.push(one);
+                take += 1;
+            }
+            let sent: Vec<_> = waiting.drain(..take).collect();
+            let result = backend.commit_transients(&list).await;
+            for (event, reply) in sent {
+                if let Some(reply) = reply {
+                    let _ = reply.send(result.clone().map(|()| Some(event)));
+                } else if let Err(e) = &result {
+                    tracing::warn!(table = %event.table, id = %event.id, "a publish did not reach the other nodes: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl Backend {
+    async fn commit_transients(&self, list: &[TransientEnvelope]) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(list).map_err(|e| StoreError::Storage(e.to_string()))?;
+        let batch = Batch::new(format!("{}.t", self.next_wid()))
+            .with(Op::put(Key::Transient(self.node.clone()), bytes));
+        let committed = self.log.commit(&batch).await.map_err(etcd_error)?;
+        self.wait_published(committed.revision).await
+    }
+}
+
+fn etcd_error(e: EtcdError) -> StoreError {
+    StoreError::Storage(format!("etcd: {e}"))
+}

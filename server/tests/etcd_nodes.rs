@@ -1,11 +1,17 @@
-//! SPIKE (issue 11): two in-process Marquee servers with their records on
-//! one three-member etcd: a REST write on A reaches SSE on B, with A's seq.
+//! Two Marquee servers ("nodes") with their store on one three-member etcd,
+//! driven the way users drive them: a write on one node reaches REST, SSE,
+//! WebSocket and MQTT clients on the other, in one order, each change once.
 
 mod common;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use common::etcd::EtcdCluster;
-use common::{SseClient, TestServer, client, put};
+use common::{SseClient, TestServer, WsClient, client, put, put_seq, seq_of};
+use rumqttc::{AsyncClient, Event, MqttOptions, QoS};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 async fn server_on(cluster: &EtcdCluster) -> TestServer {
     let endpoints = cluster.endpoints();
@@ -14,8 +20,84 @@ async fn server_on(cluster: &EtcdCluster) -> TestServer {
             endpoints,
             prefix: "/marquee/".into(),
         });
+        // Room for every change of the load test, so a subscriber that reads
+        // a little behind is not cut off: the test counts deliveries.
+        config.subscriber_queue = 20_000;
+        config.tables.push(marquee::store::TableDecl {
+            name: "sensors".into(),
+            schema: None,
+        });
     })
     .await
+}
+
+fn mqtt_addr(server: &TestServer) -> SocketAddr {
+    server.server.as_ref().expect("running").mqtt_addr()
+}
+
+/// An MQTT 3.1.1 client (rumqttc) whose publishes received arrive on a channel.
+struct Mqtt {
+    client: AsyncClient,
+    publishes: mpsc::UnboundedReceiver<rumqttc::Publish>,
+    /// CONNACK and SUBACKs.
+    acks: mpsc::UnboundedReceiver<rumqttc::Packet>,
+}
+
+impl Mqtt {
+    async fn connect(addr: SocketAddr, id: &str) -> Self {
+        let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut events) = AsyncClient::new(options, 1024);
+        let (acks_tx, mut acks) = mpsc::unbounded_channel();
+        let (tx, publishes) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = events.poll().await {
+                match event {
+                    Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                        if tx.send(p).is_err() {
+                            break;
+                        }
+                    }
+                    Event::Incoming(
+                        packet @ (rumqttc::Packet::ConnAck(_) | rumqttc::Packet::SubAck(_)),
+                    ) => {
+                        let _ = acks_tx.send(packet);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let ack = tokio::time::timeout(Duration::from_secs(10), acks.recv()).await;
+        assert!(
+            matches!(ack, Ok(Some(rumqttc::Packet::ConnAck(_)))),
+            "{ack:?}"
+        );
+        Self {
+            client,
+            publishes,
+            acks,
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("SUBSCRIBE sent");
+        let ack = tokio::time::timeout(Duration::from_secs(10), self.acks.recv()).await;
+        assert!(
+            matches!(ack, Ok(Some(rumqttc::Packet::SubAck(_)))),
+            "{ack:?}"
+        );
+    }
+
+    async fn next(&mut self, within: Duration) -> Option<rumqttc::Publish> {
+        tokio::time::timeout(within, self.publishes.recv())
+            .await
+            .ok()
+            .flatten()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,26 +114,229 @@ async fn a_rest_write_on_a_is_an_sse_event_on_b_with_the_same_seq() {
     let response = put(&http, &a.url, "/api/signs/lobby", &json!({"name": "Lobby"})).await;
     assert_eq!(response.status(), 201);
     let written: Value = response.json().await.expect("json");
-    eprintln!("PUT on A answered {written}");
-    let seq = written["seq"].as_u64().expect("a seq in the answer");
+    let seq = seq_of(&written);
 
     let event = on_b.next().await.expect("an event on B");
     assert_eq!(event.kind(), "put");
-    assert_eq!(event.id.as_deref(), Some(seq.to_string().as_str()));
+    assert_eq!(event.seq(), Some(seq));
     assert_eq!(event.json()["value"]["name"], "Lobby");
 
+    // What A wrote, B reads at once (its GET waits for nothing it lacks).
+    let (status, on_b_now) = common::get_json(&http, &b.url, "/api/signs/lobby").await;
+    assert_eq!(status, 200);
+    assert_eq!(on_b_now["name"], "Lobby");
+
     // Resume on B from a seq A made, at once (B may not have applied it yet).
-    let response = put(&http, &a.url, "/api/signs/lobby", &json!({"name": "Hall"})).await;
-    let second: Value = response.json().await.expect("json");
-    let second = second["seq"].as_u64().expect("seq");
+    let second = put_seq(&http, &a.url, "/api/signs/lobby", &json!({"name": "Hall"})).await;
     let mut resumed =
         SseClient::connect(&format!("{}/api/signs/", b.url), Some(&seq.to_string())).await;
     let event = resumed
         .next()
         .await
         .expect("the change after the resume point");
-    assert_eq!(event.id.as_deref(), Some(second.to_string().as_str()));
+    assert_eq!(event.seq(), Some(second));
     assert_eq!(event.json()["value"]["name"], "Hall");
+
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Twenty REST writes on A, then five MQTT publishes without retain on A:
+/// B's SSE, WebSocket and MQTT clients each get all of them, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_publishes_on_a_reach_every_protocol_on_b_in_order() {
+    let cluster = EtcdCluster::start(3);
+    let a = server_on(&cluster).await;
+    let b = server_on(&cluster).await;
+    let http = client();
+
+    let mut sse = SseClient::connect(&format!("{}/api/sensors/", b.url), None).await;
+    sse.until_sync().await;
+    let mut ws = WsClient::connect(&b.ws_url("/api/ws")).await;
+    ws.send(json!({"type": "subscribe", "req": "1", "filter": "sensors/+"}))
+        .await;
+    ws.until_sync().await;
+    let mut mqtt_b = Mqtt::connect(mqtt_addr(&b), "on-b").await;
+    mqtt_b.subscribe("sensors/+").await;
+    let mqtt_a = Mqtt::connect(mqtt_addr(&a), "on-a").await;
+
+    let mut seqs = Vec::new();
+    for n in 0..20 {
+        let path = format!("/api/sensors/s{}", n % 4);
+        seqs.push(put_seq(&http, &a.url, &path, &json!({"n": n})).await);
+    }
+    for n in 20..25 {
+        mqtt_a
+            .client
+            .publish(
+                "sensors/live",
+                QoS::AtLeastOnce,
+                false,
+                json!({"n": n}).to_string(),
+            )
+            .await
+            .expect("PUBLISH sent");
+    }
+
+    let within = Duration::from_secs(10);
+    let mut sse_got = Vec::new();
+    while sse_got.len() < 25 {
+        let event = sse.next_within(within).await.expect("an SSE event on B");
+        let value = event.json();
+        sse_got.push((
+            event.seq(),
+            value["id"].clone(),
+            value["value"]["n"].clone(),
+        ));
+    }
+    let mut ws_got = Vec::new();
+    while ws_got.len() < 25 {
+        let message = ws.next_within(within).await.expect("a WS message on B");
+        ws_got.push((
+            message["seq"].as_u64(),
+            message["id"].clone(),
+            message["value"]["n"].clone(),
+        ));
+    }
+    let mut mqtt_got = Vec::new();
+    while mqtt_got.len() < 25 {
+        let publish = mqtt_b.next(within).await.expect("an MQTT publish on B");
+        let value: Value = serde_json::from_slice(&publish.payload).expect("JSON payload");
+        mqtt_got.push((publish.topic.clone(), value["n"].clone()));
+    }
+
+    let expected: Vec<(Option<u64>, Value, Value)> = (0..25)
+        .map(|n| {
+            let seq = seqs.get(n).copied();
+            let id = if n < 20 {
+                json!(format!("s{}", n % 4))
+            } else {
+                json!("live")
+            };
+            (seq, id, json!(n))
+        })
+        .collect();
+    assert_eq!(sse_got, expected, "SSE on B");
+    assert_eq!(ws_got, expected, "WebSocket on B");
+    let expected_mqtt: Vec<(String, Value)> = expected
+        .iter()
+        .map(|(_, id, n)| (format!("sensors/{}", id.as_str().unwrap_or("")), n.clone()))
+        .collect();
+    assert_eq!(mqtt_got, expected_mqtt, "MQTT on B");
+    // Nothing more: each once.
+    assert!(sse.next_within(Duration::from_millis(300)).await.is_none());
+    assert!(ws.next_within(Duration::from_millis(300)).await.is_none());
+    assert!(mqtt_b.next(Duration::from_millis(300)).await.is_none());
+
+    a.stop().await;
+    b.stop().await;
+}
+
+/// 10,000 writes from 16 concurrent writers, half on each node: SSE and MQTT
+/// subscribers on both nodes see every change exactly once, in one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_writes_over_two_nodes_reach_every_subscriber_once_in_one_order() {
+    const WRITERS: usize = 16;
+    const PER_WRITER: usize = 625;
+    const TOTAL: usize = WRITERS * PER_WRITER;
+    let cluster = EtcdCluster::start(3);
+    let a = server_on(&cluster).await;
+    let b = server_on(&cluster).await;
+
+    let mut sse = Vec::new();
+    let mut mqtt = Vec::new();
+    for (name, node) in [("a", &a), ("b", &b)] {
+        let mut stream = SseClient::connect(&format!("{}/api/sensors/", node.url), None).await;
+        stream.until_sync().await;
+        sse.push(stream);
+        let mut subscriber = Mqtt::connect(mqtt_addr(node), &format!("load-{name}")).await;
+        subscriber.subscribe("sensors/#").await;
+        mqtt.push(subscriber);
+    }
+
+    let started = std::time::Instant::now();
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let url = if w % 2 == 0 {
+            a.url.clone()
+        } else {
+            b.url.clone()
+        };
+        writers.push(tokio::spawn(async move {
+            let http = client();
+            let mut seqs = Vec::with_capacity(PER_WRITER);
+            for i in 0..PER_WRITER {
+                let path = format!("/api/sensors/w{w}-{}", i % 8);
+                seqs.push(put_seq(&http, &url, &path, &json!({"w": w, "i": i})).await);
+            }
+            seqs
+        }));
+    }
+    let mut acked = Vec::with_capacity(TOTAL);
+    for writer in writers {
+        let seqs = tokio::time::timeout(Duration::from_secs(300), writer)
+            .await
+            .expect("the writers finish within 5 minutes")
+            .expect("writer task");
+        acked.extend(seqs);
+    }
+    eprintln!(
+        "{TOTAL} writes over two nodes in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    acked.sort_unstable();
+
+    let within = Duration::from_secs(30);
+    let mut orders = Vec::new();
+    for (i, stream) in sse.iter_mut().enumerate() {
+        let mut seen = Vec::with_capacity(TOTAL);
+        while seen.len() < TOTAL {
+            let event = stream
+                .next_within(within)
+                .await
+                .unwrap_or_else(|| panic!("SSE on node {i}: {} of {TOTAL}", seen.len()));
+            let value = event.json();
+            seen.push((
+                event.seq(),
+                value["value"]["w"].clone(),
+                value["value"]["i"].clone(),
+            ));
+        }
+        assert!(
+            stream
+                .next_within(Duration::from_millis(300))
+                .await
+                .is_none()
+        );
+        orders.push(seen);
+    }
+    let mut mqtt_orders = Vec::new();
+    for (i, subscriber) in mqtt.iter_mut().enumerate() {
+        let mut seen = Vec::with_capacity(TOTAL);
+        while seen.len() < TOTAL {
+            let publish = subscriber
+                .next(within)
+                .await
+                .unwrap_or_else(|| panic!("MQTT on node {i}: {} of {TOTAL}", seen.len()));
+            let value: Value = serde_json::from_slice(&publish.payload).expect("JSON payload");
+            seen.push((value["w"].clone(), value["i"].clone()));
+        }
+        assert!(subscriber.next(Duration::from_millis(300)).await.is_none());
+        mqtt_orders.push(seen);
+    }
+
+    let [on_a, on_b] = <[_; 2]>::try_from(orders).expect("two nodes");
+    assert_eq!(
+        on_a, on_b,
+        "SSE: the same changes in the same order on both nodes"
+    );
+    let seqs: Vec<u64> = on_a.iter().filter_map(|(seq, _, _)| *seq).collect();
+    common::assert_strictly_increasing(&seqs, "SSE seqs");
+    assert_eq!(seqs, acked, "every acknowledged write, once");
+    let [mqtt_a, mqtt_b] = <[_; 2]>::try_from(mqtt_orders).expect("two nodes");
+    assert_eq!(mqtt_a, mqtt_b, "MQTT: one order on both nodes");
+    let from_sse: Vec<(Value, Value)> = on_a.into_iter().map(|(_, w, i)| (w, i)).collect();
+    assert_eq!(mqtt_a, from_sse, "MQTT in the order of the seqs");
 
     a.stop().await;
     b.stop().await;

@@ -55,9 +55,7 @@ impl Mqtt {
             while let Ok(event) = events.poll().await {
                 match event {
                     Event::Incoming(rumqttc::Packet::Publish(p)) => {
-                        if tx.send(p).is_err() {
-                            break;
-                        }
+                        let _ = tx.send(p);
                     }
                     Event::Incoming(
                         packet @ (rumqttc::Packet::ConnAck(_) | rumqttc::Packet::SubAck(_)),

@@ -1026,7 +1026,7 @@ impl Store {
     /// the writer to finish.
     pub async fn shutdown(&self) {
         if let Some(etcd) = self.shared.etcd.get() {
-            etcd.stop();
+            etcd.stop().await;
         }
         let (stop, answer) = writer::Request::new(writer::Command::Stop);
         if self.send(stop).await.is_ok() {

@@ -32,7 +32,9 @@ use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin};
 use fjall::{Database, Keyspace, Readable};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::etcd::{Batch, EtcdError, EtcdLog, Expect, Key, Op};
+use super::etcd::{
+    Batch, Compactor, CompactorOptions, EtcdError, EtcdLog, Expect, Key, Node, NodeOptions, Op,
+};
 use super::ids::IdMaker;
 use super::writer::tombstone_key;
 use super::{
@@ -51,6 +53,8 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 /// Writes of one record on this node take turns, by key hash over this many
 /// stripes, so a hot record is contended between nodes, not within one.
 const TURN_STRIPES: usize = 256;
+/// How long a stopping node waits for etcd to revoke its lease.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
 /// Transient publishes waiting for their lane before callers are refused.
 const TRANSIENT_QUEUE: usize = 4096;
 /// Most transient publishes in one etcd transaction, and most bytes.
@@ -82,6 +86,9 @@ pub(super) struct Backend {
     published: watch::Sender<u64>,
     transients: mpsc::Sender<(Arc<ChangeEvent>, Option<Reply>)>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// This node's lease and presence, and the compactor it campaigns with:
+    /// one live node at a time compacts etcd's history to the window.
+    membership: Mutex<Option<(Node, Compactor)>>,
     turns: Box<[tokio::sync::Mutex<()>; TURN_STRIPES]>,
 }
 
@@ -133,6 +140,14 @@ impl Backend {
         if last == 0 {
             applier.resnapshot().await?;
         }
+        let member = log
+            .join(&node, NodeOptions::default())
+            .await
+            .map_err(etcd_error)?;
+        let compactor = member.spawn_compactor(CompactorOptions {
+            window: window.max(1),
+            ..CompactorOptions::default()
+        });
         let (transients, lane) = mpsc::channel(TRANSIENT_QUEUE);
         let backend = Arc::new(Self {
             log,
@@ -144,6 +159,7 @@ impl Backend {
             published: applier.published.clone(),
             transients,
             tasks: Mutex::new(Vec::new()),
+            membership: Mutex::new(Some((member, compactor))),
             turns: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         });
         let handles = vec![
@@ -156,10 +172,22 @@ impl Backend {
         Ok(backend)
     }
 
-    pub(super) fn stop(&self) {
+    /// Stops following etcd and leaves: the node's lease is revoked, so
+    /// what it held passes to the others at once rather than at its expiry.
+    pub(super) async fn stop(&self) {
         if let Ok(mut tasks) = self.tasks.lock() {
             for task in tasks.drain(..) {
                 task.abort();
+            }
+        }
+        let membership = self.membership.lock().ok().and_then(|mut m| m.take());
+        if let Some((member, compactor)) = membership {
+            drop(compactor);
+            // Bounded: with etcd unreachable the lease simply expires.
+            match tokio::time::timeout(LEAVE_WAIT, member.leave()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("leaving etcd: {e}"),
+                Err(_) => tracing::warn!("leaving etcd: no answer within {LEAVE_WAIT:?}"),
             }
         }
     }

@@ -165,12 +165,17 @@ impl Feed {
                 (Source::State { view, after: None }, until)
             }),
             Start::Since(since) => {
-                let until = self.store.last_seq();
-                // Validates that the log still reaches back to `since`.
+                // Validates that the log still reaches back to `since` and, on
+                // etcd, waits until this node has applied a `since` another
+                // node made; only then is the replay's end read, so it is at
+                // or past `since` and no change is both replayed and live.
                 self.store
                     .changes_since(since, Some(&filter), 1)
                     .await
-                    .map(|_| (Source::Replay { after: since }, until))
+                    .map(|_| {
+                        let until = self.store.last_seq().max(since);
+                        (Source::Replay { after: since }, until)
+                    })
             }
         };
         match began {

@@ -66,9 +66,13 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# Rust unit and integration tests (the server and the shared app crate).
+# Rust unit and integration tests (the server and the shared app crate), then
+# the protocol suites again with each test server's store on an etcd cluster
+# that scripts/on-etcd.sh starts for them (and stops after).
+ETCD_SUITES := access admin auth devices mosquitto_clients mqtt mqtt_fuzz mqtt_interop mqtt_matrix rest signs streams
 test-rust:
 	cargo test -p marquee -p app
+	scripts/on-etcd.sh cargo test -p marquee $(addprefix --test ,$(ETCD_SUITES))
 
 # Browser tests against the release build, on a free port with a fresh data dir.
 test-e2e:

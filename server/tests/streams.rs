@@ -658,6 +658,7 @@ async fn websocket_writes_in_flight_at_shutdown_are_acknowledged_then_the_socket
         marquee::Config::new(data_path(&server.dir), "127.0.0.1:0".parse().unwrap()).unwrap();
     config.access =
         marquee::access::Access::new(marquee::access::Mode::Open, true, Vec::new()).unwrap();
+    common::on_test_store(&mut config);
     let again = marquee::Server::start(config).await.unwrap();
     let url = format!("http://{}", again.http_addr());
     let http = client();

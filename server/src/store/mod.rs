@@ -474,6 +474,7 @@ impl Store {
                 log_start: shared.log_start.clone(),
                 bus: shared.bus.clone(),
                 window,
+                metrics: shared.metrics.clone(),
             },
         )
         .await?;

@@ -48,16 +48,7 @@ impl TestServer {
         config.access =
             marquee::access::Access::new(marquee::access::Mode::Open, true, Vec::new()).unwrap();
         tweak(&mut config);
-        // MARQUEE_TEST_ETCD=host:port,... runs every TestServer with its
-        // store on that etcd, each under its own prefix.
-        if let Ok(endpoints) = std::env::var("MARQUEE_TEST_ETCD") {
-            static SERVERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            config.store = marquee::store::StoreAddress::Etcd(marquee::store::EtcdAddress {
-                endpoints: endpoints.split(',').map(str::to_owned).collect(),
-                prefix: format!("/test-{}-{n}/", std::process::id()),
-            });
-        }
+        on_test_store(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let url = format!("http://{}", server.http_addr());
         Self {
@@ -79,6 +70,26 @@ impl TestServer {
 }
 
 /// The `marquee` binary as a child process.
+/// With MARQUEE_TEST_ETCD=host:port,... set, puts a test server's store on
+/// that etcd, under a prefix named after its data dir (so a restart on the
+/// same data dir finds the same store); else leaves it embedded.
+pub fn on_test_store(config: &mut Config) {
+    if let Ok(endpoints) = std::env::var("MARQUEE_TEST_ETCD")
+        && config.store == marquee::store::StoreAddress::Embedded
+    {
+        let name: String = config
+            .data_dir
+            .to_string_lossy()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        config.store = marquee::store::StoreAddress::Etcd(marquee::store::EtcdAddress {
+            endpoints: endpoints.split(',').map(str::to_owned).collect(),
+            prefix: format!("/test{name}/"),
+        });
+    }
+}
+
 pub struct ChildServer {
     pub child: Child,
     pub url: String,

@@ -88,6 +88,10 @@ impl Applier {
             .map_err(super::etcd_error)?;
         let cache = self.cache.clone();
         let revision = snapshot.revision;
+        // No record key at all (deletes leave tombstones, so none was ever
+        // written): every change of this store is still to come, and a
+        // resume from the very start (`since=0`) has nothing to miss.
+        let untouched = snapshot.records.is_empty();
         crate::store::blocking(move || {
             let mut batch = cache.db.batch();
             for guard in cache.records.iter() {
@@ -120,7 +124,8 @@ impl Applier {
         })
         .await?;
         self.last = revision;
-        self.log_start.store(revision + 1, Ordering::Release);
+        let log_start = if untouched { 1 } else { revision + 1 };
+        self.log_start.store(log_start, Ordering::Release);
         self.durable.send_replace(revision);
         self.published.send_replace(revision);
         Ok(())

@@ -43,6 +43,7 @@ use super::{
 };
 use crate::bus::Bus;
 use crate::clock;
+use crate::metrics::Metrics;
 use applier::{Applier, decode_tombstone};
 use envelope::{Envelope, TransientEnvelope, WireMqtt};
 
@@ -84,7 +85,13 @@ pub(super) struct Backend {
     /// Every revision up to this is in the cache and its events are on the
     /// bus: writes answer on this (the store's `durable` moves before the bus).
     published: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
     transients: mpsc::Sender<(Arc<ChangeEvent>, Option<Reply>)>,
+    /// Transient publishes queued so far, and how many of them are on the
+    /// bus: a write waits for those queued before it, so that a connection's
+    /// publish and its next write arrive everywhere in the order sent.
+    transients_queued: AtomicU64,
+    transients_done: watch::Sender<u64>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// This node's lease and presence, and the compactor it campaigns with:
     /// one live node at a time compacts etcd's history to the window.
@@ -109,6 +116,7 @@ pub(super) struct Attach {
     pub log_start: Arc<AtomicU64>,
     pub bus: Bus,
     pub window: u64,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Backend {
@@ -125,6 +133,7 @@ impl Backend {
             log_start,
             bus,
             window,
+            metrics,
         } = attach;
         let last = *durable.borrow();
         let mut applier = Applier {
@@ -157,7 +166,10 @@ impl Backend {
             cache,
             tables,
             published: applier.published.clone(),
+            metrics,
             transients,
+            transients_queued: AtomicU64::new(0),
+            transients_done: watch::Sender::new(0),
             tasks: Mutex::new(Vec::new()),
             membership: Mutex::new(Some((member, compactor))),
             turns: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
@@ -200,6 +212,8 @@ impl Backend {
         origin: Origin,
         mqtt: Option<Arc<MqttMeta>>,
     ) -> Result<Arc<ChangeEvent>, StoreError> {
+        let started = std::time::Instant::now();
+        self.after_queued_transients().await?;
         let wid = self.next_wid();
         let (kind, table, id, input, if_match) = match op {
             WriteOp::Put {
@@ -272,7 +286,13 @@ impl Backend {
                 .with(Op::put(Key::record(&table, &id), bytes).expecting(expect));
             match self.log.commit(&batch).await {
                 Ok(committed) => {
+                    self.metrics.commits.inc();
+                    self.metrics.commit_batch.observe(1.0);
                     self.wait_published(committed.revision).await?;
+                    self.metrics.changes.inc();
+                    self.metrics
+                        .write_latency
+                        .observe_duration(started.elapsed());
                     let mut event = envelope.event(&table, &id, committed.revision);
                     // The caller's own Arc, not a copy.
                     event.mqtt = mqtt;
@@ -312,7 +332,25 @@ impl Backend {
                     "too many messages are waiting to reach the other nodes; try again".into(),
                 ),
                 mpsc::error::TrySendError::Closed(_) => StoreError::ShuttingDown,
-            })
+            })?;
+        self.transients_queued.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Waits until every transient publish queued before now is on the bus.
+    async fn after_queued_transients(&self) -> Result<(), StoreError> {
+        let ticket = self.transients_queued.load(Ordering::Acquire);
+        if *self.transients_done.borrow() >= ticket {
+            return Ok(());
+        }
+        let mut done = self.transients_done.subscribe();
+        match tokio::time::timeout(APPLY_WAIT, done.wait_for(|d| *d >= ticket)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::ShuttingDown),
+            Err(_) => Err(StoreError::Storage(
+                "earlier messages did not reach the other nodes in time; try again".into(),
+            )),
+        }
     }
 
     /// Waits until this node has applied `seq` (a seq another node made),
@@ -418,6 +456,10 @@ async fn transient_lane(
             }
             let sent: Vec<_> = waiting.drain(..take).collect();
             let result = backend.commit_transients(&list).await;
+            // Failed ones count as done too: nothing waits for them any more.
+            backend
+                .transients_done
+                .send_modify(|done| *done += sent.len() as u64);
             for (event, reply) in sent {
                 if let Some(reply) = reply {
                     let _ = reply.send(result.clone().map(|()| Some(event)));

@@ -339,3 +339,47 @@ async fn ten_thousand_writes_over_two_nodes_reach_every_subscriber_once_in_one_o
     a.stop().await;
     b.stop().await;
 }
+
+/// A record deleted in etcd by another tool (`etcdctl del`) is a delete on
+/// every node, and writing it again afterwards works (its version goes on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_deleted_by_another_tool_is_gone_everywhere_and_can_be_written_again() {
+    let cluster = EtcdCluster::start(3);
+    let a = server_on(&cluster).await;
+    let b = server_on(&cluster).await;
+    let http = client();
+    let made = put_seq(&http, &a.url, "/api/sensors/t1", &json!({"temp": 20})).await;
+    // From the write on: B may not have applied it when the stream starts.
+    let since = (made - 1).to_string();
+    let mut on_b = SseClient::connect(&format!("{}/api/sensors/t1", b.url), Some(&since)).await;
+    let made_on_b = on_b.next().await.expect("the put on B");
+    assert_eq!(
+        (made_on_b.kind(), made_on_b.seq()),
+        ("put".into(), Some(made))
+    );
+
+    let log = marquee::store::etcd::EtcdLog::connect(&cluster.endpoints(), "/marquee/")
+        .await
+        .expect("connect");
+    log.commit(&marquee::store::etcd::Batch::new("etcdctl-del").delete("sensors", "t1"))
+        .await
+        .expect("delete by another tool");
+    let mut gone = on_b.next().await.expect("the delete on B");
+    if gone.kind() == "sync" {
+        gone = on_b.next().await.expect("the delete on B");
+    }
+    assert_eq!(gone.kind(), "delete");
+    assert_eq!(gone.json()["version"], 2);
+    let (status, _) = common::get_json(&http, &b.url, "/api/sensors/t1").await;
+    assert_eq!(status, 404);
+
+    let response = put(&http, &b.url, "/api/sensors/t1", &json!({"temp": 21})).await;
+    assert_eq!(response.status(), 201, "created again");
+    let again: Value = response.json().await.expect("json");
+    assert_eq!(again["version"], 3);
+    let (status, on_a) = common::get_json(&http, &a.url, "/api/sensors/t1").await;
+    assert_eq!((status, on_a["temp"].clone()), (200, json!(21)));
+
+    a.stop().await;
+    b.stop().await;
+}

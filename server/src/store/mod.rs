@@ -251,6 +251,8 @@ struct Shared {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Set once, with the reason, if the writer stopped on a storage failure.
     failed: watch::Receiver<Option<String>>,
+    /// Its sender, for the etcd applier (the writer holds the other).
+    fail: watch::Sender<Option<String>>,
     /// Counts durable changes to who may do what: an account written or
     /// removed, a token removed. Live connections watch it to re-check
     /// their credentials.
@@ -385,7 +387,7 @@ impl Store {
                 durable: durable_tx,
                 bus: bus.clone(),
                 metrics: metrics.clone(),
-                failed: failed_tx,
+                failed: failed_tx.clone(),
                 fail_persist_after: options.fail_persist_after,
                 ids: Default::default(),
                 stopped: None,
@@ -418,6 +420,7 @@ impl Store {
                 metrics,
                 writer: Mutex::new(handle),
                 failed,
+                fail: failed_tx,
                 access_changes: watch::Sender::new(0),
             })
         };
@@ -475,6 +478,7 @@ impl Store {
                 bus: shared.bus.clone(),
                 window,
                 metrics: shared.metrics.clone(),
+                failed: shared.fail.clone(),
             },
         )
         .await?;

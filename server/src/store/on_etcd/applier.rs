@@ -22,6 +22,9 @@ use crate::store::etcd::{EtcdError, EtcdLog, Key, LogEntry};
 use crate::store::writer::{TOMBSTONE_PREFIX, tombstone_key};
 use crate::store::{LAST_SEQ_KEY, StoreError, StoredRecord, decode_record, decode_seq, record_key};
 
+/// How long the applier waits before it watches again after a failure.
+const REWATCH_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Follows the etcd log into the cache and onto the bus.
 pub(super) struct Applier {
     pub log: EtcdLog,
@@ -34,46 +37,53 @@ pub(super) struct Applier {
     pub window: u64,
     /// The last revision applied.
     pub last: u64,
+    pub failed: watch::Sender<Option<String>>,
 }
 
 impl Applier {
-    /// Applies revisions until the watch fails for good (the store is then
-    /// stale, and says so in the log; writes on this node time out).
+    /// Applies revisions for as long as the node runs. A watch that fails
+    /// (etcd unreachable for longer than the watch retries) is made again
+    /// after a pause: the node serves what it has meanwhile, and its writes
+    /// fail. Only a cache that cannot be written stops the process.
     pub async fn run(mut self) {
         loop {
             let mut watch = self.log.watch_from(self.last + 1);
-            loop {
-                match watch.next().await {
-                    Ok(entry) => {
-                        let applied = self.apply(entry);
-                        if let Err(e) = applied {
-                            tracing::error!("etcd applier: cannot apply to the cache: {e}");
-                            return;
-                        }
-                    }
-                    Err(EtcdError::Compacted {
-                        compact_revision, ..
-                    }) => {
-                        // Away longer than etcd keeps history: the changes in
-                        // between are gone, so every subscriber is told (cut
-                        // off, as a slow one is) and the cache starts again
-                        // from the records as they are now.
-                        tracing::warn!(
-                            last = self.last,
-                            compact_revision,
-                            "etcd applier: behind the compaction floor; re-reading the records"
-                        );
-                        if let Err(e) = self.resnapshot().await {
+            let ended = loop {
+                let entry = match watch.next().await {
+                    Ok(entry) => entry,
+                    Err(e) => break e,
+                };
+                if let Err(e) = self.apply(entry) {
+                    let reason = format!("cannot write this node's cache of etcd: {e}");
+                    tracing::error!("{reason}");
+                    self.failed.send_replace(Some(reason));
+                    return;
+                }
+            };
+            match ended {
+                EtcdError::Compacted {
+                    compact_revision, ..
+                } => {
+                    // Away longer than etcd keeps history: the changes in
+                    // between are gone, so every subscriber is told (cut off,
+                    // as a slow one is) and the cache starts again from the
+                    // records as they are now.
+                    tracing::warn!(
+                        last = self.last,
+                        compact_revision,
+                        "etcd applier: behind the compaction floor; re-reading the records"
+                    );
+                    match self.resnapshot().await {
+                        Ok(()) => self.bus.cut_off_all(),
+                        Err(e) => {
                             tracing::error!("etcd applier: re-reading the records failed: {e}");
-                            return;
+                            tokio::time::sleep(REWATCH_PAUSE).await;
                         }
-                        self.bus.cut_off_all();
-                        break;
                     }
-                    Err(e) => {
-                        tracing::error!("etcd applier: the watch ended: {e}");
-                        return;
-                    }
+                }
+                e => {
+                    tracing::error!("etcd applier: the watch ended ({e}); watching again");
+                    tokio::time::sleep(REWATCH_PAUSE).await;
                 }
             }
         }
@@ -145,6 +155,7 @@ impl Applier {
             match &change.key {
                 Key::Record { table, id } => {
                     let key = record_key(table, id);
+                    let deleted_outside = change.value.is_none();
                     let envelope = match change.value {
                         Some(bytes) => match serde_json::from_slice::<Envelope>(&bytes) {
                             Ok(envelope) => envelope,
@@ -168,7 +179,10 @@ impl Applier {
                             None => continue,
                         },
                     };
-                    put_state(cache, &mut batch, key, &envelope, revision)?;
+                    // A key deleted outside Marquee is absent in etcd: its
+                    // tombstone has no revision to compare with (0).
+                    let tombstone_revision = if deleted_outside { 0 } else { revision };
+                    put_state(cache, &mut batch, key, &envelope, tombstone_revision)?;
                     let event = envelope.event(table, id, revision);
                     let bytes = serde_json::to_vec(&event)
                         .map_err(|e| StoreError::Storage(e.to_string()))?;

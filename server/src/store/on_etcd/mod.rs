@@ -117,6 +117,9 @@ pub(super) struct Attach {
     pub bus: Bus,
     pub window: u64,
     pub metrics: Arc<Metrics>,
+    /// Set if the cache cannot be written: the process must then exit, as
+    /// when the embedded store's fsync fails.
+    pub failed: watch::Sender<Option<String>>,
 }
 
 impl Backend {
@@ -134,6 +137,7 @@ impl Backend {
             bus,
             window,
             metrics,
+            failed,
         } = attach;
         let last = *durable.borrow();
         let mut applier = Applier {
@@ -145,6 +149,7 @@ impl Backend {
             bus,
             window: window.max(1),
             last,
+            failed,
         };
         if last == 0 {
             applier.resnapshot().await?;
@@ -267,8 +272,9 @@ impl Backend {
             )?;
             let expect = match (&planned.current, planned.tombstone) {
                 (Some(record), _) => Expect::ModRevision(record.seq),
+                // 0: the key itself was deleted (by a tool other than Marquee).
+                (None, Some((_, 0))) | (None, None) => Expect::Absent,
                 (None, Some((_, revision))) => Expect::ModRevision(revision),
-                (None, None) => Expect::Absent,
             };
             let envelope = Envelope {
                 version: effect.version,

@@ -21,7 +21,7 @@ use serde_json::json;
 mod support;
 use support::etcd::{self, EtcdCluster};
 use support::{
-    BenchDir, Marquee, PacedOutcome, PacedWrites, load_average, now_us, percentile,
+    BenchDir, Marquee, PacedOutcome, PacedWrites, fsync_probe, load_average, now_us, percentile,
     print_environment, process_cpu, rest_writers, sse_subscriber,
 };
 
@@ -122,9 +122,13 @@ struct WriteRow {
     p99: Duration,
     node_cpu: Duration,
     etcd_cpu: Duration,
+    /// The disk's fsync median just before: it varies by 100x on this
+    /// shared VM from one minute to the next, and both stores wait for it.
+    fsync: Duration,
 }
 
-async fn throughput(setup: &Setup, writers: usize) -> WriteRow {
+async fn throughput(setup: &Setup, dir: &Path, writers: usize) -> WriteRow {
+    let (fsync, _) = fsync_probe(dir, 50);
     let (nodes_before, etcd_before) = setup.cpu();
     let (mut latencies, elapsed) =
         rest_writers(&setup.addrs(), "bench", writers, 1, WRITE_PHASE).await;
@@ -139,9 +143,10 @@ async fn throughput(setup: &Setup, writers: usize) -> WriteRow {
         p99: percentile(&latencies, 0.99),
         node_cpu: nodes_after.saturating_sub(nodes_before),
         etcd_cpu: etcd_after.saturating_sub(etcd_before),
+        fsync,
     };
     println!(
-        "{}: {writers:>2} writer(s) {:>7.0} writes/s   ack p50 {}   p99 {}   ({} writes in {:.1} s; Marquee CPU {:.1} s, etcd CPU {:.1} s; load {})",
+        "{}: {writers:>2} writer(s) {:>7.0} writes/s   ack p50 {}   p99 {}   ({} writes in {:.1} s; Marquee CPU {:.1} s, etcd CPU {:.1} s; fsync median {} just before; load {})",
         row.setup,
         row.per_second,
         ms(row.p50),
@@ -150,6 +155,7 @@ async fn throughput(setup: &Setup, writers: usize) -> WriteRow {
         elapsed.as_secs_f64(),
         row.node_cpu.as_secs_f64(),
         row.etcd_cpu.as_secs_f64(),
+        ms(row.fsync),
         load_average()
     );
     row
@@ -371,25 +377,27 @@ async fn main() {
         nodes: vec![start_node(&dir.path().join("fjall"), &config, "embedded")],
         cluster: None,
     };
-    writes.push(throughput(&fjall, 1).await);
-    writes.push(throughput(&fjall, 64).await);
+    // Delivery first in each setup: measured on a store with no work left
+    // over from a throughput burst (memtable flushes, compaction).
     deliveries.extend(delivery(&fjall, base, 1).await);
+    writes.push(throughput(&fjall, dir.path(), 1).await);
+    writes.push(throughput(&fjall, dir.path(), 64).await);
     drop(fjall);
 
     if etcd_version.is_some() {
         match etcd_setup("etcd, 1 node", &dir.path().join("etcd1"), &config, 1) {
             Ok(one) => {
-                writes.push(throughput(&one, 1).await);
-                writes.push(throughput(&one, 64).await);
                 deliveries.extend(delivery(&one, base, 2).await);
+                writes.push(throughput(&one, dir.path(), 1).await);
+                writes.push(throughput(&one, dir.path(), 64).await);
             }
             Err(why) => println!("etcd, 1 node: not measured: {why}"),
         }
         match etcd_setup("etcd, 2 nodes", &dir.path().join("etcd2"), &config, 2) {
             Ok(mut two) => {
-                writes.push(throughput(&two, 1).await);
-                writes.push(throughput(&two, 64).await);
                 deliveries.extend(delivery(&two, base, 3).await);
+                writes.push(throughput(&two, dir.path(), 1).await);
+                writes.push(throughput(&two, dir.path(), 64).await);
                 fault = leader_kill(&mut two, base).await;
             }
             Err(why) => println!("etcd, 2 nodes: not measured: {why}"),
@@ -398,12 +406,20 @@ async fn main() {
 
     println!();
     println!(
-        "{:<15} {:>7} {:>10} {:>9} {:>9} {:>8} {:>12} {:>9}",
-        "store", "writers", "writes/s", "ack p50", "ack p99", "writes", "Marquee CPU", "etcd CPU"
+        "{:<15} {:>7} {:>10} {:>9} {:>9} {:>8} {:>12} {:>9} {:>10}",
+        "store",
+        "writers",
+        "writes/s",
+        "ack p50",
+        "ack p99",
+        "writes",
+        "Marquee CPU",
+        "etcd CPU",
+        "fsync p50"
     );
     for r in &writes {
         println!(
-            "{:<15} {:>7} {:>10.0} {:>9} {:>9} {:>8} {:>10.1} s {:>7.1} s",
+            "{:<15} {:>7} {:>10.0} {:>9} {:>9} {:>8} {:>10.1} s {:>7.1} s {:>10}",
             r.setup,
             r.writers,
             r.per_second,
@@ -411,7 +427,8 @@ async fn main() {
             ms(r.p99),
             r.writes,
             r.node_cpu.as_secs_f64(),
-            r.etcd_cpu.as_secs_f64()
+            r.etcd_cpu.as_secs_f64(),
+            ms(r.fsync)
         );
     }
     println!();

@@ -81,11 +81,13 @@ test-e2e:
 # Throughput and latency figures for this machine (see BENCHMARKS.md). Data goes
 # under target/bench-data/ (a real disk), not a possibly-tmpfs /tmp. The peer
 # bench compares with Harper (npm harperdb), installed under target/harper/, untracked.
+# The scale bench starts its own 3-member etcd clusters (Debian's etcd-server,
+# from `make setup`); without etcd it measures the embedded store alone.
 HARPER_VERSION := 4.7.29
 bench:
 	@command -v mosquitto >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get install -y -qq mosquitto; }
 	@[ -f target/harper/node_modules/harperdb/package.json ] || npm install --prefix target/harper --no-audit --no-fund harperdb@$(HARPER_VERSION)
-	cargo bench -p marquee --bench core --bench mqtt --bench memory --bench peer
+	cargo bench -p marquee --bench core --bench mqtt --bench memory --bench peer --bench scale
 
 # A bounded soak of the release build: mixed REST/WS/MQTT load for SOAK_MINUTES
 # (default 30; e.g. SOAK_MINUTES=2 make soak), RSS every minute, and a non-zero

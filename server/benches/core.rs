@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 
 mod support;
 use support::{
-    BenchDir, Marquee, PacedWrites, RawHttp, load_average, mqtt_arrivals, now_us, percentile,
-    print_environment, process_cpu,
+    Arrivals, BenchDir, Marquee, PacedWrites, arrival, began, load_average, mqtt_arrivals, now_us,
+    percentile, print_environment, process_cpu, rest_writers, scheduled, sse_subscriber,
 };
 
 const WRITE_PHASE: Duration = Duration::from_secs(5);
@@ -33,50 +33,13 @@ fn ms(d: Duration) -> String {
 }
 
 /// `writers` connections write for [`WRITE_PHASE`]; each sends `depth`
-/// requests at once (HTTP/1.1 pipelining when > 1) and then reads their
-/// answers, so with depth the load generator's own cost per write shrinks.
+/// requests at once (see [`rest_writers`]).
 async fn write_throughput(url: &str, pid: u32, writers: usize, depth: usize) {
     let cpu_before = process_cpu(pid);
     let own_cpu_before = process_cpu(std::process::id());
-    let deadline = Instant::now() + WRITE_PHASE;
-    let started = Instant::now();
     let addr = url.trim_start_matches("http://").to_owned();
-    let tasks: Vec<_> = (0..writers)
-        .map(|w| {
-            let addr = addr.clone();
-            tokio::spawn(async move {
-                let mut connection = RawHttp::connect(&addr).await;
-                let mut latencies = Vec::new();
-                let mut i = 0u64;
-                let mut batch = String::new();
-                while Instant::now() < deadline && i < 1_000_000 {
-                    batch.clear();
-                    for _ in 0..depth {
-                        let body = json!({"writer": w, "i": i, "text": "Hello, lobby"}).to_string();
-                        batch.push_str(&connection.encode(
-                            "PUT",
-                            &format!("/api/bench/w{w}-{}", i % 64),
-                            &body,
-                        ));
-                        i += 1;
-                    }
-                    let sent = Instant::now();
-                    connection.send(batch.as_bytes()).await;
-                    for _ in 0..depth {
-                        let status = connection.read_response().await;
-                        assert!((200..300).contains(&status), "write failed: {status}");
-                        latencies.push(sent.elapsed());
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("writer"));
-    }
-    let elapsed = started.elapsed();
+    let (mut latencies, elapsed) =
+        rest_writers(&[addr], "bench", writers, depth, WRITE_PHASE).await;
     let cpu = process_cpu(pid).saturating_sub(cpu_before);
     let own_cpu = process_cpu(std::process::id()).saturating_sub(own_cpu_before);
     latencies.sort_unstable();
@@ -97,70 +60,6 @@ async fn write_throughput(url: &str, pid: u32, writers: usize, depth: usize) {
         own_cpu.as_secs_f64(),
         load_average(),
     );
-}
-
-/// The scheduled send time (`sched_us`) of a delivered record of this phase.
-fn scheduled(value: &Value, phase: u64) -> Option<u64> {
-    (value["phase"].as_u64() == Some(phase))
-        .then(|| value["sched_us"].as_u64())
-        .flatten()
-}
-
-/// When the load generator actually began sending the record (`sent_us`):
-/// the gap from [`scheduled`] is the generator's own lateness.
-fn began(value: &Value) -> Option<u64> {
-    value["sent_us"].as_u64()
-}
-
-/// Each delivery's delay from the scheduled send time, and from the moment
-/// the generator began sending it (which leaves out the generator's lateness).
-type Arrivals = tokio::task::JoinHandle<Vec<(Duration, Duration)>>;
-
-fn arrival(now: u64, scheduled: u64, began: u64) -> (Duration, Duration) {
-    (
-        Duration::from_micros(now.saturating_sub(scheduled)),
-        Duration::from_micros(now.saturating_sub(began)),
-    )
-}
-
-async fn sse_subscriber(url: &str, base: Instant, phase: u64, count: usize) -> Arrivals {
-    let response = reqwest::Client::new()
-        .get(format!("{url}/api/latency/"))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .expect("SSE");
-    let mut body = response.bytes_stream();
-    tokio::spawn(async move {
-        let mut latencies = Vec::with_capacity(count);
-        let mut buffer = String::new();
-        let give_up = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < give_up && latencies.len() < count {
-            let Ok(Some(Ok(chunk))) =
-                tokio::time::timeout(Duration::from_secs(10), body.next()).await
-            else {
-                break;
-            };
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                // Changes are unnamed events with an `id:`; state events have none.
-                if block.lines().any(|l| l.starts_with("event:"))
-                    || !block.lines().any(|l| l.starts_with("id:"))
-                {
-                    continue;
-                }
-                if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:"))
-                    && let Ok(event) = serde_json::from_str::<Value>(data.trim_start())
-                    && let Some(sent) = scheduled(&event["value"], phase)
-                {
-                    let began = began(&event["value"]).unwrap_or(sent);
-                    latencies.push(arrival(now_us(base), sent, began));
-                }
-            }
-        }
-        latencies
-    })
 }
 
 async fn ws_subscriber(url: &str, base: Instant, phase: u64, count: usize) -> Arrivals {

@@ -1,5 +1,7 @@
-//! What both benchmarks need: the release `marquee` binary started on
-//! loopback ports with a fresh data directory, and a process's CPU time.
+//! What the benchmarks share: the release `marquee` binary started on
+//! loopback ports with a fresh data directory, a process's CPU time, the
+//! load generators (closed-loop REST writers, open-loop paced writes), an SSE
+//! subscriber timing deliveries, and (`etcd`) a 3-member etcd to run it on.
 
 // Each benchmark uses part of this.
 #![allow(dead_code)]
@@ -8,7 +10,12 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+pub mod etcd;
 
 /// A running `marquee`, killed when dropped.
 pub struct Marquee {
@@ -377,6 +384,9 @@ pub struct PacedOutcome {
     pub failed: usize,
     /// Each answered write's time from sending to its answer, sorted.
     pub acks: Vec<Duration>,
+    /// Each 2xx answer as (began sending, answered), µs after `base`, in
+    /// answer order: where acknowledgements stopped, and which write waited.
+    pub answers: Vec<(u64, u64)>,
 }
 
 impl PacedWrites {
@@ -425,26 +435,37 @@ impl PacedWrites {
         }
         // Closing the queues tells each reader how many answers to expect.
         let sockets: Vec<_> = sockets.into_iter().map(|(socket, _)| socket).collect();
-        let mut acks = Vec::with_capacity(self.count);
+        let mut answers = Vec::with_capacity(self.count);
         let mut failed = unsent;
         for reader in readers {
             let (ok, bad) = reader.join().unwrap_or_default();
-            acks.extend(ok);
+            answers.extend(ok);
             failed += bad;
         }
         drop(sockets);
+        answers.sort_unstable_by_key(|&(_, answered)| answered);
+        let mut acks: Vec<Duration> = answers
+            .iter()
+            .map(|&(began, answered)| Duration::from_micros(answered.saturating_sub(began)))
+            .collect();
         acks.sort_unstable();
-        PacedOutcome { late, failed, acks }
+        PacedOutcome {
+            late,
+            failed,
+            acks,
+            answers,
+        }
     }
 }
 
 /// Reads one answer per send time queued on `sent`, in order; returns the
-/// 2xx answers' delays and the count of the others (or of those never read).
+/// 2xx answers' (send, answer) times and the count of the others (or of
+/// those never read).
 fn read_answers(
     mut reader: std::io::BufReader<std::net::TcpStream>,
     sent: std::sync::mpsc::Receiver<u64>,
     base: std::time::Instant,
-) -> (Vec<Duration>, usize) {
+) -> (Vec<(u64, u64)>, usize) {
     use std::io::{BufRead, Read};
     let (mut acks, mut failed) = (Vec::new(), 0);
     let mut line = String::new();
@@ -477,10 +498,133 @@ fn read_answers(
         let read = reader.read_exact(&mut body).is_ok();
         broken = !read;
         if ok && read {
-            acks.push(Duration::from_micros(now_us(base).saturating_sub(began)));
+            acks.push((began, now_us(base)));
         } else {
             failed += 1;
         }
     }
     (acks, failed)
+}
+
+/// `writers` closed-loop writers on keep-alive connections, writer `w` on
+/// `addrs[w % addrs.len()]` (`127.0.0.1:PORT`), for `phase` (and at most a
+/// million writes each). Each sends `depth` requests at once (HTTP/1.1
+/// pipelining when > 1) and then reads their answers, so with depth the load
+/// generator's own cost per write shrinks. Writer `w` puts to
+/// `/api/{table}/w{w}-{i % 64}`: 64 keys of its own. Returns every write's
+/// ack latency, unsorted, and how long the phase took. Panics on a non-2xx
+/// answer: these phases measure a healthy server.
+pub async fn rest_writers(
+    addrs: &[String],
+    table: &str,
+    writers: usize,
+    depth: usize,
+    phase: Duration,
+) -> (Vec<Duration>, Duration) {
+    let deadline = Instant::now() + phase;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let addr = addrs[w % addrs.len()].clone();
+            let table = table.to_owned();
+            tokio::spawn(async move {
+                let mut connection = RawHttp::connect(&addr).await;
+                let mut latencies = Vec::new();
+                let mut i = 0u64;
+                let mut batch = String::new();
+                while Instant::now() < deadline && i < 1_000_000 {
+                    batch.clear();
+                    for _ in 0..depth {
+                        let body = json!({"writer": w, "i": i, "text": "Hello, lobby"}).to_string();
+                        batch.push_str(&connection.encode(
+                            "PUT",
+                            &format!("/api/{table}/w{w}-{}", i % 64),
+                            &body,
+                        ));
+                        i += 1;
+                    }
+                    let sent = Instant::now();
+                    connection.send(batch.as_bytes()).await;
+                    for _ in 0..depth {
+                        let status = connection.read_response().await;
+                        assert!((200..300).contains(&status), "write failed: {status}");
+                        latencies.push(sent.elapsed());
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("writer"));
+    }
+    (latencies, started.elapsed())
+}
+
+/// The scheduled send time (`sched_us`) of a delivered record of this phase.
+pub fn scheduled(value: &Value, phase: u64) -> Option<u64> {
+    (value["phase"].as_u64() == Some(phase))
+        .then(|| value["sched_us"].as_u64())
+        .flatten()
+}
+
+/// When the load generator actually began sending the record (`sent_us`):
+/// the gap from [`scheduled`] is the generator's own lateness.
+pub fn began(value: &Value) -> Option<u64> {
+    value["sent_us"].as_u64()
+}
+
+/// Each delivery's delay from the scheduled send time, and from the moment
+/// the generator began sending it (which leaves out the generator's lateness).
+pub type Arrivals = tokio::task::JoinHandle<Vec<(Duration, Duration)>>;
+
+pub fn arrival(now: u64, scheduled: u64, began: u64) -> (Duration, Duration) {
+    (
+        Duration::from_micros(now.saturating_sub(scheduled)),
+        Duration::from_micros(now.saturating_sub(began)),
+    )
+}
+
+/// An SSE subscriber to `/api/latency/` on `url`, counting the records of
+/// `phase` (see [`scheduled`]) until `count` have come, 60 s pass or the
+/// stream is quiet for 10 s.
+pub async fn sse_subscriber(url: &str, base: Instant, phase: u64, count: usize) -> Arrivals {
+    let response = reqwest::Client::new()
+        .get(format!("{url}/api/latency/"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("SSE");
+    let mut body = response.bytes_stream();
+    tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(count);
+        let mut buffer = String::new();
+        let give_up = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < give_up && latencies.len() < count {
+            let Ok(Some(Ok(chunk))) =
+                tokio::time::timeout(Duration::from_secs(10), body.next()).await
+            else {
+                break;
+            };
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                // Changes are unnamed events with an `id:`; state events have none.
+                if block.lines().any(|l| l.starts_with("event:"))
+                    || !block.lines().any(|l| l.starts_with("id:"))
+                {
+                    continue;
+                }
+                if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data:"))
+                    && let Ok(event) = serde_json::from_str::<Value>(data.trim_start())
+                    && let Some(sent) = scheduled(&event["value"], phase)
+                {
+                    let began = began(&event["value"]).unwrap_or(sent);
+                    latencies.push(arrival(now_us(base), sent, began));
+                }
+            }
+        }
+        latencies
+    })
 }

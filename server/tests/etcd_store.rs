@@ -385,3 +385,348 @@ async fn a_seq_from_another_node_is_a_resume_point_not_a_gap() {
         store.shutdown().await;
     }
 }
+
+/// Polls `check` until it holds (a node's applier follows the others' writes
+/// a moment later), for at most 20 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn things(name: &str) -> marquee::store::TableDecl {
+    marquee::store::TableDecl {
+        name: name.into(),
+        schema: Some(json!({
+            "type": "object",
+            "properties": {"n": {"type": "integer"}},
+            "required": ["n"]
+        })),
+    }
+}
+
+/// Accounts, tokens, saved MQTT sessions and table declarations live on
+/// etcd like the records: what one node writes, every node reads, refuses
+/// on and is told about, and a node joining late has it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_tokens_sessions_and_tables_are_shared_by_every_node() {
+    use marquee::store::StoreError;
+
+    let cluster = EtcdCluster::start(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = node(&cluster, &dir, "a").await;
+    let b = node(&cluster, &dir, "b").await;
+
+    // An account made on A: on B, and a second create there is refused.
+    a.put_account("alice", b"alice v1".to_vec(), true)
+        .await
+        .expect("create on A");
+    assert_eq!(
+        a.account("alice").expect("read"),
+        Some(b"alice v1".to_vec())
+    );
+    eventually("B has alice", || {
+        b.account("alice").expect("read").is_some()
+    })
+    .await;
+    assert_eq!(
+        b.put_account("alice", b"other".to_vec(), true).await,
+        Err(StoreError::AccountExists("alice".into()))
+    );
+    assert_eq!(
+        b.put_account("bob", b"bob".to_vec(), false).await,
+        Err(StoreError::NoSuchAccount("bob".into()))
+    );
+    // An update on B, seen on A; a change of account tells A's connections.
+    let mut access_a = a.access_changes();
+    access_a.borrow_and_update();
+    b.put_account("alice", b"alice v2".to_vec(), false)
+        .await
+        .expect("update on B");
+    tokio::time::timeout(Duration::from_secs(20), access_a.changed())
+        .await
+        .expect("A told within 20 s")
+        .expect("the store goes on");
+    eventually("A has alice v2", || {
+        a.account("alice").expect("read") == Some(b"alice v2".to_vec())
+    })
+    .await;
+    // Made and removed on A: B does not keep it; removing it again fails.
+    a.put_account("carol", b"carol".to_vec(), true)
+        .await
+        .expect("create carol");
+    a.delete_account("carol").await.expect("delete carol");
+    assert_eq!(
+        a.delete_account("carol").await,
+        Err(StoreError::NoSuchAccount("carol".into()))
+    );
+    eventually("B has no carol", || {
+        b.account("carol").expect("read").is_none()
+    })
+    .await;
+    // A's cache may still have carol; the condition catches it either way.
+    assert_eq!(
+        b.put_account("carol", b"back".to_vec(), false).await,
+        Err(StoreError::NoSuchAccount("carol".into()))
+    );
+    let names = |store: &Store| store.accounts().expect("accounts");
+    eventually("the same accounts", || names(&a) == names(&b)).await;
+    assert_eq!(names(&a), vec![b"alice v2".to_vec()]);
+
+    // A token set on A is found on B; its removal on B tells A.
+    let hash: Vec<u8> = (0..32u8).collect();
+    a.set_token(&hash, Some(b"token".to_vec()))
+        .await
+        .expect("token on A");
+    eventually("B has the token", || {
+        b.token(&hash).expect("read") == Some(b"token".to_vec())
+    })
+    .await;
+    assert_eq!(
+        b.tokens().expect("tokens"),
+        vec![(hash.clone(), b"token".to_vec())]
+    );
+    // Its use recorded on B (present: an update).
+    b.set_token(&hash, Some(b"token, used".to_vec()))
+        .await
+        .expect("touch on B");
+    eventually("A sees the use", || {
+        a.token(&hash).expect("read") == Some(b"token, used".to_vec())
+    })
+    .await;
+    let mut access_a = a.access_changes();
+    access_a.borrow_and_update();
+    b.set_token(&hash, None).await.expect("revoke on B");
+    tokio::time::timeout(Duration::from_secs(20), access_a.changed())
+        .await
+        .expect("A told within 20 s")
+        .expect("the store goes on");
+    assert_eq!(a.token(&hash).expect("read"), None, "gone once A is told");
+    // A use recorded after the removal does not bring the token back.
+    let mut access_b = b.access_changes();
+    access_b.borrow_and_update();
+    let second: Vec<u8> = (100..132u8).collect();
+    a.set_token(&second, Some(b"second".to_vec()))
+        .await
+        .expect("second token");
+    eventually("B has the second token", || {
+        b.token(&second).expect("read").is_some()
+    })
+    .await;
+    let (revoked, touched) = tokio::join!(
+        a.set_token(&second, None),
+        b.set_token(&second, Some(b"second, used".to_vec()))
+    );
+    revoked.expect("revoke");
+    touched.expect("touch");
+    eventually("both without the second token", || {
+        a.token(&second).expect("read").is_none() && b.token(&second).expect("read").is_none()
+    })
+    .await;
+
+    // A table declared on A takes records (checked by its schema) on B.
+    let info = a.declare_table(things("things")).await.expect("declare");
+    assert_eq!(info.name, "things");
+    eventually("B has things", || b.table_info("things").is_some()).await;
+    assert_eq!(
+        b.table_info("things").and_then(|t| t.schema),
+        things("things").schema
+    );
+    assert_eq!(
+        b.declare_table(things("things")).await,
+        Err(StoreError::TableExists("things".into()))
+    );
+    let written = b
+        .write(put("things", "t1", json!({"n": 1})), Origin::Rest)
+        .await
+        .expect("a record on B");
+    let refused = b
+        .write(put("things", "t2", json!({"n": "one"})), Origin::Rest)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    // A drop while it has records is refused, on either node.
+    assert_eq!(
+        b.drop_table("things").await,
+        Err(StoreError::TableNotEmpty("things".into()))
+    );
+    assert_eq!(
+        a.drop_table("things").await,
+        Err(StoreError::TableNotEmpty("things".into()))
+    );
+    assert_eq!(
+        a.drop_table("signs").await,
+        Err(StoreError::BuiltIn("signs".into()))
+    );
+    assert!(written.seq.is_some());
+
+    // A session saved on A is in B's saved sessions; forgetting it too.
+    a.save_session("device-1", Some(b"subs 1".to_vec()))
+        .await
+        .expect("save");
+    a.save_session("device-2", Some(b"subs 2".to_vec()))
+        .await
+        .expect("save");
+    eventually("B has both sessions", || {
+        b.saved_sessions().expect("sessions").len() == 2
+    })
+    .await;
+    b.save_session("device-2", None).await.expect("forget on B");
+    eventually("A has one session", || {
+        a.saved_sessions().expect("sessions") == vec![("device-1".to_owned(), b"subs 1".to_vec())]
+    })
+    .await;
+
+    // A late-joining node (a fresh data dir) has all of it once connected.
+    let c = node(&cluster, &dir, "c").await;
+    assert_eq!(
+        c.account("alice").expect("read"),
+        Some(b"alice v2".to_vec())
+    );
+    assert_eq!(c.accounts().expect("accounts").len(), 1);
+    assert!(c.tokens().expect("tokens").is_empty());
+    assert_eq!(
+        c.saved_sessions().expect("sessions"),
+        vec![("device-1".to_owned(), b"subs 1".to_vec())]
+    );
+    assert_eq!(
+        c.table_info("things").and_then(|t| t.schema),
+        things("things").schema
+    );
+    let refused = c
+        .write(put("things", "t3", json!({"n": "three"})), Origin::Rest)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+
+    // Emptied on C, dropped on C: gone on every node.
+    let deleted = c
+        .write(
+            WriteOp::Delete {
+                table: "things".into(),
+                id: "t1".into(),
+                if_match: None,
+            },
+            Origin::Rest,
+        )
+        .await
+        .expect("delete on C");
+    caught_up(&c, deleted.seq.expect("seq")).await;
+    c.drop_table("things").await.expect("drop on C");
+    for store in [&a, &b, &c] {
+        eventually("things dropped", || store.table_info("things").is_none()).await;
+    }
+    assert_eq!(
+        a.write(put("things", "t1", json!({"n": 1})), Origin::Rest)
+            .await
+            .map(|_| ()),
+        Err(StoreError::NoSuchTable("things".into()))
+    );
+
+    for store in [a, b, c] {
+        store.shutdown().await;
+    }
+}
+
+/// A drop racing a record write on another node: never both succeed, so no
+/// record is left in a dropped table and no write lands in one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_drop_and_a_record_write_racing_on_two_nodes_never_both_succeed() {
+    use marquee::store::StoreError;
+
+    let cluster = EtcdCluster::start(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = node(&cluster, &dir, "a").await;
+    let b = node(&cluster, &dir, "b").await;
+    let (mut dropped, mut written) = (0, 0);
+    for round in 0..12 {
+        let name = format!("race{round}");
+        a.declare_table(things(&name)).await.expect("declare");
+        eventually("B has the table", || b.table_info(&name).is_some()).await;
+        let (drop, write) = tokio::join!(
+            a.drop_table(&name),
+            b.write(put(&name, "r", json!({"n": round})), Origin::Rest)
+        );
+        match (&drop, &write) {
+            (Ok(()), Err(StoreError::NoSuchTable(_))) => dropped += 1,
+            (Err(StoreError::TableNotEmpty(_)), Ok(_)) => written += 1,
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    eprintln!("the drop won {dropped} rounds, the write {written}");
+    // What etcd holds agrees: a record only in the tables still declared.
+    let log = marquee::store::etcd::EtcdLog::connect(&cluster.endpoints(), "/marquee/")
+        .await
+        .expect("connect");
+    let records = log.read_records(None, None).await.expect("read");
+    for record in &records.records {
+        if record.table.starts_with("race") {
+            assert!(
+                a.table_info(&record.table).is_some(),
+                "{}/{} outlived its table",
+                record.table,
+                record.id
+            );
+        }
+    }
+    for store in [a, b] {
+        store.shutdown().await;
+    }
+}
+
+/// The config file's tables are declared on etcd at start (the file wins
+/// for its schema), so a node without them in its file has them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_tables_are_declared_for_every_node() {
+    let cluster = EtcdCluster::start(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_tables = |name: &str, tables: Vec<marquee::store::TableDecl>| {
+        let metrics = Arc::new(Metrics::default());
+        Store::connect(
+            StoreOptions {
+                data_dir: dir.path().join(name),
+                change_log_window: 10_000,
+                tables,
+                fail_persist_after: None,
+                address: StoreAddress::Etcd(EtcdAddress {
+                    endpoints: cluster.endpoints(),
+                    prefix: "/marquee/".into(),
+                }),
+            },
+            Bus::new(1000, metrics.clone()),
+            metrics,
+        )
+    };
+    let a = with_tables("a", vec![things("things")])
+        .await
+        .expect("A starts");
+    let b = node(&cluster, &dir, "b").await;
+    assert_eq!(
+        b.table_info("things").and_then(|t| t.schema),
+        things("things").schema,
+        "declared on etcd before A's start returned, so in B's snapshot"
+    );
+    b.write(put("things", "x", json!({"n": 1})), Origin::Rest)
+        .await
+        .expect("a record on B");
+    // Another node's file with another schema wins on its start.
+    let free = marquee::store::TableDecl {
+        name: "things".into(),
+        schema: None,
+    };
+    let c = with_tables("c", vec![free]).await.expect("C starts");
+    assert_eq!(c.table_info("things").and_then(|t| t.schema), None);
+    eventually("A has the file's schema", || {
+        a.table_info("things").is_some_and(|t| t.schema.is_none())
+    })
+    .await;
+    for store in [a, b, c] {
+        store.shutdown().await;
+    }
+}

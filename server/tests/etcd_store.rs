@@ -730,3 +730,148 @@ async fn config_file_tables_are_declared_for_every_node() {
         store.shutdown().await;
     }
 }
+
+/// A server in accounts mode on the cluster, with the bootstrap admin.
+async fn accounts_server(cluster: &EtcdCluster) -> common::TestServer {
+    let endpoints = cluster.endpoints();
+    common::TestServer::start_with(move |config| {
+        config.access =
+            marquee::access::Access::new(marquee::access::Mode::Accounts, false, Vec::new())
+                .expect("access");
+        config.admin_bootstrap = Some(marquee::config::AdminBootstrap {
+            username: "admin".into(),
+            password: "correct horse".into(),
+        });
+        config.store = StoreAddress::Etcd(EtcdAddress {
+            endpoints,
+            prefix: "/marquee/".into(),
+        });
+    })
+    .await
+}
+
+/// `method path` on `server` as `who` (a cookie, with the server's own
+/// Origin, or a bearer token): the status and body.
+async fn call(
+    server: &common::TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    who: Who<'_>,
+) -> (u16, Value) {
+    let mut request = common::client().request(method, format!("{}{path}", server.url));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request = match who {
+        Who::Nobody => request.header(reqwest::header::ORIGIN, &server.url),
+        Who::Browser(cookie) => request
+            .header(reqwest::header::COOKIE, cookie)
+            .header(reqwest::header::ORIGIN, &server.url),
+        Who::Script(token) => request.bearer_auth(token),
+    };
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[derive(Clone, Copy)]
+enum Who<'a> {
+    Nobody,
+    Browser(&'a str),
+    Script(&'a str),
+}
+
+/// `GET /api/auth/me` as `who` until it answers `status` (the other node
+/// applies a sign-in or a sign-out a moment after the node that made it).
+async fn me_until(server: &common::TestServer, who: Who<'_>, status: u16) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (now, body) = call(server, reqwest::Method::GET, "/api/auth/me", None, who).await;
+        if now == status {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/api/auth/me stayed {now}, not {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two servers in accounts mode on one etcd, started together with the same
+/// bootstrap admin: a sign-in on A is a session on B, an API token made on B
+/// works on A, and a sign-out on B ends the session on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_on_one_server_is_good_on_the_other() {
+    let cluster = EtcdCluster::start(3);
+    let (a, b) = tokio::join!(accounts_server(&cluster), accounts_server(&cluster));
+
+    let (status, body) = call(
+        &a,
+        reqwest::Method::POST,
+        "/api/auth/login",
+        Some(json!({"username": "admin", "password": "correct horse"})),
+        Who::Nobody,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = call(
+        &b,
+        reqwest::Method::POST,
+        "/api/auth/login",
+        Some(json!({"username": "admin", "password": "wrong"})),
+        Who::Nobody,
+    )
+    .await;
+    assert_eq!(status, 401);
+    // The cookie, by hand: the client keeps none.
+    let login = common::client()
+        .post(format!("{}/api/auth/login", a.url))
+        .header(reqwest::header::ORIGIN, &a.url)
+        .json(&json!({"username": "admin", "password": "correct horse"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 200);
+    let cookie = login
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .trim()
+        .to_owned();
+    let who = me_until(&b, Who::Browser(&cookie), 200).await;
+    assert_eq!(who["username"], "admin");
+
+    // An API token made on B is a bearer token on A.
+    let (status, made) = call(
+        &b,
+        reqwest::Method::POST,
+        "/api/tokens",
+        Some(json!({"name": "deploy"})),
+        Who::Browser(&cookie),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let secret = made["token"].as_str().expect("a secret").to_owned();
+    let who = me_until(&a, Who::Script(&secret), 200).await;
+    assert_eq!(who["username"], "admin");
+
+    // Signed out on B: the session ends on A too.
+    let (status, body) = call(
+        &b,
+        reqwest::Method::POST,
+        "/api/auth/logout",
+        None,
+        Who::Browser(&cookie),
+    )
+    .await;
+    assert!(status < 300, "{status}: {body}");
+    me_until(&a, Who::Browser(&cookie), 401).await;
+    me_until(&a, Who::Script(&secret), 200).await;
+
+    a.stop().await;
+    b.stop().await;
+}

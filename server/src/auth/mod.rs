@@ -1,9 +1,9 @@
 //! Accounts and sign-in: who may connect, with which role, and how their
 //! passwords and tokens are kept. Each account lives in the store's own
 //! `accounts` keyspace (written durably through the writer like everything
-//! else, and never reachable through the record API); passwords are
-//! argon2id hashes, checked a few at a time off the async runtime. The
-//! [`Guard`] is what the protocols talk to.
+//! else, or on etcd and shared by every node, and never reachable through
+//! the record API); passwords are argon2id hashes, checked a few at a time
+//! off the async runtime. The [`Guard`] is what the protocols talk to.
 
 mod account;
 mod audit;

@@ -82,7 +82,7 @@ pub(super) struct Cache {
 
 pub(super) use state_cache::REVISIONS_KEYSPACE;
 
-/// Records on etcd: one per store, attached after the cache is open.
+/// The Store on etcd: one per store, attached after the cache is open.
 pub(super) struct Backend {
     log: EtcdLog,
     node: String,
@@ -105,8 +105,8 @@ struct Planned {
     current: Option<StoredRecord>,
     /// A tombstone: (version deleted at, its mod revision).
     tombstone: Option<(u64, u64)>,
-    /// The mod revision of the table's declaration (`None` for a built-in
-    /// table, which etcd does not hold).
+    /// The mod revision of the table's declaration as cached (`None` for a
+    /// built-in table, which etcd does not hold, or one not on etcd yet).
     table: Option<u64>,
 }
 

@@ -232,7 +232,195 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, RwLock};
+
     use super::*;
+
+    fn cache(dir: &tempfile::TempDir) -> Cache {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let keyspace = |name: &str| {
+            db.keyspace(name, fjall::KeyspaceCreateOptions::default)
+                .unwrap()
+        };
+        Cache {
+            records: keyspace("records"),
+            changes: keyspace("changes"),
+            meta: keyspace("meta"),
+            accounts: keyspace("accounts"),
+            tokens: keyspace("tokens"),
+            revisions: keyspace(REVISIONS_KEYSPACE),
+            db,
+        }
+    }
+
+    fn builtins() -> Tables {
+        let tables = BUILTIN_TABLES
+            .iter()
+            .map(|name| {
+                let def = TableDef {
+                    builtin: true,
+                    schema: None,
+                };
+                ((*name).to_owned(), def)
+            })
+            .collect::<BTreeMap<_, _>>();
+        Arc::new(RwLock::new(tables))
+    }
+
+    /// Applies `changes` as one revision each, from 10 on; the effects of each.
+    fn apply_all(cache: &Cache, tables: &Tables, changes: &[(Key, Option<&[u8]>)]) -> Vec<bool> {
+        let mut access = Vec::new();
+        for (revision, (key, value)) in (10..).zip(changes) {
+            let mut batch = cache.db.batch();
+            let mut effects = Effects::default();
+            apply(cache, &mut batch, key, *value, revision, &mut effects);
+            effects.apply_tables(tables);
+            batch.commit().unwrap();
+            access.push(effects.access);
+        }
+        access
+    }
+
+    fn decl(name: &str) -> Vec<u8> {
+        serde_json::to_vec(&TableDecl {
+            name: name.into(),
+            schema: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn each_kind_lands_where_the_embedded_store_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache(&dir);
+        let tables = builtins();
+        let hash = [0xab_u8; 32];
+        let things = decl("things");
+        let access = apply_all(
+            &cache,
+            &tables,
+            &[
+                (Key::Account("alice".into()), Some(b"alice")),
+                (Key::Token(hex(&hash)), Some(b"token")),
+                (Key::Session("dev/1".into()), Some(b"subs")),
+                (Key::Table("things".into()), Some(&things)),
+                (Key::Token(hex(&hash)), None),
+            ],
+        );
+        // A token written takes no one's access away; its removal may.
+        assert_eq!(access, vec![true, false, false, false, true]);
+        assert_eq!(
+            cache.accounts.get("alice").unwrap().as_deref(),
+            Some(&b"alice"[..])
+        );
+        assert_eq!(cache.tokens.get(hash).unwrap(), None);
+        assert_eq!(
+            cache.meta.get("session:dev/1").unwrap().as_deref(),
+            Some(&b"subs"[..])
+        );
+        assert_eq!(
+            cache.meta.get("table:things").unwrap().as_deref(),
+            Some(things.as_slice())
+        );
+        assert!(tables.read().unwrap().contains_key("things"));
+        let snapshot = cache.db.snapshot();
+        let (_, revisions) = revisions(
+            &cache,
+            &snapshot,
+            [
+                &Key::Account("alice".into()),
+                &Key::Table("things".into()),
+                &Key::Token(hex(&hash)),
+            ],
+        )
+        .unwrap();
+        assert_eq!(revisions, [Some(10), Some(13), None]);
+    }
+
+    #[test]
+    fn built_in_and_unusable_declarations_change_no_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache(&dir);
+        let tables = builtins();
+        let signs = decl("signs");
+        let other = decl("other");
+        let bad_schema = serde_json::to_vec(&serde_json::json!({
+            "name": "strict", "schema": {"type": "nonsense"}
+        }))
+        .unwrap();
+        let strict = decl("strict");
+        apply_all(
+            &cache,
+            &tables,
+            &[
+                (Key::Table("signs".into()), Some(&signs)),
+                (Key::Table("signs".into()), None),
+                (Key::Table("mismatch".into()), Some(&other)),
+                (Key::Table("strict".into()), Some(&strict)),
+                // Re-declared with a schema this node cannot use: refused
+                // writes beat unchecked ones.
+                (Key::Table("strict".into()), Some(&bad_schema)),
+            ],
+        );
+        let tables = tables.read().unwrap();
+        assert!(tables.get("signs").is_some_and(|def| def.builtin));
+        assert!(!tables.contains_key("mismatch"));
+        assert!(!tables.contains_key("strict"));
+        assert_eq!(cache.meta.prefix(TABLE_KEY_PREFIX).count(), 0);
+    }
+
+    #[test]
+    fn a_snapshot_replaces_everything_but_the_built_in_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache(&dir);
+        let tables = builtins();
+        let old = decl("old");
+        apply_all(
+            &cache,
+            &tables,
+            &[
+                (Key::Account("gone".into()), Some(b"gone")),
+                (Key::Token("00".into()), Some(b"gone")),
+                (Key::Session("gone".into()), Some(b"gone")),
+                (Key::Table("old".into()), Some(&old)),
+            ],
+        );
+        let item = |key: Key, value: &[u8]| Item {
+            key,
+            value: value.to_vec(),
+            create_revision: 20,
+            mod_revision: 21,
+            version: 1,
+        };
+        let fresh = decl("fresh");
+        let items = [
+            item(Key::Account("kept".into()), b"kept"),
+            item(Key::record("signs", "a"), b"not state"),
+            item(Key::Table("fresh".into()), &fresh),
+        ];
+        let mut batch = cache.db.batch();
+        let mut effects = Effects::default();
+        replace_all(&cache, &mut batch, items.iter(), &mut effects).unwrap();
+        effects.apply_tables(&tables);
+        batch.commit().unwrap();
+        assert!(effects.access);
+        let accounts: Vec<_> = cache
+            .accounts
+            .iter()
+            .map(|guard| guard.key().unwrap().to_vec())
+            .collect();
+        assert_eq!(accounts, vec![b"kept".to_vec()]);
+        assert_eq!(cache.tokens.iter().count(), 0);
+        assert_eq!(cache.meta.prefix(SESSION_KEY_PREFIX).count(), 0);
+        let names: Vec<String> = tables.read().unwrap().keys().cloned().collect();
+        let mut expected: Vec<String> = BUILTIN_TABLES.iter().map(|t| (*t).to_owned()).collect();
+        expected.push("fresh".into());
+        expected.sort();
+        assert_eq!(names, expected);
+        // Every cached key's revision is the snapshot's, and only theirs.
+        assert_eq!(cache.revisions.iter().count(), 2);
+    }
 
     #[test]
     fn token_keys_round_trip_through_hex() {

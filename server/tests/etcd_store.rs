@@ -945,3 +945,35 @@ async fn a_node_back_after_compaction_has_the_state_as_it_is_now() {
         store.shutdown().await;
     }
 }
+
+/// A declaration on etcd that a node cannot use (written by another tool)
+/// leaves its table undeclared there, and declaring that name is refused at
+/// once, not after waiting for a revision an idle cluster never makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declaration_a_node_cannot_use_is_refused_at_once() {
+    use marquee::store::etcd::{Batch, EtcdLog, Key, Op};
+
+    let cluster = EtcdCluster::start(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = EtcdLog::connect(&cluster.endpoints(), "/marquee/")
+        .await
+        .expect("connect");
+    let batch = Batch::new("outside-1")
+        .with(Op::put(Key::Table("weird".into()), b"not json".to_vec()))
+        .with(Op::put(Key::Table("signs".into()), b"not json".to_vec()));
+    log.commit(&batch).await.expect("commit");
+    let a = node(&cluster, &dir, "a").await;
+    assert!(a.table_info("weird").is_none());
+    assert!(a.table_info("signs").is_some_and(|t| t.builtin));
+    let started = std::time::Instant::now();
+    assert_eq!(
+        a.declare_table(things("weird")).await,
+        Err(marquee::store::StoreError::TableExists("weird".into()))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    a.shutdown().await;
+}

@@ -255,9 +255,12 @@ impl Backend {
                 Ok(true)
             }
             Err(EtcdError::ConditionFailed { current, .. }) => {
-                // `current` is 0 for a key deleted since: the change is
-                // after `at` all the same.
-                self.wait_published(current.max(at + 1)).await?;
+                // `current` is 0 for a key deleted since, which was after
+                // `at`. A key written at or before `at` that the cache does
+                // not hold (a declaration this node cannot use) needs no
+                // wait: an idle cluster might make no later revision.
+                let target = if current == 0 { at + 1 } else { current };
+                self.wait_published(target).await?;
                 Ok(false)
             }
             Err(EtcdError::RecordWrittenAfter { written, .. }) => {

@@ -1,9 +1,9 @@
 //! Accounts and sign-in: who may connect, with which role, and how their
 //! passwords and tokens are kept. Each account lives in the store's own
 //! `accounts` keyspace (written durably through the writer like everything
-//! else, and never reachable through the record API); passwords are
-//! argon2id hashes, checked a few at a time off the async runtime. The
-//! [`Guard`] is what the protocols talk to.
+//! else, or on etcd and shared by every node, and never reachable through
+//! the record API); passwords are argon2id hashes, checked a few at a time
+//! off the async runtime. The [`Guard`] is what the protocols talk to.
 
 mod account;
 mod audit;
@@ -120,11 +120,20 @@ impl Accounts {
         username: &str,
         password: &str,
     ) -> Result<bool, AuthError> {
-        if self.list()?.iter().any(|a| a.role == Role::Admin) {
+        let any_admin = |accounts: Vec<Account>| accounts.iter().any(|a| a.role == Role::Admin);
+        if any_admin(self.list()?) {
             return Ok(false);
         }
-        self.create(username, Role::Admin, password).await?;
-        Ok(true)
+        match self.create(username, Role::Admin, password).await {
+            Ok(_) => Ok(true),
+            // Nodes of one etcd store starting together each saw no admin;
+            // another made it first. (A name taken by a non-admin is still
+            // an error: then there is no admin.)
+            Err(AuthError::Store(StoreError::AccountExists(_))) if any_admin(self.list()?) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Gives an existing account a new password; returns its (stored) user name.

@@ -275,6 +275,11 @@ impl PendingWrite {
 const LAST_SEQ_KEY: &[u8] = b"last_seq";
 /// Set in a data dir that caches an etcd store: which one (`etcd:{prefix}`).
 const CACHE_OF_KEY: &[u8] = b"cache_of";
+/// What such a cache holds, so a cache made by an older Marquee is built
+/// again: `2`, the whole state; none, the records alone (accounts, tokens,
+/// sessions and tables were then each node's own).
+const CACHE_FORMAT_KEY: &[u8] = b"cache_format";
+const CACHE_FORMAT: &[u8] = b"2";
 const TABLE_KEY_PREFIX: &str = "table:";
 const SESSION_KEY_PREFIX: &str = "session:";
 /// fjall's defaults (64 MiB per memtable, a 32 MiB block cache) suit a
@@ -442,6 +447,7 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let address = options.address.clone();
         let window = options.change_log_window;
+        let config_tables = options.tables.clone();
         let store = Self::open(options, bus, metrics)?;
         let StoreAddress::Etcd(etcd) = address else {
             return Ok(store);
@@ -458,10 +464,18 @@ impl Store {
             .await
             .map_err(|e| StoreError::Storage(format!("etcd: {e}")))?;
         let cached = shared.meta.get(CACHE_OF_KEY)?;
-        if cached.as_deref() != Some(marker.as_slice()) || *shared.durable.borrow() > head {
+        let format = shared.meta.get(CACHE_FORMAT_KEY)?;
+        if cached.as_deref() != Some(marker.as_slice())
+            || format.as_deref() != Some(CACHE_FORMAT)
+            || *shared.durable.borrow() > head
+        {
             shared.durable_tx.send_replace(0);
         }
         shared.meta.insert(CACHE_OF_KEY, marker)?;
+        shared.meta.insert(CACHE_FORMAT_KEY, CACHE_FORMAT)?;
+        let revisions = shared.db.keyspace(on_etcd::REVISIONS_KEYSPACE, || {
+            KeyspaceCreateOptions::default().max_memtable_size(QUIET_MEMTABLE)
+        })?;
         let backend = on_etcd::Backend::start(
             log,
             node_name(),
@@ -471,9 +485,13 @@ impl Store {
                     records: shared.records.clone(),
                     changes: shared.changes.clone(),
                     meta: shared.meta.clone(),
+                    accounts: shared.accounts.clone(),
+                    tokens: shared.tokens.clone(),
+                    revisions,
                 },
                 tables: shared.tables.clone(),
                 durable: shared.durable_tx.clone(),
+                access: shared.access_changes.clone(),
                 log_start: shared.log_start.clone(),
                 bus: shared.bus.clone(),
                 window,
@@ -482,7 +500,13 @@ impl Store {
             },
         )
         .await?;
+        // Before anyone can write: the file's tables, declared for every node.
+        let declared = backend.declare_config_tables(&config_tables).await;
         let _ = shared.etcd.set(backend);
+        if let Err(e) = declared {
+            store.shutdown().await;
+            return Err(e);
+        }
         Ok(store)
     }
 
@@ -548,7 +572,11 @@ impl Store {
         validate_table_name(&decl.name)?;
         table_def(&decl)?;
         let name = decl.name.clone();
-        self.submit(writer::Command::DeclareTable(decl)).await?;
+        if let Some(etcd) = self.shared.etcd.get() {
+            etcd.declare_table(&decl).await?;
+        } else {
+            self.submit(writer::Command::DeclareTable(decl)).await?;
+        }
         self.table_info(&name)
             .ok_or_else(|| StoreError::Storage("table vanished after declaration".into()))
     }
@@ -560,6 +588,9 @@ impl Store {
         client_id: &str,
         state: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
+        if let Some(etcd) = self.shared.etcd.get() {
+            return etcd.save_session(client_id, state).await;
+        }
         let key = format!("{SESSION_KEY_PREFIX}{client_id}").into_bytes();
         self.submit(writer::Command::SetMeta(key, state))
             .await
@@ -574,6 +605,10 @@ impl Store {
         account: Vec<u8>,
         create: bool,
     ) -> Result<(), StoreError> {
+        // On etcd every node's applier tells its connections, this one's too.
+        if let Some(etcd) = self.shared.etcd.get() {
+            return etcd.put_account(username, account, create).await;
+        }
         self.submit(writer::Command::PutAccount {
             username: username.to_owned(),
             account,
@@ -586,6 +621,9 @@ impl Store {
 
     /// Removes an account, durably.
     pub async fn delete_account(&self, username: &str) -> Result<(), StoreError> {
+        if let Some(etcd) = self.shared.etcd.get() {
+            return etcd.delete_account(username).await;
+        }
         self.submit(writer::Command::DeleteAccount(username.to_owned()))
             .await?;
         self.access_changed();
@@ -609,6 +647,9 @@ impl Store {
 
     /// Stores (or with `None` removes) a token under the hash of its secret, durably.
     pub async fn set_token(&self, hash: &[u8], token: Option<Vec<u8>>) -> Result<(), StoreError> {
+        if let Some(etcd) = self.shared.etcd.get() {
+            return etcd.set_token(hash, token).await;
+        }
         let removed = token.is_none();
         self.submit(writer::Command::SetToken(hash.to_vec(), token))
             .await?;
@@ -660,6 +701,9 @@ impl Store {
 
     /// Removes an empty, non-built-in table.
     pub async fn drop_table(&self, name: &str) -> Result<(), StoreError> {
+        if let Some(etcd) = self.shared.etcd.get() {
+            return etcd.drop_table(name).await;
+        }
         self.submit(writer::Command::DropTable(name.to_owned()))
             .await?;
         Ok(())

@@ -7,6 +7,11 @@
 //! which is what a write on this node waits for before it answers. No fsync:
 //! etcd holds the durable copy, an atomic batch keeps the cache a prefix of
 //! the log, and a restart resumes the watch from the cache's last seq.
+//!
+//! Accounts, tokens, sessions and table declarations go into the cache the
+//! same way, in the same batch (`state_cache.rs` says where), and a change
+//! to who may do what moves `access` on every node, so live connections
+//! everywhere re-check their credentials.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,11 +21,14 @@ use tokio::sync::watch;
 
 use super::Cache;
 use super::envelope::{Envelope, TransientEnvelope};
+use super::state_cache::{self, Effects};
 use crate::bus::Bus;
 use crate::clock;
-use crate::store::etcd::{EtcdError, EtcdLog, Key, LogEntry};
+use crate::store::etcd::{EtcdError, EtcdLog, Key, KeyKind, LogEntry};
 use crate::store::writer::{TOMBSTONE_PREFIX, tombstone_key};
-use crate::store::{LAST_SEQ_KEY, StoreError, StoredRecord, decode_record, decode_seq, record_key};
+use crate::store::{
+    LAST_SEQ_KEY, StoreError, StoredRecord, Tables, decode_record, decode_seq, record_key,
+};
 
 /// How long the applier waits before it watches again after a failure.
 const REWATCH_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -31,6 +39,10 @@ pub(super) struct Applier {
     pub cache: Cache,
     pub durable: watch::Sender<u64>,
     pub published: watch::Sender<u64>,
+    /// The declared tables, kept as the cache's `table:` keys say.
+    pub tables: Tables,
+    /// The store's `access_changes`.
+    pub access: watch::Sender<u64>,
     pub log_start: Arc<AtomicU64>,
     pub bus: Bus,
     /// How many revisions back the cache's change log reaches.
@@ -89,19 +101,17 @@ impl Applier {
         }
     }
 
-    /// Replaces the cache's records with etcd's at its current revision.
+    /// Replaces the cache's whole state (records, accounts, tokens,
+    /// sessions, tables) with etcd's at its current revision.
     pub async fn resnapshot(&mut self) -> Result<(), StoreError> {
-        let snapshot = self
-            .log
-            .read_records(None, None)
-            .await
-            .map_err(super::etcd_error)?;
+        let state = self.log.read_state(None).await.map_err(super::etcd_error)?;
         let cache = self.cache.clone();
-        let revision = snapshot.revision;
+        let tables = self.tables.clone();
+        let revision = state.revision;
         // No record key at all (deletes leave tombstones, so none was ever
         // written): every change of this store is still to come, and a
         // resume from the very start (`since=0`) has nothing to miss.
-        let untouched = snapshot.records.is_empty();
+        let untouched = state.of(KeyKind::Record).next().is_none();
         crate::store::blocking(move || {
             let mut batch = cache.db.batch();
             for guard in cache.records.iter() {
@@ -117,7 +127,12 @@ impl Applier {
                 let (key, _) = guard.into_inner()?;
                 batch.remove(&cache.changes, key.to_vec());
             }
-            for record in snapshot.records {
+            let mut effects = Effects::default();
+            state_cache::replace_all(&cache, &mut batch, state.items.iter(), &mut effects)?;
+            for item in state.items {
+                let Ok(record) = item.into_record() else {
+                    continue;
+                };
                 let envelope: Envelope = match serde_json::from_slice(&record.value) {
                     Ok(envelope) => envelope,
                     Err(e) => {
@@ -129,6 +144,7 @@ impl Applier {
                 put_state(&cache, &mut batch, key, &envelope, record.mod_revision)?;
             }
             batch.insert(&cache.meta, LAST_SEQ_KEY, revision.to_be_bytes().to_vec());
+            effects.apply_tables(&tables);
             batch.commit()?;
             Ok(())
         })
@@ -137,6 +153,8 @@ impl Applier {
         let log_start = if untouched { 1 } else { revision + 1 };
         self.log_start.store(log_start, Ordering::Release);
         self.durable.send_replace(revision);
+        // Any account or token may have changed while this node was away.
+        self.access.send_modify(|n| *n = n.wrapping_add(1));
         self.published.send_replace(revision);
         Ok(())
     }
@@ -150,6 +168,7 @@ impl Applier {
         let cache = &self.cache;
         let mut batch = cache.db.batch();
         let mut events = Vec::new();
+        let mut effects = Effects::default();
         let mut logged = 0u32;
         for change in entry.changes {
             match &change.key {
@@ -199,9 +218,16 @@ impl Applier {
                         Err(e) => tracing::warn!(key = %change.key, "not transient publishes: {e}"),
                     }
                 }
-                // Tables, accounts, tokens and sessions stay on each node's own
-                // disk for now (issue 11).
-                _ => {}
+                Key::Account(_) | Key::Token(_) | Key::Session(_) | Key::Table(_) => {
+                    state_cache::apply(
+                        cache,
+                        &mut batch,
+                        &change.key,
+                        change.value.as_deref(),
+                        revision,
+                        &mut effects,
+                    );
+                }
             }
         }
         batch.insert(&cache.meta, LAST_SEQ_KEY, revision.to_be_bytes().to_vec());
@@ -216,6 +242,7 @@ impl Applier {
                 batch.remove(&cache.changes, key.to_vec());
             }
         }
+        effects.apply_tables(&self.tables);
         batch.commit()?;
         self.last = revision;
         if keep_from > self.log_start.load(Ordering::Acquire) {
@@ -224,6 +251,11 @@ impl Applier {
         self.durable.send_replace(revision);
         for event in events {
             self.bus.publish(event);
+        }
+        // Before `published`: a write that removed a token or changed an
+        // account answers only once connections here have been told.
+        if effects.access {
+            self.access.send_modify(|n| *n = n.wrapping_add(1));
         }
         self.published.send_replace(revision);
         Ok(())

@@ -1,5 +1,5 @@
-//! Records on etcd, shared by several Marquee nodes, with each node's fjall
-//! data dir as its cache of them (issue 11; `../shared/SCALE-OUT.md`).
+//! The Store on etcd, shared by several Marquee nodes, with each node's fjall
+//! data dir as its cache of it (issue 11; `../shared/SCALE-OUT.md`).
 //!
 //! - The **applier** (`applier.rs`) brings the cache up to etcd (a snapshot
 //!   if it is empty, else the watch from its last seq) and then follows the
@@ -18,11 +18,18 @@
 //!   through the node's `t/{node}` key, a batch of them per revision, so
 //!   subscribers on other nodes get them in the same order as the records.
 //!
-//! Accounts, tokens, sessions and table declarations still live on each
-//! node's own disk.
+//! - **Accounts, tokens, saved MQTT sessions and table declarations**
+//!   (`state.rs`) are written the same way, one conditioned transaction
+//!   each, and cached where the embedded store keeps them
+//!   (`state_cache.rs`), so reads are the same on both. A record write
+//!   requires its table's declaration as cached, and a drop requires that
+//!   no record was written since the cache saw the table empty: whichever
+//!   of the two commits first, the other fails.
 
 mod applier;
 mod envelope;
+mod state;
+mod state_cache;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,13 +40,14 @@ use fjall::{Database, Keyspace, Readable};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::etcd::{
-    Batch, Compactor, CompactorOptions, EtcdError, EtcdLog, Expect, Key, Node, NodeOptions, Op,
+    Batch, Compactor, CompactorOptions, EtcdError, EtcdLog, Expect, Key, KeyKind, Node,
+    NodeOptions, Op,
 };
 use super::ids::IdMaker;
 use super::writer::tombstone_key;
 use super::{
-    LAST_SEQ_KEY, StoreError, StoredRecord, Tables, WriteOp, change, decode_record, decode_seq,
-    record_key, validate_record_id,
+    StoreError, StoredRecord, Tables, WriteOp, change, decode_record, record_key,
+    validate_record_id,
 };
 use crate::bus::Bus;
 use crate::clock;
@@ -49,6 +57,14 @@ use envelope::{Envelope, TransientEnvelope, WireMqtt};
 
 /// Re-plans of one write whose condition failed, before giving up.
 const MAX_REPLANS: u32 = 16;
+/// A record write re-plans for at least this long, however many times: a
+/// count alone made giving up depend on how fast the other node is. Two
+/// nodes patching one record, one of them (the faster, by its member or its
+/// scheduling) won 10-15 races in a row within ~70 ms while it had writes
+/// queued, and the other gave up after 16 losses (seen in `etcd_store`'s
+/// two-node test next to another etcd test). Each re-plan waits for the write it lost to,
+/// so this is time spent behind real writes, never a busy loop.
+const REPLAN_FOR: Duration = Duration::from_secs(2);
 /// How long a write waits for this node's applier to reach its revision.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 /// Writes of one record on this node take turns, by key hash over this many
@@ -65,16 +81,22 @@ const TRANSIENT_BATCH_BYTES: usize = 512 * 1024;
 /// The answer to a write or a queued publish, as the embedded writer gives it.
 pub(super) type Reply = oneshot::Sender<Result<Option<Arc<ChangeEvent>>, StoreError>>;
 
-/// The local fjall keyspaces the cache lives in (the embedded store's own).
+/// The local fjall keyspaces the cache lives in (the embedded store's own,
+/// and the mod revisions of the non-record keys).
 #[derive(Clone)]
 pub(super) struct Cache {
     pub db: Database,
     pub records: Keyspace,
     pub changes: Keyspace,
     pub meta: Keyspace,
+    pub accounts: Keyspace,
+    pub tokens: Keyspace,
+    pub revisions: Keyspace,
 }
 
-/// Records on etcd: one per store, attached after the cache is open.
+pub(super) use state_cache::REVISIONS_KEYSPACE;
+
+/// The Store on etcd: one per store, attached after the cache is open.
 pub(super) struct Backend {
     log: EtcdLog,
     node: String,
@@ -106,6 +128,9 @@ struct Planned {
     current: Option<StoredRecord>,
     /// A tombstone: (version deleted at, its mod revision).
     tombstone: Option<(u64, u64)>,
+    /// The mod revision of the table's declaration as cached (`None` for a
+    /// built-in table, which etcd does not hold, or one not on etcd yet).
+    table: Option<u64>,
 }
 
 /// What [`Backend::start`] needs of the store it serves.
@@ -113,6 +138,8 @@ pub(super) struct Attach {
     pub cache: Cache,
     pub tables: Tables,
     pub durable: watch::Sender<u64>,
+    /// The store's `access_changes`, moved by the applier.
+    pub access: watch::Sender<u64>,
     pub log_start: Arc<AtomicU64>,
     pub bus: Bus,
     pub window: u64,
@@ -133,6 +160,7 @@ impl Backend {
             cache,
             tables,
             durable,
+            access,
             log_start,
             bus,
             window,
@@ -145,6 +173,8 @@ impl Backend {
             cache: cache.clone(),
             durable: durable.clone(),
             published: watch::Sender::new(last),
+            tables: tables.clone(),
+            access,
             log_start,
             bus,
             window: window.max(1),
@@ -247,17 +277,22 @@ impl Backend {
             None => self.fresh_id()?,
         };
         validate_record_id(&table, &id)?;
-        let schema = {
-            let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
-            tables
-                .get(&table)
-                .ok_or_else(|| StoreError::NoSuchTable(table.clone()))?
-                .schema
-                .clone()
-        };
         let mut turn = self.turn(&table, &id).await;
-        for attempt in 0..MAX_REPLANS {
+        let replanning = std::time::Instant::now();
+        let mut attempt = 0u32;
+        while attempt < MAX_REPLANS || replanning.elapsed() < REPLAN_FOR {
+            attempt += 1;
             let planned = self.plan_state(&table, &id).await?;
+            // The schema after the cache snapshot: the applier changes the
+            // table list before it commits the cache, so a schema older than
+            // the declaration's revision planned on is never paired with it.
+            let schema = {
+                let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+                let def = tables
+                    .get(&table)
+                    .ok_or_else(|| StoreError::NoSuchTable(table.clone()))?;
+                def.schema.clone()
+            };
             let effect = change::decide(
                 change::Intent {
                     kind,
@@ -288,8 +323,13 @@ impl Backend {
             };
             let bytes =
                 serde_json::to_vec(&envelope).map_err(|e| StoreError::Storage(e.to_string()))?;
-            let batch = Batch::new(format!("{wid}.{attempt}"))
+            let mut batch = Batch::new(format!("{wid}.{attempt}"))
                 .with(Op::put(Key::record(&table, &id), bytes).expecting(expect));
+            // The table as declared when planned: a write racing a drop of
+            // it (or a re-declaration with another schema) fails and plans again.
+            if let Some(declared) = planned.table {
+                batch = batch.require(Key::Table(table.clone()), Expect::ModRevision(declared));
+            }
             match self.log.commit(&batch).await {
                 Ok(committed) => {
                     self.metrics.commits.inc();
@@ -304,8 +344,12 @@ impl Backend {
                     event.mqtt = mqtt;
                     return Ok(Arc::new(event));
                 }
-                Err(EtcdError::ConditionFailed { current, .. }) => {
-                    if made_id && planned.current.is_none() && planned.tombstone.is_none() {
+                Err(EtcdError::ConditionFailed { key, current, .. }) => {
+                    if made_id
+                        && key.kind() == KeyKind::Record
+                        && planned.current.is_none()
+                        && planned.tombstone.is_none()
+                    {
                         id = self.fresh_id()?;
                         drop(turn);
                         turn = self.turn(&table, &id).await;
@@ -319,7 +363,8 @@ impl Backend {
             }
         }
         Err(StoreError::Storage(format!(
-            "{table}/{id}: still contended after {MAX_REPLANS} attempts; try again"
+            "{table}/{id}: still contended after {attempt} attempts in {:?}; try again",
+            replanning.elapsed()
         )))
     }
 
@@ -405,11 +450,10 @@ impl Backend {
     async fn plan_state(&self, table: &str, id: &str) -> Result<Planned, StoreError> {
         let cache = self.cache.clone();
         let key = record_key(table, id);
+        let declaration = Key::Table(table.to_owned());
         super::blocking(move || {
             let snapshot = cache.db.snapshot();
-            let at = snapshot
-                .get(&cache.meta, LAST_SEQ_KEY)?
-                .map_or(0, |v| decode_seq(&v));
+            let (at, [table]) = state_cache::revisions(&cache, &snapshot, [&declaration])?;
             let current = snapshot
                 .get(&cache.records, &key)?
                 .map(|bytes| decode_record(&bytes))
@@ -421,6 +465,7 @@ impl Backend {
                 at,
                 current,
                 tombstone,
+                table,
             })
         })
         .await

@@ -101,7 +101,7 @@ fn etcd_setup(
     config: &Path,
     nodes: usize,
 ) -> Result<Setup, String> {
-    let cluster = EtcdCluster::start(3, &dir.join("etcd"))?;
+    let cluster = EtcdCluster::start_in(3, &dir.join("etcd"))?;
     let store = cluster.store_flag();
     let nodes = (0..nodes)
         .map(|i| start_node(&dir.join(format!("node{i}")), config, &store))
@@ -248,7 +248,7 @@ async fn leader_kill(setup: &mut Setup, base: Instant) -> Vec<String> {
     let addrs = setup.addrs();
     let nodes = addrs.len();
     let cluster = setup.cluster.as_mut().expect("an etcd setup");
-    let Some(leader) = cluster.leader(Duration::from_secs(15)) else {
+    let Some(leader) = cluster.leader_within(Duration::from_secs(15)) else {
         return vec!["no etcd leader before the kill: not measured".into()];
     };
     let start_us = now_us(base) + 10_000;
@@ -281,7 +281,7 @@ async fn leader_kill(setup: &mut Setup, base: Instant) -> Vec<String> {
     let kill_us = now_us(base);
     cluster.kill9(leader);
     // Polling etcd's metrics blocks; this task has nothing else to do meanwhile.
-    let new_leader = cluster.leader(Duration::from_secs(15));
+    let new_leader = cluster.leader_within(Duration::from_secs(15));
     let elected = Duration::from_micros(now_us(base) - kill_us);
     let mut outcomes: Vec<PacedOutcome> = Vec::new();
     for writer in writers {

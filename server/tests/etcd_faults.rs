@@ -166,37 +166,14 @@ async fn settle(urls: &[&str]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_etcd_leader_under_load_loses_no_acknowledged_write() {
-    let mut cluster = EtcdCluster::start(3);
-    let a = server_on(&cluster, None).await;
-    let b = server_on(&cluster, None).await;
-    let load = tokio::spawn(write_load(
-        vec![a.url.clone(), b.url.clone()],
-        8,
-        150,
-        Duration::from_millis(10),
-    ));
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let leader = cluster.leader();
-    cluster.kill9(leader);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.restart(leader);
-    let outcome = load.await.expect("load");
-    eprintln!(
-        "leader kill: {} acknowledged, {} failed",
-        outcome.acked.len(),
-        outcome.failed
-    );
-    assert!(outcome.acked.len() > 600, "the nodes went on writing");
-    settle(&[&a.url, &b.url]).await;
-    check(&outcome, &[&a.url, &b.url]).await;
-    a.stop().await;
-    b.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pausing_an_etcd_member_under_load_loses_no_acknowledged_write() {
+/// Writers on two nodes; 700 ms in, `fault` is done to the cluster's leader,
+/// and `mend` after `lasting`; then every check.
+async fn etcd_fault_under_load(
+    what: &str,
+    fault: fn(&mut EtcdCluster, usize),
+    lasting: Duration,
+    mend: fn(&mut EtcdCluster, usize),
+) {
     let mut cluster = EtcdCluster::start(3);
     let a = server_on(&cluster, None).await;
     let b = server_on(&cluster, None).await;
@@ -208,13 +185,13 @@ async fn pausing_an_etcd_member_under_load_loses_no_acknowledged_write() {
     ));
     tokio::time::sleep(Duration::from_millis(700)).await;
     // The leader: the member every write waits on.
-    let paused = cluster.leader();
-    cluster.pause(paused);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    cluster.resume(paused);
+    let leader = cluster.leader();
+    fault(&mut cluster, leader);
+    tokio::time::sleep(lasting).await;
+    mend(&mut cluster, leader);
     let outcome = load.await.expect("load");
     eprintln!(
-        "member pause: {} acknowledged, {} failed",
+        "{what}: {} acknowledged, {} failed",
         outcome.acked.len(),
         outcome.failed
     );
@@ -223,6 +200,28 @@ async fn pausing_an_etcd_member_under_load_loses_no_acknowledged_write() {
     check(&outcome, &[&a.url, &b.url]).await;
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_etcd_leader_under_load_loses_no_acknowledged_write() {
+    etcd_fault_under_load(
+        "leader kill",
+        EtcdCluster::kill9,
+        Duration::from_secs(2),
+        EtcdCluster::restart,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_the_etcd_leader_under_load_loses_no_acknowledged_write() {
+    etcd_fault_under_load(
+        "leader pause",
+        EtcdCluster::pause,
+        Duration::from_secs(3),
+        EtcdCluster::resume,
+    )
+    .await;
 }
 
 /// A Marquee node killed with -9 under load: its writers fail over to the

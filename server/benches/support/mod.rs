@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+// The tests' cluster harness, one copy for both (not every bench uses all of it).
+#[allow(dead_code)]
+#[path = "../../tests/common/etcd.rs"]
 pub mod etcd;
 
 /// A running `marquee`, killed when dropped.

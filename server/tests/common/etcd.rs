@@ -1,10 +1,13 @@
-//! Test harness: an etcd cluster of real `etcd` processes (Debian's
-//! `etcd-server`), each member on free loopback ports with its own data
-//! directory, all killed when the cluster is dropped (also when a test panics).
+//! An etcd cluster of real `etcd` processes (Debian's `etcd-server`), each
+//! member on free loopback ports with its own data directory, all killed when
+//! the cluster is dropped (also when a test panics). The tests keep the data
+//! in a temporary directory; the benches (`benches/support`, which include
+//! this file) under `target/bench-data/`, a real disk: etcd fsyncs its WAL on
+//! every write, and that cost is what they measure.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -31,36 +34,59 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
     token: String,
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// The tests' temporary directory, removed with the cluster.
+    _temporary: Option<tempfile::TempDir>,
+}
+
+/// The installed etcd's version line, or `None` if `etcd` does not run.
+pub fn installed() -> Option<String> {
+    let out = Command::new("etcd").arg("--version").output().ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("etcd")
+            .to_owned()
+    })
 }
 
 impl EtcdCluster {
-    /// Starts `members` members and waits until they have elected a leader.
-    /// Panics (never skips) if etcd is not installed.
+    /// Starts `members` members in a temporary directory and waits until
+    /// they have elected a leader. Panics (never skips) if etcd is not installed.
     pub fn start(members: usize) -> Self {
+        assert!(
+            installed().is_some(),
+            "etcd is not installed (or does not run): run `make setup` (it installs Debian's etcd-server)"
+        );
+        let temporary = tempfile::tempdir().expect("temp dir for etcd");
+        let mut cluster =
+            Self::start_in(members, temporary.path()).unwrap_or_else(|e| panic!("{e}"));
+        cluster._temporary = Some(temporary);
+        cluster
+    }
+
+    /// Starts `members` members with their data under `dir` and waits until
+    /// they have elected a leader. A port picked here can be taken by someone
+    /// else before etcd binds it: then a member exits at once, and the
+    /// cluster is started anew (in a fresh subdirectory), three times at most.
+    pub fn start_in(members: usize, dir: &Path) -> Result<Self, String> {
         assert!(members > 0, "a cluster needs a member");
-        let version = Command::new("etcd").arg("--version").output();
-        match version {
-            Ok(out) if out.status.success() => {}
-            _ => panic!(
-                "etcd is not installed (or does not run): run `make setup` (it installs Debian's etcd-server)"
-            ),
-        }
-        // A port picked here can be taken by someone else before etcd binds
-        // it: then a member exits at once, and the cluster is started anew.
         let mut last_failure = String::new();
-        for _ in 0..3 {
-            let mut cluster = Self::spawn_all(members);
+        for attempt in 0..3 {
+            let mut cluster = Self::spawn_all(members, &dir.join(format!("try{attempt}")));
             match poll_until(START_LIMIT, || cluster.formed()) {
-                Ok(()) => return cluster,
+                Ok(()) => return Ok(cluster),
                 Err(why) => last_failure = format!("{why}\n{}", cluster.log_tails()),
             }
         }
-        panic!("the etcd cluster of {members} did not elect a leader: {last_failure}");
+        Err(format!(
+            "the etcd cluster of {members} did not elect a leader: {last_failure}"
+        ))
     }
 
-    fn spawn_all(count: usize) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir for etcd");
+    fn spawn_all(count: usize, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("etcd dir");
         // Hold every listener until all ports are picked, so none repeats.
         let listeners: Vec<TcpListener> = (0..3 * count)
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
@@ -78,8 +104,8 @@ impl EtcdCluster {
                 client: p[0],
                 peer: p[1],
                 metrics: p[2],
-                data: dir.path().join(format!("m{i}")),
-                log: dir.path().join(format!("m{i}.log")),
+                data: dir.join(format!("m{i}")),
+                log: dir.join(format!("m{i}.log")),
                 child: None,
                 paused: false,
             })
@@ -102,7 +128,8 @@ impl EtcdCluster {
             members,
             initial_cluster,
             token,
-            dir,
+            dir: dir.to_owned(),
+            _temporary: None,
         };
         for i in 0..count {
             cluster.spawn(i);
@@ -147,22 +174,39 @@ impl EtcdCluster {
         self.members.iter().map(|m| m.client.to_string()).collect()
     }
 
+    /// `etcd://a,b,c`, as `marquee --store` takes it.
+    pub fn store_flag(&self) -> String {
+        format!("etcd://{}", self.endpoints().join(","))
+    }
+
+    /// The running members' process ids (for their CPU time).
+    pub fn pids(&self) -> Vec<u32> {
+        self.members
+            .iter()
+            .filter_map(|m| m.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// The member that is leader now, waiting (bounded) until there is one.
     pub fn leader(&self) -> usize {
+        self.leader_within(LEADER_LIMIT).unwrap_or_else(|| {
+            panic!(
+                "no etcd leader within {LEADER_LIMIT:?}\n{}",
+                self.log_tails()
+            )
+        })
+    }
+
+    /// The member that leads now, waiting at most `limit` until one does.
+    pub fn leader_within(&self, limit: Duration) -> Option<usize> {
         let mut found = None;
-        let waited = poll_until(LEADER_LIMIT, || {
+        let _ = poll_until(limit, || {
             found = self
                 .live()
                 .find(|&i| self.metric(i, "etcd_server_is_leader") == Some(1));
             Ok(found.is_some())
         });
-        match (waited, found) {
-            (Ok(()), Some(i)) => i,
-            (result, _) => panic!(
-                "no etcd leader within {LEADER_LIMIT:?} ({result:?})\n{}",
-                self.log_tails()
-            ),
-        }
+        found
     }
 
     /// Kills member `i` with SIGKILL (its data directory stays).
@@ -251,8 +295,8 @@ impl EtcdCluster {
     }
 
     /// Where the members keep their data and logs.
-    pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 

@@ -7,8 +7,8 @@
 //! all of them, reads all of that state at a revision (a node's cache is
 //! built from one and then fed by the watch), keeps each node's lease and
 //! presence, elects the one node that compacts the history, and tracks which
-//! node owns each MQTT client id. Nothing calls it yet; the writer and the
-//! bus will be wired onto it.
+//! node owns each MQTT client id. `store/on_etcd` builds the Store on it
+//! (`--store etcd://…`).
 //!
 //! # Keys (SCALE-OUT.md §5), under a prefix (default `/marquee/`)
 //! - The Store's state, one kind per [`KeyKind`] (see `key.rs`):

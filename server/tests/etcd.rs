@@ -15,7 +15,7 @@ use common::etcd::EtcdCluster;
 use marquee::store::etcd::{
     Batch, Change, Committed, Compactor, CompactorOptions, DEFAULT_PREFIX, EtcdError, EtcdLog,
     EtcdOptions, Expect, Key, KeyKind, LeaseState, LogEntry, LogWatch, MAX_BATCH_CHANGES,
-    NodeOptions, Op, OwnershipEvent, OwnershipWatch,
+    MAX_BATCH_CONDITIONS, NodeOptions, Op, OwnershipEvent, OwnershipWatch,
 };
 
 async fn connect(cluster: &EtcdCluster) -> EtcdLog {
@@ -116,7 +116,7 @@ async fn a_commit_is_watched_as_one_revision_with_exactly_its_changes() {
     }
     assert!(matches!(
         log.commit(&big).await,
-        Err(EtcdError::TooManyChanges { changes: 128 })
+        Err(EtcdError::TooManyChanges { changes }) if changes == MAX_BATCH_CHANGES + 1
     ));
     let huge = Batch::new("a-5").put("t", "big", vec![b'x'; 1_600_000]);
     assert!(matches!(
@@ -959,7 +959,7 @@ async fn a_mixed_batch_is_one_revision_with_every_change_typed_and_each_publish_
     // etcd's --max-txn-ops bounds the compares too: the idempotency key's
     // and 127 more fit; one more is refused before sending.
     let mut guarded = Batch::new("m-7").put("signs", "guarded", &b"{}"[..]);
-    for n in 0..MAX_BATCH_CHANGES {
+    for n in 0..MAX_BATCH_CONDITIONS {
         guarded = guarded.require(Key::Account(format!("nobody{n}")), Expect::Absent);
     }
     let over = guarded

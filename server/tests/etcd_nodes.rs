@@ -383,3 +383,41 @@ async fn a_record_deleted_by_another_tool_is_gone_everywhere_and_can_be_written_
     a.stop().await;
     b.stop().await;
 }
+
+/// A client that writes on A and then reads on B (say, behind a load
+/// balancer) sees its write: B first catches up with every write
+/// acknowledged before the read. GET, list and a stream's first state alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_acknowledged_on_a_is_read_on_b_at_once() {
+    let cluster = EtcdCluster::start(3);
+    let a = server_on(&cluster).await;
+    let b = server_on(&cluster).await;
+    let http = client();
+    for n in 0..100 {
+        let path = format!("/api/sensors/r{}", n % 5);
+        put_seq(&http, &a.url, &path, &json!({"n": n})).await;
+        let (status, got) = common::get_json(&http, &b.url, &path).await;
+        assert_eq!(
+            (status, got["n"].clone()),
+            (200, json!(n)),
+            "GET on B, write {n}"
+        );
+        if n % 10 == 0 {
+            let (_, page) = common::get_json(&http, &b.url, "/api/sensors/").await;
+            let listed = page["items"]
+                .as_array()
+                .and_then(|items| items.iter().find(|i| i["id"] == format!("r{}", n % 5)))
+                .map(|i| i["value"]["n"].clone());
+            assert_eq!(listed, Some(json!(n)), "list on B, write {n}");
+            let mut stream = SseClient::connect(&format!("{}{path}", b.url), None).await;
+            let state = stream.until_sync().await;
+            assert_eq!(
+                state[0].json()["value"]["n"],
+                json!(n),
+                "stream on B, write {n}"
+            );
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -510,6 +510,17 @@ impl Store {
         Ok(store)
     }
 
+    /// On etcd, waits until this node has applied every write acknowledged
+    /// (on any node) before the call, so that reads see them as on one node:
+    /// one linearizable read of etcd, and rarely a wait. Nothing to do on the
+    /// embedded store, whose every acknowledged write is already here.
+    async fn caught_up(&self) -> Result<(), StoreError> {
+        match self.shared.etcd.get() {
+            Some(etcd) => etcd.caught_up().await,
+            None => Ok(()),
+        }
+    }
+
     /// Whether the records live on etcd.
     pub fn on_etcd(&self) -> bool {
         self.shared.etcd.get().is_some()
@@ -831,6 +842,7 @@ impl Store {
     pub async fn get(&self, table: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
         self.require_table(table)?;
         validate_record_id(table, id)?;
+        self.caught_up().await?;
         let records = self.shared.records.clone();
         let key = record_key(table, id);
         let found = blocking(move || Ok(records.get(key)?)).await?;
@@ -870,6 +882,7 @@ impl Store {
 
     /// A consistent view of all durable records.
     pub async fn view(&self) -> Result<ReadView, StoreError> {
+        self.caught_up().await?;
         let db = self.shared.db.clone();
         let meta = self.shared.meta.clone();
         let view = blocking(move || {
@@ -978,15 +991,9 @@ impl Store {
         filter: Option<&TopicFilter>,
         limit: usize,
     ) -> Result<(Vec<ChangeEvent>, u64), StoreError> {
-        let mut last = *self.shared.durable.borrow();
-        if since > last
-            && let Some(etcd) = self.shared.etcd.get()
-            && etcd.reaches(since).await
-        {
-            // A seq another node made that this one had not applied yet: a
-            // resume point, not a gap.
-            last = *self.shared.durable.borrow();
-        }
+        // A seq another node made is a resume point here too, not a gap.
+        self.caught_up().await?;
+        let last = *self.shared.durable.borrow();
         let oldest = self.shared.log_start.load(Ordering::Acquire);
         if since > last || since.saturating_add(1) < oldest {
             return Err(StoreError::ResumeGap { since, oldest });

@@ -59,8 +59,8 @@ use sha2::{Digest, Sha256};
 
 use super::read::prefix_end;
 use super::{
-    EtcdError, EtcdLog, Failure, Key, Keys, MAX_BATCH_BYTES, MAX_BATCH_CHANGES, protocol, revision,
-    to_i64,
+    EtcdError, EtcdLog, Failure, Key, Keys, MAX_BATCH_BYTES, MAX_BATCH_CHANGES,
+    MAX_BATCH_CONDITIONS, protocol, revision, to_i64,
 };
 
 /// What one operation adds to a transaction besides its key and value, generously.
@@ -341,6 +341,8 @@ impl EtcdLog {
 /// A batch turned into its transaction, minus the lease that changes per attempt.
 struct Plan {
     idem_key: String,
+    /// `{prefix}head`, put by every batch (see [`EtcdLog::head`]).
+    head_key: String,
     digest: String,
     compares: Vec<Compare>,
     writes: Vec<TxnOp>,
@@ -385,7 +387,7 @@ impl Plan {
             .collect();
         // etcd counts the compares (and the reads of the else branch) against
         // --max-txn-ops too; the idempotency key's is one of them.
-        if conditions.len() > MAX_BATCH_CHANGES {
+        if conditions.len() > MAX_BATCH_CONDITIONS {
             return Err(EtcdError::TooManyConditions {
                 conditions: conditions.len(),
             });
@@ -477,6 +479,7 @@ impl Plan {
         }
         Ok(Self {
             idem_key,
+            head_key: keys.head(),
             digest: digest(batch),
             compares,
             writes,
@@ -492,6 +495,7 @@ impl Plan {
             self.digest.clone(),
             Some(PutOptions::new().with_lease(lease)),
         ));
+        writes.push(TxnOp::put(self.head_key.clone(), "", None));
         Txn::new()
             .when(self.compares.clone())
             .and_then(writes)

@@ -18,6 +18,9 @@
 //! - `{prefix}idem/{key}`: one per committed batch, named by the batch's
 //!   idempotency key and holding the batch's SHA-256. Its create revision is
 //!   the batch's revision.
+//! - `{prefix}head`: put by every batch, so its mod revision is the
+//!   revision of the last batch: what a node must have applied to serve a
+//!   read that sees every write acknowledged before it ([`EtcdLog::head`]).
 //! - `{prefix}node/{id}`: a live node's presence, on its lease.
 //! - `{prefix}compactor`: the id of the node that compacts, on its lease.
 //! - `{prefix}own/{client}`: the id of the node an MQTT client is connected
@@ -65,8 +68,12 @@ pub use watch::{Change, LogEntry, LogWatch, Watch};
 pub const DEFAULT_PREFIX: &str = "/marquee/";
 /// etcd's default `--max-txn-ops`.
 pub const ETCD_MAX_TXN_OPS: usize = 128;
-/// Changes in one batch: the transaction's last operation is the idempotency key's put.
-pub const MAX_BATCH_CHANGES: usize = ETCD_MAX_TXN_OPS - 1;
+/// Changes in one batch: the transaction's last two operations are the
+/// idempotency key's put and the head's.
+pub const MAX_BATCH_CHANGES: usize = ETCD_MAX_TXN_OPS - 2;
+/// Conditions of one batch: the transaction's first compare is the
+/// idempotency key's (etcd counts compares against `--max-txn-ops` too).
+pub const MAX_BATCH_CONDITIONS: usize = ETCD_MAX_TXN_OPS - 1;
 /// etcd's default `--max-request-bytes`: the largest proposal it accepts (1.5 MiB).
 pub const ETCD_MAX_REQUEST_BYTES: usize = 1_572_864;
 /// The largest batch sent, as [`Batch::estimated_bytes`] counts it: 64 KiB
@@ -149,7 +156,7 @@ pub enum EtcdError {
     )]
     TooLarge { bytes: usize },
     #[error(
-        "a batch with {conditions} conditions does not fit one etcd transaction (at most {MAX_BATCH_CHANGES}, counting conditioned writes): split it"
+        "a batch with {conditions} conditions does not fit one etcd transaction (at most {MAX_BATCH_CONDITIONS}, counting conditioned writes): split it"
     )]
     TooManyConditions { conditions: usize },
     /// The key's path under the prefix, e.g. `r/signs/lobby`.
@@ -337,6 +344,22 @@ impl EtcdLog {
         .await
     }
 
+    /// The revision of the last batch committed under this prefix (0: none
+    /// yet), by a linearizable read: a node that has applied it has every
+    /// write acknowledged before this call, on any node.
+    pub async fn head(&self) -> Result<u64, EtcdError> {
+        let key = self.shared.keys.head().into_bytes();
+        let response = self
+            .retrying("head read", || {
+                self.range(key.clone(), GetOptions::new().with_keys_only())
+            })
+            .await?;
+        Ok(response
+            .kvs()
+            .first()
+            .map_or(0, |kv| u64::try_from(kv.mod_revision()).unwrap_or(0)))
+    }
+
     /// Discards the history before `revision` (every key's older versions):
     /// watches from below it then fail with [`EtcdError::Compacted`]. Waits
     /// until the compaction is applied. Compacting to a revision already
@@ -473,9 +496,14 @@ impl Keys {
     /// Whether `path` (after the prefix) is one of the layer's own keys.
     fn is_own(&self, path: &[u8]) -> bool {
         path == b"compactor"
+            || path == b"head"
             || [&b"idem/"[..], b"node/", b"own/", b"will/"]
                 .iter()
                 .any(|own| path.starts_with(own))
+    }
+
+    fn head(&self) -> String {
+        format!("{}head", self.root)
     }
 
     fn idem(&self, key: &str) -> String {

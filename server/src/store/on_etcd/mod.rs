@@ -417,16 +417,11 @@ impl Backend {
         }
     }
 
-    /// Whether this node has (now) applied `seq`: false at once for a seq
-    /// beyond etcd's head, which no node has made.
-    pub(super) async fn reaches(&self, seq: u64) -> bool {
-        if *self.published.borrow() >= seq {
-            return true;
-        }
-        match self.log.current_revision().await {
-            Ok(head) if head >= seq => self.wait_published(seq).await.is_ok(),
-            _ => false,
-        }
+    /// Waits until this node has applied every batch committed under the
+    /// prefix before the call (see `EtcdLog::head`).
+    pub(super) async fn caught_up(&self) -> Result<(), StoreError> {
+        let head = self.log.head().await.map_err(etcd_error)?;
+        self.wait_published(head).await
     }
 
     /// Waits for this record's turn on this node (`None` cannot happen: the

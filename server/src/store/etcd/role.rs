@@ -44,8 +44,8 @@ impl Default for RoleOptions {
     }
 }
 
-/// A node's campaign for one role; it ends when dropped (and the node then
-/// counts the role as not held, though its key lives on with the lease).
+/// A node's campaign for one role; it ends when dropped, and the role is
+/// given up ([`Role::resign`], in the background).
 pub struct Role {
     name: String,
     shared: Arc<Shared>,
@@ -67,17 +67,21 @@ struct Shared {
 }
 
 impl Shared {
-    /// Says whether the role is held, on `lease` (0 when not). Under the
-    /// flag's lock, so that it cannot overtake the drop's final `false`.
-    fn set(&self, lease: u64) {
+    /// Says whether the role is held, on `lease` (0 when not); returns the
+    /// lease it was held on before. Under the flag's lock, so that it cannot
+    /// overtake the final `false` of [`Role::give_up`].
+    fn set(&self, lease: u64) -> u64 {
+        let mut before = 0;
         self.held.send_if_modified(|held| {
             let now = lease != 0 && !self.ended.load(Ordering::Acquire);
-            self.lease
-                .store(if now { lease } else { 0 }, Ordering::Release);
+            before = self
+                .lease
+                .swap(if now { lease } else { 0 }, Ordering::AcqRel);
             let changed = *held != now;
             *held = now;
             changed
         });
+        before
     }
 }
 
@@ -158,12 +162,44 @@ impl Role {
     }
 }
 
+impl Role {
+    /// Gives the role up: stops campaigning and deletes the key if it is
+    /// this node's, so that another node takes over now rather than when
+    /// this node's lease ends.
+    pub async fn resign(self) -> Result<(), EtcdError> {
+        match self.give_up() {
+            Some(lease) => self.ctx.delete_if_ours(lease).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the campaign and says the role is not held; the lease it was
+    /// held on, if it was.
+    fn give_up(&self) -> Option<i64> {
+        self.task.abort();
+        // The task may be cut off while holding, or still finishing a step
+        // on another thread: it cannot say `true` once this is set.
+        self.shared.ended.store(true, Ordering::Release);
+        let lease = self.shared.set(0);
+        i64::try_from(lease).ok().filter(|lease| *lease != 0)
+    }
+}
+
 impl Drop for Role {
     fn drop(&mut self) {
-        self.task.abort();
-        // The task may be cut off while holding: say so, as it would have.
-        self.shared.ended.store(true, Ordering::Release);
-        self.shared.set(0);
+        let Some(lease) = self.give_up() else {
+            return;
+        };
+        // Best effort, in the background (a drop cannot wait): should it not
+        // happen, the key goes with the lease.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let ctx = self.ctx.clone();
+            runtime.spawn(async move {
+                if let Err(e) = ctx.delete_if_ours(lease).await {
+                    tracing::debug!(node = %ctx.id, role = %ctx.name, "etcd: could not give the role up: {e}");
+                }
+            });
+        }
     }
 }
 
@@ -360,6 +396,30 @@ impl Ctx {
                 return Some(());
             }
         }
+    }
+
+    /// Deletes the key if it is this node's, on `lease`.
+    async fn delete_if_ours(&self, lease: i64) -> Result<(), EtcdError> {
+        let key = self.key.clone();
+        let txn = Txn::new()
+            .when([
+                Compare::value(key.clone(), CompareOp::Equal, self.id.clone()),
+                Compare::lease(key.clone(), CompareOp::Equal, lease),
+            ])
+            .and_then([TxnOp::delete(key, None)]);
+        let response = self
+            .log
+            .retrying("role resignation", || async {
+                let (member, client) = self.log.member()?;
+                let mut kv = client.kv_client();
+                self.log.deadline(member, kv.txn(txn.clone())).await
+            })
+            .await?;
+        // Not ours (any more): nothing to give up.
+        if response.succeeded() {
+            tracing::info!(node = %self.id, role = %self.name, "etcd: this node gave the role up");
+        }
+        Ok(())
     }
 
     /// Whether the key is this node's, on `lease` (a linearizable read).

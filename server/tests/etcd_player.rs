@@ -1,7 +1,8 @@
 //! The playlist player with two Marquee nodes on one three-member etcd: one
 //! node plays for both (the holder of the store's `player` role), so each
-//! step of a playlist is written once, by that node alone; when it stops, the
-//! other node takes the role over and the playlist goes on from where it was.
+//! step of a playlist is written once, by that node alone; when it stops (or
+//! is killed, once its lease ends), the other node takes the role over and
+//! the playlist goes on from where it was.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::etcd::EtcdCluster;
-use common::{SseClient, TestServer, client, put};
+use common::{ChildServer, SseClient, TestServer, client, put};
 use marquee::player::ROLE;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -37,6 +38,18 @@ fn leadership(server: &TestServer) -> watch::Receiver<bool> {
 /// Commits this node has made (writes whose etcd transaction succeeded).
 fn commits(server: &TestServer) -> u64 {
     store(server).metrics().commits.get()
+}
+
+/// Asserts that `server` has made exactly `expected` commits: a writer
+/// counts its commit when etcd's answer reaches it, which may be a moment
+/// after the change is on the bus and the test has seen it, so this waits
+/// (at most 1 s, under an item's time) for the count to catch up.
+async fn assert_commits(server: &TestServer, expected: u64, what: &str) {
+    let began = Instant::now();
+    while commits(server) < expected && began.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(commits(server), expected, "{what}");
 }
 
 /// Polls `done` every 10 ms for at most `limit`; panics with `what` if it never holds.
@@ -154,8 +167,8 @@ async fn one_node_plays_each_playlist_and_the_other_takes_over_when_it_stops() {
     }
     // Every step is the leader's write; the follower wrote none (a player
     // there would have won some of the races for a step).
+    assert_commits(&leader, leader_before + 6, "the leader's writes").await;
     assert_eq!(commits(&follower), follower_before, "the follower wrote");
-    assert_eq!(commits(&leader), leader_before + 6, "the leader's writes");
 
     // The leader stops: its node leaves, the role passes to the follower,
     // which goes on from the position and the time the leader left.
@@ -169,7 +182,6 @@ async fn one_node_plays_each_playlist_and_the_other_takes_over_when_it_stops() {
         || *held_follower.borrow(),
     )
     .await;
-    let follower_took = commits(&follower);
     for _ in 0..4 {
         steps.push(next_step(&mut sse, &playlist).await);
     }
@@ -194,11 +206,7 @@ async fn one_node_plays_each_playlist_and_the_other_takes_over_when_it_stops() {
             "an item was up for {gap:?} after the handover: {steps:?}"
         );
     }
-    assert_eq!(
-        commits(&follower),
-        follower_took + 4,
-        "the new player's writes"
-    );
+    assert_commits(&follower, follower_before + 4, "the new player's writes").await;
     sampling.store(false, Ordering::Relaxed);
     sampler.await.expect("the sampler");
     assert_eq!(
@@ -210,4 +218,81 @@ async fn one_node_plays_each_playlist_and_the_other_takes_over_when_it_stops() {
         "etcd-figures: player handover: the leader's shutdown took {stopped:?}, the follower held the role {took_over:?} after, and the item up then stayed {handover_gap:?}"
     );
     follower.stop().await;
+}
+
+/// The node that plays is killed with -9, so it never leaves: the other node
+/// takes the role over once etcd ends the dead node's lease (a 10 s TTL), and
+/// the playlist goes on from where it was, no step skipped or written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_players_role_passes_once_its_lease_ends_and_the_playlist_goes_on() {
+    let cluster = EtcdCluster::start(3);
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let store = format!("etcd://{}/marquee/", cluster.endpoints().join(","));
+    // Alone at first, so it is the player.
+    let mut killed = ChildServer::spawn(&dirs.path().join("a"), &["--store", store.as_str()]);
+    let http = client();
+    for id in ["x", "y"] {
+        let message = json!({"text": id, "duration": 1});
+        let response = put(&http, &killed.url, &format!("/api/messages/{id}"), &message).await;
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+    let playlist = json!([{"message": "x"}, {"message": "y"}]);
+    let sign = json!({"shows": {"playlist": playlist}});
+    let response = put(&http, &killed.url, "/api/signs/hall", &sign).await;
+    assert_eq!(response.status(), 201);
+
+    let survivor = server_on(&cluster).await;
+    let held = leadership(&survivor);
+    let mut sse = SseClient::connect(&format!("{}/api/signs/hall", survivor.url), None).await;
+    let state = sse.until_sync().await;
+    let now = state.first().expect("the sign").json();
+    let mut steps = vec![Step {
+        version: now["version"].as_u64().expect("a version"),
+        position: now["value"]["shows"]["position"]
+            .as_u64()
+            .expect("a position"),
+        at: Instant::now(),
+    }];
+    let before = commits(&survivor);
+    for _ in 0..3 {
+        steps.push(next_step(&mut sse, &playlist).await);
+    }
+    assert!(!*held.borrow(), "the second node holds the role too");
+    assert_eq!(commits(&survivor), before, "the second node wrote");
+
+    let killing = Instant::now();
+    killed.kill();
+    let played = steps.len();
+    let event = sse
+        .next_within(Duration::from_secs(20))
+        .await
+        .expect("a step within 20 s of the kill");
+    let took_over = killing.elapsed();
+    assert!(*held.borrow(), "a step, but not by the survivor");
+    let change = event.json();
+    assert_eq!(change["origin"], "system", "{change}");
+    steps.push(Step {
+        version: change["version"].as_u64().expect("a version"),
+        position: change["value"]["shows"]["position"]
+            .as_u64()
+            .expect("a position"),
+        at: Instant::now(),
+    });
+    for _ in 0..3 {
+        steps.push(next_step(&mut sse, &playlist).await);
+    }
+    assert_one_at_a_time(&steps, 2);
+    assert_commits(&survivor, before + 4, "the survivor's writes").await;
+    for pair in steps.get(played..).unwrap_or_default().windows(2) {
+        let [before, after] = pair else { continue };
+        let gap = after.at - before.at;
+        assert!(
+            gap >= Duration::from_millis(500) && gap <= Duration::from_millis(2500),
+            "an item was up for {gap:?} after the takeover: {steps:?}"
+        );
+    }
+    eprintln!(
+        "etcd-figures: player takeover after a kill -9: the next step came {took_over:?} after the kill"
+    );
+    survivor.stop().await;
 }

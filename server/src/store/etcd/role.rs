@@ -246,6 +246,13 @@ impl Run {
                 }
             };
             match self.ctx.campaign(lease).await {
+                Ok(Campaign::Won { .. })
+                    if *self.lease.borrow() != (LeaseState::Alive { lease }) =>
+                {
+                    // The lease was lost (or replaced) while the campaign
+                    // was retried: not held, not even for a moment.
+                    continue;
+                }
                 Ok(Campaign::Won { at }) => {
                     self.shared.elections.fetch_add(1, Ordering::AcqRel);
                     // Lease ids are positive.

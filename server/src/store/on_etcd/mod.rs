@@ -196,10 +196,11 @@ impl Backend {
                 task.abort();
             }
         }
-        // Roles first: their holders stop acting on them before the lease goes.
+        let membership = self.membership.lock().ok().and_then(|mut m| m.take());
+        // Roles before the lease, so their holders stop acting on them first;
+        // after the membership, so no campaign starts after this.
         let roles = std::mem::take(&mut *self.roles.lock().unwrap_or_else(|p| p.into_inner()));
         drop(roles);
-        let membership = self.membership.lock().ok().and_then(|mut m| m.take());
         if let Some((member, compactor)) = membership {
             drop(compactor);
             // Bounded: with etcd unreachable the lease simply expires.

@@ -7,6 +7,14 @@
 //! deadline per playing sign in a timer queue. Its writes carry `If-Match` semantics, so a
 //! person editing a sign at the same moment always wins; the player then just reads the
 //! sign again and starts over from what it finds.
+//!
+//! With several nodes on one etcd store, one node plays for all: the one that holds the
+//! store's `player` role ([`Store::leadership`]). When a node gains it, it starts from the
+//! signs as they are stored, as after a restart: each current item gets the rest of its
+//! time, counted from when it came up. When it loses it, it drops whatever it was doing at
+//! once. A write of its own still in flight then cannot double a step: it carries `If-Match`
+//! on the version it was planned from, so of it and the new player's write of the same step
+//! only one can succeed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -26,25 +34,38 @@ use crate::topic::TopicFilter;
 
 /// How long to wait before trying again after the store failed in a way that may pass.
 const RETRY: Duration = Duration::from_secs(1);
+/// The store role whose holder plays.
+pub const ROLE: &str = "player";
 
 /// Starts the player; it ends once `stopping` turns `true`.
 pub fn spawn(store: Store, stopping: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(run(store, stopping))
 }
 
+/// Plays whenever this node holds the role, until the server stops.
 async fn run(store: Store, mut stopping: watch::Receiver<bool>) {
-    let mut player = Player {
-        store,
-        playing: HashMap::new(),
-        queue: BTreeSet::new(),
+    let mut held = match store.leadership(ROLE) {
+        Ok(held) => held,
+        Err(e) => {
+            // Only a bad role name fails, and the name is fixed.
+            tracing::error!("the player cannot campaign for its role, so it does not play: {e}");
+            return;
+        }
     };
     loop {
-        let flow = match player.catch_up().await {
-            Ok(mut feed) => player.follow(&mut feed, &mut stopping).await,
-            Err(StoreError::ShuttingDown) => Flow::Stop,
-            Err(e) => {
-                tracing::warn!("player cannot read the signs, trying again: {e}");
-                pause(RETRY, &mut stopping).await
+        tokio::select! {
+            () = crate::shutdown::stopped(&mut stopping) => break,
+            () = gained(&mut held) => {}
+        }
+        if store.on_etcd() {
+            tracing::info!("this node plays the playlists");
+        }
+        // A fresh player each time: what it knew from an earlier turn may be stale now.
+        let flow = tokio::select! {
+            flow = play(store.clone(), &mut stopping) => flow,
+            () = lost(&mut held) => {
+                tracing::info!("this node no longer plays the playlists");
+                Flow::Continue
             }
         };
         if matches!(flow, Flow::Stop) {
@@ -52,6 +73,43 @@ async fn run(store: Store, mut stopping: watch::Receiver<bool>) {
         }
     }
     tracing::debug!("player stopped");
+}
+
+/// Resolves once the role is held; never, if the campaign ended without it.
+async fn gained(held: &mut watch::Receiver<bool>) {
+    if held.wait_for(|held| *held).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves once the role is no longer held; never, if it is held for good
+/// (the embedded store's campaign ends at once, holding).
+async fn lost(held: &mut watch::Receiver<bool>) {
+    if held.wait_for(|held| !*held).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Plays from the signs as they are stored until the server stops.
+async fn play(store: Store, stopping: &mut watch::Receiver<bool>) -> Flow {
+    let mut player = Player {
+        store,
+        playing: HashMap::new(),
+        queue: BTreeSet::new(),
+    };
+    loop {
+        let flow = match player.catch_up().await {
+            Ok(mut feed) => player.follow(&mut feed, stopping).await,
+            Err(StoreError::ShuttingDown) => Flow::Stop,
+            Err(e) => {
+                tracing::warn!("player cannot read the signs, trying again: {e}");
+                pause(RETRY, stopping).await
+            }
+        };
+        if matches!(flow, Flow::Stop) {
+            return Flow::Stop;
+        }
+    }
 }
 
 /// What the player's loop does next.

@@ -1,7 +1,7 @@
 //! The etcd side of the store (`store/etcd/`) against real three-member
 //! clusters: commits and the watch, every kind of Store key in one batch, one
 //! watch and one snapshot, dropping tables safely, idempotent retries,
-//! compaction, node leases, ownership, and no acknowledged write lost or
+//! compaction, node leases, roles, ownership, and no acknowledged write lost or
 //! doubled while the leader is killed or a member is stopped. Each test
 //! starts its own cluster (see `common/etcd.rs`).
 
@@ -15,7 +15,7 @@ use common::etcd::EtcdCluster;
 use marquee::store::etcd::{
     Batch, Change, Committed, Compactor, CompactorOptions, DEFAULT_PREFIX, EtcdError, EtcdLog,
     EtcdOptions, Expect, Key, KeyKind, LeaseState, LogEntry, LogWatch, MAX_BATCH_CHANGES,
-    MAX_BATCH_CONDITIONS, NodeOptions, Op, OwnershipEvent, OwnershipWatch,
+    MAX_BATCH_CONDITIONS, NodeOptions, Op, OwnershipEvent, OwnershipWatch, Role, RoleOptions,
 };
 
 async fn connect(cluster: &EtcdCluster) -> EtcdLog {
@@ -1435,6 +1435,126 @@ async fn one_node_compacts_at_a_time_and_another_takes_over_when_its_lease_ends(
         || !compactors[follower].status().leader,
     )
     .await;
+}
+
+/// Counts, every 5 ms until `sampling` is cleared, the samples in which
+/// more than one of `held` reads `true`.
+fn sample_holders(
+    held: Arc<std::sync::Mutex<Vec<tokio::sync::watch::Receiver<bool>>>>,
+    sampling: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut both = 0;
+        while sampling.load(Ordering::Relaxed) == 1 {
+            let holders = held.lock().unwrap().iter().filter(|h| *h.borrow()).count();
+            if holders > 1 {
+                both += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        both
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_holds_a_role_and_another_takes_it_when_the_holder_resigns_or_loses_its_lease() {
+    let cluster = EtcdCluster::start(3);
+    let (log_a, log_b) = (connect(&cluster).await, connect(&cluster).await);
+    let a = log_a.join("a", fast_lease()).await.unwrap();
+    let b = log_b.join("b", fast_lease()).await.unwrap();
+    for bad in ["", "x/y"] {
+        assert!(
+            matches!(
+                a.campaign(bad, RoleOptions::default()),
+                Err(EtcdError::InvalidName(_))
+            ),
+            "role name {bad:?}"
+        );
+    }
+    let options = RoleOptions {
+        recheck: Duration::from_millis(300),
+    };
+    let before = log_a.current_revision().await.unwrap();
+    let mut watch = log_a.watch_from(before + 1);
+    let nodes = [&a, &b];
+    let roles = [
+        a.campaign("player", options.clone()).unwrap(),
+        b.campaign("player", options.clone()).unwrap(),
+    ];
+    let held = Arc::new(std::sync::Mutex::new(
+        roles.iter().map(Role::held).collect::<Vec<_>>(),
+    ));
+    let sampling = Arc::new(AtomicUsize::new(1));
+    let sampler = sample_holders(held.clone(), sampling.clone());
+    wait_until("one node holds the role", Duration::from_secs(10), || {
+        roles.iter().any(Role::holds)
+    })
+    .await;
+    let holder = usize::from(!roles[0].holds());
+    let other = 1 - holder;
+    assert_eq!(roles[holder].name(), "player");
+    assert_eq!(roles[holder].elections(), 1);
+    assert_eq!(roles[other].elections(), 0);
+    assert_eq!(roles[holder].confirm().await, Ok(true));
+    assert_eq!(roles[other].confirm().await, Ok(false));
+    // The role's key is the layer's own: the log shows its revision, empty.
+    let entry = next(&mut watch).await;
+    assert_eq!(entry.revision, before + 1);
+    assert!(entry.is_empty(), "{entry:?}");
+
+    // Resigning passes it on at once, well before any lease could end.
+    let [role_a, role_b] = roles;
+    let (holding, waiting) = match holder {
+        0 => (role_a, role_b),
+        _ => (role_b, role_a),
+    };
+    let resigned = Instant::now();
+    holding.resign().await.unwrap();
+    let passed = wait_until(
+        "the other node takes the resigned role",
+        Duration::from_secs(1),
+        || waiting.holds(),
+    )
+    .await;
+    let resignation = resigned.elapsed();
+    assert_eq!(waiting.elections(), 1);
+
+    // The new holder's node stops renewing its lease (as if stopped): it
+    // steps down, and the first node, campaigning again, takes over.
+    let again = nodes[holder].campaign("player", options).unwrap();
+    held.lock().unwrap().push(again.held());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!again.holds(), "two holders");
+    let halted = Instant::now();
+    nodes[other].halt();
+    let stepped_down = wait_until(
+        "the halted holder steps down",
+        Duration::from_secs(10),
+        || !waiting.holds(),
+    )
+    .await;
+    let took_over = wait_until("the first node takes over", Duration::from_secs(15), || {
+        again.holds()
+    })
+    .await;
+    sampling.store(0, Ordering::Relaxed);
+    assert_eq!(sampler.await.unwrap(), 0, "two nodes held the role at once");
+    eprintln!(
+        "etcd-figures: role: passed on {passed:?} after a resignation returned ({resignation:?} with the call); a halted holder stepped down {stepped_down:?} after its keep-alives stopped, the other held it {took_over:?} after ({:?} since the halt)",
+        halted.elapsed()
+    );
+
+    // A dropped node's role is not held any more.
+    let flag = again.held();
+    drop(b);
+    drop(a);
+    wait_until(
+        "a dropped node's role is let go",
+        Duration::from_secs(5),
+        || !*flag.borrow(),
+    )
+    .await;
+    drop(waiting);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -526,6 +526,19 @@ impl Store {
         self.shared.etcd.get().is_some()
     }
 
+    /// Whether this node holds `role` (a job one node does for all, such as
+    /// the `player`) now, and its changes. The embedded store is the only
+    /// node, so it holds every role for good: `true`, never changing (its
+    /// sender is gone at once). On etcd the node campaigns for it (from the
+    /// first call on) and it reads `true` while this node holds it; once the
+    /// store stops it reads `false` for good. Names: non-empty, without `/`.
+    pub fn leadership(&self, role: &str) -> Result<watch::Receiver<bool>, StoreError> {
+        match self.shared.etcd.get() {
+            Some(etcd) => etcd.leadership(role),
+            None => Ok(watch::channel(true).1),
+        }
+    }
+
     fn persist_config_tables(&self, decls: &[TableDecl]) -> Result<(), StoreError> {
         let mut batch = self.shared.db.batch();
         for decl in decls {

@@ -11,7 +11,7 @@
 //! - `tbl/{name}`: a table declaration (no `/` in the name);
 //! - `tok/{hex}`: a token, by the hex of its hash.
 //!
-//! The layer's own keys sit between and around them (`compactor`, `idem/`,
+//! The layer's own keys sit between and around them (`idem/`, `role/`,
 //! `node/`, `own/`, `will/`): no kind starts with `n` or `o`, because the
 //! ownership watch covers every key from `node/` to the end of `own/`.
 

@@ -6,8 +6,9 @@
 //! transactions and watches them back in revision order, one total order for
 //! all of them, reads all of that state at a revision (a node's cache is
 //! built from one and then fed by the watch), keeps each node's lease and
-//! presence, elects the one node that compacts the history, and tracks which
-//! node owns each MQTT client id. `store/on_etcd` builds the Store on it
+//! presence, elects the one node that does a job for all (a role: the
+//! compactor of the history, the playlist player), and tracks which node
+//! owns each MQTT client id. `store/on_etcd` builds the Store on it
 //! (`--store etcd://…`).
 //!
 //! # Keys (SCALE-OUT.md §5), under a prefix (default `/marquee/`)
@@ -22,7 +23,10 @@
 //!   revision of the last batch: what a node must have applied to serve a
 //!   read that sees every write acknowledged before it ([`EtcdLog::head`]).
 //! - `{prefix}node/{id}`: a live node's presence, on its lease.
-//! - `{prefix}compactor`: the id of the node that compacts, on its lease.
+//! - `{prefix}role/{name}`: the id of the node that holds the role `name`
+//!   (`compactor`: it compacts the history; `player`: it advances the
+//!   signs' playlists), on its lease. (Nodes before roles kept the
+//!   compactor's at `{prefix}compactor`, still counted as the layer's own.)
 //! - `{prefix}own/{client}`: the id of the node an MQTT client is connected
 //!   to, on that node's lease.
 //! - `{prefix}will/{revision}/{client}`: the node that sends the will of a
@@ -34,7 +38,8 @@
 //! - `watch.rs`: the log watched back in revision order, resumed across members.
 //! - `read.rs`: snapshot reads of the state (or the records) at one revision, and single gets.
 //! - `node.rs`: a node's lease, kept alive by hand, and its presence key.
-//! - `compactor.rs`: one node at a time compacts the history to a window.
+//! - `role.rs`: one node at a time holds a named role; the others take over when its lease ends.
+//! - `compactor.rs`: the holder of the `compactor` role compacts the history to a window.
 //! - `ownership.rs`: which node owns an MQTT client id; takeovers and wills.
 
 use std::sync::Arc;
@@ -54,6 +59,7 @@ mod log;
 mod node;
 mod ownership;
 mod read;
+mod role;
 mod watch;
 
 pub use compactor::{Compactor, CompactorOptions, CompactorStatus};
@@ -62,6 +68,7 @@ pub use log::{Batch, Committed, Condition, Expect, Op};
 pub use node::{LeaseState, Node, NodeOptions};
 pub use ownership::{OwnershipEvent, OwnershipWatch};
 pub use read::{Got, GotItem, Item, Record, Snapshot, State};
+pub use role::{Role, RoleOptions};
 pub use watch::{Change, LogEntry, LogWatch, Watch};
 
 /// Where Marquee's keys live unless configured otherwise.
@@ -495,9 +502,11 @@ impl Keys {
 
     /// Whether `path` (after the prefix) is one of the layer's own keys.
     fn is_own(&self, path: &[u8]) -> bool {
+        // `compactor`: the compactor's key before it became a role, should
+        // a node of that version still run on the cluster.
         path == b"compactor"
             || path == b"head"
-            || [&b"idem/"[..], b"node/", b"own/", b"will/"]
+            || [&b"idem/"[..], b"node/", b"own/", b"role/", b"will/"]
                 .iter()
                 .any(|own| path.starts_with(own))
     }
@@ -514,8 +523,8 @@ impl Keys {
         format!("{}node/{id}", self.root)
     }
 
-    fn compactor(&self) -> String {
-        format!("{}compactor", self.root)
+    fn role(&self, name: &str) -> String {
+        format!("{}role/{name}", self.root)
     }
 
     fn own(&self, client: &str) -> String {

@@ -1,5 +1,5 @@
 //! A Marquee node's lease and presence. Everything a node holds only while
-//! it lives (its presence key, the compactor's leadership, its MQTT clients'
+//! it lives (its presence key, the roles it holds, its MQTT clients'
 //! ownership) is put on one lease, so that when the node dies, is cut off or
 //! stops, etcd deletes all of it in one revision, and the other nodes see
 //! that in their watches.

@@ -7,7 +7,7 @@
 //! commit shows up, even one whose deletes found nothing to delete, and every
 //! put of a transient publish (each its own revision) shows up once. A
 //! revision that touched only the layer's own keys (idempotency keys expiring
-//! with their lease, `node/`, `own/`, `will/`, `compactor`) yields an *empty*
+//! with their lease, `node/`, `own/`, `will/`, `role/`) yields an *empty*
 //! entry ([`LogEntry::is_empty`]: no batch, no change), not nothing: so a
 //! node's applier moves its applied revision to every revision it has seen,
 //! and a wait for "applied ≥ R" ends for any R a node learns from etcd (a

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::etcd::{
     Batch, Compactor, CompactorOptions, EtcdError, EtcdLog, Expect, Key, KeyKind, Node,
-    NodeOptions, Op,
+    NodeOptions, Op, Role, RoleOptions,
 };
 use super::ids::IdMaker;
 use super::writer::tombstone_key;
@@ -118,6 +118,8 @@ pub(super) struct Backend {
     /// This node's lease and presence, and the compactor it campaigns with:
     /// one live node at a time compacts etcd's history to the window.
     membership: Mutex<Option<(Node, Compactor)>>,
+    /// The node's campaigns for roles, by name, started on first use.
+    roles: Mutex<std::collections::HashMap<String, Role>>,
     turns: Box<[tokio::sync::Mutex<()>; TURN_STRIPES]>,
 }
 
@@ -207,6 +209,7 @@ impl Backend {
             transients_done: watch::Sender::new(0),
             tasks: Mutex::new(Vec::new()),
             membership: Mutex::new(Some((member, compactor))),
+            roles: Mutex::default(),
             turns: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         });
         let handles = vec![
@@ -228,6 +231,10 @@ impl Backend {
             }
         }
         let membership = self.membership.lock().ok().and_then(|mut m| m.take());
+        // Roles before the lease, so their holders stop acting on them first;
+        // after the membership, so no campaign starts after this.
+        let roles = std::mem::take(&mut *self.roles.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(roles);
         if let Some((member, compactor)) = membership {
             drop(compactor);
             // Bounded: with etcd unreachable the lease simply expires.
@@ -237,6 +244,25 @@ impl Backend {
                 Err(_) => tracing::warn!("leaving etcd: no answer within {LEAVE_WAIT:?}"),
             }
         }
+    }
+
+    /// Whether this node holds `role` now, and its changes: its campaign,
+    /// started on first use, on the node's lease. Never held once stopped.
+    pub(super) fn leadership(&self, role: &str) -> Result<watch::Receiver<bool>, StoreError> {
+        let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((member, _)) = membership.as_ref() else {
+            return Ok(watch::channel(false).1);
+        };
+        let mut roles = self.roles.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(campaign) = roles.get(role) {
+            return Ok(campaign.held());
+        }
+        let campaign = member
+            .campaign(role, RoleOptions::default())
+            .map_err(|e| StoreError::BadName(e.to_string()))?;
+        let held = campaign.held();
+        roles.insert(role.to_owned(), campaign);
+        Ok(held)
     }
 
     /// Commits `op` on etcd and returns its change once this node has applied

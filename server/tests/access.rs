@@ -89,7 +89,7 @@ impl Env {
     }
 
     fn mqtt(&self) -> SocketAddr {
-        self.server.server.as_ref().unwrap().mqtt_addr()
+        self.server.mqtt_addr()
     }
 
     fn ws(&self, path: &str) -> String {
@@ -1063,7 +1063,7 @@ async fn setup(url: &str, from: &str, token: &str, username: &str) -> reqwest::R
 async fn a_fresh_server_waits_for_its_setup_link_and_takes_it_once() {
     let (server, token) = fresh().await;
     let url = server.url.clone();
-    let addr = server.server.as_ref().unwrap().mqtt_addr();
+    let addr = server.mqtt_addr();
     let http = reqwest::Client::new();
     for path in [
         "/api/signs/",

@@ -58,7 +58,7 @@ impl Env {
     }
 
     fn mqtt(&self) -> SocketAddr {
-        self.server.server.as_ref().unwrap().mqtt_addr()
+        self.server.mqtt_addr()
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {

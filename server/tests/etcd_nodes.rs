@@ -32,7 +32,7 @@ async fn server_on(cluster: &EtcdCluster) -> TestServer {
 }
 
 fn mqtt_addr(server: &TestServer) -> SocketAddr {
-    server.server.as_ref().expect("running").mqtt_addr()
+    server.mqtt_addr()
 }
 
 /// An MQTT 3.1.1 client (rumqttc) whose publishes received arrive on a channel.

@@ -95,7 +95,7 @@ async fn next_message(
 }
 
 fn mqtt_addr(server: &TestServer) -> SocketAddr {
-    server.server.as_ref().unwrap().mqtt_addr()
+    server.mqtt_addr()
 }
 
 #[tokio::test]

@@ -93,7 +93,7 @@ impl V4 {
 }
 
 fn mqtt_addr(server: &TestServer) -> SocketAddr {
-    server.server.as_ref().unwrap().mqtt_addr()
+    server.mqtt_addr()
 }
 
 /// A server with a plain table (no model) for records of any shape.

@@ -328,7 +328,7 @@ async fn random_packet_sequences_never_panic_the_broker() {
         .with_test_writer()
         .try_init();
     let server = TestServer::start().await;
-    let addr = server.server.as_ref().unwrap().mqtt_addr();
+    let addr = server.mqtt_addr();
     let budget = std::env::var("MARQUEE_FUZZ_SECS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -33,7 +33,7 @@ async fn start() -> TestServer {
 }
 
 fn mqtt_addr(server: &TestServer) -> SocketAddr {
-    server.server.as_ref().unwrap().mqtt_addr()
+    server.mqtt_addr()
 }
 
 fn id(n: u16) -> PacketId {

@@ -35,7 +35,7 @@ enum Kind {
 
 /// An MQTT client of the kind `side` names.
 async fn mqtt_client(server: &TestServer, side: Side, id: &str) -> Raw {
-    let addr = server.server.as_ref().unwrap().mqtt_addr();
+    let addr = server.mqtt_addr();
     let (raw, ack) = match side {
         Side::Mqtt311 => Raw::connect(addr, connect_packet(ProtocolVersion::V311, id, true)).await,
         Side::Mqtt5 => Raw::connect(addr, connect_packet(ProtocolVersion::V5, id, true)).await,

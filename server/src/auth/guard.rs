@@ -220,6 +220,12 @@ impl Guard {
                 return Err(Refusal::Throttled(wait));
             }
         };
+        // An account made or changed on another node a moment ago counts.
+        self.inner
+            .store
+            .caught_up()
+            .await
+            .map_err(|e| Refusal::Internal(e.into()))?;
         match self.inner.accounts.check(&name, password).await? {
             Some(account) if account.disabled => {
                 audit("refused");

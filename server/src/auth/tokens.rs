@@ -183,7 +183,14 @@ impl Tokens {
             return Ok(None);
         }
         let key = hash(secret);
-        let Some(bytes) = self.store.token(&key)? else {
+        let mut found = self.store.token(&key)?;
+        if found.is_none() {
+            // Made on another node a moment ago (a sign-in there, a token
+            // made there)? Only a miss costs the wait for this node to catch up.
+            self.store.caught_up().await?;
+            found = self.store.token(&key)?;
+        }
+        let Some(bytes) = found else {
             return Ok(None);
         };
         let mut token = decode(&bytes)?;

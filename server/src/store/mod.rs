@@ -514,7 +514,7 @@ impl Store {
     /// (on any node) before the call, so that reads see them as on one node:
     /// one linearizable read of etcd, and rarely a wait. Nothing to do on the
     /// embedded store, whose every acknowledged write is already here.
-    async fn caught_up(&self) -> Result<(), StoreError> {
+    pub async fn caught_up(&self) -> Result<(), StoreError> {
         match self.shared.etcd.get() {
             Some(etcd) => etcd.caught_up().await,
             None => Ok(()),

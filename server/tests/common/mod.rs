@@ -31,6 +31,11 @@ pub struct TestServer {
     pub server: Option<Server>,
     pub url: String,
     pub dir: tempfile::TempDir,
+    /// The second node, when the suites run on two nodes (see [`nodes`]).
+    pub second: Option<Server>,
+    mqtt: std::net::SocketAddr,
+    /// Deal connections to the two nodes in turn; stopped with the server.
+    proxies: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -49,13 +54,56 @@ impl TestServer {
             marquee::access::Access::new(marquee::access::Mode::Open, true, Vec::new()).unwrap();
         tweak(&mut config);
         on_test_store(&mut config);
+        let two = nodes() == 2 && config.store != marquee::store::StoreAddress::Embedded;
+        // The proxy is what browsers reach: its address is a trusted origin,
+        // as a load balancer's would be (`allowed_origins`).
+        let front = match two {
+            true => Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("proxy listener"),
+            ),
+            false => None,
+        };
+        if let Some(front) = &front {
+            let addr = front.local_addr().expect("proxy address");
+            config.allowed_origins.push(format!("http://{addr}"));
+        }
+        let second_config = two.then(|| {
+            let mut second = config.clone();
+            second.data_dir = dir.path().join("data-b");
+            second
+        });
         let server = Server::start(config).await.expect("server starts");
-        let url = format!("http://{}", server.http_addr());
+        let mut url = format!("http://{}", server.http_addr());
+        let mut mqtt = server.mqtt_addr();
+        let mut second = None;
+        let mut proxies = Vec::new();
+        if let (Some(config), Some(front)) = (second_config, front) {
+            let other = Server::start(config).await.expect("second node starts");
+            let (http, http_proxy) = alternate(front, server.http_addr(), other.http_addr());
+            let back = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("proxy listener");
+            let (broker, mqtt_proxy) = alternate(back, server.mqtt_addr(), other.mqtt_addr());
+            url = format!("http://{http}");
+            mqtt = broker;
+            proxies = vec![http_proxy, mqtt_proxy];
+            second = Some(other);
+        }
         Self {
             server: Some(server),
             url,
             dir,
+            second,
+            mqtt,
+            proxies,
         }
+    }
+
+    /// Where MQTT clients connect (on two nodes, to each in turn).
+    pub fn mqtt_addr(&self) -> std::net::SocketAddr {
+        self.mqtt
     }
 
     pub fn ws_url(&self, path: &str) -> String {
@@ -63,10 +111,58 @@ impl TestServer {
     }
 
     pub async fn stop(mut self) {
+        for proxy in self.proxies.drain(..) {
+            proxy.abort();
+        }
+        if let Some(server) = self.second.take() {
+            server.shutdown().await;
+        }
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
     }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        for proxy in &self.proxies {
+            proxy.abort();
+        }
+    }
+}
+
+/// How many nodes each TestServer runs: MARQUEE_TEST_NODES=2 (with
+/// MARQUEE_TEST_ETCD) runs every suite against two nodes on one etcd store,
+/// each client connection dealt to one of them in turn.
+pub fn nodes() -> usize {
+    std::env::var("MARQUEE_TEST_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Forwards each connection `listener` accepts to `a` and `b` in turn, byte for byte (as a TCP load balancer would).
+fn alternate(
+    listener: tokio::net::TcpListener,
+    a: std::net::SocketAddr,
+    b: std::net::SocketAddr,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let addr = listener.local_addr().expect("proxy address");
+    let task = tokio::spawn(async move {
+        let mut turn = 0usize;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let backend = if turn.is_multiple_of(2) { a } else { b };
+            turn += 1;
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (addr, task)
 }
 
 /// The `marquee` binary as a child process.

@@ -421,3 +421,31 @@ async fn a_write_acknowledged_on_a_is_read_on_b_at_once() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A table declared on A is usable on B at once: written, read, listed and
+/// streamed (B catches up before it calls a table unknown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_declared_on_a_is_used_on_b_at_once() {
+    let cluster = EtcdCluster::start(3);
+    let a = server_on(&cluster).await;
+    let b = server_on(&cluster).await;
+    let http = client();
+    for n in 0..10 {
+        let table = format!("rooms{n}");
+        let declared = http
+            .post(format!("{}/api/_tables", a.url))
+            .json(&json!({"name": table}))
+            .send()
+            .await
+            .expect("declare");
+        assert_eq!(declared.status(), 201, "declare {table}");
+        let (status, page) = common::get_json(&http, &b.url, &format!("/api/{table}/")).await;
+        assert_eq!(status, 200, "list {table} on B: {page}");
+        let stream = format!("{}/api/{table}/", b.url);
+        let mut events = SseClient::connect(&stream, None).await;
+        assert_eq!(events.until_sync().await.len(), 1, "stream {table} on B");
+        put_seq(&http, &b.url, &format!("/api/{table}/r"), &json!({"n": n})).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -195,7 +195,7 @@ pub async fn list_records(
     // Judged before the table is looked up: whoever may not read it learns
     // nothing, not even whether it exists.
     authorize(&state, &who, Action::Subscribe, &record_topic(&table, "+"))?;
-    state.store.require_table(&table)?;
+    state.store.require_table_now(&table).await?;
     let filter = TopicFilter::parse(&format!("{table}/+"))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if is_websocket(&headers) {
@@ -223,7 +223,7 @@ pub async fn get_record(
 ) -> Result<Response, ApiError> {
     if is_websocket(&headers) || wants_event_stream(&headers) {
         authorize(&state, &who, Action::Subscribe, &record_topic(&table, &id))?;
-        state.store.require_table(&table)?;
+        state.store.require_table_now(&table).await?;
         crate::store::validate_record_id(&table, &id)?;
         let filter = TopicFilter::exact(&table, &id);
         let start = start_from(&query, &headers)?;

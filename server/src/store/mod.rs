@@ -853,7 +853,7 @@ impl Store {
 
     /// The record as last made durable.
     pub async fn get(&self, table: &str, id: &str) -> Result<Option<StoredRecord>, StoreError> {
-        self.require_table(table)?;
+        self.require_table_now(table).await?;
         validate_record_id(table, id)?;
         self.caught_up().await?;
         let records = self.shared.records.clone();
@@ -873,7 +873,7 @@ impl Store {
         after: Option<String>,
         limit: usize,
     ) -> Result<RecordPage, StoreError> {
-        self.require_table(table)?;
+        self.require_table_now(table).await?;
         let view = self.view().await?;
         let filter = TopicFilter::parse(&format!("{table}/+"))
             .map_err(|e| StoreError::BadName(e.to_string()))?;
@@ -1089,6 +1089,15 @@ impl Store {
         } else {
             Err(StoreError::NoSuchTable(name.to_owned()))
         }
+    }
+
+    /// [`Store::require_table`], counting a table declared on another node
+    /// a moment ago: an unknown name first waits for this node to catch up.
+    pub async fn require_table_now(&self, name: &str) -> Result<(), StoreError> {
+        if self.require_table(name).is_err() && self.on_etcd() {
+            self.caught_up().await?;
+        }
+        self.require_table(name)
     }
 
     /// Stops taking writes, commits every write already queued, and waits for

@@ -303,6 +303,14 @@ impl Backend {
             None => self.fresh_id()?,
         };
         validate_record_id(&table, &id)?;
+        let declared = || {
+            let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+            tables.contains_key(&table)
+        };
+        if !declared() {
+            // Declared on another node a moment ago?
+            self.caught_up().await?;
+        }
         let mut turn = self.turn(&table, &id).await;
         let replanning = std::time::Instant::now();
         let mut attempt = 0u32;

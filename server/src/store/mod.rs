@@ -278,6 +278,14 @@ const QUIET_MEMTABLE: u64 = 1024 * 1024;
 /// Blocks read back from disk: records not written since the last flush. A
 /// sign installation's working set is small; a cold read costs one disk read.
 const BLOCK_CACHE: u64 = 8 * 1024 * 1024;
+/// fjall's background threads (memtable flushes and compactions). With more
+/// than one, fjall's worker 0 hands every compaction request back to the
+/// queue so another worker takes it, and while that worker compacts, worker
+/// 0 keeps receiving and re-sending the same requests: a busy loop that was
+/// ~9% of the server's CPU under steady REST writes (small memtables mean a
+/// flush, and compaction requests, every few thousand writes). One worker
+/// flushes and compacts in turn; a sign installation's segments are small.
+const FJALL_WORKERS: usize = 1;
 /// Writes waiting for the writer before callers wait for room.
 const WRITE_QUEUE: usize = 16_384;
 
@@ -295,6 +303,7 @@ impl Store {
         restrict_permissions(&options.data_dir);
         let db = Database::builder(&options.data_dir)
             .cache_size(BLOCK_CACHE)
+            .worker_threads(FJALL_WORKERS)
             .open()?;
         let keyspace = |name: &str, memtable: u64| {
             db.keyspace(name, || {

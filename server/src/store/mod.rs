@@ -1234,6 +1234,29 @@ mod tests {
         assert_eq!(refused.unwrap_err(), StoreError::ShuttingDown);
     }
 
+    /// One caller writing after each answer, with no pause: nobody else's
+    /// write comes during a commit, so each is committed inline too (unless
+    /// an fsync takes a millisecond or more).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_writer_commits_back_to_back_writes_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        for i in 0..50 {
+            let event = store
+                .write(put("mqtt", "a", json!({"i": i})), Origin::Rest)
+                .await
+                .unwrap();
+            assert_eq!(event.seq, Some(i + 1));
+        }
+        let inline = store.metrics().inline_commits.get();
+        assert!(
+            inline >= 25,
+            "only {inline} of 50 back-to-back writes were committed inline"
+        );
+        assert_eq!(store.metrics().commits.get(), 50);
+        store.shutdown().await;
+    }
+
     #[tokio::test]
     async fn a_single_worker_runtime_leaves_every_commit_to_the_writer_thread() {
         let dir = tempfile::tempdir().unwrap();

@@ -232,21 +232,15 @@ pub async fn read_json(
     limit: usize,
     patch: bool,
 ) -> Result<Value, ApiError> {
+    // Compared without case rather than lowercased into a new String.
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    let accepted = match media.as_deref() {
-        Some("application/json") => true,
-        Some("application/merge-patch+json") => patch,
-        _ => false,
-    };
+        .map(|v| v.split(';').next().unwrap_or("").trim());
+    let accepted = media.is_some_and(|media| {
+        media.eq_ignore_ascii_case("application/json")
+            || (patch && media.eq_ignore_ascii_case("application/merge-patch+json"))
+    });
     if !accepted {
         let expected = if patch {
             "application/json or application/merge-patch+json"

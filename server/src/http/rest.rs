@@ -267,13 +267,15 @@ pub async fn put_record(
     State(state): State<AppState>,
     Caller(who): Caller,
     ApiPath((table, id)): ApiPath<(String, String)>,
-    headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
     authorize(&state, &who, Action::Publish, &record_topic(&table, &id))?;
-    let value = read_json(&headers, request.into_body(), state.body_limit, false).await?;
-    let if_match = write_precondition(&state, &table, &id, &headers).await?;
+    // The request's own headers: a `HeaderMap` extractor would clone them.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let value = read_json(headers, body, state.body_limit, false).await?;
+    let if_match = write_precondition(&state, &table, &id, headers).await?;
     let op = WriteOp::Put {
         table,
         id: Some(id),
@@ -288,13 +290,15 @@ pub async fn patch_record(
     State(state): State<AppState>,
     Caller(who): Caller,
     ApiPath((table, id)): ApiPath<(String, String)>,
-    headers: HeaderMap,
     request: Request,
 ) -> Result<Response, ApiError> {
     state.metrics.message_in(Protocol::Rest);
     authorize(&state, &who, Action::Publish, &record_topic(&table, &id))?;
-    let patch = read_json(&headers, request.into_body(), state.body_limit, true).await?;
-    let if_match = write_precondition(&state, &table, &id, &headers).await?;
+    // The request's own headers: a `HeaderMap` extractor would clone them.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let patch = read_json(headers, body, state.body_limit, true).await?;
+    let if_match = write_precondition(&state, &table, &id, headers).await?;
     let op = WriteOp::Patch {
         table,
         id,

@@ -205,7 +205,7 @@ impl Server {
             guard.clone(),
             devices::BrokerAddress::new(mqtt_addr, config.public_host.as_deref()),
         );
-        let state = AppState {
+        let state = AppState::new(http::AppShared {
             store: store.clone(),
             metrics,
             body_limit: config.body_limit,
@@ -213,7 +213,7 @@ impl Server {
             tasks: tasks.clone(),
             guard: guard.clone(),
             devices,
-        };
+        });
         let guard_for_hosts = guard;
         let router = http::router(state, leptos_options(&config, http_addr))
             .merge(mqtt::websocket::router(broker))

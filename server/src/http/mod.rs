@@ -33,9 +33,28 @@ use crate::auth::{Guard, Principal};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// What every handler can reach.
+/// What every handler can reach. One `Arc`: axum clones the state for
+/// every request (and again for each `State` extractor), and a clone of the
+/// fields themselves was a dozen reference counts up and down.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppShared>);
+
+impl AppState {
+    pub fn new(shared: AppShared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct AppShared {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     /// Largest request body (and WebSocket message) accepted, in bytes.

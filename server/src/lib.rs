@@ -214,15 +214,11 @@ impl Server {
             guard: guard.clone(),
             devices,
         });
-        let guard_for_hosts = guard;
         let router = http::router(state, leptos_options(&config, http_addr))
-            .merge(mqtt::websocket::router(broker))
-            .layer(axum::middleware::from_fn_with_state(
-                guard_for_hosts,
-                http::check_host,
-            ));
+            .merge(mqtt::websocket::router(broker));
         let listener = http::LimitedListener::new(listener, config.http_max_connections);
-        let http = tokio::spawn(http::serve(listener, router, stopping));
+        // The accept loop refuses requests for other host names (`http::host_refusal`).
+        let http = tokio::spawn(http::serve(listener, router, guard, stopping));
         tracing::info!(%http_addr, %mqtt_addr, data_dir = %config.data_dir.display(), "marquee started");
         Ok(Self {
             http_addr,

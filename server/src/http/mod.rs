@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, Response, StatusCode, header};
 use axum::routing::{MethodRouter, get};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
@@ -106,26 +106,25 @@ pub fn record_topic(table: &str, id: &str) -> String {
     }
 }
 
-/// Refuses (403 `bad_host`) a request whose `Host` does not name this
-/// server, on a loopback listener (see [`Guard::host_allowed`]).
-pub async fn check_host(
-    axum::extract::State(guard): axum::extract::State<Guard>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+/// The 403 `bad_host` answer to a request whose `Host` does not name this
+/// server, on a loopback listener (see [`Guard::host_allowed`]); `None` lets
+/// it through. Asked by the accept loop (`serve`) before routing, rather
+/// than by a middleware layer, which boxed and cloned every route's service
+/// for every request.
+pub fn host_refusal<B>(guard: &Guard, request: &axum::http::Request<B>) -> Option<Response<Body>> {
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
     if host.is_none_or(|host| guard.host_allowed(host)) {
-        return next.run(request).await;
+        return None;
     }
-    axum::response::IntoResponse::into_response(ApiError::new(
+    Some(axum::response::IntoResponse::into_response(ApiError::new(
         StatusCode::FORBIDDEN,
         "bad_host",
         "this server does not answer to that host name (set public_url or allowed_origins)",
-    ))
+    )))
 }
 
 /// Every route: the API under `/api`, health and metrics, then the web app.

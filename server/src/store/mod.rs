@@ -1257,6 +1257,52 @@ mod tests {
         store.shutdown().await;
     }
 
+    /// Writes queued together may share a batch: each sees the ones before
+    /// it (a patch the value a put just made, a put the version), and the
+    /// stored record is the last.
+    #[tokio::test]
+    async fn writes_in_one_batch_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let patch = |value: Value| WriteOp::Patch {
+            table: "mqtt".into(),
+            id: "a".into(),
+            patch: value,
+            if_match: None,
+        };
+        let ops = [
+            put("mqtt", "a", json!({"x": 1})),
+            patch(json!({"y": 2})),
+            put("mqtt", "a", json!({"z": 3})),
+            patch(json!({"x": 4})),
+        ];
+        let mut pending = Vec::new();
+        for op in ops {
+            pending.push(store.enqueue(op, Origin::Rest, None).await.unwrap());
+        }
+        let mut events = Vec::new();
+        for write in pending {
+            events.push(write.durable().await.unwrap());
+        }
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| (e.version, e.value.clone(), e.created))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Some(1), Some(json!({"x": 1})), true),
+                (Some(2), Some(json!({"x": 1, "y": 2})), false),
+                (Some(3), Some(json!({"z": 3})), false),
+                (Some(4), Some(json!({"z": 3, "x": 4})), false),
+            ]
+        );
+        let stored = store.get("mqtt", "a").await.unwrap().unwrap();
+        assert_eq!((stored.version, stored.seq), (4, 4));
+        assert_eq!(stored.value, json!({"z": 3, "x": 4}));
+        store.shutdown().await;
+    }
+
     #[tokio::test]
     async fn a_single_worker_runtime_leaves_every_commit_to_the_writer_thread() {
         let dir = tempfile::tempdir().unwrap();

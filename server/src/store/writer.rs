@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use app::event::{ChangeEvent, ChangeType, MqttMeta, Origin};
 use fjall::{Database, Keyspace, PersistMode};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::ids::IdMaker;
@@ -154,8 +155,9 @@ enum TableChange {
 /// What the batch being built has done so far, read before the store.
 #[derive(Default)]
 struct Overlay {
-    /// Records touched earlier in the batch: `None` = deleted.
-    records: HashMap<Vec<u8>, Option<StoredRecord>>,
+    /// Records touched earlier in the batch, as the change that made them
+    /// (shared with the answer, not a copy of the value): `None` = deleted.
+    records: HashMap<Vec<u8>, Option<Arc<ChangeEvent>>>,
     /// The last version of records the batch deleted.
     tombstones: HashMap<Vec<u8>, u64>,
     /// Accounts the batch wrote (`true`) or removed (`false`).
@@ -299,11 +301,10 @@ impl Writer {
         for request in requests {
             let outcome = match request.command {
                 Command::Write(op, origin, mqtt) => self
-                    .apply(op, origin, seq + 1, &mut overlay, &mut batch)
-                    .map(|mut event| {
+                    .apply(op, origin, mqtt, seq + 1, &mut overlay, &mut batch)
+                    .map(|event| {
                         seq += 1;
-                        event.mqtt = mqtt;
-                        Outcome::Change(Arc::new(event))
+                        Outcome::Change(event)
                     }),
                 Command::Publish(event) => Ok(Outcome::Publish(event)),
                 Command::DeclareTable(decl) => self.declare(decl, &mut batch),
@@ -419,10 +420,11 @@ impl Writer {
         &self,
         op: WriteOp,
         origin: Origin,
+        mqtt: Option<Arc<MqttMeta>>,
         seq: u64,
         overlay: &mut Overlay,
         batch: &mut fjall::OwnedWriteBatch,
-    ) -> Result<ChangeEvent, StoreError> {
+    ) -> Result<Arc<ChangeEvent>, StoreError> {
         let (kind, table, id, value, if_match) = match op {
             WriteOp::Put {
                 table,
@@ -457,7 +459,8 @@ impl Writer {
         };
         validate_record_id(&table, &id)?;
         let key = record_key(&table, &id);
-        let current = self.current(&key, overlay)?;
+        // Only a patch reads the value it changes.
+        let current = self.current(&key, overlay, kind == ChangeType::Patch)?;
         let change::Effect {
             value: new_value,
             version,
@@ -477,12 +480,14 @@ impl Writer {
         let ts = clock::now_rfc3339();
         match &new_value {
             Some(value) => {
-                let record = StoredRecord {
+                // Serialized from borrowed parts: the same bytes as a
+                // `StoredRecord`, without a copy of the value to make one.
+                let record = RecordRef {
                     version,
                     seq,
-                    ts: ts.clone(),
+                    ts: &ts,
                     origin,
-                    value: value.clone(),
+                    value,
                 };
                 let bytes =
                     serde_json::to_vec(&record).map_err(|e| StoreError::Storage(e.to_string()))?;
@@ -491,7 +496,6 @@ impl Writer {
                     batch.remove(&self.meta, tombstone_key(&key));
                     overlay.tombstones.remove(&key);
                 }
-                overlay.records.insert(key, Some(record));
             }
             None => {
                 batch.remove(&self.records, key.clone());
@@ -501,7 +505,6 @@ impl Writer {
                     version.to_be_bytes().to_vec(),
                 );
                 overlay.tombstones.insert(key.clone(), version);
-                overlay.records.insert(key, None);
             }
         }
         let event = ChangeEvent {
@@ -513,7 +516,7 @@ impl Writer {
             ts,
             origin,
             value: new_value,
-            mqtt: None,
+            mqtt,
             created,
         };
         let bytes = serde_json::to_vec(&event).map_err(|e| StoreError::Storage(e.to_string()))?;
@@ -521,6 +524,9 @@ impl Writer {
         if seq > self.window {
             batch.remove(&self.changes, (seq - self.window).to_be_bytes().to_vec());
         }
+        let event = Arc::new(event);
+        let after = event.value.is_some().then(|| event.clone());
+        overlay.records.insert(key, after);
         Ok(event)
     }
 
@@ -535,14 +541,43 @@ impl Writer {
             .map_or(0, |bytes| super::decode_seq(&bytes)))
     }
 
-    fn current(&self, key: &[u8], overlay: &Overlay) -> Result<Option<StoredRecord>, StoreError> {
+    /// The record at `key`, counting the batch's own earlier writes. Its
+    /// value is read only `with_value` (and is `Null` otherwise): a put or a
+    /// delete needs no more than whether it exists and its version, and
+    /// parsing and dropping the value was a tenth of the writer's work.
+    fn current(
+        &self,
+        key: &[u8],
+        overlay: &Overlay,
+        with_value: bool,
+    ) -> Result<Option<StoredRecord>, StoreError> {
         if let Some(state) = overlay.records.get(key) {
-            return Ok(state.clone());
+            return Ok(state.as_ref().map(|event| StoredRecord {
+                version: event.version.unwrap_or(0),
+                seq: event.seq.unwrap_or(0),
+                ts: event.ts.clone(),
+                origin: event.origin,
+                value: match (&event.value, with_value) {
+                    (Some(value), true) => value.clone(),
+                    _ => Value::Null,
+                },
+            }));
         }
-        self.records
-            .get(key)?
-            .map(|bytes| decode_record(&bytes))
-            .transpose()
+        let Some(bytes) = self.records.get(key)? else {
+            return Ok(None);
+        };
+        if with_value {
+            return decode_record(&bytes).map(Some);
+        }
+        let head: RecordHead = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Storage(format!("corrupt record: {e}")))?;
+        Ok(Some(StoredRecord {
+            version: head.version,
+            seq: head.seq,
+            ts: head.ts,
+            origin: head.origin,
+            value: Value::Null,
+        }))
     }
 
     /// A server-made id (a ULID, see `ids.rs`) that no record of the table has.
@@ -556,7 +591,7 @@ impl Writer {
         for _ in 0..1000 {
             let candidate = self.ids.next(now_ms, random);
             if self
-                .current(&record_key(table, &candidate), overlay)?
+                .current(&record_key(table, &candidate), overlay, false)?
                 .is_none()
             {
                 return Ok(candidate);
@@ -684,6 +719,26 @@ impl Writer {
         }
         self.log_start.store(keep_from, Ordering::Release);
     }
+}
+
+/// A [`StoredRecord`] to serialize, borrowing its parts (same fields, same order).
+#[derive(serde::Serialize)]
+struct RecordRef<'a> {
+    version: u64,
+    seq: u64,
+    ts: &'a str,
+    origin: Origin,
+    value: &'a Value,
+}
+
+/// A stored record without its value (which is skipped, not built).
+#[derive(serde::Deserialize)]
+struct RecordHead {
+    version: u64,
+    seq: u64,
+    ts: String,
+    #[serde(default = "super::system_origin")]
+    origin: Origin,
 }
 
 /// Where the last version of a deleted record is kept (in the meta keyspace).

@@ -106,7 +106,9 @@ impl Bus {
             if router.subscribers.is_empty() {
                 return;
             }
-            router.trie.matches(&event.topic(), &mut targets);
+            router
+                .trie
+                .matches_parts(&event.table, &event.id, &mut targets);
             targets.sort_unstable();
             targets.dedup();
             for id in &targets {

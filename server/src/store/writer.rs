@@ -345,7 +345,7 @@ impl Writer {
             return Ok(());
         }
         if seq != self.last_seq {
-            batch.insert(&self.meta, LAST_SEQ_KEY, seq.to_be_bytes().to_vec());
+            batch.insert(&self.meta, LAST_SEQ_KEY, seq.to_be_bytes());
         }
         // A batch of transient messages alone has nothing to make durable.
         let only_publishes = pending
@@ -491,14 +491,14 @@ impl Writer {
                 };
                 let bytes =
                     serde_json::to_vec(&record).map_err(|e| StoreError::Storage(e.to_string()))?;
-                batch.insert(&self.records, key.clone(), bytes);
+                batch.insert(&self.records, key.as_slice(), bytes);
                 if current.is_none() {
                     batch.remove(&self.meta, tombstone_key(&key));
                     overlay.tombstones.remove(&key);
                 }
             }
             None => {
-                batch.remove(&self.records, key.clone());
+                batch.remove(&self.records, key.as_slice());
                 batch.insert(
                     &self.meta,
                     tombstone_key(&key),
@@ -520,9 +520,12 @@ impl Writer {
             created,
         };
         let bytes = serde_json::to_vec(&event).map_err(|e| StoreError::Storage(e.to_string()))?;
-        batch.insert(&self.changes, seq.to_be_bytes().to_vec(), bytes);
+        // Keys by reference or as arrays: fjall copies them into its own
+        // (inline when short) slices anyway, so a Vec first is one more
+        // allocation per key.
+        batch.insert(&self.changes, seq.to_be_bytes(), bytes);
         if seq > self.window {
-            batch.remove(&self.changes, (seq - self.window).to_be_bytes().to_vec());
+            batch.remove(&self.changes, (seq - self.window).to_be_bytes());
         }
         let event = Arc::new(event);
         let after = event.value.is_some().then(|| event.clone());

@@ -377,6 +377,7 @@ impl Store {
                 ids: Default::default(),
                 stopped: None,
                 last_commit: (std::time::Instant::now(), std::time::Duration::ZERO),
+                known: Default::default(),
             };
             let committer = writer::Committer::new(state);
             let handle = std::thread::Builder::new()
@@ -1300,6 +1301,53 @@ mod tests {
         let stored = store.get("mqtt", "a").await.unwrap().unwrap();
         assert_eq!((stored.version, stored.seq), (4, 4));
         assert_eq!(stored.value, json!({"z": 3, "x": 4}));
+        store.shutdown().await;
+    }
+
+    /// Batch after batch (the writer remembers the versions it committed),
+    /// versions run on across a delete, stale If-Match tags fail and a
+    /// patch still finds the stored value.
+    #[tokio::test]
+    async fn versions_follow_a_record_from_batch_to_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let write = |op| store.write(op, Origin::Rest);
+        let first = write(put("mqtt", "a", json!({"x": 1}))).await.unwrap();
+        assert_eq!((first.version, first.created), (Some(1), true));
+        let again = write(put("mqtt", "a", json!({"x": 2}))).await.unwrap();
+        assert_eq!((again.version, again.created), (Some(2), false));
+        let stale = WriteOp::Put {
+            table: "mqtt".into(),
+            id: Some("a".into()),
+            value: json!({"x": 3}),
+            if_match: Some(1),
+        };
+        assert!(matches!(
+            write(stale).await,
+            Err(StoreError::VersionMismatch {
+                expected: 1,
+                current: 2
+            })
+        ));
+        let patched = write(WriteOp::Patch {
+            table: "mqtt".into(),
+            id: "a".into(),
+            patch: json!({"y": 4}),
+            if_match: Some(2),
+        })
+        .await
+        .unwrap();
+        assert_eq!(patched.value, Some(json!({"x": 2, "y": 4})));
+        let deleted = write(WriteOp::Delete {
+            table: "mqtt".into(),
+            id: "a".into(),
+            if_match: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(deleted.version, Some(4));
+        let back = write(put("mqtt", "a", json!({"x": 5}))).await.unwrap();
+        assert_eq!((back.version, back.created), (Some(5), true));
         store.shutdown().await;
     }
 

@@ -233,11 +233,17 @@ async fn main() {
     print_environment(dir.path());
     let pid = marquee.pid();
     // MARQUEE_BENCH_ONLY=delivery skips the throughput phases (issue 13's
-    // write -> delivery latency alone, e.g. while tuning the write path).
-    if std::env::var("MARQUEE_BENCH_ONLY").as_deref() != Ok("delivery") {
+    // write -> delivery latency alone, e.g. while tuning the write path);
+    // MARQUEE_BENCH_ONLY=writes skips the delivery phases (writes per server
+    // CPU-second alone, for quick A/B runs of the write path's cost).
+    let only = std::env::var("MARQUEE_BENCH_ONLY").unwrap_or_default();
+    if only != "delivery" {
         write_throughput(&url, pid, 1, 1).await;
         write_throughput(&url, pid, 64, 1).await;
         write_throughput(&url, pid, 16, 16).await;
+    }
+    if only == "writes" {
+        return;
     }
     let base = Instant::now();
     for (rate, count) in DELIVERY_PHASES {

@@ -97,12 +97,18 @@ impl Bus {
 
     /// Delivers `event` to every subscriber with a matching filter, once each.
     pub fn publish(&self, event: Arc<ChangeEvent>) {
-        let topic = event.topic();
         let mut targets = Vec::new();
         let mut laggards = Vec::new();
         {
             let router = self.router();
-            router.trie.matches(&topic, &mut targets);
+            // Nobody listening (a REST-only load): no topic string to build
+            // and no trie walk for every write.
+            if router.subscribers.is_empty() {
+                return;
+            }
+            router
+                .trie
+                .matches_parts(&event.table, &event.id, &mut targets);
             targets.sort_unstable();
             targets.dedup();
             for id in &targets {

@@ -14,12 +14,34 @@ pub fn format_millis(millis: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    if !(0..=9999).contains(&y) {
+        return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z");
+    }
+    // Every write stamps its change: digits pushed straight into the one
+    // allocation are several times cheaper than `format!`'s machinery.
+    let mut out = String::with_capacity(24);
+    for (value, width, separator) in [
+        (y, 4, '-'),
+        (i64::from(m), 2, '-'),
+        (i64::from(d), 2, 'T'),
+        (hh, 2, ':'),
+        (mm, 2, ':'),
+        (ss, 2, '.'),
+        (ms, 3, 'Z'),
+    ] {
+        push_digits(&mut out, value, width);
+        out.push(separator);
+    }
+    out
+}
+
+/// Pushes the last `width` decimal digits of `value` (0 or more), zero-padded.
+fn push_digits(out: &mut String, value: i64, width: u32) {
+    for place in (0..width).rev() {
+        let digit = (value / 10_i64.pow(place)).rem_euclid(10) as u8;
+        out.push(char::from(b'0' + digit));
+    }
 }
 
 /// Now, in milliseconds since the Unix epoch.
@@ -103,6 +125,12 @@ mod tests {
         assert_eq!(format_millis(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(format_millis(1_795_860_000_000), "2026-11-28T10:00:00.000Z");
+        assert_eq!(format_millis(1_795_873_599_999), "2026-11-28T13:46:39.999Z");
+        // Outside years 0–9999 the general formatting takes over.
+        assert_eq!(
+            format_millis(253_402_300_800_000),
+            "10000-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

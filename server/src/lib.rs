@@ -207,7 +207,7 @@ impl Server {
             guard.clone(),
             devices::BrokerAddress::new(mqtt_addr, config.public_host.as_deref()),
         );
-        let state = AppState {
+        let state = AppState::new(http::AppShared {
             store: store.clone(),
             metrics,
             body_limit: config.body_limit,
@@ -215,16 +215,12 @@ impl Server {
             tasks: tasks.clone(),
             guard: guard.clone(),
             devices,
-        };
-        let guard_for_hosts = guard;
+        });
         let router = http::router(state, leptos_options(&config, http_addr))
-            .merge(mqtt::websocket::router(broker))
-            .layer(axum::middleware::from_fn_with_state(
-                guard_for_hosts,
-                http::check_host,
-            ));
+            .merge(mqtt::websocket::router(broker));
         let listener = http::LimitedListener::new(listener, config.http_max_connections);
-        let http = tokio::spawn(http::serve(listener, router, stopping));
+        // The accept loop refuses requests for other host names (`http::host_refusal`).
+        let http = tokio::spawn(http::serve(listener, router, guard, stopping));
         tracing::info!(%http_addr, %mqtt_addr, data_dir = %config.data_dir.display(), "marquee started");
         Ok(Self {
             http_addr,

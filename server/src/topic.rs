@@ -149,9 +149,43 @@ impl<S: Copy + PartialEq> FilterTrie<S> {
     /// Every subscriber with a filter matching `topic`; a subscriber may appear
     /// more than once when several of its filters match.
     pub fn matches(&self, topic: &str, out: &mut Vec<S>) {
-        let levels: Vec<&str> = topic.split('/').collect();
-        let dollar = topic.starts_with('$');
-        collect(&self.root, &levels, dollar, out);
+        self.matches_levels(topic.split('/'), topic.starts_with('$'), out);
+    }
+
+    /// [`FilterTrie::matches`] for the topic `{first}/{rest}` (a change's
+    /// `{table}/{id}`), without building that string: the bus asks this for
+    /// every change.
+    pub fn matches_parts(&self, first: &str, rest: &str, out: &mut Vec<S>) {
+        let levels = std::iter::once(first).chain(rest.split('/'));
+        self.matches_levels(levels, first.starts_with('$'), out);
+    }
+
+    /// The levels of a topic are gathered on the stack when there are few
+    /// (topics are short), in a Vec otherwise.
+    fn matches_levels<'t>(
+        &self,
+        levels: impl Iterator<Item = &'t str> + Clone,
+        dollar: bool,
+        out: &mut Vec<S>,
+    ) {
+        const ON_STACK: usize = 8;
+        let mut stack = [""; ON_STACK];
+        let mut count = 0;
+        for level in levels.clone() {
+            let Some(slot) = stack.get_mut(count) else {
+                let levels: Vec<&str> = levels.collect();
+                collect(&self.root, &levels, dollar, out);
+                return;
+            };
+            *slot = level;
+            count += 1;
+        }
+        collect(
+            &self.root,
+            stack.get(..count).unwrap_or_default(),
+            dollar,
+            out,
+        );
     }
 }
 
@@ -223,7 +257,17 @@ mod tests {
         let filters = [
             "#", "+", "a", "a/b", "a/+", "a/#", "+/b", "+/+", "a/b/c", "$SYS/#", "+/#",
         ];
-        let topics = ["a", "a/b", "a/c", "b/b", "a/b/c", "$SYS/x", "x/y/z", "a/"];
+        let topics = [
+            "a",
+            "a/b",
+            "a/c",
+            "b/b",
+            "a/b/c",
+            "$SYS/x",
+            "x/y/z",
+            "a/",
+            "a/b/c/d/e/f/g/h/i/j",
+        ];
         let mut trie = FilterTrie::default();
         for (i, filter) in filters.iter().enumerate() {
             trie.insert(&f(filter), i);
@@ -236,6 +280,12 @@ mod tests {
                 .filter(|&i| f(filters[i]).matches(topic))
                 .collect();
             assert_eq!(got, want, "topic {topic}");
+            if let Some((first, rest)) = topic.split_once('/') {
+                let mut parts = Vec::new();
+                trie.matches_parts(first, rest, &mut parts);
+                parts.sort_unstable();
+                assert_eq!(parts, want, "topic {topic} in two parts");
+            }
         }
         for (i, filter) in filters.iter().enumerate() {
             trie.remove(&f(filter), i);

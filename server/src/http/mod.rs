@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, Response, StatusCode, header};
 use axum::routing::{MethodRouter, get};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
@@ -33,9 +33,28 @@ use crate::auth::{Guard, Principal};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// What every handler can reach.
+/// What every handler can reach. One `Arc`: axum clones the state for
+/// every request (and again for each `State` extractor), and a clone of the
+/// fields themselves was a dozen reference counts up and down.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppShared>);
+
+impl AppState {
+    pub fn new(shared: AppShared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct AppShared {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     /// Largest request body (and WebSocket message) accepted, in bytes.
@@ -87,26 +106,25 @@ pub fn record_topic(table: &str, id: &str) -> String {
     }
 }
 
-/// Refuses (403 `bad_host`) a request whose `Host` does not name this
-/// server, on a loopback listener (see [`Guard::host_allowed`]).
-pub async fn check_host(
-    axum::extract::State(guard): axum::extract::State<Guard>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+/// The 403 `bad_host` answer to a request whose `Host` does not name this
+/// server, on a loopback listener (see [`Guard::host_allowed`]); `None` lets
+/// it through. Asked by the accept loop (`serve`) before routing, rather
+/// than by a middleware layer, which boxed and cloned every route's service
+/// for every request.
+pub fn host_refusal<B>(guard: &Guard, request: &axum::http::Request<B>) -> Option<Response<Body>> {
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
     if host.is_none_or(|host| guard.host_allowed(host)) {
-        return next.run(request).await;
+        return None;
     }
-    axum::response::IntoResponse::into_response(ApiError::new(
+    Some(axum::response::IntoResponse::into_response(ApiError::new(
         StatusCode::FORBIDDEN,
         "bad_host",
         "this server does not answer to that host name (set public_url or allowed_origins)",
-    ))
+    )))
 }
 
 /// Every route: the API under `/api`, health and metrics, then the web app.
@@ -232,21 +250,15 @@ pub async fn read_json(
     limit: usize,
     patch: bool,
 ) -> Result<Value, ApiError> {
+    // Compared without case rather than lowercased into a new String.
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    let accepted = match media.as_deref() {
-        Some("application/json") => true,
-        Some("application/merge-patch+json") => patch,
-        _ => false,
-    };
+        .map(|v| v.split(';').next().unwrap_or("").trim());
+    let accepted = media.is_some_and(|media| {
+        media.eq_ignore_ascii_case("application/json")
+            || (patch && media.eq_ignore_ascii_case("application/merge-patch+json"))
+    });
     if !accepted {
         let expected = if patch {
             "application/json or application/merge-patch+json"

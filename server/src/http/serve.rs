@@ -32,12 +32,19 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use super::limit::{LimitedListener, LimitedStream, Peer};
+use crate::auth::Guard;
 use crate::shutdown::stopped;
 
 /// Serves `router` on `listener` until `stop` turns true, then lets every
 /// open connection finish its current response (idle ones close at once)
-/// and returns when all have closed.
-pub async fn serve(mut listener: LimitedListener, router: Router, stop: watch::Receiver<bool>) {
+/// and returns when all have closed. `guard` refuses requests for host
+/// names not ours ([`super::host_refusal`]) before they are routed.
+pub async fn serve(
+    mut listener: LimitedListener,
+    router: Router,
+    guard: Guard,
+    stop: watch::Receiver<bool>,
+) {
     let connections = TaskTracker::new();
     let mut stopping = stop.clone();
     loop {
@@ -49,7 +56,13 @@ pub async fn serve(mut listener: LimitedListener, router: Router, stop: watch::R
             remote,
             local: stream.local_addr().ok(),
         };
-        connections.spawn(connection(stream, peer, router.clone(), stop.clone()));
+        connections.spawn(connection(
+            stream,
+            peer,
+            router.clone(),
+            guard.clone(),
+            stop.clone(),
+        ));
     }
     drop(listener);
     connections.close();
@@ -61,10 +74,11 @@ async fn connection(
     stream: LimitedStream,
     peer: Peer,
     router: Router,
+    guard: Guard,
     stop: watch::Receiver<bool>,
 ) {
     let probe = Arc::new(Probe::default());
-    serve_connection(stream, peer, router, stop, &probe).await;
+    serve_connection(stream, peer, router, guard, stop, &probe).await;
     // An event stream not yet taken over holds the probe: break the cycle.
     drop(probe.lock_handoff().take());
 }
@@ -83,6 +97,7 @@ async fn serve_connection(
     stream: LimitedStream,
     peer: Peer,
     router: Router,
+    guard: Guard,
     mut stop: watch::Receiver<bool>,
     probe: &Arc<Probe>,
 ) {
@@ -104,6 +119,7 @@ async fn serve_connection(
         }
         let service = Service {
             router: router.clone(),
+            guard: guard.clone(),
             peer,
             probe: probe.clone(),
         };
@@ -378,6 +394,7 @@ impl AsyncWrite for Watched {
 /// The router as hyper calls it, once per request.
 struct Service {
     router: Router,
+    guard: Guard,
     peer: Peer,
     probe: Arc<Probe>,
 }
@@ -408,11 +425,19 @@ impl hyper::service::Service<Request<Incoming>> for Service {
             })
         });
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        let refused = super::host_refusal(&self.guard, &request);
         let mut router = self.router.clone();
         Box::pin(async move {
-            poll_fn(|cx| tower_service::Service::<Request<Body>>::poll_ready(&mut router, cx))
-                .await?;
-            let response = tower_service::Service::call(&mut router, request).await?;
+            let response = match refused {
+                Some(response) => response,
+                None => {
+                    poll_fn(|cx| {
+                        tower_service::Service::<Request<Body>>::poll_ready(&mut router, cx)
+                    })
+                    .await?;
+                    tower_service::Service::call(&mut router, request).await?
+                }
+            };
             if may_hand_off && is_event_stream(&response) {
                 let keep_alive = keep_alive && !connection_close(response.headers());
                 let (parts, body) = response.into_parts();

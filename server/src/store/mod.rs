@@ -297,6 +297,14 @@ const QUIET_MEMTABLE: u64 = 1024 * 1024;
 /// Blocks read back from disk: records not written since the last flush. A
 /// sign installation's working set is small; a cold read costs one disk read.
 const BLOCK_CACHE: u64 = 8 * 1024 * 1024;
+/// fjall's background threads (memtable flushes and compactions). With more
+/// than one, fjall's worker 0 hands every compaction request back to the
+/// queue so another worker takes it, and while that worker compacts, worker
+/// 0 keeps receiving and re-sending the same requests: a busy loop that was
+/// ~9% of the server's CPU under steady REST writes (small memtables mean a
+/// flush, and compaction requests, every few thousand writes). One worker
+/// flushes and compacts in turn; a sign installation's segments are small.
+const FJALL_WORKERS: usize = 1;
 /// Writes waiting for the writer before callers wait for room.
 const WRITE_QUEUE: usize = 16_384;
 
@@ -314,6 +322,7 @@ impl Store {
         restrict_permissions(&options.data_dir);
         let db = Database::builder(&options.data_dir)
             .cache_size(BLOCK_CACHE)
+            .worker_threads(FJALL_WORKERS)
             .open()?;
         let keyspace = |name: &str, memtable: u64| {
             db.keyspace(name, || {
@@ -397,6 +406,7 @@ impl Store {
                 ids: Default::default(),
                 stopped: None,
                 last_commit: (std::time::Instant::now(), std::time::Duration::ZERO),
+                known: Default::default(),
             };
             let committer = writer::Committer::new(state);
             let handle = std::thread::Builder::new()
@@ -1442,6 +1452,122 @@ mod tests {
         // Shut down, the caller does not commit either: it is refused.
         let refused = store.write(put("mqtt", "a", json!({})), Origin::Rest).await;
         assert_eq!(refused.unwrap_err(), StoreError::ShuttingDown);
+    }
+
+    /// One caller writing after each answer, with no pause: nobody else's
+    /// write comes during a commit, so each is committed inline too (unless
+    /// an fsync takes a millisecond or more).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_writer_commits_back_to_back_writes_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        for i in 0..50 {
+            let event = store
+                .write(put("mqtt", "a", json!({"i": i})), Origin::Rest)
+                .await
+                .unwrap();
+            assert_eq!(event.seq, Some(i + 1));
+        }
+        let inline = store.metrics().inline_commits.get();
+        assert!(
+            inline >= 25,
+            "only {inline} of 50 back-to-back writes were committed inline"
+        );
+        assert_eq!(store.metrics().commits.get(), 50);
+        store.shutdown().await;
+    }
+
+    /// Writes queued together may share a batch: each sees the ones before
+    /// it (a patch the value a put just made, a put the version), and the
+    /// stored record is the last.
+    #[tokio::test]
+    async fn writes_in_one_batch_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let patch = |value: Value| WriteOp::Patch {
+            table: "mqtt".into(),
+            id: "a".into(),
+            patch: value,
+            if_match: None,
+        };
+        let ops = [
+            put("mqtt", "a", json!({"x": 1})),
+            patch(json!({"y": 2})),
+            put("mqtt", "a", json!({"z": 3})),
+            patch(json!({"x": 4})),
+        ];
+        let mut pending = Vec::new();
+        for op in ops {
+            pending.push(store.enqueue(op, Origin::Rest, None).await.unwrap());
+        }
+        let mut events = Vec::new();
+        for write in pending {
+            events.push(write.durable().await.unwrap());
+        }
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| (e.version, e.value.clone(), e.created))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Some(1), Some(json!({"x": 1})), true),
+                (Some(2), Some(json!({"x": 1, "y": 2})), false),
+                (Some(3), Some(json!({"z": 3})), false),
+                (Some(4), Some(json!({"z": 3, "x": 4})), false),
+            ]
+        );
+        let stored = store.get("mqtt", "a").await.unwrap().unwrap();
+        assert_eq!((stored.version, stored.seq), (4, 4));
+        assert_eq!(stored.value, json!({"z": 3, "x": 4}));
+        store.shutdown().await;
+    }
+
+    /// Batch after batch (the writer remembers the versions it committed),
+    /// versions run on across a delete, stale If-Match tags fail and a
+    /// patch still finds the stored value.
+    #[tokio::test]
+    async fn versions_follow_a_record_from_batch_to_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let write = |op| store.write(op, Origin::Rest);
+        let first = write(put("mqtt", "a", json!({"x": 1}))).await.unwrap();
+        assert_eq!((first.version, first.created), (Some(1), true));
+        let again = write(put("mqtt", "a", json!({"x": 2}))).await.unwrap();
+        assert_eq!((again.version, again.created), (Some(2), false));
+        let stale = WriteOp::Put {
+            table: "mqtt".into(),
+            id: Some("a".into()),
+            value: json!({"x": 3}),
+            if_match: Some(1),
+        };
+        assert!(matches!(
+            write(stale).await,
+            Err(StoreError::VersionMismatch {
+                expected: 1,
+                current: 2
+            })
+        ));
+        let patched = write(WriteOp::Patch {
+            table: "mqtt".into(),
+            id: "a".into(),
+            patch: json!({"y": 4}),
+            if_match: Some(2),
+        })
+        .await
+        .unwrap();
+        assert_eq!(patched.value, Some(json!({"x": 2, "y": 4})));
+        let deleted = write(WriteOp::Delete {
+            table: "mqtt".into(),
+            id: "a".into(),
+            if_match: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(deleted.version, Some(4));
+        let back = write(put("mqtt", "a", json!({"x": 5}))).await.unwrap();
+        assert_eq!((back.version, back.created), (Some(5), true));
+        store.shutdown().await;
     }
 
     #[tokio::test]

@@ -30,8 +30,32 @@ async fn server_on(cluster: &EtcdCluster, window: Option<u64>) -> TestServer {
     .await
 }
 
-fn store_flag(cluster: &EtcdCluster) -> String {
-    format!("etcd://{}", cluster.endpoints().join(","))
+/// `marquee` child processes on `cluster`, each with a data dir of its name,
+/// all declaring the `sensors` table.
+struct ChildNodes {
+    dirs: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+impl ChildNodes {
+    fn new(cluster: &EtcdCluster) -> Self {
+        let dirs = tempfile::tempdir().expect("tempdir");
+        let config = dirs.path().join("marquee.toml");
+        std::fs::write(&config, "[[tables]]\nname = \"sensors\"\n").expect("config");
+        let args = vec![
+            "--store".to_owned(),
+            cluster.store_flag(),
+            "--config".to_owned(),
+            config.to_string_lossy().into_owned(),
+        ];
+        Self { dirs, args }
+    }
+
+    /// Starts (or starts again) the node `name` on its data dir.
+    fn spawn(&self, name: &str) -> ChildServer {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        ChildServer::spawn(&self.dirs.path().join(name), &args)
+    }
 }
 
 /// What writers got: each key written once, by one writer.
@@ -230,18 +254,9 @@ async fn pausing_the_etcd_leader_under_load_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_marquee_node_its_clients_resume_on_the_other() {
     let cluster = EtcdCluster::start(3);
-    let dirs = tempfile::tempdir().expect("tempdir");
-    let store = store_flag(&cluster);
-    let config = dirs.path().join("marquee.toml");
-    std::fs::write(&config, "[[tables]]\nname = \"sensors\"\n").expect("config");
-    let args = [
-        "--store",
-        store.as_str(),
-        "--config",
-        config.to_str().expect("path"),
-    ];
-    let mut a = ChildServer::spawn(&dirs.path().join("a"), &args);
-    let b = ChildServer::spawn(&dirs.path().join("b"), &args);
+    let nodes = ChildNodes::new(&cluster);
+    let mut a = nodes.spawn("a");
+    let b = nodes.spawn("b");
 
     let mut stream = SseClient::connect(&format!("{}/api/sensors/", a.url), None).await;
     stream.until_sync().await;
@@ -318,18 +333,9 @@ fn change_seq(event: &common::SseEvent) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_away_past_the_window_reports_the_gap_then_resyncs() {
     let cluster = EtcdCluster::start(3);
-    let dirs = tempfile::tempdir().expect("tempdir");
-    let store = store_flag(&cluster);
-    let config = dirs.path().join("marquee.toml");
-    std::fs::write(&config, "[[tables]]\nname = \"sensors\"\n").expect("config");
-    let args = [
-        "--store",
-        store.as_str(),
-        "--config",
-        config.to_str().expect("path"),
-    ];
-    let a = ChildServer::spawn(&dirs.path().join("a"), &args);
-    let mut b = ChildServer::spawn(&dirs.path().join("b"), &args);
+    let nodes = ChildNodes::new(&cluster);
+    let a = nodes.spawn("a");
+    let mut b = nodes.spawn("b");
     let http = client();
     let first = common::put_seq(&http, &b.url, "/api/sensors/before", &json!({"n": 0})).await;
     b.kill();
@@ -350,7 +356,7 @@ async fn a_node_away_past_the_window_reports_the_gap_then_resyncs() {
     let head = log.current_revision().await.expect("head");
     log.compact(head).await.expect("compact");
 
-    let b = ChildServer::spawn(&dirs.path().join("b"), &args);
+    let b = nodes.spawn("b");
     settle(&[&a.url, &b.url]).await;
     check(
         &Outcome {

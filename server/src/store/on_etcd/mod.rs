@@ -522,20 +522,33 @@ async fn transient_lane(
             return;
         };
         while !waiting.is_empty() {
-            let mut bytes = 0;
+            // The key's value is a JSON array of the batch, built as each
+            // publish is serialised (once), until the batch is full.
+            let mut array = vec![b'['];
             let mut take = 0;
-            let mut list = Vec::new();
             for (event, _) in &waiting {
-                let one = TransientEnvelope::of(event);
-                bytes += serde_json::to_vec(&one).map_or(0, |b| b.len());
-                if take > 0 && bytes > TRANSIENT_BATCH_BYTES {
+                let one = match serde_json::to_vec(&TransientEnvelope::of(event)) {
+                    Ok(one) => one,
+                    Err(e) => {
+                        // JSON values always serialise; should one not, it is
+                        // left out rather than spoil the batch.
+                        tracing::warn!(table = %event.table, id = %event.id, "a publish cannot be serialised: {e}");
+                        take += 1;
+                        continue;
+                    }
+                };
+                if take > 0 && array.len() + one.len() > TRANSIENT_BATCH_BYTES {
                     break;
                 }
-                list.push(one);
+                if array.len() > 1 {
+                    array.push(b',');
+                }
+                array.extend_from_slice(&one);
                 take += 1;
             }
+            array.push(b']');
             let sent: Vec<_> = waiting.drain(..take).collect();
-            let result = backend.commit_transients(&list).await;
+            let result = backend.commit_transients(array).await;
             // Failed ones count as done too: nothing waits for them any more.
             backend
                 .transients_done
@@ -552,10 +565,10 @@ async fn transient_lane(
 }
 
 impl Backend {
-    async fn commit_transients(&self, list: &[TransientEnvelope]) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(list).map_err(|e| StoreError::Storage(e.to_string()))?;
+    /// Puts `array` (a JSON array of [`TransientEnvelope`]s) on `t/{node}`.
+    async fn commit_transients(&self, array: Vec<u8>) -> Result<(), StoreError> {
         let batch = Batch::new(format!("{}.t", self.next_wid()))
-            .with(Op::put(Key::Transient(self.node.clone()), bytes));
+            .with(Op::put(Key::Transient(self.node.clone()), array));
         let committed = self.log.commit(&batch).await.map_err(etcd_error)?;
         self.wait_published(committed.revision).await
     }

@@ -12,16 +12,8 @@ use common::etcd::EtcdCluster;
 use common::{ChildServer, SseClient, TestServer, client, get_json, seq_of};
 use serde_json::{Value, json};
 
-async fn server_on(cluster: &EtcdCluster, window: Option<u64>) -> TestServer {
-    let endpoints = cluster.endpoints();
-    TestServer::start_with(move |config| {
-        config.store = marquee::store::StoreAddress::Etcd(marquee::store::EtcdAddress {
-            endpoints,
-            prefix: "/marquee/".into(),
-        });
-        if let Some(window) = window {
-            config.change_log_window = window;
-        }
+async fn server_on(cluster: &EtcdCluster) -> TestServer {
+    TestServer::on_etcd(cluster, |config| {
         config.tables.push(marquee::store::TableDecl {
             name: "sensors".into(),
             schema: None,
@@ -199,8 +191,8 @@ async fn etcd_fault_under_load(
     mend: fn(&mut EtcdCluster, usize),
 ) {
     let mut cluster = EtcdCluster::start(3);
-    let a = server_on(&cluster, None).await;
-    let b = server_on(&cluster, None).await;
+    let a = server_on(&cluster).await;
+    let b = server_on(&cluster).await;
     let load = tokio::spawn(write_load(
         vec![a.url.clone(), b.url.clone()],
         8,

@@ -14,12 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 async fn server_on(cluster: &EtcdCluster) -> TestServer {
-    let endpoints = cluster.endpoints();
-    TestServer::start_with(move |config| {
-        config.store = marquee::store::StoreAddress::Etcd(marquee::store::EtcdAddress {
-            endpoints,
-            prefix: "/marquee/".into(),
-        });
+    TestServer::on_etcd(cluster, |config| {
         // Room for every change of the load test, so a subscriber that reads
         // a little behind is not cut off: the test counts deliveries.
         config.subscriber_queue = 20_000;

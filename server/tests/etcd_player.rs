@@ -16,17 +16,6 @@ use marquee::player::ROLE;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-async fn server_on(cluster: &EtcdCluster) -> TestServer {
-    let endpoints = cluster.endpoints();
-    TestServer::start_with(move |config| {
-        config.store = marquee::store::StoreAddress::Etcd(marquee::store::EtcdAddress {
-            endpoints,
-            prefix: "/marquee/".into(),
-        });
-    })
-    .await
-}
-
 fn store(server: &TestServer) -> &marquee::store::Store {
     server.server.as_ref().expect("running").store()
 }
@@ -99,8 +88,8 @@ fn assert_one_at_a_time(steps: &[Step], items: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_plays_each_playlist_and_the_other_takes_over_when_it_stops() {
     let cluster = EtcdCluster::start(3);
-    let a = server_on(&cluster).await;
-    let b = server_on(&cluster).await;
+    let a = TestServer::on_etcd(&cluster, |_| {}).await;
+    let b = TestServer::on_etcd(&cluster, |_| {}).await;
     let (held_a, held_b) = (leadership(&a), leadership(&b));
     wait_until(
         "one node holds the player role",
@@ -241,7 +230,7 @@ async fn a_killed_players_role_passes_once_its_lease_ends_and_the_playlist_goes_
     let response = put(&http, &killed.url, "/api/signs/hall", &sign).await;
     assert_eq!(response.status(), 201);
 
-    let survivor = server_on(&cluster).await;
+    let survivor = TestServer::on_etcd(&cluster, |_| {}).await;
     let held = leadership(&survivor);
     let mut sse = SseClient::connect(&format!("{}/api/signs/hall", survivor.url), None).await;
     let state = sse.until_sync().await;

@@ -737,18 +737,13 @@ async fn config_file_tables_are_declared_for_every_node() {
 
 /// A server in accounts mode on the cluster, with the bootstrap admin.
 async fn accounts_server(cluster: &EtcdCluster) -> common::TestServer {
-    let endpoints = cluster.endpoints();
-    common::TestServer::start_with(move |config| {
+    common::TestServer::on_etcd(cluster, |config| {
         config.access =
             marquee::access::Access::new(marquee::access::Mode::Accounts, false, Vec::new())
                 .expect("access");
         config.admin_bootstrap = Some(marquee::config::AdminBootstrap {
             username: "admin".into(),
             password: "correct horse".into(),
-        });
-        config.store = StoreAddress::Etcd(EtcdAddress {
-            endpoints,
-            prefix: "/marquee/".into(),
         });
     })
     .await

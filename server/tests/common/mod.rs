@@ -101,6 +101,20 @@ impl TestServer {
         }
     }
 
+    /// A node of the store on `cluster` (under the default prefix, shared by
+    /// every node started this way on it), then `tweak`ed.
+    pub async fn on_etcd(cluster: &etcd::EtcdCluster, tweak: impl FnOnce(&mut Config)) -> Self {
+        let endpoints = cluster.endpoints();
+        Self::start_with(move |config| {
+            config.store = marquee::store::StoreAddress::Etcd(marquee::store::EtcdAddress {
+                endpoints,
+                prefix: marquee::store::etcd::DEFAULT_PREFIX.into(),
+            });
+            tweak(config);
+        })
+        .await
+    }
+
     /// Where MQTT clients connect (on two nodes, to each in turn).
     pub fn mqtt_addr(&self) -> std::net::SocketAddr {
         self.mqtt

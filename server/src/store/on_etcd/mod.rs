@@ -314,9 +314,25 @@ impl Backend {
         let mut turn = self.turn(&table, &id).await;
         let replanning = std::time::Instant::now();
         let mut attempt = 0u32;
+        let builtin = super::BUILTIN_TABLES.contains(&table.as_str());
+        let mut caught_up_for_table = false;
         while attempt < MAX_REPLANS || replanning.elapsed() < REPLAN_FOR {
             attempt += 1;
             let planned = self.plan_state(&table, &id).await?;
+            if planned.table.is_none() && !builtin {
+                // The applier updates the table list just before it commits
+                // the cache, so the list can know a table whose declaration
+                // the cache has not got yet. Written without the declaration's
+                // revision as a condition, the write could land in a table a
+                // racing drop has removed: catch up and plan again, and a
+                // table etcd does not declare even then is not there.
+                if caught_up_for_table {
+                    return Err(StoreError::NoSuchTable(table));
+                }
+                self.caught_up().await?;
+                caught_up_for_table = true;
+                continue;
+            }
             // The schema after the cache snapshot: the applier changes the
             // table list before it commits the cache, so a schema older than
             // the declaration's revision planned on is never paired with it.

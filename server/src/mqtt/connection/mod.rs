@@ -48,7 +48,7 @@ use outbound::{TopicAliases, pull};
 /// How long a stuck client may block a write before it is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for a connection being taken over to hand its session on.
-const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest client id accepted.
 const MAX_CLIENT_ID_LEN: usize = 256;
 /// The window towards an MQTT 5 client is its Receive Maximum, capped here.
@@ -379,14 +379,34 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             ProtocolVersion::V311 => max_expiry,
         };
         let expiry = asked.min(max_expiry);
+        // Across nodes first: the node that had the client closes its
+        // connection once it sees this claim. Before CONNACK, so the client
+        // is never connected twice once it has been answered.
+        let since_ms = super::session::now_ms();
+        let (store_claim, from_elsewhere) = match broker.store().claim_client(&client_id).await {
+            Ok(claim) => claim,
+            Err(e) => {
+                tracing::warn!(%peer, %client_id, "CONNECT refused: cannot claim the client id: {e}");
+                refuse_connect(&mut writer, version, ReasonCode::ServerUnavailable).await;
+                return None;
+            }
+        };
         let (takeover_tx, takeovers) = mpsc::channel(1);
-        let claimed = broker.claim(&client_id, generation, takeover_tx, expiry > 0);
+        let claimed = broker.claim(&client_id, generation, takeover_tx, expiry > 0, store_claim);
         let Ok(previous) = claimed else {
             tracing::debug!(%peer, %client_id, "CONNECT refused: max_sessions reached");
             refuse_connect(&mut writer, version, ReasonCode::QuotaExceeded).await;
             return None;
         };
         let previous = match previous {
+            // The client was on another node: its session is the one that
+            // node saves on seeing this claim (any copy here is older).
+            Previous::None | Previous::Offline(_) if from_elsewhere && !connect.clean_start => {
+                if let Previous::Offline(mut stale) = previous {
+                    broker.leave_shares(&client_id, &mut stale);
+                }
+                broker.session_from_elsewhere(&client_id, since_ms).await
+            }
             Previous::None => None,
             Previous::Offline(session) => Some(session),
             Previous::Online(old) => {

@@ -486,7 +486,9 @@ impl Broker {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let expiry = saved.expiry.min(self.inner.limits.max_session_expiry_secs());
+        let expiry = saved
+            .expiry
+            .min(self.inner.limits.max_session_expiry_secs());
         let end_ms = saved.saved_at_ms.saturating_add(u64::from(expiry) * 1000);
         if end_ms <= super::session::now_ms() {
             return None;

@@ -71,7 +71,9 @@ impl Node {
     /// Claims `client_id` for this node (a CONNECT here): the newest claim
     /// wins, whichever node held it. Returns the claim's revision.
     pub async fn claim(&self, client_id: &str) -> Result<u64, EtcdError> {
-        self.claim_from(client_id).await.map(|(revision, _)| revision)
+        self.claim_from(client_id)
+            .await
+            .map(|(revision, _)| revision)
     }
 
     /// [`Node::claim`], also telling which node owned the client before

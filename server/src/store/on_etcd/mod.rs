@@ -252,7 +252,9 @@ impl Backend {
                         match Arc::try_unwrap(shared) {
                             Ok(member) => break member,
                             Err(_) if tokio::time::Instant::now() >= deadline => {
-                                tracing::warn!("leaving etcd: a client claim still in flight; the lease will expire");
+                                tracing::warn!(
+                                    "leaving etcd: a client claim still in flight; the lease will expire"
+                                );
                                 return;
                             }
                             Err(again) => shared = again,

@@ -184,6 +184,28 @@ async fn a_persistent_session_moves_with_its_client_to_another_node() {
     topics.sort();
     assert_eq!(topics, vec!["more/x", "sensors/back"]);
 
+    // Away from A, then on B: what was published meanwhile is waiting, and
+    // B does not wait for a save from A, which saved it when it left.
+    again.send(&Packet::Disconnect(Default::default())).await;
+    assert!(again.closed().await.0);
+    write_sensor(&a.url, "away").await;
+    let started = std::time::Instant::now();
+    let (mut later, ack) = Raw::connect(
+        mqtt(&b),
+        connect_packet(ProtocolVersion::V311, "keeper", false),
+    )
+    .await;
+    assert!(ack.session_present);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "CONNACK after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        topics_until_quiet(&mut later, Duration::from_millis(1500)).await,
+        vec!["sensors/away"]
+    );
+
     a.stop().await;
     b.stop().await;
 }

@@ -398,7 +398,7 @@ impl Broker {
     /// session for the other node, or forgets the copy kept here of a
     /// session now used there.
     async fn taken_over_elsewhere(&self, client_id: &str, revision: u64) {
-        let (generation, takeover) = {
+        let offline = {
             let mut sessions = self.sessions();
             match sessions.get(client_id) {
                 Some(Slot::Online {
@@ -406,19 +406,30 @@ impl Broker {
                     takeover,
                     claimed,
                     ..
-                }) if *claimed < revision => (*generation, takeover.clone()),
-                Some(Slot::Offline { .. }) => {
-                    // Saved when its connection ended; the other node reads
-                    // it from the store. Kept here it would go stale.
-                    if let Some(Slot::Offline { mut session, .. }) = sessions.remove(client_id) {
-                        drop(sessions);
-                        self.leave_shares(client_id, &mut session);
-                    }
-                    return;
-                }
+                }) if *claimed < revision => Err((*generation, takeover.clone())),
+                // Saved when its connection ended; the other node reads it
+                // from the store. Kept here it would go stale.
+                Some(Slot::Offline { .. }) => match sessions.remove(client_id) {
+                    Some(Slot::Offline { session, expires }) => Ok((session, expires)),
+                    _ => return,
+                },
                 // Reconnected here after that claim, or gone already.
                 _ => return,
             }
+        };
+        let (generation, takeover) = match offline {
+            Ok((mut session, expires)) => {
+                self.leave_shares(client_id, &mut session);
+                // Saved again, as of now: the other node waits for a save
+                // made after its claim, and this is the latest (any later
+                // claim would have taken it away from here). Its client is
+                // back, so its expiry counting from now is right.
+                if expires > Instant::now() {
+                    self.save_moved(client_id, session).await;
+                }
+                return;
+            }
+            Err(online) => online,
         };
         let (reply, handed) = oneshot::channel();
         if takeover.send(reply).await.is_err() {
@@ -446,6 +457,13 @@ impl Broker {
         // Its groups' messages in hand go back to them; the session goes on
         // on the other node, which joins the groups there.
         self.leave_shares(client_id, &mut session);
+        self.save_moved(client_id, session).await;
+        tracing::debug!(%client_id, revision, "MQTT client taken over by another node");
+    }
+
+    /// Saves a session another node is taking over, as its connection would
+    /// on closing (a session that ends with its connection is forgotten).
+    async fn save_moved(&self, client_id: &str, session: Box<Session>) {
         let state = (session.expiry > 0)
             .then(|| serde_json::to_vec(&session.saved()).ok())
             .flatten();
@@ -454,7 +472,6 @@ impl Broker {
         {
             tracing::warn!(%client_id, "cannot save a session taken over by another node: {e}");
         }
-        tracing::debug!(%client_id, revision, "MQTT client taken over by another node");
     }
 
     /// The persistent session of `client_id` as another node saved it, for

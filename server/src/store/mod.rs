@@ -273,6 +273,16 @@ impl PendingWrite {
 }
 
 const LAST_SEQ_KEY: &[u8] = b"last_seq";
+/// Who owned an MQTT client id before this node's claim of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientOwner {
+    /// No node (never claimed, or its node's lease ended since).
+    Nobody,
+    ThisNode,
+    /// Another node, told to close its connection and save the session.
+    OtherNode,
+}
+
 /// Set in a data dir that caches an etcd store: which one (`etcd:{prefix}`).
 const CACHE_OF_KEY: &[u8] = b"cache_of";
 /// What such a cache holds, so a cache made by an older Marquee is built
@@ -618,12 +628,12 @@ impl Store {
     /// Claims an MQTT client id for this node, on a CONNECT: on etcd the
     /// newest claim wins whichever node made it, and the node that had the
     /// client is told through its [`Store::clients_taken_over`]. Returns the
-    /// claim's revision and whether another node owned the client. The
-    /// embedded store is the only node: `(0, false)`.
-    pub async fn claim_client(&self, client_id: &str) -> Result<(u64, bool), StoreError> {
+    /// claim's revision and who owned the client before. The embedded store
+    /// is the only node: `(0, ThisNode)`.
+    pub async fn claim_client(&self, client_id: &str) -> Result<(u64, ClientOwner), StoreError> {
         match self.shared.etcd.get() {
             Some(etcd) => etcd.claim_client(client_id).await,
-            None => Ok((0, false)),
+            None => Ok((0, ClientOwner::ThisNode)),
         }
     }
 

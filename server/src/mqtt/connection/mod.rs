@@ -35,7 +35,7 @@ use crate::auth::{Principal, Refusal, Refused, RefusedAction};
 use crate::bus::RecvError;
 use crate::feed::{Feed, Start};
 use crate::metrics::Protocol;
-use crate::store::{StoreError, WriteOp};
+use crate::store::{ClientOwner, StoreError, WriteOp};
 use crate::topic::TopicFilter;
 
 mod inbound;
@@ -383,7 +383,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         // connection once it sees this claim. Before CONNACK, so the client
         // is never connected twice once it has been answered.
         let since_ms = super::session::now_ms();
-        let (store_claim, from_elsewhere) = match broker.store().claim_client(&client_id).await {
+        let (store_claim, owner) = match broker.store().claim_client(&client_id).await {
             Ok(claim) => claim,
             Err(e) => {
                 tracing::warn!(%peer, %client_id, "CONNECT refused: cannot claim the client id: {e}");
@@ -401,11 +401,18 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let previous = match previous {
             // The client was on another node: its session is the one that
             // node saves on seeing this claim (any copy here is older).
-            Previous::None | Previous::Offline(_) if from_elsewhere && !connect.clean_start => {
+            Previous::None | Previous::Offline(_)
+                if owner == ClientOwner::OtherNode && !connect.clean_start =>
+            {
                 if let Previous::Offline(mut stale) = previous {
                     broker.leave_shares(&client_id, &mut stale);
                 }
                 broker.session_from_elsewhere(&client_id, since_ms).await
+            }
+            // Nobody owns it: a session saved by a node that has left since
+            // (or after this node started) is in the store alone.
+            Previous::None if owner == ClientOwner::Nobody && !connect.clean_start => {
+                broker.session_from_elsewhere(&client_id, 0).await
             }
             Previous::None => None,
             Previous::Offline(session) => Some(session),

@@ -291,15 +291,23 @@ impl Backend {
     }
 
     /// Claims an MQTT client id for this node (the newest claim wins, on
-    /// whichever node): its revision, and whether another node owned it.
-    pub(super) async fn claim_client(&self, client_id: &str) -> Result<(u64, bool), StoreError> {
+    /// whichever node): its revision, and who owned it before.
+    pub(super) async fn claim_client(
+        &self,
+        client_id: &str,
+    ) -> Result<(u64, super::ClientOwner), StoreError> {
         let member = {
             let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
             membership.as_ref().map(|(member, _)| Arc::clone(member))
         };
         let member = member.ok_or(StoreError::ShuttingDown)?;
         let (revision, previous) = member.claim_from(client_id).await.map_err(etcd_error)?;
-        Ok((revision, previous.is_some_and(|owner| owner != self.node)))
+        let owner = match previous {
+            None => super::ClientOwner::Nobody,
+            Some(owner) if owner == self.node => super::ClientOwner::ThisNode,
+            Some(_) => super::ClientOwner::OtherNode,
+        };
+        Ok((revision, owner))
     }
 
     /// The client ids this node owned that another node claimed since it

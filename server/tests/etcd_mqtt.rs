@@ -118,6 +118,20 @@ async fn mqtt_3_1_4_3_a_connect_on_b_takes_over_the_connection_on_a() {
         "x stays on A"
     );
 
+    // Client ids the nodes assign are their own: none takes over another.
+    let (mut first, ack) =
+        Raw::connect(mqtt(&a), connect_packet(ProtocolVersion::V5, "", true)).await;
+    let first_id = ack.properties.assigned_client_identifier.clone();
+    let (mut second, ack) =
+        Raw::connect(mqtt(&b), connect_packet(ProtocolVersion::V5, "", true)).await;
+    assert!(first_id.is_some());
+    assert_ne!(first_id, ack.properties.assigned_client_identifier);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for raw in [&mut first, &mut second] {
+        raw.send(&Packet::PingReq).await;
+        assert!(matches!(raw.recv().await, Some(Packet::PingResp)));
+    }
+
     a.stop().await;
     b.stop().await;
 }

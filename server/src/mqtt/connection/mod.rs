@@ -365,7 +365,13 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let generation = broker.next_generation();
         let assigned = connect.client_id.is_empty();
         let client_id = if assigned {
-            format!("marquee-{generation:x}-{:x}", std::process::id())
+            // Random too: the client id is claimed across nodes now, and
+            // nodes in containers share pid 1 and count generations alike.
+            let mut random = [0u8; 6];
+            let salt = getrandom::fill(&mut random)
+                .map(|()| random.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
+                .unwrap_or(0);
+            format!("marquee-{generation:x}-{:x}-{salt:x}", std::process::id())
         } else {
             connect.client_id.clone()
         };

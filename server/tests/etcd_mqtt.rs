@@ -220,6 +220,28 @@ async fn a_persistent_session_moves_with_its_client_to_another_node() {
         vec!["sensors/away"]
     );
 
+    // A clean start on another node ends the session there was
+    // [MQTT-3.1.2-4]: the old node's save of it does not bring it back.
+    let (clean, ack) = Raw::connect(
+        mqtt(&a),
+        connect_packet(ProtocolVersion::V311, "keeper", true),
+    )
+    .await;
+    assert!(!ack.session_present);
+    let (closed, _) = later.closed().await;
+    assert!(closed, "B closes its connection of keeper");
+    drop(clean);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_resumed, ack) = Raw::connect(
+        mqtt(&b),
+        connect_packet(ProtocolVersion::V311, "keeper", false),
+    )
+    .await;
+    assert!(
+        !ack.session_present,
+        "the session ended with the clean start"
+    );
+
     a.stop().await;
     b.stop().await;
 }

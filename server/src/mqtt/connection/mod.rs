@@ -448,6 +448,23 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             }
             None => (Box::new(Session::new(expiry)), false),
         };
+        if connect.clean_start {
+            match owner {
+                // The other node saves the session it had on seeing this
+                // claim: marked stored, this connection's own save (or
+                // forgetting, if its session ends with it) replaces that.
+                ClientOwner::OtherNode => session.stored = true,
+                // Saved by a node that has left since: a clean start ends it.
+                ClientOwner::Nobody if !session.stored => {
+                    if let Ok(Some(_)) = broker.store().saved_session(&client_id)
+                        && let Err(e) = broker.store().save_session(&client_id, None).await
+                    {
+                        tracing::warn!(%client_id, "cannot forget the old session: {e}");
+                    }
+                }
+                _ => {}
+            }
+        }
         session.expiry = expiry;
         session.shared.set_online(true);
 

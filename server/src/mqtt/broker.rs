@@ -112,6 +112,9 @@ enum Slot {
         takeover: mpsc::Sender<Takeover>,
         /// Its session outlives the connection (counts against `max_sessions`).
         persistent: bool,
+        /// The store's revision of its claim of the client id (0 embedded):
+        /// another node's claim closes it only if newer.
+        claimed: u64,
     },
     Offline {
         session: Box<Session>,
@@ -148,6 +151,10 @@ impl Drop for ConnectionSlot {
 /// Sockets past `max_connections` that may wait (briefly) for their CONNECT
 /// to be answered "server busy"; any more are closed at once.
 const MAX_REFUSING: usize = 64;
+
+/// How long a client that moved from another node waits for that node to
+/// save its session, after which it takes the last save there is.
+const REMOTE_SESSION_WAIT: Duration = Duration::from_secs(2);
 
 /// `claim` found no room for another session that outlives its connection.
 pub(super) struct TooManySessions;
@@ -241,6 +248,7 @@ impl Broker {
         generation: u64,
         takeover: mpsc::Sender<Takeover>,
         persistent: bool,
+        claimed: u64,
     ) -> Result<Previous, TooManySessions> {
         let mut sessions = self.sessions();
         let has_session = match sessions.get(client_id) {
@@ -266,6 +274,7 @@ impl Broker {
                 generation,
                 takeover,
                 persistent,
+                claimed,
             },
         );
         Ok(match previous {
@@ -367,6 +376,149 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Closes the connections of clients that connected to another node
+    /// since (a takeover across nodes), for as long as the store tells of
+    /// them (embedded: never).
+    pub(super) async fn follow_takeovers(self) {
+        let mut taken = self.inner.store.clients_taken_over();
+        while let Some((client_id, revision)) = taken.recv().await {
+            // Each in its own task: one waits up to TAKEOVER_TIMEOUT for
+            // its connection, and the others should not wait behind it.
+            let broker = self.clone();
+            self.inner.tasks.spawn(async move {
+                broker.taken_over_elsewhere(&client_id, revision).await;
+            });
+        }
+    }
+
+    /// Another node claimed `client_id` at `revision`: closes its connection
+    /// here as a local takeover would (0x8E for MQTT 5) and saves its
+    /// session for the other node, or forgets the copy kept here of a
+    /// session now used there.
+    async fn taken_over_elsewhere(&self, client_id: &str, revision: u64) {
+        let offline = {
+            let mut sessions = self.sessions();
+            match sessions.get(client_id) {
+                Some(Slot::Online {
+                    generation,
+                    takeover,
+                    claimed,
+                    ..
+                }) if *claimed < revision => Err((*generation, takeover.clone())),
+                // Saved when its connection ended; the other node reads it
+                // from the store. Kept here it would go stale.
+                Some(Slot::Offline { .. }) => match sessions.remove(client_id) {
+                    Some(Slot::Offline { session, expires }) => Ok((session, expires)),
+                    _ => return,
+                },
+                // Reconnected here after that claim, or gone already.
+                _ => return,
+            }
+        };
+        let (generation, takeover) = match offline {
+            Ok((mut session, expires)) => {
+                self.leave_shares(client_id, &mut session);
+                // Saved again, as of now: the other node waits for a save
+                // made after its claim, and this is the latest (any later
+                // claim would have taken it away from here). Its client is
+                // back, so its expiry counting from now is right.
+                if expires > Instant::now() {
+                    self.save_moved(client_id, session).await;
+                }
+                return;
+            }
+            Err(online) => online,
+        };
+        let (reply, handed) = oneshot::channel();
+        if takeover.send(reply).await.is_err() {
+            return;
+        }
+        let session = tokio::time::timeout(super::connection::TAKEOVER_TIMEOUT, handed)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        {
+            let mut sessions = self.sessions();
+            let ours = matches!(
+                sessions.get(client_id),
+                Some(Slot::Online { generation: g, .. }) if *g == generation
+            );
+            if ours {
+                sessions.remove(client_id);
+            }
+        }
+        let Some(mut session) = session else {
+            return;
+        };
+        session.shared.set_online(false);
+        // Its groups' messages in hand go back to them; the session goes on
+        // on the other node, which joins the groups there.
+        self.leave_shares(client_id, &mut session);
+        self.save_moved(client_id, session).await;
+        tracing::debug!(%client_id, revision, "MQTT client taken over by another node");
+    }
+
+    /// Saves a session another node is taking over, as its connection would
+    /// on closing (a session that ends with its connection is forgotten).
+    async fn save_moved(&self, client_id: &str, session: Box<Session>) {
+        let state = (session.expiry > 0)
+            .then(|| serde_json::to_vec(&session.saved()).ok())
+            .flatten();
+        if (state.is_some() || session.stored)
+            && let Err(e) = self.inner.store.save_session(client_id, state).await
+        {
+            tracing::warn!(%client_id, "cannot save a session taken over by another node: {e}");
+        }
+    }
+
+    /// The persistent session of `client_id` as another node saved it, for
+    /// a client that connected there before: waits (at most
+    /// [`REMOTE_SESSION_WAIT`]) for a save made at `since_ms` or later, the
+    /// old node's save after it closed its connection, else takes the
+    /// latest save there is. `None` if there is none or it has expired.
+    pub(super) async fn session_from_elsewhere(
+        &self,
+        client_id: &str,
+        since_ms: u64,
+    ) -> Option<Box<Session>> {
+        let read = || -> Option<SavedSession> {
+            match self.inner.store.saved_session(client_id) {
+                Ok(bytes) => bytes.and_then(|b| serde_json::from_slice(&b).ok()),
+                Err(e) => {
+                    tracing::warn!(%client_id, "cannot read a saved session: {e}");
+                    None
+                }
+            }
+        };
+        let deadline = Instant::now() + REMOTE_SESSION_WAIT;
+        let saved = loop {
+            let saved = read();
+            if saved.as_ref().is_some_and(|s| s.saved_at_ms >= since_ms)
+                || Instant::now() >= deadline
+            {
+                break saved?;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let expiry = saved
+            .expiry
+            .min(self.inner.limits.max_session_expiry_secs());
+        let end_ms = saved.saved_at_ms.saturating_add(u64::from(expiry) * 1000);
+        if end_ms <= super::session::now_ms() {
+            return None;
+        }
+        let mut session = Box::new(Session::restore(saved));
+        session.expiry = expiry;
+        // In its groups here from now on, as a session restored at start is.
+        for (subscription, filter) in session.shares() {
+            self.inner
+                .shares
+                .join(subscription, filter, client_id, &session.shared);
+        }
+        Some(session)
     }
 
     /// The shared subscriptions' groups.

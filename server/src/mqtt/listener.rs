@@ -18,6 +18,7 @@ impl Broker {
     pub async fn serve(self, listener: TcpListener) {
         let mut shutdown = self.shutdown_signal();
         let sweeper = tokio::spawn(self.clone().sweep_expired_sessions());
+        let takeovers = tokio::spawn(self.clone().follow_takeovers());
         let statistics = tokio::spawn(super::sys::publish_statistics(
             self.clone(),
             self.limits().sys_interval,
@@ -40,6 +41,7 @@ impl Broker {
             }
         }
         sweeper.abort();
+        takeovers.abort();
         statistics.abort();
     }
 

@@ -273,6 +273,16 @@ impl PendingWrite {
 }
 
 const LAST_SEQ_KEY: &[u8] = b"last_seq";
+/// Who owned an MQTT client id before this node's claim of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientOwner {
+    /// No node (never claimed, or its node's lease ended since).
+    Nobody,
+    ThisNode,
+    /// Another node, told to close its connection and save the session.
+    OtherNode,
+}
+
 /// Set in a data dir that caches an etcd store: which one (`etcd:{prefix}`).
 const CACHE_OF_KEY: &[u8] = b"cache_of";
 /// What such a cache holds, so a cache made by an older Marquee is built
@@ -613,6 +623,35 @@ impl Store {
         }
         self.table_info(&name)
             .ok_or_else(|| StoreError::Storage("table vanished after declaration".into()))
+    }
+
+    /// Claims an MQTT client id for this node, on a CONNECT: on etcd the
+    /// newest claim wins whichever node made it, and the node that had the
+    /// client is told through its [`Store::clients_taken_over`]. Returns the
+    /// claim's revision and who owned the client before. The embedded store
+    /// is the only node: `(0, ThisNode)`.
+    pub async fn claim_client(&self, client_id: &str) -> Result<(u64, ClientOwner), StoreError> {
+        match self.shared.etcd.get() {
+            Some(etcd) => etcd.claim_client(client_id).await,
+            None => Ok((0, ClientOwner::ThisNode)),
+        }
+    }
+
+    /// The MQTT client ids this node claimed that another node has claimed
+    /// since, each with the revision of that claim: their connections here
+    /// are to close. Embedded, it ends at once (there is no other node).
+    pub fn clients_taken_over(&self) -> mpsc::Receiver<(String, u64)> {
+        match self.shared.etcd.get() {
+            Some(etcd) => etcd.clients_taken_over(),
+            None => mpsc::channel(1).1,
+        }
+    }
+
+    /// One saved MQTT session's state, as [`Store::saved_sessions`] has it
+    /// (on etcd, as this node's cache has it so far).
+    pub fn saved_session(&self, client_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = format!("{SESSION_KEY_PREFIX}{client_id}");
+        Ok(self.shared.meta.get(key)?.map(|value| value.to_vec()))
     }
 
     /// Saves an MQTT session's state (or with `None` forgets it), durably,

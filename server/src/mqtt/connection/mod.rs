@@ -35,7 +35,7 @@ use crate::auth::{Principal, Refusal, Refused, RefusedAction};
 use crate::bus::RecvError;
 use crate::feed::{Feed, Start};
 use crate::metrics::Protocol;
-use crate::store::{StoreError, WriteOp};
+use crate::store::{ClientOwner, StoreError, WriteOp};
 use crate::topic::TopicFilter;
 
 mod inbound;
@@ -48,7 +48,7 @@ use outbound::{TopicAliases, pull};
 /// How long a stuck client may block a write before it is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for a connection being taken over to hand its session on.
-const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest client id accepted.
 const MAX_CLIENT_ID_LEN: usize = 256;
 /// The window towards an MQTT 5 client is its Receive Maximum, capped here.
@@ -365,7 +365,13 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let generation = broker.next_generation();
         let assigned = connect.client_id.is_empty();
         let client_id = if assigned {
-            format!("marquee-{generation:x}-{:x}", std::process::id())
+            // Random too: the client id is claimed across nodes now, and
+            // nodes in containers share pid 1 and count generations alike.
+            let mut random = [0u8; 6];
+            let salt = getrandom::fill(&mut random)
+                .map(|()| random.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
+                .unwrap_or(0);
+            format!("marquee-{generation:x}-{:x}-{salt:x}", std::process::id())
         } else {
             connect.client_id.clone()
         };
@@ -379,14 +385,41 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             ProtocolVersion::V311 => max_expiry,
         };
         let expiry = asked.min(max_expiry);
+        // Across nodes first: the node that had the client closes its
+        // connection once it sees this claim. Before CONNACK, so the client
+        // is never connected twice once it has been answered.
+        let since_ms = super::session::now_ms();
+        let (store_claim, owner) = match broker.store().claim_client(&client_id).await {
+            Ok(claim) => claim,
+            Err(e) => {
+                tracing::warn!(%peer, %client_id, "CONNECT refused: cannot claim the client id: {e}");
+                refuse_connect(&mut writer, version, ReasonCode::ServerUnavailable).await;
+                return None;
+            }
+        };
         let (takeover_tx, takeovers) = mpsc::channel(1);
-        let claimed = broker.claim(&client_id, generation, takeover_tx, expiry > 0);
+        let claimed = broker.claim(&client_id, generation, takeover_tx, expiry > 0, store_claim);
         let Ok(previous) = claimed else {
             tracing::debug!(%peer, %client_id, "CONNECT refused: max_sessions reached");
             refuse_connect(&mut writer, version, ReasonCode::QuotaExceeded).await;
             return None;
         };
         let previous = match previous {
+            // The client was on another node: its session is the one that
+            // node saves on seeing this claim (any copy here is older).
+            Previous::None | Previous::Offline(_)
+                if owner == ClientOwner::OtherNode && !connect.clean_start =>
+            {
+                if let Previous::Offline(mut stale) = previous {
+                    broker.leave_shares(&client_id, &mut stale);
+                }
+                broker.session_from_elsewhere(&client_id, since_ms).await
+            }
+            // Nobody owns it: a session saved by a node that has left since
+            // (or after this node started) is in the store alone.
+            Previous::None if owner == ClientOwner::Nobody && !connect.clean_start => {
+                broker.session_from_elsewhere(&client_id, 0).await
+            }
             Previous::None => None,
             Previous::Offline(session) => Some(session),
             Previous::Online(old) => {
@@ -415,6 +448,23 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             }
             None => (Box::new(Session::new(expiry)), false),
         };
+        if connect.clean_start {
+            match owner {
+                // The other node saves the session it had on seeing this
+                // claim: marked stored, this connection's own save (or
+                // forgetting, if its session ends with it) replaces that.
+                ClientOwner::OtherNode => session.stored = true,
+                // Saved by a node that has left since: a clean start ends it.
+                ClientOwner::Nobody if !session.stored => {
+                    if let Ok(Some(_)) = broker.store().saved_session(&client_id)
+                        && let Err(e) = broker.store().save_session(&client_id, None).await
+                    {
+                        tracing::warn!(%client_id, "cannot forget the old session: {e}");
+                    }
+                }
+                _ => {}
+            }
+        }
         session.expiry = expiry;
         session.shared.set_online(true);
 

@@ -71,6 +71,15 @@ impl Node {
     /// Claims `client_id` for this node (a CONNECT here): the newest claim
     /// wins, whichever node held it. Returns the claim's revision.
     pub async fn claim(&self, client_id: &str) -> Result<u64, EtcdError> {
+        self.claim_from(client_id)
+            .await
+            .map(|(revision, _)| revision)
+    }
+
+    /// [`Node::claim`], also telling which node owned the client before
+    /// (`None`: nobody), so a node taking a client over from another knows
+    /// to wait for that node's save of its session.
+    pub async fn claim_from(&self, client_id: &str) -> Result<(u64, Option<String>), EtcdError> {
         check_client(client_id)?;
         let lease = self.lease_now()?;
         let key = self.log.shared.keys.own(client_id);
@@ -79,7 +88,7 @@ impl Node {
             .retrying("ownership claim", || async {
                 let (member, client) = self.log.member()?;
                 let mut kv = client.kv_client();
-                let options = PutOptions::new().with_lease(lease);
+                let options = PutOptions::new().with_lease(lease).with_prev_key();
                 self.log
                     .deadline(member, kv.put(key.clone(), self.id.clone(), Some(options)))
                     .await
@@ -89,7 +98,11 @@ impl Node {
         let header = response
             .header()
             .ok_or_else(|| protocol("a put without a header"))?;
-        revision(header.revision())
+        // A retried put may find its own first attempt: that is this node.
+        let previous = response
+            .prev_key()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+        Ok((revision(header.revision())?, previous))
     }
 
     /// Gives `client_id` up (a clean disconnect), if this node still owns it

@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::etcd::{
     Batch, Compactor, CompactorOptions, EtcdError, EtcdLog, Expect, Key, KeyKind, Node,
-    NodeOptions, Op, Role, RoleOptions,
+    NodeOptions, Op, OwnershipEvent, Role, RoleOptions,
 };
 use super::ids::IdMaker;
 use super::writer::tombstone_key;
@@ -117,7 +117,9 @@ pub(super) struct Backend {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// This node's lease and presence, and the compactor it campaigns with:
     /// one live node at a time compacts etcd's history to the window.
-    membership: Mutex<Option<(Node, Compactor)>>,
+    membership: Mutex<Option<(Arc<Node>, Compactor)>>,
+    /// The revision this node joined at: its ownership watch starts after it.
+    joined_at: u64,
     /// The node's campaigns for roles, by name, started on first use.
     roles: Mutex<std::collections::HashMap<String, Role>>,
     turns: Box<[tokio::sync::Mutex<()>; TURN_STRIPES]>,
@@ -194,6 +196,7 @@ impl Backend {
             window: window.max(1),
             ..CompactorOptions::default()
         });
+        let joined_at = member.joined_at();
         let (transients, lane) = mpsc::channel(TRANSIENT_QUEUE);
         let backend = Arc::new(Self {
             log,
@@ -208,7 +211,8 @@ impl Backend {
             transients_queued: AtomicU64::new(0),
             transients_done: watch::Sender::new(0),
             tasks: Mutex::new(Vec::new()),
-            membership: Mutex::new(Some((member, compactor))),
+            membership: Mutex::new(Some((Arc::new(member), compactor))),
+            joined_at,
             roles: Mutex::default(),
             turns: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         });
@@ -237,6 +241,27 @@ impl Backend {
         drop(roles);
         if let Some((member, compactor)) = membership {
             drop(compactor);
+            // A claim in flight holds the node for a moment; leaving needs
+            // it alone (if it never comes back, the lease simply expires).
+            let member = match Arc::try_unwrap(member) {
+                Ok(member) => member,
+                Err(mut shared) => {
+                    let deadline = tokio::time::Instant::now() + LEAVE_WAIT;
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        match Arc::try_unwrap(shared) {
+                            Ok(member) => break member,
+                            Err(_) if tokio::time::Instant::now() >= deadline => {
+                                tracing::warn!(
+                                    "leaving etcd: a client claim still in flight; the lease will expire"
+                                );
+                                return;
+                            }
+                            Err(again) => shared = again,
+                        }
+                    }
+                }
+            };
             // Bounded: with etcd unreachable the lease simply expires.
             match tokio::time::timeout(LEAVE_WAIT, member.leave()).await {
                 Ok(Ok(())) => {}
@@ -263,6 +288,74 @@ impl Backend {
         let held = campaign.held();
         roles.insert(role.to_owned(), campaign);
         Ok(held)
+    }
+
+    /// Claims an MQTT client id for this node (the newest claim wins, on
+    /// whichever node): its revision, and who owned it before.
+    pub(super) async fn claim_client(
+        &self,
+        client_id: &str,
+    ) -> Result<(u64, super::ClientOwner), StoreError> {
+        let member = {
+            let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+            membership.as_ref().map(|(member, _)| Arc::clone(member))
+        };
+        let member = member.ok_or(StoreError::ShuttingDown)?;
+        let (revision, previous) = member.claim_from(client_id).await.map_err(etcd_error)?;
+        let owner = match previous {
+            None => super::ClientOwner::Nobody,
+            Some(owner) if owner == self.node => super::ClientOwner::ThisNode,
+            Some(_) => super::ClientOwner::OtherNode,
+        };
+        Ok((revision, owner))
+    }
+
+    /// The client ids this node owned that another node claimed since it
+    /// joined, with the claim's revision. The watch is resumed after an
+    /// error; the receiver ends when the store stops.
+    pub(super) fn clients_taken_over(&self) -> mpsc::Receiver<(String, u64)> {
+        let (tx, rx) = mpsc::channel(1024);
+        let member = {
+            let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+            membership.as_ref().map(|(member, _)| Arc::clone(member))
+        };
+        let Some(member) = member else {
+            return rx;
+        };
+        let mut watch = member.watch_ownership(self.joined_at + 1);
+        // Weak: this task must not keep the node from leaving.
+        let member = Arc::downgrade(&member);
+        let task = tokio::spawn(async move {
+            loop {
+                match watch.next().await {
+                    Ok(OwnershipEvent::TakenOver {
+                        client_id,
+                        revision,
+                        ..
+                    }) => {
+                        if tx.send((client_id, revision)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Wills across nodes are not dealt with yet.
+                    Ok(OwnershipEvent::Orphaned { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!("the MQTT ownership watch failed, resuming: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let Some(node) = member.upgrade().filter(|_| !tx.is_closed()) else {
+                            return;
+                        };
+                        // An error ends a watch for good: a new one goes on
+                        // after what this one delivered.
+                        watch = node.watch_ownership(watch.last_revision() + 1);
+                    }
+                }
+            }
+        });
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+        rx
     }
 
     /// Commits `op` on etcd and returns its change once this node has applied

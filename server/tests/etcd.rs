@@ -1595,9 +1595,12 @@ async fn a_claim_elsewhere_tells_the_owner_once_and_one_survivor_gets_a_dead_nod
             .expect("the watch goes on")
     }
 
-    for client in ["dev-1", "dev-2", "site/x"] {
+    for client in ["dev-1", "dev-2"] {
         a.claim(client).await.unwrap();
     }
+    // site/x has a will: it comes with the orphan, whole.
+    let will: Vec<u8> = [b"\0\x01 bytes".as_slice(), &[0xff; 300]].concat();
+    a.claim_with_will("site/x", Some(&will)).await.unwrap();
     // B takes dev-1 over (a newer CONNECT there): A is told, once.
     let taken = b.claim("dev-1").await.unwrap();
     assert_eq!(
@@ -1626,8 +1629,11 @@ async fn a_claim_elsewhere_tells_the_owner_once_and_one_survivor_gets_a_dead_nod
                     client_id,
                     owner,
                     revision,
+                    will: left,
                 } => {
                     assert_eq!(owner, "a");
+                    let expected = (client_id == "site/x").then(|| will.clone());
+                    assert_eq!(left, expected, "{client_id}'s will");
                     orphans.push((client_id, revision));
                 }
                 other => panic!("{other:?}"),

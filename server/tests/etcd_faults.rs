@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::etcd::EtcdCluster;
+use common::rumqtt::{self, Mqtt};
 use common::{ChildServer, SseClient, TestServer, client, get_json, seq_of};
+use rumqttc::{LastWill, QoS};
 use serde_json::{Value, json};
 
 async fn server_on(cluster: &EtcdCluster) -> TestServer {
@@ -311,6 +313,101 @@ async fn killing_a_marquee_node_its_clients_resume_on_the_other() {
             "acknowledged {key}"
         );
     }
+}
+
+/// A Marquee node killed with -9 while MQTT clients are on it: one of the
+/// two surviving nodes sends the will of a client it had, once, once the
+/// node's lease has run out (and not the will of a client that had left
+/// cleanly); the client's persistent session then carries on on another
+/// node with its subscription, and gets what was written while it was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_marquee_node_its_mqtt_wills_go_out_once_and_sessions_carry_on() {
+    let cluster = EtcdCluster::start(3);
+    let nodes = ChildNodes::new(&cluster);
+    let mut a = nodes.spawn("a");
+    let b = nodes.spawn("b");
+    let c = nodes.spawn("c");
+    let mut watch_b = Mqtt::connect(b.mqtt, "watch-b").await;
+    watch_b.subscribe("gone/#").await;
+    let mut watch_c = Mqtt::connect(c.mqtt, "watch-c").await;
+    watch_c.subscribe("gone/#").await;
+
+    let with_will = |id: &str| {
+        let mut options = rumqtt::options(a.mqtt, id);
+        options.set_last_will(LastWill::new(
+            format!("gone/{id}"),
+            format!("{id} lost"),
+            QoS::AtLeastOnce,
+            false,
+        ));
+        options
+    };
+    let mut options = with_will("keeper");
+    options.set_clean_session(false);
+    let mut keeper = Mqtt::connect_with(options).await;
+    keeper.subscribe("sensors/#").await;
+    let polite = Mqtt::connect_with(with_will("polite")).await;
+    polite.client.disconnect().await.expect("DISCONNECT sent");
+    // The polite client's DISCONNECT has been dealt with on A when a
+    // client connecting after it is answered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    a.kill();
+    // While the keeper is away: a change it is subscribed to.
+    let response = common::put(
+        &client(),
+        &c.url,
+        "/api/sensors/while-away",
+        &json!({"n": 1}),
+    )
+    .await;
+    assert!(response.status().is_success(), "{}", response.status());
+
+    // A's lease (10 s) runs out; then a survivor sends the keeper's will.
+    let mut wills: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut quiet_since: Option<std::time::Instant> = None;
+    while std::time::Instant::now() < deadline {
+        // After the first will, 3 s more to catch a second sending.
+        if quiet_since.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+            break;
+        }
+        for (name, watcher) in [("b", &mut watch_b), ("c", &mut watch_c)] {
+            if let Some(will) = watcher.next(Duration::from_millis(100)).await {
+                *wills.entry(format!("{name} {}", will.topic)).or_default() += 1;
+                quiet_since.get_or_insert_with(std::time::Instant::now);
+            }
+        }
+    }
+    let expected: BTreeMap<String, usize> = [
+        ("b gone/keeper".to_owned(), 1),
+        ("c gone/keeper".to_owned(), 1),
+    ]
+    .into();
+    assert_eq!(wills, expected, "each watcher gets the keeper's will once");
+
+    // The keeper comes back on B: its session, with its subscription.
+    drop(keeper);
+    let mut options = rumqtt::options(b.mqtt, "keeper");
+    options.set_clean_session(false);
+    let mut keeper = Mqtt::connect_with(options).await;
+    assert!(keeper.session_present, "the session outlived its node");
+    let missed = keeper
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the change written while the keeper was away");
+    assert_eq!(missed.topic, "sensors/while-away");
+    let response = common::put(&client(), &c.url, "/api/sensors/after", &json!({"n": 2})).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let mut topics = Vec::new();
+    while let Some(publish) = keeper.next(Duration::from_secs(2)).await {
+        topics.push(publish.topic);
+    }
+    assert_eq!(
+        topics,
+        ["sensors/after"],
+        "live changes, without subscribing again"
+    );
 }
 
 /// A change's seq; `None` for control events (`sync` carries the seq it

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::etcd::EtcdCluster;
+use common::rumqtt::Mqtt;
 use common::{SseClient, TestServer, WsClient, client, put, put_seq, seq_of};
-use rumqttc::{AsyncClient, Event, MqttOptions, QoS};
+use rumqttc::QoS;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 async fn server_on(cluster: &EtcdCluster) -> TestServer {
     TestServer::on_etcd(cluster, |config| {
@@ -28,69 +28,6 @@ async fn server_on(cluster: &EtcdCluster) -> TestServer {
 
 fn mqtt_addr(server: &TestServer) -> SocketAddr {
     server.mqtt_addr()
-}
-
-/// An MQTT 3.1.1 client (rumqttc) whose publishes received arrive on a channel.
-struct Mqtt {
-    client: AsyncClient,
-    publishes: mpsc::UnboundedReceiver<rumqttc::Publish>,
-    /// CONNACK and SUBACKs.
-    acks: mpsc::UnboundedReceiver<rumqttc::Packet>,
-}
-
-impl Mqtt {
-    async fn connect(addr: SocketAddr, id: &str) -> Self {
-        let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut events) = AsyncClient::new(options, 1024);
-        let (acks_tx, mut acks) = mpsc::unbounded_channel();
-        let (tx, publishes) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok(event) = events.poll().await {
-                match event {
-                    Event::Incoming(rumqttc::Packet::Publish(p)) => {
-                        let _ = tx.send(p);
-                    }
-                    Event::Incoming(
-                        packet @ (rumqttc::Packet::ConnAck(_) | rumqttc::Packet::SubAck(_)),
-                    ) => {
-                        let _ = acks_tx.send(packet);
-                    }
-                    _ => {}
-                }
-            }
-        });
-        let ack = tokio::time::timeout(Duration::from_secs(10), acks.recv()).await;
-        assert!(
-            matches!(ack, Ok(Some(rumqttc::Packet::ConnAck(_)))),
-            "{ack:?}"
-        );
-        Self {
-            client,
-            publishes,
-            acks,
-        }
-    }
-
-    async fn subscribe(&mut self, filter: &str) {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .expect("SUBSCRIBE sent");
-        let ack = tokio::time::timeout(Duration::from_secs(10), self.acks.recv()).await;
-        assert!(
-            matches!(ack, Ok(Some(rumqttc::Packet::SubAck(_)))),
-            "{ack:?}"
-        );
-    }
-
-    async fn next(&mut self, within: Duration) -> Option<rumqttc::Publish> {
-        tokio::time::timeout(within, self.publishes.recv())
-            .await
-            .ok()
-            .flatten()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,6 +152,9 @@ impl Drop for ConnectionSlot {
 /// to be answered "server busy"; any more are closed at once.
 const MAX_REFUSING: usize = 64;
 
+/// The role (on etcd) of the node that forgets sessions their nodes left.
+const SESSION_SWEEPER: &str = "mqtt-sessions";
+
 /// How long a client that moved from another node waits for that node to
 /// save its session, after which it takes the last save there is.
 const REMOTE_SESSION_WAIT: Duration = Duration::from_secs(2);
@@ -169,7 +172,14 @@ impl Broker {
         shutdown: watch::Receiver<bool>,
         tasks: TaskTracker,
     ) -> Self {
-        let sessions = restore_sessions(&store, &limits);
+        // On etcd a client's session is read when it connects, on whichever
+        // node: taken up here at start, each node would hold (and sweep, and
+        // keep in its groups) every other node's sessions too.
+        let sessions = if store.on_etcd() {
+            HashMap::new()
+        } else {
+            restore_sessions(&store, &limits)
+        };
         // A restored session is still in its groups: it gets its share of
         // what they are sent while away, as it would have without the restart.
         let shares = Shares::new(store.clone(), shutdown.clone());
@@ -345,11 +355,20 @@ impl Broker {
         self.inner.connections.load(Ordering::Acquire)
     }
 
-    /// Forgets sessions whose expiry has passed, every 10 s, for ever.
+    /// Forgets sessions whose expiry has passed, every 10 s, for ever. On
+    /// etcd, the node holding the `mqtt-sessions` role also forgets the
+    /// expired sessions nobody holds: those of clients whose node died.
     pub(super) async fn sweep_expired_sessions(self) {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let orphans = match self.inner.store.on_etcd() {
+            true => self.inner.store.leadership(SESSION_SWEEPER).ok(),
+            false => None,
+        };
         loop {
             tick.tick().await;
+            if orphans.as_ref().is_some_and(|held| *held.borrow()) {
+                self.forget_orphaned_sessions().await;
+            }
             let now = Instant::now();
             let expired: Vec<(String, Box<Session>)> = {
                 let mut sessions = self.sessions();
@@ -378,18 +397,40 @@ impl Broker {
         }
     }
 
-    /// Closes the connections of clients that connected to another node
-    /// since (a takeover across nodes), for as long as the store tells of
-    /// them (embedded: never).
-    pub(super) async fn follow_takeovers(self) {
-        let mut taken = self.inner.store.clients_taken_over();
-        while let Some((client_id, revision)) = taken.recv().await {
-            // Each in its own task: one waits up to TAKEOVER_TIMEOUT for
-            // its connection, and the others should not wait behind it.
-            let broker = self.clone();
-            self.inner.tasks.spawn(async move {
-                broker.taken_over_elsewhere(&client_id, revision).await;
+    /// Forgets saved sessions that have expired while no node held them:
+    /// their node died with them, so no node's own sweep will. A client
+    /// connected anywhere keeps its session (its node saves it again).
+    async fn forget_orphaned_sessions(&self) {
+        let saved = match self.inner.store.saved_sessions() {
+            Ok(saved) => saved,
+            Err(e) => {
+                tracing::warn!("cannot read saved MQTT sessions: {e}");
+                return;
+            }
+        };
+        let now_ms = super::session::now_ms();
+        let max_expiry = self.inner.limits.max_session_expiry_secs();
+        for (client_id, bytes) in saved {
+            let expired = serde_json::from_slice::<SavedSession>(&bytes).is_ok_and(|saved| {
+                let expiry = saved.expiry.min(max_expiry);
+                saved.saved_at_ms.saturating_add(u64::from(expiry) * 1000) <= now_ms
             });
+            if !expired || self.sessions().contains_key(&client_id) {
+                continue;
+            }
+            match self.inner.store.client_claimed(&client_id).await {
+                Ok(false) => {
+                    tracing::debug!(%client_id, "forgetting an expired session of a node since gone");
+                    if let Err(e) = self.inner.store.save_session(&client_id, None).await {
+                        tracing::warn!(%client_id, "cannot forget an expired session: {e}");
+                    }
+                }
+                Ok(true) => {}
+                Err(e) => {
+                    tracing::warn!("cannot tell whether a client is connected: {e}");
+                    return;
+                }
+            }
         }
     }
 
@@ -397,7 +438,7 @@ impl Broker {
     /// here as a local takeover would (0x8E for MQTT 5) and saves its
     /// session for the other node, or forgets the copy kept here of a
     /// session now used there.
-    async fn taken_over_elsewhere(&self, client_id: &str, revision: u64) {
+    pub(super) async fn taken_over_elsewhere(&self, client_id: &str, revision: u64) {
         let offline = {
             let mut sessions = self.sessions();
             match sessions.get(client_id) {
@@ -474,16 +515,17 @@ impl Broker {
         }
     }
 
-    /// The persistent session of `client_id` as another node saved it, for
-    /// a client that connected there before: waits (at most
-    /// [`REMOTE_SESSION_WAIT`]) for a save made at `since_ms` or later, the
-    /// old node's save after it closed its connection, else takes the
-    /// latest save there is. `None` if there is none or it has expired.
-    pub(super) async fn session_from_elsewhere(
+    /// The persistent session of `client_id` as the store has it saved
+    /// (on etcd, caught up with every node's saves first). With
+    /// `wait_since`, the client was on another node, which saves its session
+    /// again on seeing this node's claim: if a save older than that time
+    /// (ms) is there, waits (at most [`REMOTE_SESSION_WAIT`]) for the new
+    /// one, else takes the latest there is. `None` if there is none.
+    pub(super) async fn saved_session(
         &self,
         client_id: &str,
-        since_ms: u64,
-    ) -> Option<Box<Session>> {
+        wait_since: Option<u64>,
+    ) -> Option<SavedSession> {
         let read = || -> Option<SavedSession> {
             match self.inner.store.saved_session(client_id) {
                 Ok(bytes) => bytes.and_then(|b| serde_json::from_slice(&b).ok()),
@@ -493,16 +535,32 @@ impl Broker {
                 }
             }
         };
+        if let Err(e) = self.inner.store.caught_up().await {
+            tracing::warn!(%client_id, "reading a saved session without catching up: {e}");
+        }
+        let Some(since_ms) = wait_since else {
+            return read();
+        };
         let deadline = Instant::now() + REMOTE_SESSION_WAIT;
-        let saved = loop {
-            let saved = read();
-            if saved.as_ref().is_some_and(|s| s.saved_at_ms >= since_ms)
-                || Instant::now() >= deadline
-            {
-                break saved?;
+        loop {
+            // Nothing saved: the session there ended with its connection
+            // (or had nothing worth keeping), and nothing is coming.
+            let saved = read()?;
+            if saved.saved_at_ms >= since_ms || Instant::now() >= deadline {
+                return Some(saved);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        }
+    }
+
+    /// A saved session taken up by a client connecting here (`None` if it
+    /// has expired), in its shared subscriptions' groups here from now on,
+    /// as a session restored at start is.
+    pub(super) fn resume_saved(
+        &self,
+        client_id: &str,
+        saved: SavedSession,
+    ) -> Option<Box<Session>> {
         let expiry = saved
             .expiry
             .min(self.inner.limits.max_session_expiry_secs());
@@ -512,7 +570,6 @@ impl Broker {
         }
         let mut session = Box::new(Session::restore(saved));
         session.expiry = expiry;
-        // In its groups here from now on, as a session restored at start is.
         for (subscription, filter) in session.shares() {
             self.inner
                 .shares

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use super::broker::Broker;
 use super::connection;
 use crate::auth::Principal;
+use crate::store::ClientEvent;
 
 impl Broker {
     /// Accepts TCP connections until shutdown, with the broker's
@@ -18,7 +19,7 @@ impl Broker {
     pub async fn serve(self, listener: TcpListener) {
         let mut shutdown = self.shutdown_signal();
         let sweeper = tokio::spawn(self.clone().sweep_expired_sessions());
-        let takeovers = tokio::spawn(self.clone().follow_takeovers());
+        let other_nodes = tokio::spawn(self.clone().follow_other_nodes());
         let statistics = tokio::spawn(super::sys::publish_statistics(
             self.clone(),
             self.limits().sys_interval,
@@ -41,8 +42,32 @@ impl Broker {
             }
         }
         sweeper.abort();
-        takeovers.abort();
+        other_nodes.abort();
         statistics.abort();
+    }
+
+    /// Acts on what other nodes do with this node's clients, for as long as
+    /// the store tells of it (embedded: never): a client claimed elsewhere
+    /// has its connection here closed, and a dead node's client's will that
+    /// this node won is sent.
+    async fn follow_other_nodes(self) {
+        let mut events = self.store().client_events();
+        while let Some(event) = events.recv().await {
+            // Each in its own task: a takeover waits for its connection to
+            // close, a will for its delay, and others should not wait.
+            let broker = self.clone();
+            match event {
+                ClientEvent::TakenOver {
+                    client_id,
+                    revision,
+                } => self.tasks().spawn(async move {
+                    broker.taken_over_elsewhere(&client_id, revision).await;
+                }),
+                ClientEvent::WillOrphaned { client_id, will } => self
+                    .tasks()
+                    .spawn(connection::send_orphaned_will(broker, client_id, will)),
+            };
+        }
     }
 
     /// Runs one MQTT connection over any byte stream (TCP, or a WebSocket's).

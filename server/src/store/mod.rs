@@ -283,6 +283,17 @@ pub enum ClientOwner {
     OtherNode,
 }
 
+/// What another node did that concerns an MQTT client of this one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Another node claimed a client this node had, at `revision`: its
+    /// connection here closes and its session is saved for that node.
+    TakenOver { client_id: String, revision: u64 },
+    /// The node of a client died with the client's will unsent, and this
+    /// node is the one survivor to send it (`will` as the broker stored it).
+    WillOrphaned { client_id: String, will: Vec<u8> },
+}
+
 /// Set in a data dir that caches an etcd store: which one (`etcd:{prefix}`).
 const CACHE_OF_KEY: &[u8] = b"cache_of";
 /// What such a cache holds, so a cache made by an older Marquee is built
@@ -627,22 +638,47 @@ impl Store {
 
     /// Claims an MQTT client id for this node, on a CONNECT: on etcd the
     /// newest claim wins whichever node made it, and the node that had the
-    /// client is told through its [`Store::clients_taken_over`]. Returns the
-    /// claim's revision and who owned the client before. The embedded store
-    /// is the only node: `(0, ThisNode)`.
-    pub async fn claim_client(&self, client_id: &str) -> Result<(u64, ClientOwner), StoreError> {
+    /// client is told through its [`Store::client_events`]. The claim keeps
+    /// `will` (as the broker encodes it) until [`Store::settle_will`], so
+    /// that if this node dies another sends it. Returns the claim's revision
+    /// and who owned the client before. The embedded store is the only
+    /// node: `(0, ThisNode)`.
+    pub async fn claim_client(
+        &self,
+        client_id: &str,
+        will: Option<&[u8]>,
+    ) -> Result<(u64, ClientOwner), StoreError> {
         match self.shared.etcd.get() {
-            Some(etcd) => etcd.claim_client(client_id).await,
+            Some(etcd) => etcd.claim_client(client_id, will).await,
             None => Ok((0, ClientOwner::ThisNode)),
         }
     }
 
-    /// The MQTT client ids this node claimed that another node has claimed
-    /// since, each with the revision of that claim: their connections here
-    /// are to close. Embedded, it ends at once (there is no other node).
-    pub fn clients_taken_over(&self) -> mpsc::Receiver<(String, u64)> {
+    /// Takes the will off this node's claim of `client_id` (made at revision
+    /// `claimed`), once the connection has ended and this node sent the
+    /// will or had no need to. A later claim is left alone. Whether that
+    /// claim was still the client's latest (embedded: the broker knows).
+    pub async fn settle_will(&self, client_id: &str, claimed: u64) -> Result<bool, StoreError> {
         match self.shared.etcd.get() {
-            Some(etcd) => etcd.clients_taken_over(),
+            Some(etcd) => etcd.settle_will(client_id, claimed).await,
+            None => Ok(true),
+        }
+    }
+
+    /// Whether any node holds a claim of `client_id` now (a client back
+    /// since its node died). Embedded: false, there is no other node.
+    pub async fn client_claimed(&self, client_id: &str) -> Result<bool, StoreError> {
+        match self.shared.etcd.get() {
+            Some(etcd) => etcd.client_claimed(client_id).await,
+            None => Ok(false),
+        }
+    }
+
+    /// What other nodes do that concerns this node's MQTT clients. Embedded,
+    /// it ends at once (there is no other node).
+    pub fn client_events(&self) -> mpsc::Receiver<ClientEvent> {
+        match self.shared.etcd.get() {
+            Some(etcd) => etcd.client_events(),
             None => mpsc::channel(1).1,
         }
     }

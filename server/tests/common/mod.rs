@@ -7,6 +7,7 @@ pub mod etcd;
 pub mod firmware;
 pub mod malformed;
 pub mod mqtt;
+pub mod rumqtt;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -17,7 +17,7 @@ pub(super) struct Inbound {
 /// A client publish handed to the store.
 pub(super) struct Applied {
     /// Resolves when the message is durable (stored) or on the bus (transient).
-    done: Pin<Box<dyn Future<Output = ReasonCode> + Send>>,
+    pub(super) done: Pin<Box<dyn Future<Output = ReasonCode> + Send>>,
     /// Whether it went through the store's writer queue.
     queued: bool,
 }
@@ -241,32 +241,6 @@ pub(super) async fn apply_publish(
             queued: true,
         },
         Err(e) => Applied::ready(reason_for(&e)),
-    }
-}
-
-pub(super) async fn publish_will_message(broker: &Broker, will: Will, client_id: &str) {
-    let publish = Publish {
-        dup: false,
-        qos: will.qos,
-        retain: will.retain,
-        topic: will.topic,
-        packet_id: None,
-        payload: will.payload,
-        properties: PublishProperties {
-            payload_format_indicator: will.properties.payload_format_indicator,
-            message_expiry_interval: will.properties.message_expiry_interval,
-            content_type: will.properties.content_type,
-            response_topic: will.properties.response_topic,
-            correlation_data: will.properties.correlation_data,
-            user_properties: will.properties.user_properties,
-            ..PublishProperties::default()
-        },
-    };
-    let meta = Arc::new(meta_of(&publish, client_id));
-    // The connection's own writes are done by now: nothing to queue behind.
-    let reason = apply_publish(broker, publish, meta, false).await.done.await;
-    if reason.is_error() {
-        tracing::warn!(%client_id, ?reason, "will message not published");
     }
 }
 

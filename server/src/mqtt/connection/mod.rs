@@ -41,8 +41,11 @@ use crate::topic::TopicFilter;
 mod inbound;
 mod outbound;
 mod subscriptions;
+mod will;
 
-use inbound::{InboundWrite, check_levels, check_topic, publish_will_message};
+pub(super) use will::send_orphaned_will;
+
+use inbound::{InboundWrite, check_levels, check_topic};
 use outbound::{TopicAliases, pull};
 
 /// How long a stuck client may block a write before it is dropped.
@@ -258,6 +261,9 @@ struct Connection<W> {
     generation: u64,
     session: Box<Session>,
     will: Option<Will>,
+    /// The store's revision of this connection's claim of the client id
+    /// (0 embedded), which also keeps the will while it is connected.
+    claimed: u64,
     takeovers: mpsc::Receiver<Takeover>,
     /// Silence allowed before the keep-alive deadline (1.5 × keep-alive).
     keep_alive: Option<Duration>,
@@ -389,7 +395,11 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         // connection once it sees this claim. Before CONNACK, so the client
         // is never connected twice once it has been answered.
         let since_ms = super::session::now_ms();
-        let (store_claim, owner) = match broker.store().claim_client(&client_id).await {
+        let kept_will = connect.will.as_ref().and_then(|w| will::kept(w, expiry));
+        let claim = broker
+            .store()
+            .claim_client(&client_id, kept_will.as_deref());
+        let (store_claim, owner) = match claim.await {
             Ok(claim) => claim,
             Err(e) => {
                 tracing::warn!(%peer, %client_id, "CONNECT refused: cannot claim the client id: {e}");
@@ -401,9 +411,15 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
         let claimed = broker.claim(&client_id, generation, takeover_tx, expiry > 0, store_claim);
         let Ok(previous) = claimed else {
             tracing::debug!(%peer, %client_id, "CONNECT refused: max_sessions reached");
+            if kept_will.is_some()
+                && let Err(e) = broker.store().settle_will(&client_id, store_claim).await
+            {
+                tracing::warn!(%client_id, "cannot take a refused client's will off its claim: {e}");
+            }
             refuse_connect(&mut writer, version, ReasonCode::QuotaExceeded).await;
             return None;
         };
+        let on_etcd = broker.store().on_etcd();
         let previous = match previous {
             // The client was on another node: its session is the one that
             // node saves on seeing this claim (any copy here is older).
@@ -413,12 +429,14 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
                 if let Previous::Offline(mut stale) = previous {
                     broker.leave_shares(&client_id, &mut stale);
                 }
-                broker.session_from_elsewhere(&client_id, since_ms).await
+                let saved = broker.saved_session(&client_id, Some(since_ms)).await;
+                saved.and_then(|saved| broker.resume_saved(&client_id, saved))
             }
-            // Nobody owns it: a session saved by a node that has left since
-            // (or after this node started) is in the store alone.
-            Previous::None if owner == ClientOwner::Nobody && !connect.clean_start => {
-                broker.session_from_elsewhere(&client_id, 0).await
+            // On etcd, sessions are read as their clients connect: saved by
+            // a node that has gone since, or by this one before a restart.
+            Previous::None if on_etcd && !connect.clean_start => {
+                let saved = broker.saved_session(&client_id, None).await;
+                saved.and_then(|saved| broker.resume_saved(&client_id, saved))
             }
             Previous::None => None,
             Previous::Offline(session) => Some(session),
@@ -448,21 +466,15 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             }
             None => (Box::new(Session::new(expiry)), false),
         };
-        if connect.clean_start {
-            match owner {
-                // The other node saves the session it had on seeing this
-                // claim: marked stored, this connection's own save (or
-                // forgetting, if its session ends with it) replaces that.
-                ClientOwner::OtherNode => session.stored = true,
-                // Saved by a node that has left since: a clean start ends it.
-                ClientOwner::Nobody if !session.stored => {
-                    if let Ok(Some(_)) = broker.store().saved_session(&client_id)
-                        && let Err(e) = broker.store().save_session(&client_id, None).await
-                    {
-                        tracing::warn!(%client_id, "cannot forget the old session: {e}");
-                    }
-                }
-                _ => {}
+        // A clean start ends the session wherever it was saved. When the
+        // client was on another node, that node saves it on seeing this
+        // claim: wait for that save, so that forgetting it comes after.
+        if connect.clean_start && on_etcd && !session.stored {
+            let wait_since = (owner == ClientOwner::OtherNode).then_some(since_ms);
+            if broker.saved_session(&client_id, wait_since).await.is_some()
+                && let Err(e) = broker.store().save_session(&client_id, None).await
+            {
+                tracing::warn!(%client_id, "cannot forget the old session: {e}");
             }
         }
         session.expiry = expiry;
@@ -501,6 +513,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             generation,
             session,
             will: connect.will,
+            claimed: store_claim,
             takeovers,
             keep_alive: (keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
@@ -901,29 +914,7 @@ impl<W: AsyncWrite + Unpin + Send> Connection<W> {
             .incoming
             .retain(|_, s| *s == Incoming::Received);
 
-        if let Some(will) = self.will.take().filter(|_| publish_will) {
-            let delay = will.properties.will_delay_interval.unwrap_or(0);
-            let broker = self.broker.clone();
-            let client_id = self.client_id.clone();
-            let generation = self.generation;
-            if delay == 0 || self.session.expiry == 0 {
-                publish_will_message(&broker, will, &client_id).await;
-            } else {
-                let wait = Duration::from_secs(u64::from(delay.min(self.session.expiry)));
-                let mut shutdown = broker.shutdown_signal();
-                broker.tasks().clone().spawn(async move {
-                    // A delayed will does not outlive the server: at shutdown
-                    // it goes out at once rather than being lost.
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = stopped(&mut shutdown) => {}
-                    }
-                    if broker.not_reconnected(&client_id, generation) {
-                        publish_will_message(&broker, will, &client_id).await;
-                    }
-                });
-            }
-        }
+        self.end_will(publish_will).await;
         if takeover.is_none() {
             self.session.shared.set_online(false);
             if self.session.expiry == 0 {

@@ -3,6 +3,9 @@
 //!
 //! - A CONNECT on node B puts `{prefix}own/{client}` = B on B's lease,
 //!   unconditionally: in MQTT the newest CONNECT wins ([`Node::claim`]).
+//!   With a will, the value is B, a NUL, then the will as the broker keeps
+//!   it ([`Node::claim_with_will`]), so the will outlives B; B takes it off
+//!   again ([`Node::settle_will`]) once it has sent or dropped the will itself.
 //! - Every node watches ownership ([`Node::watch_ownership`]). Node A is told
 //!   [`OwnershipEvent::TakenOver`] when a client it owned is claimed by
 //!   another node, so it closes its old connection, once per claim.
@@ -45,6 +48,8 @@ pub enum OwnershipEvent {
         client_id: String,
         owner: String,
         revision: u64,
+        /// The will its claim carried, as the broker stored it.
+        will: Option<Vec<u8>>,
     },
 }
 
@@ -54,6 +59,8 @@ struct OwnerChange {
     client_id: String,
     /// The owner before the change (from the previous value).
     previous: Option<String>,
+    /// The will the previous value carried.
+    previous_will: Option<Vec<u8>>,
     /// The owner after it; `None` for a delete.
     owner: Option<String>,
     /// The previous owner's presence was deleted in the same revision.
@@ -71,18 +78,24 @@ impl Node {
     /// Claims `client_id` for this node (a CONNECT here): the newest claim
     /// wins, whichever node held it. Returns the claim's revision.
     pub async fn claim(&self, client_id: &str) -> Result<u64, EtcdError> {
-        self.claim_from(client_id)
+        self.claim_with_will(client_id, None)
             .await
             .map(|(revision, _)| revision)
     }
 
-    /// [`Node::claim`], also telling which node owned the client before
-    /// (`None`: nobody), so a node taking a client over from another knows
-    /// to wait for that node's save of its session.
-    pub async fn claim_from(&self, client_id: &str) -> Result<(u64, Option<String>), EtcdError> {
+    /// [`Node::claim`] of a client with (or without) a `will`, kept with the
+    /// claim until [`Node::settle_will`]; also tells which node owned the
+    /// client before (`None`: nobody), so a node taking a client over from
+    /// another knows to wait for that node's save of its session.
+    pub async fn claim_with_will(
+        &self,
+        client_id: &str,
+        will: Option<&[u8]>,
+    ) -> Result<(u64, Option<String>), EtcdError> {
         check_client(client_id)?;
         let lease = self.lease_now()?;
         let key = self.log.shared.keys.own(client_id);
+        let value = owner_value(&self.id, will);
         let response = self
             .log
             .retrying("ownership claim", || async {
@@ -90,7 +103,7 @@ impl Node {
                 let mut kv = client.kv_client();
                 let options = PutOptions::new().with_lease(lease).with_prev_key();
                 self.log
-                    .deadline(member, kv.put(key.clone(), self.id.clone(), Some(options)))
+                    .deadline(member, kv.put(key.clone(), value.clone(), Some(options)))
                     .await
                     .map_err(|f| self.lease_failure(f))
             })
@@ -99,10 +112,58 @@ impl Node {
             .header()
             .ok_or_else(|| protocol("a put without a header"))?;
         // A retried put may find its own first attempt: that is this node.
-        let previous = response
-            .prev_key()
-            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+        let previous = response.prev_key().map(|kv| split_owner(kv.value()).0);
         Ok((revision(header.revision())?, previous))
+    }
+
+    /// Takes the will off this node's claim of `client_id` made at
+    /// `claimed` (the claim's revision): its connection ended and this node
+    /// sent the will or had no need to. Whether the claim was still that one
+    /// (a later claim, here or elsewhere, has its own will or none).
+    pub async fn settle_will(&self, client_id: &str, claimed: u64) -> Result<bool, EtcdError> {
+        check_client(client_id)?;
+        let lease = self.lease_now()?;
+        let key = self.log.shared.keys.own(client_id);
+        let claimed = i64::try_from(claimed).map_err(|_| protocol("a revision past i64"))?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                claimed,
+            )])
+            .and_then([TxnOp::put(
+                key.clone(),
+                self.id.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let response = self
+            .log
+            .retrying("will settle", || async {
+                let (member, client) = self.log.member()?;
+                let mut kv = client.kv_client();
+                self.log
+                    .deadline(member, kv.txn(txn.clone()))
+                    .await
+                    .map_err(|f| self.lease_failure(f))
+            })
+            .await?;
+        Ok(response.succeeded())
+    }
+
+    /// Whether some node holds a claim of `client_id` now (one linearizable
+    /// read): a client back since its node died keeps its will unsent.
+    pub async fn is_claimed(&self, client_id: &str) -> Result<bool, EtcdError> {
+        check_client(client_id)?;
+        let key = self.log.shared.keys.own(client_id);
+        let response = self
+            .log
+            .retrying("ownership read", || async {
+                let (member, client) = self.log.member()?;
+                let mut kv = client.kv_client();
+                self.log.deadline(member, kv.get(key.clone(), None)).await
+            })
+            .await?;
+        Ok(!response.kvs().is_empty())
     }
 
     /// Gives `client_id` up (a clean disconnect), if this node still owns it
@@ -220,6 +281,7 @@ impl OwnershipWatch {
                             client_id: change.client_id,
                             owner: change.previous.unwrap_or_default(),
                             revision,
+                            will: change.previous_will,
                         });
                     }
                     _ => {}
@@ -255,10 +317,18 @@ fn owner_changes(keys: &Keys, revision: u64, events: &[Event]) -> Option<(u64, V
                 died.push(text(node));
             }
         } else if let Some(client) = kv.key().strip_prefix(own_prefix.as_bytes()) {
+            let (previous, previous_will) = match event.prev_kv() {
+                Some(prev) => {
+                    let (owner, will) = split_owner(prev.value());
+                    (Some(owner), will)
+                }
+                None => (None, None),
+            };
             changes.push(OwnerChange {
                 client_id: text(client),
-                previous: event.prev_kv().map(|prev| text(prev.value())),
-                owner: put.then(|| text(kv.value())),
+                previous,
+                previous_will,
+                owner: put.then(|| split_owner(kv.value()).0),
                 owner_died: false,
             });
         }
@@ -271,6 +341,28 @@ fn owner_changes(keys: &Keys, revision: u64, events: &[Event]) -> Option<(u64, V
                 .is_some_and(|owner| died.contains(owner));
     }
     (!changes.is_empty()).then_some((revision, changes))
+}
+
+/// An `own/` value: the node's id, then (with a will) a NUL and the will.
+fn owner_value(node: &str, will: Option<&[u8]>) -> Vec<u8> {
+    let mut value = node.as_bytes().to_vec();
+    if let Some(will) = will {
+        value.push(0);
+        value.extend_from_slice(will);
+    }
+    value
+}
+
+/// An `own/` value's node id and will ([`owner_value`] read back).
+fn split_owner(value: &[u8]) -> (String, Option<Vec<u8>>) {
+    match value.iter().position(|b| *b == 0) {
+        Some(at) => {
+            let (node, will) = value.split_at(at);
+            let will = will.get(1..).unwrap_or_default().to_vec();
+            (String::from_utf8_lossy(node).into_owned(), Some(will))
+        }
+        None => (String::from_utf8_lossy(value).into_owned(), None),
+    }
 }
 
 fn check_client(client_id: &str) -> Result<(), EtcdError> {

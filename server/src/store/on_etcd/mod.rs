@@ -291,17 +291,18 @@ impl Backend {
     }
 
     /// Claims an MQTT client id for this node (the newest claim wins, on
-    /// whichever node): its revision, and who owned it before.
+    /// whichever node), with the will it carries: its revision, and who
+    /// owned it before.
     pub(super) async fn claim_client(
         &self,
         client_id: &str,
+        will: Option<&[u8]>,
     ) -> Result<(u64, super::ClientOwner), StoreError> {
-        let member = {
-            let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
-            membership.as_ref().map(|(member, _)| Arc::clone(member))
-        };
-        let member = member.ok_or(StoreError::ShuttingDown)?;
-        let (revision, previous) = member.claim_from(client_id).await.map_err(etcd_error)?;
+        let member = self.member().ok_or(StoreError::ShuttingDown)?;
+        let (revision, previous) = member
+            .claim_with_will(client_id, will)
+            .await
+            .map_err(etcd_error)?;
         let owner = match previous {
             None => super::ClientOwner::Nobody,
             Some(owner) if owner == self.node => super::ClientOwner::ThisNode,
@@ -310,16 +311,38 @@ impl Backend {
         Ok((revision, owner))
     }
 
-    /// The client ids this node owned that another node claimed since it
-    /// joined, with the claim's revision. The watch is resumed after an
-    /// error; the receiver ends when the store stops.
-    pub(super) fn clients_taken_over(&self) -> mpsc::Receiver<(String, u64)> {
+    /// Takes the will off this node's claim of `client_id` made at `claimed`.
+    pub(super) async fn settle_will(
+        &self,
+        client_id: &str,
+        claimed: u64,
+    ) -> Result<bool, StoreError> {
+        let member = self.member().ok_or(StoreError::ShuttingDown)?;
+        member
+            .settle_will(client_id, claimed)
+            .await
+            .map_err(etcd_error)
+    }
+
+    /// Whether any node holds a claim of `client_id` now.
+    pub(super) async fn client_claimed(&self, client_id: &str) -> Result<bool, StoreError> {
+        let member = self.member().ok_or(StoreError::ShuttingDown)?;
+        member.is_claimed(client_id).await.map_err(etcd_error)
+    }
+
+    fn member(&self) -> Option<Arc<Node>> {
+        let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+        membership.as_ref().map(|(member, _)| Arc::clone(member))
+    }
+
+    /// What other nodes' claims mean for this node's MQTT clients, from when
+    /// it joined: clients another node claimed since (their connections
+    /// here close), and wills of a dead node's clients this node won the
+    /// race for (it sends them). The watch is resumed after an error; the
+    /// receiver ends when the store stops.
+    pub(super) fn client_events(&self) -> mpsc::Receiver<super::ClientEvent> {
         let (tx, rx) = mpsc::channel(1024);
-        let member = {
-            let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
-            membership.as_ref().map(|(member, _)| Arc::clone(member))
-        };
-        let Some(member) = member else {
+        let Some(member) = self.member() else {
             return rx;
         };
         let mut watch = member.watch_ownership(self.joined_at + 1);
@@ -333,12 +356,42 @@ impl Backend {
                         revision,
                         ..
                     }) => {
-                        if tx.send((client_id, revision)).await.is_err() {
+                        let event = super::ClientEvent::TakenOver {
+                            client_id,
+                            revision,
+                        };
+                        if tx.send(event).await.is_err() {
                             return;
                         }
                     }
-                    // Wills across nodes are not dealt with yet.
-                    Ok(OwnershipEvent::Orphaned { .. }) => {}
+                    Ok(OwnershipEvent::Orphaned {
+                        client_id,
+                        revision,
+                        will: Some(will),
+                        ..
+                    }) => {
+                        let Some(node) = member.upgrade() else {
+                            return;
+                        };
+                        // Its own task: the race is an etcd round trip,
+                        // and takeovers should not wait behind it.
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            match node.claim_will(&client_id, revision).await {
+                                Ok(true) => {
+                                    let event =
+                                        super::ClientEvent::WillOrphaned { client_id, will };
+                                    let _ = tx.send(event).await;
+                                }
+                                Ok(false) => {}
+                                Err(e) => {
+                                    tracing::warn!(%client_id, "cannot race for a dead node's client's will: {e}");
+                                }
+                            }
+                        });
+                    }
+                    // A dead node's client without a will leaves nothing to do.
+                    Ok(OwnershipEvent::Orphaned { will: None, .. }) => {}
                     Err(e) => {
                         tracing::warn!("the MQTT ownership watch failed, resuming: {e}");
                         tokio::time::sleep(Duration::from_secs(1)).await;

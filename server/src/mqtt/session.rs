@@ -11,7 +11,9 @@ use std::sync::Arc;
 use app::event::ChangeEvent;
 use serde::{Deserialize, Serialize};
 
-use super::codec::{Publish, QoS};
+use bytes::BytesMut;
+
+use super::codec::{Packet, ProtocolVersion, Publish, QoS, decode_as_client, encode};
 use super::shares::{Membership, SharedMessage};
 use super::topics::Carrier;
 use crate::feed::{Backfill, Feed};
@@ -205,24 +207,18 @@ impl Session {
             .unwrap_or(0)
     }
 
-    /// The position to save: before every change not yet acknowledged, so a
-    /// restart (which loses what is in flight) replays them. QoS 1 allows the
-    /// duplicates this can bring.
+    /// The position to save: before every change taken from the feed but
+    /// not yet sent, so a restart (or another node) replays them. What is in
+    /// flight is saved with the session and sent again as it was.
     pub fn safe_position(&self) -> u64 {
         // Messages from shared subscriptions are not the feed's: not counted.
-        let unacknowledged = self
-            .inflight
+        let unsent = self
+            .pending
             .iter()
-            .filter(|o| o.shared.is_none())
-            .filter_map(|o| o.seq)
-            .chain(
-                self.pending
-                    .iter()
-                    .filter(|d| d.share.is_none())
-                    .filter_map(|d| d.event.seq),
-            )
+            .filter(|d| d.share.is_none())
+            .filter_map(|d| d.event.seq)
             .min();
-        match unacknowledged {
+        match unsent {
             Some(seq) => self.position().min(seq.saturating_sub(1)),
             None => self.position(),
         }
@@ -245,6 +241,13 @@ impl Session {
                     id: s.id.map(NonZeroU32::get),
                 })
                 .collect(),
+            // Its groups' messages go back to the groups instead.
+            inflight: self
+                .inflight
+                .iter()
+                .filter(|o| o.shared.is_none())
+                .filter_map(SavedOutgoing::of)
+                .collect(),
         }
     }
 
@@ -255,6 +258,11 @@ impl Session {
         session.resume_from = Some(saved.resume_from);
         session.lagged = true;
         session.stored = true;
+        session.inflight = saved
+            .inflight
+            .iter()
+            .filter_map(SavedOutgoing::restore)
+            .collect();
         for s in saved.subscriptions {
             let (share, text) = match s
                 .filter
@@ -291,6 +299,65 @@ pub struct SavedSession {
     /// Unix milliseconds; the expiry counts from here.
     pub saved_at_ms: u64,
     pub subscriptions: Vec<SavedSubscription>,
+    /// Messages the client had not finished acknowledging, oldest first:
+    /// sent again with their packet ids when it resumes [MQTT-4.4.0-1].
+    #[serde(default)]
+    pub inflight: Vec<SavedOutgoing>,
+}
+
+/// A message in flight, as kept with its session.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedOutgoing {
+    pub packet_id: u16,
+    pub seq: Option<u64>,
+    /// Waiting for 0: PUBACK, 1: PUBREC, 2: PUBCOMP.
+    pub state: u8,
+    /// The PUBLISH as MQTT 5 encodes it (our codec reads it back).
+    pub publish: Vec<u8>,
+}
+
+impl SavedOutgoing {
+    fn of(outgoing: &Outgoing) -> Option<Self> {
+        let mut publish = BytesMut::new();
+        encode(
+            &Packet::Publish(outgoing.publish.clone()),
+            ProtocolVersion::V5,
+            &mut publish,
+        )
+        .ok()?;
+        Some(Self {
+            packet_id: outgoing.packet_id,
+            seq: outgoing.seq,
+            state: match outgoing.state {
+                OutState::Acked => 0,
+                OutState::Received => 1,
+                OutState::Released => 2,
+            },
+            publish: publish.to_vec(),
+        })
+    }
+
+    fn restore(&self) -> Option<Outgoing> {
+        let mut bytes = BytesMut::from(self.publish.as_slice());
+        // Read as a client reads what a server sent (subscription ids and all).
+        let Ok(Some(Packet::Publish(publish))) =
+            decode_as_client(&mut bytes, ProtocolVersion::V5, usize::MAX)
+        else {
+            return None;
+        };
+        Some(Outgoing {
+            packet_id: self.packet_id,
+            seq: self.seq,
+            publish,
+            state: match self.state {
+                0 => OutState::Acked,
+                1 => OutState::Received,
+                _ => OutState::Released,
+            },
+            unsent: false,
+            shared: None,
+        })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -306,4 +373,47 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::properties::PublishProperties;
+
+    /// What is in flight moves with a saved session (to another node, or
+    /// across a restart) as it was sent: same packet id, same message, its
+    /// subscription ids too; the saved position does not replay it.
+    #[test]
+    fn a_saved_session_keeps_its_messages_in_flight() {
+        let mut session = Session::new(60);
+        session.resume_from = Some(41);
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "sensors/a".into(),
+            packet_id: std::num::NonZeroU16::new(7),
+            payload: bytes::Bytes::from_static(b"{\"n\":1}"),
+            properties: PublishProperties {
+                subscription_identifiers: vec![NonZeroU32::new(3).unwrap()],
+                ..PublishProperties::default()
+            },
+        };
+        session.inflight.push_back(Outgoing {
+            packet_id: 7,
+            seq: Some(41),
+            publish: publish.clone(),
+            state: OutState::Acked,
+            unsent: false,
+            shared: None,
+        });
+        let json = serde_json::to_vec(&session.saved()).unwrap();
+        let restored = Session::restore(serde_json::from_slice(&json).unwrap());
+        assert_eq!(restored.resume_from, Some(41));
+        let outgoing = restored.inflight.front().expect("the message in flight");
+        assert_eq!(restored.inflight.len(), 1);
+        assert_eq!((outgoing.packet_id, outgoing.seq), (7, Some(41)));
+        assert_eq!(outgoing.state, OutState::Acked);
+        assert_eq!(outgoing.publish, publish);
+    }
 }

@@ -1,6 +1,7 @@
 //! Two Marquee servers ("nodes") with their store on one three-member etcd,
 //! driven the way users drive them: a write on one node reaches REST, SSE,
-//! WebSocket and MQTT clients on the other, in one order, each change once.
+//! WebSocket, MQTT and MQTT-over-WebSocket clients on the other, in one
+//! order, each change once.
 
 mod common;
 
@@ -8,8 +9,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::etcd::EtcdCluster;
+use common::mqtt::{Raw, connect_packet};
 use common::rumqtt::Mqtt;
 use common::{SseClient, TestServer, WsClient, client, put, put_seq, seq_of};
+use marquee::mqtt::{Ack, Packet, ProtocolVersion, QoS as MqttQoS, Subscription};
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
@@ -88,6 +91,17 @@ async fn writes_and_publishes_on_a_reach_every_protocol_on_b_in_order() {
     ws.until_sync().await;
     let mut mqtt_b = Mqtt::connect(mqtt_addr(&b), "on-b").await;
     mqtt_b.subscribe("sensors/+").await;
+    let (mut mqtt_ws_b, _) = Raw::connect_ws(
+        &b.ws_url("/mqtt"),
+        connect_packet(ProtocolVersion::V5, "ws-on-b", true),
+    )
+    .await;
+    mqtt_ws_b
+        .subscribe(
+            1,
+            vec![Subscription::new("sensors/+", MqttQoS::AtLeastOnce)],
+        )
+        .await;
     let mqtt_a = Mqtt::connect(mqtt_addr(&a), "on-a").await;
 
     let mut seqs = Vec::new();
@@ -135,6 +149,20 @@ async fn writes_and_publishes_on_a_reach_every_protocol_on_b_in_order() {
         mqtt_got.push((publish.topic.clone(), value["n"].clone()));
     }
 
+    let mut mqtt_ws_got = Vec::new();
+    while mqtt_ws_got.len() < 25 {
+        match mqtt_ws_b.recv_within(within).await {
+            Some(Packet::Publish(publish)) => {
+                if let Some(id) = publish.packet_id {
+                    mqtt_ws_b.send(&Packet::PubAck(Ack::new(id))).await;
+                }
+                let value: Value = serde_json::from_slice(&publish.payload).expect("JSON payload");
+                mqtt_ws_got.push((publish.topic.clone(), value["n"].clone()));
+            }
+            other => panic!("MQTT over WebSocket on B: {other:?}"),
+        }
+    }
+
     let expected: Vec<(Option<u64>, Value, Value)> = (0..25)
         .map(|n| {
             let seq = seqs.get(n).copied();
@@ -153,10 +181,17 @@ async fn writes_and_publishes_on_a_reach_every_protocol_on_b_in_order() {
         .map(|(_, id, n)| (format!("sensors/{}", id.as_str().unwrap_or("")), n.clone()))
         .collect();
     assert_eq!(mqtt_got, expected_mqtt, "MQTT on B");
+    assert_eq!(mqtt_ws_got, expected_mqtt, "MQTT over WebSocket on B");
     // Nothing more: each once.
     assert!(sse.next_within(Duration::from_millis(300)).await.is_none());
     assert!(ws.next_within(Duration::from_millis(300)).await.is_none());
     assert!(mqtt_b.next(Duration::from_millis(300)).await.is_none());
+    assert!(
+        mqtt_ws_b
+            .recv_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
 
     a.stop().await;
     b.stop().await;

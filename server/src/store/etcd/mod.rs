@@ -46,7 +46,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, CompactionOptions, ConnectOptions, GetOptions};
+use etcd_client::{
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn,
+    TxnOp, TxnOpResponse,
+};
 use tokio::sync::Mutex;
 use tokio::time::timeout;
 use tonic::Code;
@@ -419,6 +422,57 @@ impl EtcdLog {
             tracing::debug!(attempts, "etcd {what}: retrying after: {reason}");
             tokio::time::sleep(backoff(attempts)).await;
         }
+    }
+
+    /// Creates `key` = `owner` on `lease` unless the key exists: the one
+    /// step of every "first node to ask gets it" race (a role, a dead
+    /// client's will). Whether `owner` holds it on `lease` now (created, or
+    /// found as a retry's own first attempt left it), and the revision of
+    /// the answer. A lease etcd no longer has ends the race for this node.
+    async fn create_on_lease(
+        &self,
+        what: &'static str,
+        key: &str,
+        owner: &str,
+        lease: i64,
+    ) -> Result<(bool, u64), EtcdError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                owner,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let response = self
+            .retrying(what, || async {
+                let (member, client) = self.member()?;
+                let mut kv = client.kv_client();
+                self.deadline(member, kv.txn(txn.clone()))
+                    .await
+                    .map_err(|failure| match failure {
+                        Failure::LeaseGone(..) => {
+                            Failure::Fatal(EtcdError::LeaseLost(owner.to_owned()))
+                        }
+                        other => other,
+                    })
+            })
+            .await?;
+        let header = response
+            .header()
+            .ok_or_else(|| protocol("a transaction without a header"))?;
+        let at = revision(header.revision())?;
+        if response.succeeded() {
+            return Ok((true, at));
+        }
+        let Some(TxnOpResponse::Get(read)) = response.op_responses().into_iter().next() else {
+            return Err(protocol("a failed create without its read"));
+        };
+        let ours = read
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.value() == owner.as_bytes() && kv.lease() == lease);
+        Ok((ours, at))
     }
 
     /// The preferred member, by index, and its client.

@@ -27,7 +27,7 @@
 
 use std::collections::VecDeque;
 
-use etcd_client::{Compare, CompareOp, Event, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, Event, PutOptions, Txn, TxnOp};
 
 use super::watch::Watch;
 use super::{EtcdError, Failure, Keys, LeaseState, Node, protocol, revision};
@@ -196,36 +196,11 @@ impl Node {
         check_client(client_id)?;
         let lease = self.lease_now()?;
         let key = self.log.shared.keys.will(revision, client_id);
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                self.id.clone(),
-                Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        let response = self
+        let (ours, _) = self
             .log
-            .retrying("will claim", || async {
-                let (member, client) = self.log.member()?;
-                let mut kv = client.kv_client();
-                self.log
-                    .deadline(member, kv.txn(txn.clone()))
-                    .await
-                    .map_err(|f| self.lease_failure(f))
-            })
+            .create_on_lease("will claim", &key, &self.id, lease)
             .await?;
-        if response.succeeded() {
-            return Ok(true);
-        }
-        // A retry may find the key its own first attempt put.
-        match response.op_responses().into_iter().next() {
-            Some(TxnOpResponse::Get(read)) => Ok(read
-                .kvs()
-                .first()
-                .is_some_and(|kv| kv.value() == self.id.as_bytes())),
-            _ => Err(protocol("a failed will claim without its read")),
-        }
+        Ok(ours)
     }
 
     /// Ownership changes that concern this node, from revision `start` on.

@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, WatchOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use super::{EtcdError, EtcdLog, LeaseState, Node, protocol, revision};
+use super::{EtcdError, EtcdLog, LeaseState, Node};
 
 /// How often a role is looked at again; [`Default`]: every 5 s.
 #[derive(Clone, Debug)]
@@ -339,41 +339,14 @@ impl Run {
 impl Ctx {
     /// Creates the key on `lease` unless it exists.
     async fn campaign(&self, lease: i64) -> Result<Campaign, EtcdError> {
-        let key = self.key.clone();
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                self.id.clone(),
-                Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        // A retry after a timeout may find the key its own attempt created:
-        // the `else` read says whose it is.
-        let response = self
+        let (ours, at) = self
             .log
-            .retrying("role campaign", || async {
-                let (member, client) = self.log.member()?;
-                let mut kv = client.kv_client();
-                self.log.deadline(member, kv.txn(txn.clone())).await
-            })
+            .create_on_lease("role campaign", &self.key, &self.id, lease)
             .await?;
-        let header = response
-            .header()
-            .ok_or_else(|| protocol("a transaction without a header"))?;
-        let at = revision(header.revision())?;
-        if response.succeeded() {
-            return Ok(Campaign::Won { at });
-        }
-        let Some(TxnOpResponse::Get(read)) = response.op_responses().into_iter().next() else {
-            return Err(protocol("a failed campaign without its read"));
-        };
-        match read.kvs().first() {
-            Some(kv) if kv.value() == self.id.as_bytes() && kv.lease() == lease => {
-                Ok(Campaign::Won { at })
-            }
-            _ => Ok(Campaign::Lost { after: at }),
-        }
+        Ok(match ours {
+            true => Campaign::Won { at },
+            false => Campaign::Lost { after: at },
+        })
     }
 
     /// Resolves when the key is deleted after revision `after` (`Some`), or

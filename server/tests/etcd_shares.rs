@@ -140,11 +140,21 @@ async fn node(cluster: &EtcdCluster) -> TestServer {
     TestServer::on_etcd(cluster, |_| {}).await
 }
 
-/// Waits until `counts` add up to `expected` over `jobs`, then a while
-/// longer, so that a job delivered twice shows.
+/// Waits until `counts` add up to `expected` over `jobs` (or stop growing
+/// for two seconds: some were lost), then a while longer, so that a job
+/// delivered twice shows.
 async fn settle(counts: &Counts, jobs: std::ops::Range<usize>, expected: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while total(counts, jobs.clone()) < expected && tokio::time::Instant::now() < deadline {
+    let mut last = (0, tokio::time::Instant::now());
+    loop {
+        let now = tokio::time::Instant::now();
+        let sum = total(counts, jobs.clone());
+        if sum != last.0 {
+            last = (sum, now);
+        }
+        if sum >= expected || now >= deadline || now - last.1 >= Duration::from_secs(2) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -253,7 +263,9 @@ async fn a_member_coming_and_going_on_one_node_makes_no_duplicates() {
                 tokio::time::sleep(Duration::from_millis(150 + (rounds * 37) % 200)).await;
                 received += member.leave().await;
                 rounds += 1;
-                tokio::time::sleep(Duration::from_millis(30)).await;
+                // Long enough away that a node which kept its key while it
+                // had no member would lose a good share of the jobs.
+                tokio::time::sleep(Duration::from_millis(150)).await;
             }
             (rounds, received)
         })
@@ -283,9 +295,12 @@ async fn a_member_coming_and_going_on_one_node_makes_no_duplicates() {
         &twice[..twice.len().min(8)]
     );
     assert!(rounds >= 3, "the member came and went only {rounds} times");
+    // Each leave loses what was chosen for B between its member's going
+    // and its key's delete (a commit); a key kept while away would lose
+    // about half of what was published then (a third of the time).
     assert!(
-        lost <= CHURN / 20,
-        "{lost} of {CHURN} lost while B's only member came and went"
+        lost <= CHURN / 10,
+        "{lost} of {CHURN} lost while B's only member came and went {rounds} times"
     );
 
     // The member stays now: every job once, and B's member gets some.

@@ -2,7 +2,8 @@
 //! etcd: a group with members on both nodes gets each message once in all
 //! (MQTT 5 §4.8.2), whichever node it was published on and at either QoS,
 //! while a plain subscriber gets every one; members coming and going on one
-//! node, and a node leaving, do not make a message go to two members.
+//! node, a node leaving, and a node restarting on its cache do not make a
+//! message go to two members.
 
 mod common;
 
@@ -326,6 +327,53 @@ async fn a_member_coming_and_going_on_one_node_makes_no_duplicates() {
 
     stays.leave().await;
     steady.leave().await;
+    publisher.stop().await;
+    b.stop().await;
+    a.stop().await;
+}
+
+/// A node that restarts on its data dir resumes etcd's log from its cache:
+/// it must still know that A has members of the group (A's key was put
+/// before the revision it resumes from), or it takes every job while A
+/// takes its share too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_on_its_cache_knows_which_nodes_have_members() {
+    let cluster = EtcdCluster::start(3);
+    let kept = tempfile::tempdir().unwrap();
+    let b_data = kept.path().join("b");
+    let on_b_data =
+        |data: std::path::PathBuf| move |config: &mut marquee::Config| config.data_dir = data;
+    const N: usize = 300;
+    let shared = counts(2 * N);
+    let a = node(&cluster).await;
+    let a1 = Counter::subscribe(a.mqtt_addr(), "a1", GROUP, &shared).await;
+    let b = TestServer::on_etcd(&cluster, on_b_data(b_data.clone())).await;
+    let b1 = Counter::subscribe(b.mqtt_addr(), "b1", GROUP, &shared).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publisher = Publisher::connect(a.mqtt_addr(), "boss").await;
+    publisher.publish(0..N, Duration::ZERO).await;
+    settle(&shared, 0..N, N).await;
+    assert!(off(&shared, 0..N, 1).is_empty());
+    b1.leave().await;
+    b.stop().await;
+
+    let b = TestServer::on_etcd(&cluster, on_b_data(b_data)).await;
+    let b2 = Counter::subscribe(b.mqtt_addr(), "b2", GROUP, &shared).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = a1.received();
+    publisher.publish(N..2 * N, Duration::ZERO).await;
+    settle(&shared, N..2 * N, N).await;
+    let wrong = off(&shared, N..2 * N, 1);
+    assert!(
+        wrong.is_empty(),
+        "{} jobs not delivered once after B restarted, e.g. (job, times) {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(8)]
+    );
+    assert!(a1.received() > before && b2.received() > 0);
+
+    b2.leave().await;
+    a1.leave().await;
     publisher.stop().await;
     b.stop().await;
     a.stop().await;

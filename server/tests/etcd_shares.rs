@@ -131,6 +131,22 @@ impl Publisher {
         }
     }
 
+    /// Jobs `jobs` as retained QoS 1 publishes, each on a topic of its own:
+    /// records, not transient messages.
+    async fn publish_retained(&self, jobs: std::ops::Range<usize>) {
+        for job in jobs {
+            self.client
+                .publish(
+                    format!("jobs/kept/{job}"),
+                    QoS::AtLeastOnce,
+                    true,
+                    job.to_string(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
     async fn stop(self) {
         let _ = self.client.disconnect().await;
         let _ = tokio::time::timeout(WAIT, self.task).await;
@@ -174,8 +190,9 @@ async fn a_group_with_members_on_two_nodes_gets_each_message_once() {
     let a = node(&cluster).await;
     let b = node(&cluster).await;
     const N: usize = 400;
-    let shared = counts(3 * N);
-    let plain = counts(3 * N);
+    const KEPT: usize = 40;
+    let shared = counts(3 * N + KEPT);
+    let plain = counts(3 * N + KEPT);
 
     // A's members first, so that A's key is in before B's: two nodes whose
     // first members join at once may both take the first messages.
@@ -216,6 +233,25 @@ async fn a_group_with_members_on_two_nodes_gets_each_message_once() {
         &wrong[..wrong.len().min(8)]
     );
     eprintln!("per member (a1, a2, b1): {per_member:?}");
+
+    // Retained publishes are records, named alike on every node by their seq.
+    let kept = 3 * N..3 * N + KEPT;
+    tokio::join!(
+        on_a.publish_retained(3 * N..3 * N + KEPT / 2),
+        on_b.publish_retained(3 * N + KEPT / 2..3 * N + KEPT)
+    );
+    settle(&shared, kept.clone(), KEPT).await;
+    settle(&plain, kept.clone(), KEPT).await;
+    let wrong = off(&shared, kept.clone(), 1);
+    assert!(
+        wrong.is_empty(),
+        "retained jobs not delivered once to the group: {wrong:?}"
+    );
+    let wrong = off(&plain, kept, 1);
+    assert!(
+        wrong.is_empty(),
+        "retained jobs to a plain subscriber: {wrong:?}"
+    );
 
     // B leaves (its lease revoked, its key gone at once): A takes everything.
     b1.leave().await;

@@ -69,6 +69,14 @@ pub struct ChangeEvent {
     /// exist (versions continue across a delete, so `version == 1` cannot say).
     #[serde(skip)]
     pub created: bool,
+    /// On a store shared by several nodes, where a transient publish sits in
+    /// their one order: the revision that carried it to every node and its
+    /// index among that revision's publishes, the same on each, so that the
+    /// nodes can agree about it (which one hands it to a shared
+    /// subscription). `None` for records (their `seq` does that) and on the
+    /// embedded store.
+    #[serde(skip)]
+    pub carried_at: Option<(u64, u32)>,
 }
 
 impl ChangeEvent {
@@ -354,6 +362,7 @@ mod tests {
                 value: Some(json!({"type": "ack"})),
                 mqtt: None,
                 created: false,
+                carried_at: None,
             }),
         ];
         for message in messages {

@@ -251,6 +251,7 @@ mod tests {
             value: None,
             mqtt: None,
             created: false,
+            carried_at: None,
         })
     }
 

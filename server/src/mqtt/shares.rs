@@ -8,6 +8,13 @@
 //! take one message, or none. A member that leaves for good (unsubscribes,
 //! or its session ends) hands back what it was given and had not had
 //! acknowledged, and the group sends that on to another member.
+//!
+//! On a store shared by several nodes each node has a dispatcher per group
+//! with members here, and the store says which node takes each message
+//! ([`Store::takes_shared`], told which groups have members here by
+//! [`Store::share_here`]): one node per message, so one member in all. The
+//! store's module on that (`store/on_etcd/shares.rs`) says what it cannot
+//! promise while nodes join, leave and die.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,6 +125,7 @@ impl Shares {
                 filter.clone(),
                 feed,
             ));
+            self.store.share_here(subscription, true);
             Group {
                 members: Vec::new(),
                 next: 0,
@@ -145,6 +153,7 @@ impl Shares {
         if group.members.is_empty() {
             group.dispatcher.abort();
             groups.remove(subscription);
+            self.store.share_here(subscription, false);
             return;
         }
         for message in returned {
@@ -247,7 +256,9 @@ impl Shares {
 
     /// Hands `event` to one member, waiting while every member is full.
     async fn offer(&self, subscription: &Arc<str>, filter: &TopicFilter, event: Arc<ChangeEvent>) {
-        if !filter.matches(&topics::topic_of(&event)) {
+        if !filter.matches(&topics::topic_of(&event))
+            || !self.store.takes_shared(subscription, &event)
+        {
             return;
         }
         let mut message = SharedMessage {

@@ -229,6 +229,7 @@ mod tests {
             value: Some(value),
             mqtt: None,
             created: false,
+            carried_at: None,
         }
     }
 

@@ -570,6 +570,27 @@ impl Store {
         }
     }
 
+    /// Says whether this node has members of the MQTT shared subscription
+    /// `subscription` (`$share/{group}/{filter}`) now: on etcd the nodes that
+    /// have share its messages out (see [`Store::takes_shared`]). Nothing to
+    /// do on the embedded store.
+    pub fn share_here(&self, subscription: &str, here: bool) {
+        if let Some(etcd) = self.shared.etcd.get() {
+            etcd.share_here(subscription, here);
+        }
+    }
+
+    /// Whether this node hands `event` to its members of `subscription`: on
+    /// etcd, exactly one of the nodes with members does, the same one as
+    /// every node sees it, chosen without asking etcd (`on_etcd/shares.rs`);
+    /// on the embedded store, this node always does.
+    pub fn takes_shared(&self, subscription: &str, event: &ChangeEvent) -> bool {
+        match self.shared.etcd.get() {
+            Some(etcd) => etcd.takes_shared(subscription, event),
+            None => true,
+        }
+    }
+
     fn persist_config_tables(&self, decls: &[TableDecl]) -> Result<(), StoreError> {
         let mut batch = self.shared.db.batch();
         for decl in decls {
@@ -933,6 +954,7 @@ impl Store {
             value: Some(value),
             mqtt,
             created: false,
+            carried_at: None,
         }))
     }
 
@@ -1074,6 +1096,7 @@ impl Store {
                     value: Some(record.value),
                     mqtt: None,
                     created: false,
+                    carried_at: None,
                 });
             }
             Ok((out, next))

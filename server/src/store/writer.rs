@@ -535,6 +535,7 @@ impl Writer {
             value: new_value,
             mqtt,
             created,
+            carried_at: None,
         };
         let bytes = serde_json::to_vec(&event).map_err(|e| StoreError::Storage(e.to_string()))?;
         // Keys by reference or as arrays: fjall copies them into its own

@@ -31,6 +31,8 @@
 //!   to, on that node's lease.
 //! - `{prefix}will/{revision}/{client}`: the node that sends the will of a
 //!   client whose owner's lease ended at `revision`.
+//! - `{prefix}share/{subscription}/{node}`: the node has members of the MQTT
+//!   shared subscription, on its lease; the log watch reports these too.
 //!
 //! # Files, one concern each
 //! - `key.rs`: the kinds of key of the Store's state.
@@ -41,6 +43,7 @@
 //! - `role.rs`: one node at a time holds a named role; the others take over when its lease ends.
 //! - `compactor.rs`: the holder of the `compactor` role compacts the history to a window.
 //! - `ownership.rs`: which node owns an MQTT client id; takeovers and wills.
+//! - `shares.rs`: which nodes have members of which MQTT shared subscription.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -63,6 +66,7 @@ mod node;
 mod ownership;
 mod read;
 mod role;
+mod shares;
 mod watch;
 
 pub use compactor::{Compactor, CompactorOptions, CompactorStatus};
@@ -72,6 +76,7 @@ pub use node::{LeaseState, Node, NodeOptions};
 pub use ownership::{OwnershipEvent, OwnershipWatch};
 pub use read::{Got, GotItem, Item, Record, Snapshot, State};
 pub use role::{Role, RoleOptions};
+pub use shares::{ShareChange, ShareMembers};
 pub use watch::{Change, LogEntry, LogWatch, Watch};
 
 /// Where Marquee's keys live unless configured otherwise.
@@ -560,9 +565,16 @@ impl Keys {
         // a node of that version still run on the cluster.
         path == b"compactor"
             || path == b"head"
-            || [&b"idem/"[..], b"node/", b"own/", b"role/", b"will/"]
-                .iter()
-                .any(|own| path.starts_with(own))
+            || [
+                &b"idem/"[..],
+                b"node/",
+                b"own/",
+                b"role/",
+                b"share/",
+                b"will/",
+            ]
+            .iter()
+            .any(|own| path.starts_with(own))
     }
 
     fn head(&self) -> String {

@@ -12,7 +12,9 @@
 //! node's applier moves its applied revision to every revision it has seen,
 //! and a wait for "applied ≥ R" ends for any R a node learns from etcd (a
 //! claim's revision, a read's header), not only for Store writes. They are
-//! few: a lease's expiry, a node joining, a CONNECT's claim. (A revision that
+//! few: a lease's expiry, a node joining, a CONNECT's claim. The `share/`
+//! keys are the layer's own too, but an entry lists their changes
+//! ([`LogEntry::shares`]): a node needs them in this order. (A revision that
 //! wrote only outside the prefix is never seen at all, so a read's header
 //! is a safe R only on a cluster Marquee does not share.)
 //!
@@ -35,7 +37,9 @@ use std::time::Instant;
 use etcd_client::{Event, WatchOptions, WatchResponse, WatchStream};
 use tokio::time::timeout;
 
-use super::{EtcdError, EtcdLog, Failure, Key, Keys, WATCH_MAX_MESSAGE, backoff, to_i64};
+use super::{
+    EtcdError, EtcdLog, Failure, Key, Keys, ShareChange, WATCH_MAX_MESSAGE, backoff, to_i64,
+};
 
 /// One change of the Store's state (a put or a delete of a key of any
 /// kind), as the watch delivers it.
@@ -72,13 +76,16 @@ pub struct LogEntry {
     pub idempotency_key: Option<String>,
     /// The changes of the Store's state, of every kind, in the batch's order.
     pub changes: Vec<Change>,
+    /// Nodes that came to have, or no longer have, members of a shared
+    /// subscription (`share/` keys, the layer's own but needed in this order).
+    pub shares: Vec<ShareChange>,
 }
 
 impl LogEntry {
     /// A revision that committed no batch and changed no Store key (only
     /// the layer's own keys): nothing to apply but the revision itself.
     pub fn is_empty(&self) -> bool {
-        self.idempotency_key.is_none() && self.changes.is_empty()
+        self.idempotency_key.is_none() && self.changes.is_empty() && self.shares.is_empty()
     }
 }
 
@@ -374,6 +381,7 @@ fn log_entry(keys: &Keys, revision: u64, events: &[Event]) -> Option<LogEntry> {
         revision,
         idempotency_key: None,
         changes: Vec::new(),
+        shares: Vec::new(),
     };
     for event in events {
         keys.add_event(&mut entry, event);
@@ -405,6 +413,12 @@ impl Keys {
                 mod_revision: entry.revision,
                 create_revision: number(kv.create_revision()),
                 version: number(kv.version()),
+            });
+        } else if let Some((subscription, node)) = Keys::parse_share(rest) {
+            entry.shares.push(ShareChange {
+                subscription,
+                node,
+                present: put,
             });
         } else if let Some(key) = rest.strip_prefix(b"idem/") {
             // A deleted idempotency key is its lease expiring, not a commit.

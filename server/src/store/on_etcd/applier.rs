@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use super::Cache;
 use super::envelope::{Envelope, TransientEnvelope};
+use super::shares::ShareNodes;
 use super::state_cache::{self, Effects};
 use crate::bus::Bus;
 use crate::clock;
@@ -50,6 +51,9 @@ pub(super) struct Applier {
     /// The last revision applied.
     pub last: u64,
     pub failed: watch::Sender<Option<String>>,
+    /// Which nodes have members of each MQTT shared subscription, as of
+    /// each revision: updated before any later event goes on the bus.
+    pub shares: Arc<ShareNodes>,
 }
 
 impl Applier {
@@ -105,6 +109,11 @@ impl Applier {
     /// sessions, tables) with etcd's at its current revision.
     pub async fn resnapshot(&mut self) -> Result<(), StoreError> {
         let state = self.log.read_state(None).await.map_err(super::etcd_error)?;
+        let shares = self
+            .log
+            .read_shares(Some(state.revision))
+            .await
+            .map_err(super::etcd_error)?;
         let cache = self.cache.clone();
         let tables = self.tables.clone();
         let revision = state.revision;
@@ -149,6 +158,7 @@ impl Applier {
             Ok(())
         })
         .await?;
+        self.shares.replace_all(shares.members);
         self.last = revision;
         let log_start = if untouched { 1 } else { revision + 1 };
         self.log_start.store(log_start, Ordering::Release);
@@ -170,6 +180,9 @@ impl Applier {
         let mut events = Vec::new();
         let mut effects = Effects::default();
         let mut logged = 0u32;
+        if !entry.shares.is_empty() {
+            self.shares.apply(revision, &entry.shares);
+        }
         for change in entry.changes {
             match &change.key {
                 Key::Record { table, id } => {
@@ -212,9 +225,12 @@ impl Applier {
                 Key::Transient(_) => {
                     let Some(bytes) = change.value else { continue };
                     match serde_json::from_slice::<Vec<TransientEnvelope>>(&bytes) {
-                        Ok(list) => {
-                            events.extend(list.into_iter().map(|t| Arc::new(t.into_event())))
-                        }
+                        Ok(list) => events.extend((0u32..).zip(list).map(|(index, t)| {
+                            let mut event = t.into_event();
+                            // What names it alike on every node.
+                            event.carried_at = Some((revision, index));
+                            Arc::new(event)
+                        })),
                         Err(e) => tracing::warn!(key = %change.key, "not transient publishes: {e}"),
                     }
                 }

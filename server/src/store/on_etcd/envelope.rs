@@ -43,6 +43,7 @@ impl Envelope {
             value: self.value.clone(),
             mqtt: self.mqtt.clone().map(|m| Arc::new(m.into())),
             created: self.created,
+            carried_at: None,
         }
     }
 }
@@ -84,6 +85,7 @@ impl TransientEnvelope {
             value: self.value,
             mqtt: self.mqtt.map(|m| Arc::new(m.into())),
             created: false,
+            carried_at: None,
         }
     }
 }
@@ -169,6 +171,7 @@ mod tests {
             value: Some(json!({"temp": 21})),
             mqtt: Some(Arc::new(meta.clone())),
             created: false,
+            carried_at: None,
         };
         let bytes = serde_json::to_vec(&vec![TransientEnvelope::of(&event)]).unwrap();
         let back: Vec<TransientEnvelope> = serde_json::from_slice(&bytes).unwrap();

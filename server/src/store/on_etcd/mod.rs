@@ -18,6 +18,11 @@
 //!   through the node's `t/{node}` key, a batch of them per revision, so
 //!   subscribers on other nodes get them in the same order as the records.
 //!
+//! - **MQTT shared subscriptions** (`shares.rs`): each node says in etcd
+//!   which groups it has members of, and every node knows those sets as of
+//!   each revision, so the nodes agree, message by message and without
+//!   asking etcd, which one hands it to the group.
+//!
 //! - **Accounts, tokens, saved MQTT sessions and table declarations**
 //!   (`state.rs`) are written the same way, one conditioned transaction
 //!   each, and cached where the embedded store keeps them
@@ -28,6 +33,7 @@
 
 mod applier;
 mod envelope;
+mod shares;
 mod state;
 mod state_cache;
 
@@ -123,6 +129,8 @@ pub(super) struct Backend {
     /// The node's campaigns for roles, by name, started on first use.
     roles: Mutex<std::collections::HashMap<String, Role>>,
     turns: Box<[tokio::sync::Mutex<()>; TURN_STRIPES]>,
+    /// Which nodes have members of each MQTT shared subscription (`shares.rs`).
+    shares: Arc<shares::ShareNodes>,
 }
 
 /// Cache state a write is planned on.
@@ -172,6 +180,7 @@ impl Backend {
             failed,
         } = attach;
         let last = *durable.borrow();
+        let shares = Arc::new(shares::ShareNodes::new(node.clone(), window));
         let mut applier = Applier {
             log: log.clone(),
             cache: cache.clone(),
@@ -184,9 +193,12 @@ impl Backend {
             window: window.max(1),
             last,
             failed,
+            shares: shares.clone(),
         };
         if last == 0 {
             applier.resnapshot().await?;
+        } else {
+            shares.load(&log, last).await;
         }
         let member = log
             .join(&node, NodeOptions::default())
@@ -215,11 +227,13 @@ impl Backend {
             joined_at,
             roles: Mutex::default(),
             turns: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+            shares,
         });
-        let handles = vec![
+        let mut handles = vec![
             tokio::spawn(applier.run()),
             tokio::spawn(transient_lane(Arc::downgrade(&backend), lane)),
         ];
+        handles.extend(backend.spawn_share_keys());
         if let Ok(mut tasks) = backend.tasks.lock() {
             *tasks = handles;
         }

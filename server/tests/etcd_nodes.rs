@@ -5,11 +5,12 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::etcd::EtcdCluster;
-use common::mqtt::{Raw, connect_packet};
+use common::mqtt::{Raw, connect_packet, publish};
 use common::rumqtt::Mqtt;
 use common::{SseClient, TestServer, WsClient, client, put, put_seq, seq_of};
 use marquee::mqtt::{Ack, Packet, ProtocolVersion, QoS as MqttQoS, Subscription};
@@ -413,6 +414,93 @@ async fn a_table_declared_on_a_is_used_on_b_at_once() {
         assert_eq!(events.until_sync().await.len(), 1, "stream {table} on B");
         put_seq(&http, &b.url, &format!("/api/{table}/r"), &json!({"n": n})).await;
     }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// MQTT publishers faster than etcd takes their messages (here: every etcd
+/// member paused for a moment, with more QoS 1 publishes in flight than the
+/// way to the other nodes holds) are slowed down, not refused: each publish
+/// is acknowledged with success once etcd is back, and reaches a subscriber
+/// on the other node once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_publishers_faster_than_etcd_wait_for_room_instead_of_being_refused() {
+    const PUBLISHERS: usize = 8;
+    const EACH: usize = 800;
+    let mut cluster = EtcdCluster::start(3);
+    let a = server_on(&cluster).await;
+    let b = server_on(&cluster).await;
+    let mut counter = Mqtt::connect(mqtt_addr(&b), "counter").await;
+    counter.subscribe("jobs/#").await;
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let connect = connect_packet(ProtocolVersion::V5, &format!("publisher-{p}"), true);
+        publishers.push(Raw::connect(mqtt_addr(&a), connect).await.0);
+    }
+
+    for member in 0..3 {
+        cluster.pause(member);
+    }
+    let mut sending = tokio::task::JoinSet::new();
+    for (p, mut raw) in publishers.into_iter().enumerate() {
+        sending.spawn(async move {
+            // All at once: small enough for the socket buffers both ways.
+            let mut wire = bytes::BytesMut::new();
+            for k in 0..EACH {
+                let id = u16::try_from(k + 1).expect("packet id");
+                let payload = format!("{p}-{k}");
+                let packet = publish(
+                    &format!("jobs/{p}"),
+                    MqttQoS::AtLeastOnce,
+                    id,
+                    false,
+                    payload.as_bytes(),
+                );
+                marquee::mqtt::encode(&packet, ProtocolVersion::V5, &mut wire).expect("encode");
+            }
+            raw.send_bytes(&wire).await;
+            let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+            for _ in 0..EACH {
+                match raw.recv_within(Duration::from_secs(30)).await {
+                    Some(Packet::PubAck(ack)) => {
+                        *reasons.entry(format!("{:?}", ack.reason_code)).or_default() += 1;
+                    }
+                    other => panic!("publisher {p}: {other:?}"),
+                }
+            }
+            reasons
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for member in 0..3 {
+        cluster.resume(member);
+    }
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(answered) = sending.join_next().await {
+        for (reason, n) in answered.expect("publisher") {
+            *reasons.entry(reason).or_default() += n;
+        }
+    }
+    let all = PUBLISHERS * EACH;
+    assert_eq!(reasons, BTreeMap::from([("Success".to_owned(), all)]));
+
+    let mut received: BTreeMap<String, usize> = BTreeMap::new();
+    let mut total = 0;
+    while total < all {
+        let Some(message) = counter.next(Duration::from_secs(20)).await else {
+            break;
+        };
+        *received
+            .entry(String::from_utf8_lossy(&message.payload).into_owned())
+            .or_default() += 1;
+        total += 1;
+    }
+    assert!(
+        counter.next(Duration::from_millis(500)).await.is_none(),
+        "nothing more"
+    );
+    let twice = received.values().filter(|n| **n > 1).count();
+    assert_eq!((received.len(), twice), (all, 0), "each message once on B");
     a.stop().await;
     b.stop().await;
 }

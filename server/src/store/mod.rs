@@ -889,6 +889,28 @@ impl Store {
         }
     }
 
+    /// [`Store::publish_with`] for a publisher that can wait (an MQTT
+    /// connection, which then stops reading its socket): on etcd, while too
+    /// many messages are on their way to the other nodes it waits for room
+    /// instead of refusing at once.
+    pub async fn publish_waiting(
+        &self,
+        table: &str,
+        id: &str,
+        value: Value,
+        origin: Origin,
+        mqtt: Option<Arc<MqttMeta>>,
+    ) -> Result<(), StoreError> {
+        let event = self.transient(table, id, value, origin, mqtt)?;
+        match self.shared.etcd.get() {
+            Some(etcd) => etcd.publish_when_room(event).await,
+            None => {
+                self.shared.bus.publish(event);
+                Ok(())
+            }
+        }
+    }
+
     /// A transient message for this node's subscribers only, never the other
     /// nodes': what each node makes for itself (`$SYS` figures, the frames a
     /// device connected here is sent).

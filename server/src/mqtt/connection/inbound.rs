@@ -185,12 +185,15 @@ pub(super) async fn apply_publish(
             ),
         };
         if !behind_writes {
-            return Applied::ready(
-                match store.publish_with(table, id, value, Origin::Mqtt, Some(meta)) {
-                    Ok(()) => ReasonCode::Success,
-                    Err(e) => reason_for(&e),
-                },
-            );
+            // Waits (on etcd) while the way to the other nodes is full: the
+            // connection reads no more until there is room.
+            let published = store
+                .publish_waiting(table, id, value, Origin::Mqtt, Some(meta))
+                .await;
+            return Applied::ready(match published {
+                Ok(()) => ReasonCode::Success,
+                Err(e) => reason_for(&e),
+            });
         }
         return match store
             .publish_queued(table, id, value, Origin::Mqtt, Some(meta))

@@ -598,6 +598,25 @@ impl Backend {
         Ok(())
     }
 
+    /// [`Backend::publish`] for a publisher that can wait: while the lane
+    /// is full it waits for room (at most [`APPLY_WAIT`]), so a fast MQTT
+    /// publisher is slowed down to what etcd takes rather than refused.
+    pub(super) async fn publish_when_room(
+        &self,
+        event: Arc<ChangeEvent>,
+    ) -> Result<(), StoreError> {
+        match tokio::time::timeout(APPLY_WAIT, self.transients.send((event, None))).await {
+            Ok(Ok(())) => {
+                self.transients_queued.fetch_add(1, Ordering::AcqRel);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(StoreError::ShuttingDown),
+            Err(_) => Err(StoreError::Storage(
+                "too many messages are waiting to reach the other nodes; try again".into(),
+            )),
+        }
+    }
+
     /// Waits until every transient publish queued before now is on the bus.
     async fn after_queued_transients(&self) -> Result<(), StoreError> {
         let ticket = self.transients_queued.load(Ordering::Acquire);

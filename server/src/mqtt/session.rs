@@ -226,9 +226,33 @@ impl Session {
 
     /// The durable form of this session.
     pub fn saved(&self) -> SavedSession {
+        // What is in flight goes with it up to SAVED_INFLIGHT_BYTES; past
+        // that the change log replays stored changes instead (a transient
+        // message is lost with the connection, as if at QoS 0). Its groups'
+        // messages go back to the groups.
+        let mut inflight = Vec::new();
+        let mut bytes = 0;
+        let mut replay_from: Option<u64> = None;
+        for outgoing in self.inflight.iter().filter(|o| o.shared.is_none()) {
+            match SavedOutgoing::of(outgoing) {
+                Some(saved) if bytes + saved.publish.len() <= SAVED_INFLIGHT_BYTES => {
+                    bytes += saved.publish.len();
+                    inflight.push(saved);
+                }
+                _ => {
+                    if let Some(seq) = outgoing.seq {
+                        replay_from = Some(replay_from.map_or(seq, |r| r.min(seq)));
+                    }
+                }
+            }
+        }
+        let resume_from = match replay_from {
+            Some(seq) => self.safe_position().min(seq.saturating_sub(1)),
+            None => self.safe_position(),
+        };
         SavedSession {
             expiry: self.expiry,
-            resume_from: self.safe_position(),
+            resume_from,
             saved_at_ms: now_ms(),
             subscriptions: self
                 .subscriptions
@@ -241,13 +265,7 @@ impl Session {
                     id: s.id.map(NonZeroU32::get),
                 })
                 .collect(),
-            // Its groups' messages go back to the groups instead.
-            inflight: self
-                .inflight
-                .iter()
-                .filter(|o| o.shared.is_none())
-                .filter_map(SavedOutgoing::of)
-                .collect(),
+            inflight,
         }
     }
 
@@ -305,6 +323,10 @@ pub struct SavedSession {
     pub inflight: Vec<SavedOutgoing>,
 }
 
+/// How much of what is in flight (encoded) a saved session keeps: a saved
+/// session is one etcd value, which etcd caps at 1.5 MiB.
+const SAVED_INFLIGHT_BYTES: usize = 256 * 1024;
+
 /// A message in flight, as kept with its session.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SavedOutgoing {
@@ -312,7 +334,8 @@ pub struct SavedOutgoing {
     pub seq: Option<u64>,
     /// Waiting for 0: PUBACK, 1: PUBREC, 2: PUBCOMP.
     pub state: u8,
-    /// The PUBLISH as MQTT 5 encodes it (our codec reads it back).
+    /// The PUBLISH as MQTT 5 encodes it (our codec reads it back), base64.
+    #[serde(with = "base64_bytes")]
     pub publish: Vec<u8>,
 }
 
@@ -369,6 +392,22 @@ pub struct SavedSubscription {
     pub id: Option<u32>,
 }
 
+/// Bytes as one base64 string in JSON, not an array of numbers.
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(input)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -415,5 +454,36 @@ mod tests {
         assert_eq!((outgoing.packet_id, outgoing.seq), (7, Some(41)));
         assert_eq!(outgoing.state, OutState::Acked);
         assert_eq!(outgoing.publish, publish);
+    }
+
+    /// Past its byte cap, what is in flight is replayed from the change log
+    /// instead: the saved position goes back to before the first left out.
+    #[test]
+    fn a_saved_session_replays_what_is_in_flight_past_its_cap() {
+        let mut session = Session::new(60);
+        session.resume_from = Some(100);
+        let big = bytes::Bytes::from(vec![b'x'; 100 * 1024]);
+        for (n, seq) in [90u64, 91, 92, 93].into_iter().enumerate() {
+            let id = u16::try_from(n + 1).unwrap();
+            session.inflight.push_back(Outgoing {
+                packet_id: id,
+                seq: Some(seq),
+                publish: Publish {
+                    dup: false,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    topic: "sensors/a".into(),
+                    packet_id: std::num::NonZeroU16::new(id),
+                    payload: big.clone(),
+                    properties: PublishProperties::default(),
+                },
+                state: OutState::Acked,
+                unsent: false,
+                shared: None,
+            });
+        }
+        let saved = session.saved();
+        assert_eq!(saved.inflight.len(), 2, "two of 100 KiB fit in 256 KiB");
+        assert_eq!(saved.resume_from, 91, "92 and 93 are replayed");
     }
 }

@@ -39,6 +39,7 @@
 //! - `log.rs`: commits (batches as transactions, idempotency keys, conditions, limits).
 //! - `watch.rs`: the log watched back in revision order, resumed across members.
 //! - `read.rs`: snapshot reads of the state (or the records) at one revision, and single gets.
+//! - `joint_read.rs`: one head read serving every caller waiting for it.
 //! - `node.rs`: a node's lease, kept alive by hand, and its presence key.
 //! - `role.rs`: one node at a time holds a named role; the others take over when its lease ends.
 //! - `compactor.rs`: the holder of the `compactor` role compacts the history to a window.
@@ -57,9 +58,11 @@ use tokio::sync::Mutex;
 use tokio::time::timeout;
 use tonic::Code;
 
+use joint_read::JointRead;
 use log::IdemLease;
 
 mod compactor;
+mod joint_read;
 mod key;
 mod log;
 mod node;
@@ -243,6 +246,8 @@ struct Shared {
     endpoints: String,
     /// The lease new idempotency keys are put on.
     lease: Mutex<Option<IdemLease>>,
+    /// Head reads, one serving every caller waiting for it.
+    heads: JointRead<Result<u64, EtcdError>>,
 }
 
 struct Member {
@@ -312,6 +317,7 @@ impl EtcdLog {
                 endpoints: list.join(","),
                 options,
                 lease: Mutex::new(None),
+                heads: JointRead::default(),
             }),
         };
         loop {
@@ -362,7 +368,12 @@ impl EtcdLog {
     /// The revision of the last batch committed under this prefix (0: none
     /// yet), by a linearizable read: a node that has applied it has every
     /// write acknowledged before this call, on any node.
+    /// Callers at the same time share one read ([`JointRead`]).
     pub async fn head(&self) -> Result<u64, EtcdError> {
+        self.shared.heads.read(|| self.read_head()).await
+    }
+
+    async fn read_head(&self) -> Result<u64, EtcdError> {
         let key = self.shared.keys.head().into_bytes();
         let response = self
             .retrying("head read", || {

@@ -468,6 +468,9 @@ async fn shutdown_finishes_writes_and_closes_streams() {
 
 #[tokio::test]
 async fn past_the_connection_limit_a_client_is_told_503_and_a_freed_slot_is_reused() {
+    // http_max_connections caps each node's own open connections: behind
+    // a balancer each node holds its own share.
+    let _one = common::one_node();
     let server = TestServer::start_with(|config| config.http_max_connections = 2).await;
     let stream_url = format!("{}/api/signs/", server.url);
     let first = SseClient::connect(&stream_url, None).await;

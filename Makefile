@@ -67,12 +67,14 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # Rust unit and integration tests (the server and the shared app crate), then
-# the protocol suites again with each test server's store on an etcd cluster
-# that scripts/on-etcd.sh starts for them (and stops after).
+# the protocol suites again against two Marquee nodes sharing one etcd
+# cluster that scripts/on-etcd.sh starts for them (and stops after), each
+# client connection dealt to one node in turn by a proxy, as a load balancer
+# would (MARQUEE_TEST_NODES=2; tests of per-node behaviour run one node).
 ETCD_SUITES := access admin auth devices mosquitto_clients mqtt mqtt_fuzz mqtt_interop mqtt_matrix rest signs streams
 test-rust:
 	cargo test -p marquee -p app
-	scripts/on-etcd.sh cargo test -p marquee $(addprefix --test ,$(ETCD_SUITES))
+	MARQUEE_TEST_NODES=2 scripts/on-etcd.sh cargo test -p marquee $(addprefix --test ,$(ETCD_SUITES))
 
 # Browser tests against the release build, on a free port with a fresh data dir.
 test-e2e:

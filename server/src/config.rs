@@ -38,6 +38,9 @@ pub struct Config {
     /// The host name or address devices on the network reach the broker at
     /// (shown on pairing cards); without it, this machine's own addresses.
     pub public_host: Option<String>,
+    /// The port devices reach the broker at, when not the listener's own:
+    /// behind a load balancer or a port forward, the one it listens on.
+    pub public_mqtt_port: Option<u16>,
     /// Most frames per second sent to a device that takes exact frames.
     pub frame_rate: u32,
     /// The admin to create at start if none exists (`MARQUEE_ADMIN_USER`,
@@ -83,7 +86,7 @@ pub const DEFAULT_FRAME_RATE: u32 = 10;
     about = "Marquee: a sign and pub/sub runtime. One process stores records durably and serves them over REST, Server-Sent Events, WebSockets and MQTT, with a web app for LED signs.",
     long_about = None,
     args_conflicts_with_subcommands = true,
-    after_help = "With no subcommand, `marquee` runs `serve`. Every option can also be set as an environment variable (shown in brackets) or in the TOML file given by --config; the command line wins over the environment, which wins over the file. MARQUEE_ADMIN_PASSWORD (and MARQUEE_ADMIN_USER, default admin) creates the first admin if none exists.\n\nConfig file example:\n  data_dir = \"./data\"\n  http = \"127.0.0.1:3000\"\n  public_url = \"https://signs.example.com\"\n  allowed_origins = [\"http://signs.local:3000\"]\n  change_log_window = 1000000\n\n  [auth]\n  mode = \"accounts\"      # or \"open\": no sign-in, loopback only\n\n  public_host = \"signs.local\"  # what devices type as Broker\n\n  [mqtt]\n  listen = \"0.0.0.0:1883\"\n  max_packet_size = 1048576\n\n  [[acl]]                 # deny rules first, then roles, then allow rules\n  filter = \"awtrix/%u/#\"   # %u = user name, %c = client id (whole levels)\n  role = \"device\"         # or user = \"name\", or anonymous = true\n  publish = true\n  subscribe = true\n\n  [devices]\n  frame_rate = 10         # most frames/s to Marquee devices\n\n  [[tables]]\n  name = \"Sensors\"\n  schema = { type = \"object\", required = [\"temp\"], properties = { temp = { type = \"number\" } } }"
+    after_help = "With no subcommand, `marquee` runs `serve`. Every option can also be set as an environment variable (shown in brackets) or in the TOML file given by --config; the command line wins over the environment, which wins over the file. MARQUEE_ADMIN_PASSWORD (and MARQUEE_ADMIN_USER, default admin) creates the first admin if none exists.\n\nConfig file example:\n  data_dir = \"./data\"\n  http = \"127.0.0.1:3000\"\n  public_url = \"https://signs.example.com\"\n  allowed_origins = [\"http://signs.local:3000\"]\n  change_log_window = 1000000\n  public_host = \"signs.local\"  # what devices type as Broker\n  public_mqtt_port = 1883       # and as its port (behind a load balancer)\n\n  [auth]\n  mode = \"accounts\"      # or \"open\": no sign-in, loopback only\n\n  [mqtt]\n  listen = \"0.0.0.0:1883\"\n  max_packet_size = 1048576\n\n  [[acl]]                 # deny rules first, then roles, then allow rules\n  filter = \"awtrix/%u/#\"   # %u = user name, %c = client id (whole levels)\n  role = \"device\"         # or user = \"name\", or anonymous = true\n  publish = true\n  subscribe = true\n\n  [devices]\n  frame_rate = 10         # most frames/s to Marquee devices\n\n  [[tables]]\n  name = \"Sensors\"\n  schema = { type = \"object\", required = [\"temp\"], properties = { temp = { type = \"number\" } } }"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -147,6 +150,9 @@ pub struct ServeArgs {
     /// The host name or address devices reach the MQTT broker at, shown on pairing cards [default: this machine's address]
     #[arg(long, env = "MARQUEE_PUBLIC_HOST", value_name = "HOST")]
     pub public_host: Option<String>,
+    /// The port devices reach the MQTT broker at, shown on pairing cards, when not the listener's (a load balancer's, a port forward's) [default: the --mqtt port]
+    #[arg(long, env = "MARQUEE_PUBLIC_MQTT_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub public_mqtt_port: Option<u16>,
 }
 
 /// The TOML file: the same settings as the options, plus table declarations.
@@ -173,6 +179,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub auth: AuthSection,
     pub public_host: Option<String>,
+    pub public_mqtt_port: Option<u16>,
     #[serde(default)]
     pub devices: DevicesSection,
 }
@@ -361,6 +368,14 @@ impl ServeArgs {
                 .or(file.public_host)
                 .map(|h| h.trim().to_owned())
                 .filter(|h| !h.is_empty()),
+            public_mqtt_port: match self.public_mqtt_port.or(file.public_mqtt_port) {
+                Some(0) => {
+                    return Err(ConfigError::Invalid(
+                        "public_mqtt_port must be between 1 and 65535".into(),
+                    ));
+                }
+                port => port,
+            },
             frame_rate: match file.devices.frame_rate {
                 None => DEFAULT_FRAME_RATE,
                 Some(rate @ 1..=60) => rate,
@@ -476,6 +491,54 @@ mod tests {
         assert_eq!(config.tables.len(), 1);
         assert_eq!(config.tables[0].name, "Sensors");
         assert_eq!(config.mqtt, DEFAULT_MQTT.parse().unwrap());
+    }
+
+    /// A deployment behind a load balancer names the broker port devices
+    /// use; the flag wins over the file, and port 0 is refused.
+    #[test]
+    fn the_public_mqtt_port_comes_from_the_file_or_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("marquee.toml");
+        std::fs::write(&path, "public_mqtt_port = 8883\n").unwrap();
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(from_file.resolve().unwrap().public_mqtt_port, Some(8883));
+        let flag = ServeArgs {
+            config: Some(path),
+            public_mqtt_port: Some(1884),
+            ..ServeArgs::default()
+        };
+        assert_eq!(flag.resolve().unwrap().public_mqtt_port, Some(1884));
+        std::fs::write(dir.path().join("zero.toml"), "public_mqtt_port = 0\n").unwrap();
+        let zero = ServeArgs {
+            config: Some(dir.path().join("zero.toml")),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(zero.resolve(), Err(ConfigError::Invalid(_))));
+    }
+
+    /// The example `--help` prints is a config file that loads (a key
+    /// written under the wrong `[section]` would be refused).
+    #[test]
+    fn the_help_example_is_a_valid_config_file() {
+        use clap::CommandFactory;
+        let help = Cli::command()
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        let (_, example) = help
+            .split_once("Config file example:\n")
+            .expect("an example in --help");
+        let text: String = example
+            .lines()
+            .map(|line| line.strip_prefix("  ").unwrap_or(line))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file: FileConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(file.public_host.as_deref(), Some("signs.local"));
+        assert_eq!(file.public_mqtt_port, Some(1883));
     }
 
     #[test]

@@ -205,7 +205,11 @@ impl Server {
         let devices = devices::Devices::new(
             store.clone(),
             guard.clone(),
-            devices::BrokerAddress::new(mqtt_addr, config.public_host.as_deref()),
+            devices::BrokerAddress::new(
+                mqtt_addr,
+                config.public_host.as_deref(),
+                config.public_mqtt_port,
+            ),
         );
         let state = AppState::new(http::AppShared {
             store: store.clone(),

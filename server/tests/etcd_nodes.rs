@@ -504,3 +504,59 @@ async fn mqtt_publishers_faster_than_etcd_wait_for_room_instead_of_being_refused
     a.stop().await;
     b.stop().await;
 }
+
+/// What A made a moment ago, B edits at once: a record patched and deleted,
+/// a table dropped (B plans those writes on its cache; a miss there makes it
+/// catch up first, as a client behind a load balancer needs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_or_table_made_on_a_is_patched_deleted_and_dropped_on_b_at_once() {
+    let cluster = EtcdCluster::start(3);
+    let a = server_on(&cluster).await;
+    let b = server_on(&cluster).await;
+    let http = client();
+    for n in 0..30 {
+        let path = format!("/api/sensors/p{n}");
+        put_seq(&http, &a.url, &path, &json!({"n": n})).await;
+        let patched = http
+            .patch(format!("{}{path}", b.url))
+            .json(&json!({"patched": true}))
+            .send()
+            .await
+            .expect("PATCH");
+        assert_eq!(patched.status(), 200, "PATCH on B, record {n}");
+        let path = format!("/api/sensors/d{n}");
+        put_seq(&http, &a.url, &path, &json!({"n": n})).await;
+        let deleted = http
+            .delete(format!("{}{path}", b.url))
+            .send()
+            .await
+            .expect("DELETE");
+        assert!(
+            deleted.status().is_success(),
+            "DELETE on B, record {n}: {}",
+            deleted.status()
+        );
+    }
+    for n in 0..10 {
+        let table = format!("gone{n}");
+        let declared = http
+            .post(format!("{}/api/_tables", a.url))
+            .json(&json!({"name": table}))
+            .send()
+            .await
+            .expect("declare");
+        assert_eq!(declared.status(), 201, "declare {table}");
+        let dropped = http
+            .delete(format!("{}/api/_tables/{table}?confirm={table}", b.url))
+            .send()
+            .await
+            .expect("drop");
+        assert!(
+            dropped.status().is_success(),
+            "drop {table} on B: {}",
+            dropped.status()
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -393,6 +393,13 @@ impl Guard {
         peer: SocketAddr,
     ) -> Result<Account, SetupError> {
         let _one_at_a_time = self.inner.setup.lock().await;
+        // On etcd the link may have been used on another node a moment ago:
+        // see that admin (and the link's revocation) before judging.
+        self.inner
+            .store
+            .caught_up()
+            .await
+            .map_err(AuthError::from)?;
         let audit = |outcome| {
             self.inner
                 .audit

@@ -74,9 +74,11 @@ pub struct BrokerAddress {
 }
 
 impl BrokerAddress {
-    /// From the MQTT listener's address and the configured `public_host`.
-    pub fn new(listener: SocketAddr, public_host: Option<&str>) -> Self {
-        let port = listener.port();
+    /// From the MQTT listener's address and the configured `public_host`
+    /// and `public_mqtt_port` (behind a load balancer, its port is the one
+    /// devices must use, not this node's listener's).
+    pub fn new(listener: SocketAddr, public_host: Option<&str>, public_port: Option<u16>) -> Self {
+        let port = public_port.unwrap_or(listener.port());
         let mut hosts: Vec<String> = Vec::new();
         if let Some(host) = public_host {
             hosts.push(host.to_owned());
@@ -90,8 +92,9 @@ impl BrokerAddress {
         let warning = if ip.is_loopback() {
             Some(format!(
                 "The MQTT listener is on {listener}, which only this machine can reach. \
-                 Start Marquee with --mqtt 0.0.0.0:{port} (or [mqtt] listen in the config file) \
-                 and set public_host to the name devices know this machine by."
+                 Start Marquee with --mqtt 0.0.0.0:{} (or [mqtt] listen in the config file) \
+                 and set public_host to the name devices know this machine by.",
+                listener.port()
             ))
         } else if hosts.is_empty() {
             Some(

@@ -606,7 +606,7 @@ impl Store {
     /// the bus by the time this returns.
     pub async fn write(&self, op: WriteOp, origin: Origin) -> Result<Arc<ChangeEvent>, StoreError> {
         if let Some(etcd) = self.shared.etcd.get() {
-            return etcd.write(op, origin, None).await;
+            return self.write_on_etcd(etcd, op, origin, None).await;
         }
         let (request, answer) = writer::Request::new(writer::Command::Write(op, origin, None));
         let queue = if self.shared.inline_commits {
@@ -633,7 +633,7 @@ impl Store {
         if let Some(etcd) = self.shared.etcd.get() {
             // SPIKE: committed before returning, so a connection's writes keep
             // their order, at the price of no pipelining (see the report).
-            let result = etcd.write(op, origin, mqtt).await.map(Some);
+            let result = self.write_on_etcd(etcd, op, origin, mqtt).await.map(Some);
             let (reply, answer) = tokio::sync::oneshot::channel();
             let _ = reply.send(result);
             return Ok(PendingWrite(answer));
@@ -641,6 +641,31 @@ impl Store {
         let (request, answer) = writer::Request::new(writer::Command::Write(op, origin, mqtt));
         self.send(request).await?;
         Ok(PendingWrite(answer))
+    }
+
+    /// A write on etcd. A patch or delete is planned on this node's cache,
+    /// which may not have the record yet if another node made it a moment
+    /// ago (a client behind a load balancer creating on one node, then
+    /// editing on the other): not found there, it catches up and plans once
+    /// more, as reads do. Nothing was written by the first plan.
+    async fn write_on_etcd(
+        &self,
+        etcd: &on_etcd::Backend,
+        op: WriteOp,
+        origin: Origin,
+        mqtt: Option<Arc<MqttMeta>>,
+    ) -> Result<Arc<ChangeEvent>, StoreError> {
+        let again = match &op {
+            WriteOp::Patch { .. } | WriteOp::Delete { .. } => Some(op.clone()),
+            WriteOp::Put { .. } => None,
+        };
+        match (etcd.write(op, origin, mqtt.clone()).await, again) {
+            (Err(StoreError::NotFound(_)), Some(op)) => {
+                self.caught_up().await?;
+                etcd.write(op, origin, mqtt).await
+            }
+            (result, _) => result,
+        }
     }
 
     /// Declares a table at runtime (durably).
@@ -832,7 +857,14 @@ impl Store {
     /// Removes an empty, non-built-in table.
     pub async fn drop_table(&self, name: &str) -> Result<(), StoreError> {
         if let Some(etcd) = self.shared.etcd.get() {
-            return etcd.drop_table(name).await;
+            // Declared on another node a moment ago? Only a miss costs the wait.
+            return match etcd.drop_table(name).await {
+                Err(StoreError::NoSuchTable(_)) => {
+                    self.caught_up().await?;
+                    etcd.drop_table(name).await
+                }
+                result => result,
+            };
         }
         self.submit(writer::Command::DropTable(name.to_owned()))
             .await?;

@@ -9,6 +9,7 @@ pub mod malformed;
 pub mod mqtt;
 pub mod rumqtt;
 
+use std::cell::Cell;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,19 +57,28 @@ impl TestServer {
         tweak(&mut config);
         on_test_store(&mut config);
         let two = nodes() == 2 && config.store != marquee::store::StoreAddress::Embedded;
-        // The proxy is what browsers reach: its address is a trusted origin,
-        // as a load balancer's would be (`allowed_origins`).
-        let front = match two {
-            true => Some(
-                tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("proxy listener"),
-            ),
+        // The proxies are bound first: their addresses are what the nodes
+        // are configured to tell people and devices, as behind a load balancer.
+        let fronts = match two {
+            true => Some((listen().await, listen().await)),
             false => None,
         };
-        if let Some(front) = &front {
-            let addr = front.local_addr().expect("proxy address");
-            config.allowed_origins.push(format!("http://{addr}"));
+        if let Some((http, mqtt)) = &fronts {
+            let http = http.local_addr().expect("proxy address");
+            let mqtt = mqtt.local_addr().expect("proxy address");
+            // Setup links point at the proxy; pages from it (by any name a
+            // loopback listener answers to) are trusted origins.
+            config
+                .public_url
+                .get_or_insert_with(|| format!("http://{http}"));
+            config
+                .allowed_origins
+                .extend(marquee::http::own_origins(http));
+            // Pairing cards give devices the proxy's broker, not a node's.
+            config
+                .public_host
+                .get_or_insert_with(|| mqtt.ip().to_string());
+            config.public_mqtt_port.get_or_insert(mqtt.port());
         }
         let second_config = two.then(|| {
             let mut second = config.clone();
@@ -80,13 +90,10 @@ impl TestServer {
         let mut mqtt = server.mqtt_addr();
         let mut second = None;
         let mut proxies = Vec::new();
-        if let (Some(config), Some(front)) = (second_config, front) {
+        if let (Some(config), Some((http_front, mqtt_front))) = (second_config, fronts) {
             let other = Server::start(config).await.expect("second node starts");
-            let (http, http_proxy) = alternate(front, server.http_addr(), other.http_addr());
-            let back = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("proxy listener");
-            let (broker, mqtt_proxy) = alternate(back, server.mqtt_addr(), other.mqtt_addr());
+            let (http, http_proxy) = alternate(http_front, server.http_addr(), other.http_addr());
+            let (broker, mqtt_proxy) = alternate(mqtt_front, server.mqtt_addr(), other.mqtt_addr());
             url = format!("http://{http}");
             mqtt = broker;
             proxies = vec![http_proxy, mqtt_proxy];
@@ -114,6 +121,27 @@ impl TestServer {
             tweak(config);
         })
         .await
+    }
+
+    /// The first-admin setup link that works: each node's start issues a
+    /// new one and revokes those before it, so on two nodes it is the
+    /// second's (the one started last).
+    pub fn setup_link(&self) -> Option<&str> {
+        self.second
+            .as_ref()
+            .or(self.server.as_ref())
+            .and_then(Server::setup_link)
+    }
+
+    /// Waits until every node has applied every write acknowledged before
+    /// the call (at once on one node). Two nodes share a write within
+    /// milliseconds, not at once, and the server has no cross-node
+    /// read-after-write yet (SCALE-OUT.md, BUS): a test whose next request
+    /// may reach the other node, and must see the write there, settles first.
+    pub async fn settle(&self) {
+        for node in self.server.iter().chain(self.second.iter()) {
+            node.store().caught_up().await.expect("the node catches up");
+        }
     }
 
     /// Where MQTT clients connect (on two nodes, to each in turn).
@@ -148,15 +176,59 @@ impl Drop for TestServer {
 
 /// How many nodes each TestServer runs: MARQUEE_TEST_NODES=2 (with
 /// MARQUEE_TEST_ETCD) runs every suite against two nodes on one etcd store,
-/// each client connection dealt to one of them in turn.
+/// each client connection dealt to one of them in turn; 1 while this
+/// thread holds a [`one_node`] guard.
 pub fn nodes() -> usize {
+    if ONE_NODE.with(Cell::get) > 0 {
+        return 1;
+    }
     std::env::var("MARQUEE_TEST_NODES")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1)
 }
 
-/// Forwards each connection `listener` accepts to `a` and `b` in turn, byte for byte (as a TCP load balancer would).
+thread_local! {
+    /// How many [`OneNode`] guards this thread holds.
+    static ONE_NODE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// While held, every TestServer this thread starts is one node, even in
+/// two-node mode (its store still on etcd when the suite runs there).
+///
+/// For behaviour that is per node by design, where a proxy dealing
+/// connections to two nodes would halve what each one sees: connection
+/// limits, sign-in and CONNECT throttles, `$SYS` counts, `max_sessions`.
+/// The test says why it needs it. Call it first in the test's body (a
+/// `#[tokio::test]` body runs on the test's own thread, where the servers
+/// it starts read the guard): `let _one = common::one_node();`.
+#[must_use = "the guard only acts while it is held"]
+pub fn one_node() -> OneNode {
+    ONE_NODE.with(|n| n.set(n.get() + 1));
+    OneNode(())
+}
+
+/// See [`one_node`].
+pub struct OneNode(());
+
+impl Drop for OneNode {
+    fn drop(&mut self) {
+        ONE_NODE.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+/// A listener on a free loopback port.
+async fn listen() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("proxy listener")
+}
+
+/// Forwards each connection `listener` accepts to `a` and `b` in turn, byte
+/// for byte (as a TCP load balancer would). A client on a loopback address
+/// reaches the node from that same address (all of 127/8 is ours to bind),
+/// as if the balancer kept client addresses (PROXY protocol, transparent
+/// mode): per-address throttles see the real client, not the proxy.
 fn alternate(
     listener: tokio::net::TcpListener,
     a: std::net::SocketAddr,
@@ -165,11 +237,11 @@ fn alternate(
     let addr = listener.local_addr().expect("proxy address");
     let task = tokio::spawn(async move {
         let mut turn = 0usize;
-        while let Ok((mut client, _)) = listener.accept().await {
+        while let Ok((mut client, peer)) = listener.accept().await {
             let backend = if turn.is_multiple_of(2) { a } else { b };
             turn += 1;
             tokio::spawn(async move {
-                if let Ok(mut server) = tokio::net::TcpStream::connect(backend).await {
+                if let Ok(mut server) = connect_from(peer.ip(), backend).await {
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
@@ -178,6 +250,22 @@ fn alternate(
         }
     });
     (addr, task)
+}
+
+/// A connection to `to` from `from` (any free port) when `from` is a
+/// loopback address of the same family, else from wherever the system picks.
+async fn connect_from(
+    from: std::net::IpAddr,
+    to: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = match to {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    if from.is_loopback() && from.is_ipv4() == to.is_ipv4() {
+        socket.bind(std::net::SocketAddr::new(from, 0))?;
+    }
+    socket.connect(to).await
 }
 
 /// The `marquee` binary as a child process.

@@ -1169,11 +1169,6 @@ async fn a_guessed_setup_link_is_throttled_per_address() {
 /// Case 15: two browsers racing the link: exactly one admin.
 #[tokio::test]
 async fn two_browsers_racing_the_setup_link_make_one_admin() {
-    // TODO(two nodes): setup is one-at-a-time per node only (a mutex, then
-    // "no admin yet?" and create): two nodes taking the same link at the
-    // same moment both create an admin. Needs a cluster-wide claim of the
-    // link (an atomic take of the setup token in the store).
-    let _one = common::one_node();
     let (server, token) = fresh().await;
     let url = server.url.clone();
     let (a, b) = tokio::join!(
@@ -1531,11 +1526,6 @@ fn durable(id: &str, username: &str, password: &str) -> Connect {
 /// write decision as a plain subscription or publish.
 #[tokio::test]
 async fn retained_shared_aliased_and_stored_messages_obey_the_same_rules() {
-    // TODO(two nodes): a persistent session resumed on another node does not
-    // resend the QoS 1 message that was in flight, unacknowledged, on the
-    // node it left (case 26's control session gets only "x/2"): in-flight
-    // messages are not handed over with the session.
-    let _one = common::one_node();
     let env = Env::start(vec![
         AclRule {
             role: Some(Role::Viewer),

@@ -925,11 +925,6 @@ async fn device_sim_holds_the_renderers_frame() {
 /// AWTRIX NG clock is recognised and sent nothing it would misread.
 #[tokio::test]
 async fn awtrix_buttons_step_the_playlist_and_awtrix_ng_is_left_alone() {
-    // TODO(two nodes): every node runs the device follower for every device
-    // (devices::follow), so each node hears a button press and steps the
-    // playlist: two steps per press, and a 2-item playlist ends where it
-    // began. The follower needs one node per device (or a store role).
-    let _one = common::one_node();
     let env = Env::start().await;
     env.sign_with_messages("lobby").await;
     env.put(

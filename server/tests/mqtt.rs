@@ -663,10 +663,6 @@ async fn a_persistent_session_gets_what_was_published_while_it_was_away() {
 
 #[tokio::test]
 async fn unacknowledged_qos1_messages_are_resent_with_dup_on_reconnect() {
-    // TODO(two nodes): in-flight handover: a persistent session resumed on
-    // another node does not resend the unacknowledged QoS 1 message as a
-    // DUP with its packet id [MQTT-3.3.1-1]; the new node sends it fresh.
-    let _one = common::one_node();
     let server = start().await;
     let addr = mqtt_addr(&server);
     let (mut raw, _) = Raw::connect(addr, connect_packet(V311, "forgetful", false)).await;
@@ -1164,10 +1160,6 @@ async fn jobs_received(addr: SocketAddr, member: &mut Raw, n: usize) -> usize {
 
 #[tokio::test]
 async fn a_shared_subscription_delivers_each_message_to_one_member() {
-    // TODO(two nodes): shared subscriptions across nodes: each node deals
-    // the group's messages among its own members, so with members on both
-    // nodes every message goes to one member per node ("delivered twice").
-    let _one = common::one_node();
     let server = start().await;
     let addr = mqtt_addr(&server);
     let mut members = Vec::new();
@@ -1286,9 +1278,6 @@ async fn shared_member(
 /// they had not acknowledged; a persistent one keeps its own).
 #[tokio::test]
 async fn shared_subscription_delivers_each_message_exactly_once_while_members_join_and_leave() {
-    // TODO(two nodes): shared subscriptions across nodes (see
-    // a_shared_subscription_delivers_each_message_to_one_member).
-    let _one = common::one_node();
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let server = start().await;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::password::check_strength;
 use super::{
     Account, Accounts, Audit, AuthError, Lifetime, Passwords, Principal, Proof, Refusals, Refused,
     Role, Throttle, TokenKind, Tokens, normalize_username,
@@ -426,6 +427,15 @@ impl Guard {
             return Err(SetupError::BadLink);
         }
         drop(attempt);
+        // What would refuse the account refuses it before the link is used
+        // up; then the link is taken, by one attempt of any racing on any
+        // node, and only that one makes its admin.
+        normalize_username(username)?;
+        check_strength(password)?;
+        if !self.inner.tokens.take_secret(secret).await? {
+            audit("refused");
+            return Err(SetupError::BadLink);
+        }
         let account = self
             .inner
             .accounts

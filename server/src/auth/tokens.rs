@@ -227,6 +227,12 @@ impl Tokens {
         Ok(self.store.set_token(&hash(secret), None).await?)
     }
 
+    /// Uses up the token a secret stands for: true for exactly one of any
+    /// racing calls, on any node (a setup link makes one admin).
+    pub async fn take_secret(&self, secret: &str) -> Result<bool, AuthError> {
+        Ok(self.store.take_token(&hash(secret)).await?)
+    }
+
     /// Ends a token by its id (from [`Tokens::list`]); false if there was none.
     pub async fn revoke(&self, id: &str) -> Result<bool, AuthError> {
         let Some(key) = unhex(id) else {

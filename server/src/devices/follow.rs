@@ -35,6 +35,8 @@ const MAX_HEARD_BYTES: usize = 16 * 1024;
 /// How often AWTRIX refreshes and other slow duties are checked.
 const SLOW_TICK: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_secs(1);
+/// The role of the node that acts on what devices say.
+const DEVICES_ROLE: &str = "devices";
 /// How long a removed device keeps its account, for the messages clearing it to arrive.
 const CLEAR_GRACE: Duration = Duration::from_millis(500);
 
@@ -56,6 +58,7 @@ async fn run(
     mut stopping: watch::Receiver<bool>,
 ) {
     let mut refusals = guard.refusals();
+    let store_for_role = store.clone();
     let mut follower = Follower {
         store,
         guard,
@@ -65,6 +68,7 @@ async fn run(
         state: HashMap::new(),
         since: HashMap::new(),
         first_start: true,
+        acting: acting(&store_for_role),
     };
     loop {
         let mut feed = Feed::new(follower.store.clone());
@@ -93,6 +97,15 @@ async fn run(
 enum Flow {
     CatchUp,
     Stop,
+}
+
+/// The store's `devices` role, which says whether this node acts on what
+/// devices say. Should the store refuse the role (it cannot: the name is
+/// valid), this node acts, as a lone node would.
+fn acting(store: &Store) -> watch::Receiver<bool> {
+    store
+        .leadership(DEVICES_ROLE)
+        .unwrap_or_else(|_| watch::channel(true).1)
 }
 
 /// What the follower remembers of one device between changes.
@@ -129,6 +142,10 @@ struct Follower {
     /// Per sign: what is up on it now, and since when.
     since: HashMap<String, Up>,
     first_start: bool,
+    /// Whether this node acts on what devices say: one node for all (the
+    /// store's `devices` role; embedded, always), since every node hears
+    /// every device, and a button press must step its playlist once.
+    acting: watch::Receiver<bool>,
 }
 
 impl Follower {
@@ -160,8 +177,10 @@ impl Follower {
         if std::mem::take(&mut self.first_start) {
             self.sweep_accounts().await;
             // Every device's connection ended with the last run; each says
-            // `online` again when it reconnects.
-            for id in &ids {
+            // `online` again when it reconnects. Not on etcd: the devices of
+            // the other nodes are still connected there.
+            let alone = !self.store.on_etcd();
+            for id in ids.iter().filter(|_| alone) {
                 if self.devices.get(id).is_some_and(|d| d.online) {
                     self.patch(id, json!({"online": false})).await;
                 }
@@ -550,7 +569,7 @@ impl Follower {
         }
         state.heard.1 += 1;
         if state.heard.1 > FLOOD_PER_SECOND {
-            if state.heard.1 == FLOOD_PER_SECOND + 1 {
+            if state.heard.1 == FLOOD_PER_SECOND + 1 && *self.acting.borrow() {
                 tracing::warn!(device = %id, "device sends more than {FLOOD_PER_SECOND} messages a second; ignoring the rest");
                 self.warn(&id, &device, format!("sent more than {FLOOD_PER_SECOND} messages in a second; the rest were ignored")).await;
             }
@@ -571,8 +590,13 @@ impl Follower {
         self.apply(&id, &device, heard).await;
     }
 
-    /// Records what a device said and acts on it.
-    async fn apply(&mut self, id: &str, device: &Device, heard: Vec<Heard>) {
+    /// Records what a device said and acts on it: on every node, a hello
+    /// has the node send its devices everything again; the rest (records,
+    /// playlist steps) only on the node acting for devices.
+    async fn apply(&mut self, id: &str, device: &Device, mut heard: Vec<Heard>) {
+        if !*self.acting.borrow() {
+            heard.retain(|item| matches!(item, Heard::Hello));
+        }
         let mut patch = Map::new();
         let mut resend = false;
         for item in heard {

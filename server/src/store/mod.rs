@@ -814,6 +814,29 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a token if it is there: whether this call removed it. Of
+    /// calls racing on any nodes, one takes it (a setup link used once).
+    pub async fn take_token(&self, hash: &[u8]) -> Result<bool, StoreError> {
+        let taken = match self.shared.etcd.get() {
+            Some(etcd) => etcd.take_token(hash).await?,
+            None => {
+                // The writer applies commands one at a time, but the check
+                // comes before it: callers on one node take turns (the
+                // guard's setup lock).
+                if self.token(hash)?.is_none() {
+                    return Ok(false);
+                }
+                self.submit(writer::Command::SetToken(hash.to_vec(), None))
+                    .await?;
+                true
+            }
+        };
+        if taken {
+            self.access_changed();
+        }
+        Ok(taken)
+    }
+
     /// Changes whenever an account is written or removed or a token is
     /// removed, after the change is durable.
     pub fn access_changes(&self) -> watch::Receiver<u64> {

@@ -98,6 +98,23 @@ impl Backend {
         Err(contended(&key))
     }
 
+    /// Removes a token if it is there, as one node of all: whether this
+    /// call removed it (a racing take on another node finds it gone).
+    pub(in crate::store) async fn take_token(&self, hash: &[u8]) -> Result<bool, StoreError> {
+        let key = Key::Token(hex(hash));
+        for _ in 0..MAX_REPLANS {
+            let (at, current) = self.cached(&key).await?;
+            let Some(revision) = current else {
+                return Ok(false);
+            };
+            let op = Op::delete(key.clone()).expecting(Expect::ModRevision(revision));
+            if self.commit_here(op, at).await? {
+                return Ok(true);
+            }
+        }
+        Err(contended(&key))
+    }
+
     /// Saves an MQTT session's state (or with `None` forgets it). The last
     /// write wins, as on the embedded store: a persistent session is
     /// written by the one node its client is connected to.

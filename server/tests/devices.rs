@@ -579,12 +579,6 @@ async fn regenerating_a_password_cuts_off_the_old_one() {
 /// a login; it is refused, and its card says why.
 #[tokio::test]
 async fn a_device_without_credentials_is_refused_and_its_card_says_so() {
-    // TODO(two nodes): a refused CONNECT is heard only by the node that
-    // refused it (Guard::refusals), whose device follower may not have the
-    // device paired on the other node a moment ago yet: the warning is lost
-    // (1 run in 8). Part of one device follower for all nodes (see
-    // awtrix_buttons_step_the_playlist_and_awtrix_ng_is_left_alone).
-    let _one = common::one_node();
     let env = Env::start().await;
     let card = env.pair("awtrix3", "Clock", json!({})).await;
     let id = card["id"].as_str().unwrap();

@@ -35,6 +35,10 @@ const MAX_HEARD_BYTES: usize = 16 * 1024;
 /// How often AWTRIX refreshes and other slow duties are checked.
 const SLOW_TICK: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_secs(1);
+/// Refusals kept for a device this node does not know yet, at most.
+const MAX_UNMATCHED: usize = 64;
+/// How long such a refusal waits for its device.
+const UNMATCHED_FOR: Duration = Duration::from_secs(3);
 /// The role of the node that acts on what devices say.
 const DEVICES_ROLE: &str = "devices";
 /// How long a removed device keeps its account, for the messages clearing it to arrive.
@@ -69,6 +73,7 @@ async fn run(
         since: HashMap::new(),
         first_start: true,
         acting: acting(&store_for_role),
+        unmatched: Vec::new(),
     };
     loop {
         let mut feed = Feed::new(follower.store.clone());
@@ -146,6 +151,8 @@ struct Follower {
     /// store's `devices` role; embedded, always), since every node hears
     /// every device, and a button press must step its playlist once.
     acting: watch::Receiver<bool>,
+    /// Refusals no known device matched yet, and when they came.
+    unmatched: Vec<(Instant, Refused)>,
 }
 
 impl Follower {
@@ -214,12 +221,19 @@ impl Follower {
                     Err(RecvError::Closed) => return Flow::Stop,
                 },
                 refused = refusals.recv() => match refused {
-                    Ok(refused) => self.on_refused(&refused).await,
+                    Ok(refused) => {
+                        if !self.on_refused(&refused).await {
+                            self.keep_unmatched(refused);
+                        }
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return Flow::Stop,
                 },
                 _ = frames.tick(), if animating => self.animate().await,
-                _ = slow.tick() => self.refresh().await,
+                _ = slow.tick() => {
+                    self.retry_unmatched().await;
+                    self.refresh().await;
+                }
             }
         }
     }
@@ -720,7 +734,9 @@ impl Follower {
     }
 
     /// The broker refused something: if a device did it, its card says so.
-    async fn on_refused(&mut self, refused: &Refused) {
+    /// Records why a device was refused on its card; false if no device
+    /// known here matches it (yet: see [`Follower::keep_unmatched`]).
+    async fn on_refused(&mut self, refused: &Refused) -> bool {
         let by_user = refused.username.as_deref().and_then(|name| {
             self.devices
                 .iter()
@@ -752,7 +768,7 @@ impl Follower {
                 // Firmwares fall back to no login when a field is empty; their
                 // will topic still names their prefix.
                 let Some((id, d)) = self.owner_of(will) else {
-                    return;
+                    return false;
                 };
                 let from = refused
                     .peer
@@ -767,10 +783,32 @@ impl Follower {
                     ),
                 )
             }
-            _ => return,
+            _ => return false,
         };
         tracing::info!(device = %id, "{warning}");
         self.warn(&id, &device, warning).await;
+        true
+    }
+
+    /// Keeps a refusal no device matched for a few seconds: on etcd the
+    /// device may have been paired on another node a moment ago, and this
+    /// node's follower learns of it after the refusal (refusals are heard
+    /// only by the node that refused). Bounded; the oldest go first.
+    fn keep_unmatched(&mut self, refused: Refused) {
+        if self.unmatched.len() >= MAX_UNMATCHED {
+            self.unmatched.remove(0);
+        }
+        self.unmatched.push((Instant::now(), refused));
+    }
+
+    /// Tries the kept refusals again; those still unmatched after
+    /// [`UNMATCHED_FOR`] are dropped (no device of ours was refused).
+    async fn retry_unmatched(&mut self) {
+        for (at, refused) in std::mem::take(&mut self.unmatched) {
+            if !self.on_refused(&refused).await && at.elapsed() < UNMATCHED_FOR {
+                self.unmatched.push((at, refused));
+            }
+        }
     }
 
     async fn warn(&mut self, id: &str, device: &Device, warning: String) {

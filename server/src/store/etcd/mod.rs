@@ -370,7 +370,11 @@ impl EtcdLog {
     /// write acknowledged before this call, on any node.
     /// Callers at the same time share one read ([`JointRead`]).
     pub async fn head(&self) -> Result<u64, EtcdError> {
-        self.shared.heads.read(|| self.read_head()).await
+        let log = self.clone();
+        self.shared
+            .heads
+            .read(|| async move { log.read_head().await })
+            .await
     }
 
     async fn read_head(&self) -> Result<u64, EtcdError> {

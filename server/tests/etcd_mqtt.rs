@@ -14,12 +14,7 @@ use marquee::mqtt::{Ack, Packet, ProtocolVersion, QoS, ReasonCode, Subscription}
 use serde_json::json;
 
 async fn server_on(cluster: &EtcdCluster) -> TestServer {
-    let endpoints = cluster.endpoints();
-    TestServer::start_with(move |config| {
-        config.store = marquee::store::StoreAddress::Etcd(marquee::store::EtcdAddress {
-            endpoints,
-            prefix: "/marquee/".into(),
-        });
+    TestServer::on_etcd(cluster, |config| {
         config.tables.push(marquee::store::TableDecl {
             name: "sensors".into(),
             schema: None,

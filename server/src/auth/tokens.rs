@@ -238,11 +238,7 @@ impl Tokens {
         let Some(key) = unhex(id) else {
             return Ok(false);
         };
-        if self.store.token(&key)?.is_none() {
-            return Ok(false);
-        }
-        self.store.set_token(&key, None).await?;
-        Ok(true)
+        Ok(self.store.take_token(&key).await?)
     }
 
     /// Ends every token of an account (its password changed, it was

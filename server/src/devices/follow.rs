@@ -62,7 +62,7 @@ async fn run(
     mut stopping: watch::Receiver<bool>,
 ) {
     let mut refusals = guard.refusals();
-    let store_for_role = store.clone();
+    let acting = acting(&store);
     let mut follower = Follower {
         store,
         guard,
@@ -72,7 +72,7 @@ async fn run(
         state: HashMap::new(),
         since: HashMap::new(),
         first_start: true,
-        acting: acting(&store_for_role),
+        acting,
         unmatched: Vec::new(),
     };
     loop {

@@ -956,13 +956,12 @@ impl Store {
         origin: Origin,
         mqtt: Option<Arc<MqttMeta>>,
     ) -> Result<(), StoreError> {
-        let event = self.transient(table, id, value, origin, mqtt)?;
         match self.shared.etcd.get() {
-            Some(etcd) => etcd.publish_when_room(event).await,
-            None => {
-                self.shared.bus.publish(event);
-                Ok(())
+            Some(etcd) => {
+                let event = self.transient(table, id, value, origin, mqtt)?;
+                etcd.publish_when_room(event).await
             }
+            None => self.publish_with(table, id, value, origin, mqtt),
         }
     }
 

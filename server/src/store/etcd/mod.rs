@@ -444,6 +444,32 @@ impl EtcdLog {
         }
     }
 
+    /// Puts `key` = `value` on `lease` (a key that goes with its node), the
+    /// previous value in the answer if `with_prev`. A lease etcd no longer
+    /// has ends the attempt: `owner` (the node) has lost it.
+    async fn put_on_lease(
+        &self,
+        what: &'static str,
+        key: &str,
+        value: &[u8],
+        lease: i64,
+        owner: &str,
+        with_prev: bool,
+    ) -> Result<etcd_client::PutResponse, EtcdError> {
+        let mut options = PutOptions::new().with_lease(lease);
+        if with_prev {
+            options = options.with_prev_key();
+        }
+        self.retrying(what, || async {
+            let (member, client) = self.member()?;
+            let mut kv = client.kv_client();
+            self.deadline(member, kv.put(key, value, Some(options.clone())))
+                .await
+                .map_err(|failure| lease_lost(failure, owner))
+        })
+        .await
+    }
+
     /// Creates `key` = `owner` on `lease` unless the key exists: the one
     /// step of every "first node to ask gets it" race (a role, a dead
     /// client's will). Whether `owner` holds it on `lease` now (created, or
@@ -470,12 +496,7 @@ impl EtcdLog {
                 let mut kv = client.kv_client();
                 self.deadline(member, kv.txn(txn.clone()))
                     .await
-                    .map_err(|failure| match failure {
-                        Failure::LeaseGone(..) => {
-                            Failure::Fatal(EtcdError::LeaseLost(owner.to_owned()))
-                        }
-                        other => other,
-                    })
+                    .map_err(|failure| lease_lost(failure, owner))
             })
             .await?;
         let header = response
@@ -657,6 +678,15 @@ fn classify(error: etcd_client::Error) -> Failure {
         }
         E::InvalidArgs(e) => Failure::Fatal(EtcdError::Rejected(e)),
         other => Failure::Retry(other.to_string()),
+    }
+}
+
+/// A write on a lease etcd no longer has fails again on a retry: `owner`
+/// (the node) has lost its lease.
+fn lease_lost(failure: Failure, owner: &str) -> Failure {
+    match failure {
+        Failure::LeaseGone(..) => Failure::Fatal(EtcdError::LeaseLost(owner.to_owned())),
+        other => other,
     }
 }
 

@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use etcd_client::{Compare, CompareOp, Event, PutOptions, Txn, TxnOp};
 
 use super::watch::Watch;
-use super::{EtcdError, Failure, Keys, LeaseState, Node, protocol, revision};
+use super::{EtcdError, Keys, LeaseState, Node, lease_lost, protocol, revision};
 
 /// What a node learns from the ownership watch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,15 +98,7 @@ impl Node {
         let value = owner_value(&self.id, will);
         let response = self
             .log
-            .retrying("ownership claim", || async {
-                let (member, client) = self.log.member()?;
-                let mut kv = client.kv_client();
-                let options = PutOptions::new().with_lease(lease).with_prev_key();
-                self.log
-                    .deadline(member, kv.put(key.clone(), value.clone(), Some(options)))
-                    .await
-                    .map_err(|f| self.lease_failure(f))
-            })
+            .put_on_lease("ownership claim", &key, &value, lease, &self.id, true)
             .await?;
         let header = response
             .header()
@@ -144,7 +136,7 @@ impl Node {
                 self.log
                     .deadline(member, kv.txn(txn.clone()))
                     .await
-                    .map_err(|f| self.lease_failure(f))
+                    .map_err(|f| lease_lost(f, &self.id))
             })
             .await?;
         Ok(response.succeeded())
@@ -173,10 +165,8 @@ impl Node {
         let lease = self.lease_now()?;
         let key = self.log.shared.keys.own(client_id);
         let txn = Txn::new()
-            .when([
-                Compare::value(key.clone(), CompareOp::Equal, self.id.clone()),
-                Compare::lease(key.clone(), CompareOp::Equal, lease),
-            ])
+            // The lease is this node's alone (the value may carry a will).
+            .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
             .and_then([TxnOp::delete(key.clone(), None)]);
         let response = self
             .log
@@ -219,14 +209,6 @@ impl Node {
         match *self.state.borrow() {
             LeaseState::Alive { lease } => Ok(lease),
             LeaseState::Lost => Err(EtcdError::LeaseLost(self.id.clone())),
-        }
-    }
-
-    /// A put on a lease etcd no longer has will not succeed on a retry.
-    fn lease_failure(&self, failure: Failure) -> Failure {
-        match failure {
-            Failure::LeaseGone(..) => Failure::Fatal(EtcdError::LeaseLost(self.id.clone())),
-            other => other,
         }
     }
 }

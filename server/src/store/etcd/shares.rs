@@ -17,10 +17,10 @@
 //!
 //! [`LogEntry::shares`]: super::LogEntry::shares
 
-use etcd_client::{GetOptions, PutOptions};
+use etcd_client::GetOptions;
 
 use super::read::prefix_end;
-use super::{EtcdError, EtcdLog, Failure, Keys, LeaseState, Node, protocol, revision, to_i64};
+use super::{EtcdError, EtcdLog, Keys, LeaseState, Node, protocol, revision, to_i64};
 
 /// Share keys read per request.
 const READ_PAGE: i64 = 1000;
@@ -53,21 +53,14 @@ impl Node {
         let key = self.log.shared.keys.share(subscription, &self.id);
         let response = self
             .log
-            .retrying("shared subscription put", || async {
-                let (member, client) = self.log.member()?;
-                let mut kv = client.kv_client();
-                let options = PutOptions::new().with_lease(lease);
-                self.log
-                    .deadline(member, kv.put(key.clone(), self.id.clone(), Some(options)))
-                    .await
-                    // A put on a lease etcd no longer has fails again on a retry.
-                    .map_err(|f| match f {
-                        Failure::LeaseGone(..) => {
-                            Failure::Fatal(EtcdError::LeaseLost(self.id.clone()))
-                        }
-                        other => other,
-                    })
-            })
+            .put_on_lease(
+                "shared subscription put",
+                &key,
+                self.id.as_bytes(),
+                lease,
+                &self.id,
+                false,
+            )
             .await?;
         let header = response
             .header()

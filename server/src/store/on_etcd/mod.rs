@@ -589,9 +589,7 @@ impl Backend {
         self.transients
             .try_send((event, reply))
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Storage(
-                    "too many messages are waiting to reach the other nodes; try again".into(),
-                ),
+                mpsc::error::TrySendError::Full(_) => lane_full(),
                 mpsc::error::TrySendError::Closed(_) => StoreError::ShuttingDown,
             })?;
         self.transients_queued.fetch_add(1, Ordering::AcqRel);
@@ -611,9 +609,7 @@ impl Backend {
                 Ok(())
             }
             Ok(Err(_)) => Err(StoreError::ShuttingDown),
-            Err(_) => Err(StoreError::Storage(
-                "too many messages are waiting to reach the other nodes; try again".into(),
-            )),
+            Err(_) => Err(lane_full()),
         }
     }
 
@@ -771,4 +767,9 @@ impl Backend {
 
 fn etcd_error(e: EtcdError) -> StoreError {
     StoreError::Storage(format!("etcd: {e}"))
+}
+
+/// Why a transient publish is refused: the way to the other nodes is full.
+fn lane_full() -> StoreError {
+    StoreError::Storage("too many messages are waiting to reach the other nodes; try again".into())
 }

@@ -76,8 +76,12 @@ pub async fn run(
         fail_persist_after: None,
         address: Default::default(),
     };
-    let store = Store::open(options, Bus::new(1, metrics.clone()), metrics)
-        .map_err(|source| AdminError::Open { dir, source })?;
+    let store = Store::open(
+        options,
+        Bus::new(crate::bus::QueueLimit::events(1), metrics.clone()),
+        metrics,
+    )
+    .map_err(|source| AdminError::Open { dir, source })?;
     let accounts = Accounts::new(store.clone(), Passwords::new());
     let done = act(&accounts, args.action, input, output).await;
     store.shutdown().await;

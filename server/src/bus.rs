@@ -1,12 +1,14 @@
 //! The change bus: routes every committed change (and every transient publish)
 //! to the subscribers whose filters match its topic.
 //!
-//! Each subscriber has one bounded queue. Publishing never waits: a subscriber
-//! whose queue is full is cut off on the spot (it can resume from the last
-//! `seq` it saw), so one slow reader never delays the writer or anyone else.
+//! Each subscriber has one queue, bounded both in changes and in bytes (a
+//! count alone would let a slow reader of 1 MB messages hold gigabytes).
+//! Publishing never waits: a subscriber whose queue is full is cut off on the
+//! spot (it can resume from the last `seq` it saw), so one slow reader never
+//! delays the writer or anyone else.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use app::event::ChangeEvent;
@@ -17,6 +19,37 @@ use crate::topic::{FilterTrie, TopicFilter};
 
 /// Events queued for one subscriber before it is cut off.
 pub const DEFAULT_QUEUE: usize = 4096;
+/// Bytes (of the changes' JSON, estimated) queued for one subscriber before
+/// it is cut off: 64 of the largest request bodies.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+
+/// How far one subscriber's queue may fill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimit {
+    pub events: usize,
+    /// A change larger than this alone is still queued when the queue is
+    /// empty, so that one large message never cuts off a reader that keeps up.
+    pub bytes: usize,
+}
+
+impl Default for QueueLimit {
+    fn default() -> Self {
+        Self {
+            events: DEFAULT_QUEUE,
+            bytes: DEFAULT_QUEUE_BYTES,
+        }
+    }
+}
+
+impl QueueLimit {
+    /// A limit of `events` changes and the default byte budget.
+    pub fn events(events: usize) -> Self {
+        Self {
+            events,
+            ..Self::default()
+        }
+    }
+}
 
 type SubscriberId = u64;
 
@@ -29,7 +62,7 @@ pub struct Bus {
 struct Inner {
     router: RwLock<Router>,
     next_id: AtomicU64,
-    queue: usize,
+    limit: QueueLimit,
     metrics: Arc<Metrics>,
 }
 
@@ -40,10 +73,15 @@ struct Router {
 }
 
 struct Entry {
-    tx: mpsc::Sender<Arc<ChangeEvent>>,
+    tx: mpsc::Sender<Queued>,
     filters: Vec<TopicFilter>,
     lagged: Arc<AtomicBool>,
+    /// The estimated bytes of the changes in its queue.
+    queued_bytes: Arc<AtomicUsize>,
 }
+
+/// A change in a subscriber's queue, with the bytes it counts for.
+type Queued = (Arc<ChangeEvent>, usize);
 
 /// Why a subscriber stopped receiving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -57,18 +95,22 @@ pub enum RecvError {
 /// One subscriber's end: its filters and its queue. Dropping it unsubscribes.
 pub struct Subscriber {
     id: SubscriberId,
-    rx: mpsc::Receiver<Arc<ChangeEvent>>,
+    rx: mpsc::Receiver<Queued>,
     lagged: Arc<AtomicBool>,
+    queued_bytes: Arc<AtomicUsize>,
     bus: Bus,
 }
 
 impl Bus {
-    pub fn new(queue: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(limit: QueueLimit, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 router: RwLock::new(Router::default()),
                 next_id: AtomicU64::new(1),
-                queue: queue.max(1),
+                limit: QueueLimit {
+                    events: limit.events.max(1),
+                    bytes: limit.bytes,
+                },
                 metrics,
             }),
         }
@@ -77,20 +119,23 @@ impl Bus {
     /// A new subscriber with no filters yet.
     pub fn subscribe(&self) -> Subscriber {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.inner.queue);
+        let (tx, rx) = mpsc::channel(self.inner.limit.events);
         let lagged = Arc::new(AtomicBool::new(false));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         self.router_mut().subscribers.insert(
             id,
             Entry {
                 tx,
                 filters: Vec::new(),
                 lagged: lagged.clone(),
+                queued_bytes: queued_bytes.clone(),
             },
         );
         Subscriber {
             id,
             rx,
             lagged,
+            queued_bytes,
             bus: self.clone(),
         }
     }
@@ -111,13 +156,26 @@ impl Bus {
                 .matches_parts(&event.table, &event.id, &mut targets);
             targets.sort_unstable();
             targets.dedup();
+            if targets.is_empty() {
+                return;
+            }
+            let bytes = weight(&event);
             for id in &targets {
                 let Some(entry) = router.subscribers.get(id) else {
                     continue;
                 };
-                match entry.tx.try_send(event.clone()) {
+                let queued = entry.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+                if queued > 0 && queued + bytes > self.inner.limit.bytes {
+                    entry.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                    laggards.push(*id);
+                    continue;
+                }
+                match entry.tx.try_send((event.clone(), bytes)) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => laggards.push(*id),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        entry.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                        laggards.push(*id);
+                    }
                     // The receiver is gone; its Drop is about to unsubscribe it.
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
@@ -221,9 +279,36 @@ impl Subscriber {
     /// The next event, in the order the bus published them.
     pub async fn recv(&mut self) -> Result<Arc<ChangeEvent>, RecvError> {
         match self.rx.recv().await {
-            Some(event) => Ok(event),
+            Some((event, bytes)) => {
+                self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                Ok(event)
+            }
             None if self.lagged.load(Ordering::Acquire) => Err(RecvError::Lagged),
             None => Err(RecvError::Closed),
+        }
+    }
+}
+
+/// About how many bytes `event` takes as JSON: what a queued change holds on
+/// to, without serialising it (the walk is a small fraction of the one
+/// serialisation each subscriber's protocol does anyway).
+fn weight(event: &ChangeEvent) -> usize {
+    const FIELDS: usize = 96;
+    FIELDS + event.table.len() + event.id.len() + event.value.as_ref().map_or(0, value_weight)
+}
+
+fn value_weight(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| value_weight(v) + 1).sum::<usize>(),
+        Value::Object(fields) => {
+            2 + fields
+                .iter()
+                .map(|(k, v)| k.len() + 4 + value_weight(v))
+                .sum::<usize>()
         }
     }
 }
@@ -257,7 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn overlapping_filters_deliver_once() {
-        let bus = Bus::new(8, Arc::default());
+        let bus = Bus::new(QueueLimit::events(8), Arc::default());
         let mut sub = bus.subscribe();
         sub.add_filter(&TopicFilter::parse("signs/#").unwrap());
         sub.add_filter(&TopicFilter::parse("signs/+").unwrap());
@@ -271,7 +356,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_cuts_off_only_that_subscriber() {
-        let bus = Bus::new(2, Arc::default());
+        let bus = Bus::new(QueueLimit::events(2), Arc::default());
         let filter = TopicFilter::parse("#").unwrap();
         let mut slow = bus.subscribe();
         slow.add_filter(&filter);
@@ -287,9 +372,44 @@ mod tests {
         assert_eq!(bus.subscriber_count(), 1);
     }
 
+    fn sized(seq: u64, bytes: usize) -> Arc<ChangeEvent> {
+        let mut event = Arc::unwrap_or_clone(event("t", "x", seq));
+        event.value = Some(serde_json::Value::String("x".repeat(bytes)));
+        Arc::new(event)
+    }
+
+    /// Large changes fill a queue by their bytes long before its count; one
+    /// larger than the whole budget still reaches a reader that keeps up.
+    #[tokio::test]
+    async fn a_queue_full_of_bytes_cuts_off_only_that_subscriber() {
+        let limit = QueueLimit {
+            events: 1000,
+            bytes: 10_000,
+        };
+        let bus = Bus::new(limit, Arc::default());
+        let filter = TopicFilter::parse("#").unwrap();
+        let mut slow = bus.subscribe();
+        slow.add_filter(&filter);
+        let mut fast = bus.subscribe();
+        fast.add_filter(&filter);
+        bus.publish(sized(1, 50_000));
+        assert_eq!(fast.recv().await.unwrap().seq, Some(1));
+        assert_eq!(slow.recv().await.unwrap().seq, Some(1));
+        for seq in 2..=10 {
+            bus.publish(sized(seq, 3_000));
+            assert_eq!(fast.recv().await.unwrap().seq, Some(seq));
+        }
+        for seq in 2..=4 {
+            assert_eq!(slow.recv().await.unwrap().seq, Some(seq));
+        }
+        assert_eq!(slow.recv().await, Err(RecvError::Lagged));
+        assert_eq!(bus.subscriber_count(), 1);
+        assert_eq!(fast.queued_bytes.load(Ordering::Acquire), 0);
+    }
+
     #[tokio::test]
     async fn dropping_a_subscriber_unsubscribes_it() {
-        let bus = Bus::new(2, Arc::default());
+        let bus = Bus::new(QueueLimit::events(2), Arc::default());
         let sub = bus.subscribe();
         sub.add_filter(&TopicFilter::parse("a/b").unwrap());
         assert_eq!(bus.subscriber_count(), 1);

@@ -21,7 +21,8 @@ pub struct Config {
     pub site_dir: PathBuf,
     pub change_log_window: u64,
     pub body_limit: usize,
-    pub subscriber_queue: usize,
+    /// How far one subscriber's queue may fill before it is cut off as too slow.
+    pub subscriber_queue: crate::bus::QueueLimit,
     /// Open HTTP connections (streams included) at most; more get a 503.
     pub http_max_connections: usize,
     pub tables: Vec<TableDecl>,
@@ -137,6 +138,9 @@ pub struct ServeArgs {
     /// Changes queued for one subscriber before it is cut off as too slow [default: 4096]
     #[arg(long, env = "MARQUEE_SUBSCRIBER_QUEUE", value_name = "N")]
     pub subscriber_queue: Option<usize>,
+    /// Bytes of changes queued for one subscriber before it is cut off as too slow [default: 67108864]
+    #[arg(long, env = "MARQUEE_SUBSCRIBER_QUEUE_BYTES", value_name = "BYTES")]
+    pub subscriber_queue_bytes: Option<usize>,
     /// Open HTTP connections at most, streams included; more are answered 503 [default: 10000]
     #[arg(long, env = "MARQUEE_HTTP_MAX_CONNECTIONS", value_name = "N")]
     pub http_max_connections: Option<usize>,
@@ -166,6 +170,7 @@ pub struct FileConfig {
     pub change_log_window: Option<u64>,
     pub body_limit: Option<usize>,
     pub subscriber_queue: Option<usize>,
+    pub subscriber_queue_bytes: Option<usize>,
     pub http_max_connections: Option<usize>,
     #[serde(default)]
     pub tables: Vec<TableDecl>,
@@ -327,10 +332,16 @@ impl ServeArgs {
                 .body_limit
                 .or(file.body_limit)
                 .unwrap_or(DEFAULT_BODY_LIMIT),
-            subscriber_queue: self
-                .subscriber_queue
-                .or(file.subscriber_queue)
-                .unwrap_or(crate::bus::DEFAULT_QUEUE),
+            subscriber_queue: crate::bus::QueueLimit {
+                events: self
+                    .subscriber_queue
+                    .or(file.subscriber_queue)
+                    .unwrap_or(crate::bus::DEFAULT_QUEUE),
+                bytes: self
+                    .subscriber_queue_bytes
+                    .or(file.subscriber_queue_bytes)
+                    .unwrap_or(crate::bus::DEFAULT_QUEUE_BYTES),
+            },
             http_max_connections: self
                 .http_max_connections
                 .or(file.http_max_connections)
@@ -539,6 +550,19 @@ mod tests {
         let file: FileConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(file.public_host.as_deref(), Some("signs.local"));
         assert_eq!(file.public_mqtt_port, Some(1883));
+    }
+
+    /// The README's config file example loads, every key in its section.
+    #[test]
+    fn the_readme_example_is_a_valid_config_file() {
+        let readme = include_str!("../../README.md");
+        let (_, after) = readme
+            .split_once("### Config file\n\n```toml\n")
+            .expect("a config file example in the README");
+        let (text, _) = after.split_once("```").expect("the example's end");
+        let file: FileConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(file.subscriber_queue_bytes, Some(64 << 20));
+        assert_eq!(file.subscriber_queue, Some(crate::bus::DEFAULT_QUEUE));
     }
 
     #[test]

@@ -310,6 +310,77 @@ async fn a_slow_subscriber_is_cut_off_without_slowing_the_others() {
     );
 }
 
+/// Large changes fill a slow subscriber's queue by their bytes long before
+/// its count: ~80 MB of 200 KB changes cut off a reader that stopped reading
+/// (at the default 4,096 changes it would have held on to all of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_of_large_changes_is_cut_off_by_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::spawn(
+        &dir.path().join("data"),
+        &["--subscriber-queue-bytes", "4194304"],
+    );
+    let url = server.url.clone();
+    let http = client();
+    let ws_base = url.replacen("http", "ws", 1);
+    let mut slow = WsClient::connect(&format!("{ws_base}/api/ws")).await;
+    slow.send(json!({"type": "subscribe", "filter": "mqtt/#"}))
+        .await;
+    slow.until_sync().await;
+
+    const WRITES: usize = 400;
+    let blob = "x".repeat(200_000);
+    let rss_before = rss_kib(server.pid());
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let http = http.clone();
+            let url = url.clone();
+            let blob = blob.clone();
+            tokio::spawn(async move {
+                for i in 0..WRITES / 4 {
+                    let r = put(
+                        &http,
+                        &url,
+                        &format!("/api/mqtt/big{w}"),
+                        &json!({"payload": format!("{i} {blob}")}),
+                    )
+                    .await;
+                    assert!(r.status().is_success());
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let rss_after = rss_kib(server.pid());
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("marquee_bus_cutoffs_total 1"), "{metrics}");
+
+    let mut backlog = 0;
+    let mut last = Value::Null;
+    while let Some(m) = slow.next_within(Duration::from_secs(5)).await {
+        backlog += 1;
+        last = m;
+    }
+    assert!(
+        backlog < WRITES / 2,
+        "the slow subscriber's backlog was bounded ({backlog} of {WRITES})"
+    );
+    assert_eq!(last["error"]["code"], "lagged", "last message {last}");
+    assert!(
+        rss_after < rss_before + 48 * 1024,
+        "memory stayed bounded: {rss_before} KiB -> {rss_after} KiB"
+    );
+}
+
 /// A failed fsync is fatal: the write waiting for it is refused (503 with a
 /// JSON error), nothing later is accepted, the process exits non-zero, and
 /// the next start recovers every acknowledged write without reusing a seq.

@@ -21,7 +21,7 @@ async fn server_on(cluster: &EtcdCluster) -> TestServer {
     TestServer::on_etcd(cluster, |config| {
         // Room for every change of the load test, so a subscriber that reads
         // a little behind is not cut off: the test counts deliveries.
-        config.subscriber_queue = 20_000;
+        config.subscriber_queue.events = 20_000;
         config.tables.push(marquee::store::TableDecl {
             name: "sensors".into(),
             schema: None,

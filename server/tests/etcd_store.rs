@@ -28,7 +28,7 @@ async fn node(cluster: &EtcdCluster, dir: &tempfile::TempDir, name: &str) -> Sto
                 prefix: "/marquee/".into(),
             }),
         },
-        Bus::new(100_000, metrics.clone()),
+        Bus::new(marquee::bus::QueueLimit::events(100_000), metrics.clone()),
         metrics,
     )
     .await
@@ -703,7 +703,7 @@ async fn config_file_tables_are_declared_for_every_node() {
                     prefix: "/marquee/".into(),
                 }),
             },
-            Bus::new(1000, metrics.clone()),
+            Bus::new(marquee::bus::QueueLimit::events(1000), metrics.clone()),
             metrics,
         )
     };

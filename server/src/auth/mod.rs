@@ -286,7 +286,7 @@ pub(crate) mod tests {
                 fail_persist_after: None,
                 address: Default::default(),
             },
-            Bus::new(16, metrics.clone()),
+            Bus::new(crate::bus::QueueLimit::events(16), metrics.clone()),
             metrics,
         )
         .unwrap()

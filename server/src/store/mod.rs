@@ -631,8 +631,9 @@ impl Store {
         mqtt: Option<Arc<MqttMeta>>,
     ) -> Result<PendingWrite, StoreError> {
         if let Some(etcd) = self.shared.etcd.get() {
-            // SPIKE: committed before returning, so a connection's writes keep
-            // their order, at the price of no pipelining (see the report).
+            // Committed before returning, so a connection's writes keep
+            // their order across etcd's concurrent transactions, at the
+            // price of no pipelining: one round trip per stored write.
             let result = self.write_on_etcd(etcd, op, origin, mqtt).await.map(Some);
             let (reply, answer) = tokio::sync::oneshot::channel();
             let _ = reply.send(result);
@@ -1498,7 +1499,7 @@ mod tests {
                 fail_persist_after: commits,
                 address: StoreAddress::Embedded,
             },
-            Bus::new(64, metrics.clone()),
+            Bus::new(crate::bus::QueueLimit::events(64), metrics.clone()),
             metrics,
         )
         .expect("store opens")

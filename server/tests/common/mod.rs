@@ -676,7 +676,7 @@ pub fn open_store(data_dir: &Path) -> marquee::store::Store {
             fail_persist_after: None,
             address: Default::default(),
         },
-        marquee::bus::Bus::new(8, metrics.clone()),
+        marquee::bus::Bus::new(marquee::bus::QueueLimit::events(8), metrics.clone()),
         metrics,
     )
     .expect("open the store")

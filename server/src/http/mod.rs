@@ -6,6 +6,7 @@ mod auth;
 mod devices;
 mod error;
 mod limit;
+mod poll_again;
 mod preview;
 mod rest;
 mod serve;

@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use super::limit::{LimitedListener, LimitedStream, Peer};
+use super::poll_again::PollAgain;
 use crate::auth::Guard;
 use crate::shutdown::stopped;
 
@@ -109,6 +110,7 @@ async fn serve_connection(
     // Whether the next request must come from the socket (rather than
     // from `io.unread`, which may hold a whole one).
     let mut wait_for_client = true;
+    let again = PollAgain::default();
     loop {
         // Between requests: only the socket, until the client sends more.
         if wait_for_client {
@@ -132,7 +134,7 @@ async fn serve_connection(
         let mut shutting_down = false;
         let outcome = loop {
             tokio::select! {
-                outcome = poll_fn(|cx| match Pin::new(&mut *http).poll(cx) {
+                outcome = poll_fn(|cx| match again.poll(cx, |cx| Pin::new(&mut *http).poll(cx)) {
                     Poll::Ready(result) => {
                         if let Err(e) = result {
                             tracing::trace!("HTTP connection from {} ended: {e}", peer.remote);

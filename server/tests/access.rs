@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::mqtt::{Raw, connect_packet, publish};
-use common::{SseClient, TestServer, WsClient};
+use common::{SseClient, TestServer, WsClient, metrics_text};
 use futures_util::StreamExt as _;
 use marquee::access::{Access, AclRule, Mode};
 use marquee::auth::Role;
@@ -2689,16 +2689,7 @@ async fn the_audit_has_every_failure_and_nothing_anywhere_holds_a_secret() {
     for (topic, payload) in &sys {
         remember(&format!("{topic} {payload}"));
     }
-    remember(
-        &http
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    remember(&metrics_text(&http, &url).await);
     let audit: Value = as_admin(Method::GET, "/api/audit?limit=10000")
         .send()
         .await

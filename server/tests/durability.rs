@@ -252,28 +252,7 @@ async fn a_slow_subscriber_is_cut_off_without_slowing_the_others() {
         seen
     });
     let rss_before = rss_kib(server.pid());
-    let writers: Vec<_> = (0..8)
-        .map(|w| {
-            let http = http.clone();
-            let url = url.clone();
-            let blob = blob.clone();
-            tokio::spawn(async move {
-                for i in 0..WRITES / 8 {
-                    let r = put(
-                        &http,
-                        &url,
-                        &format!("/api/mqtt/s{w}"),
-                        &json!({"payload": format!("{i} {blob}")}),
-                    )
-                    .await;
-                    assert!(r.status().is_success());
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    write_blobs(&http, &url, 8, WRITES, &blob).await;
     let fast_seen = tokio::time::timeout(Duration::from_secs(60), fast_task)
         .await
         .unwrap()
@@ -281,23 +260,11 @@ async fn a_slow_subscriber_is_cut_off_without_slowing_the_others() {
     assert_eq!(fast_seen, WRITES, "the fast subscriber got every change");
     let rss_after = rss_kib(server.pid());
 
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&http, &url).await;
     assert!(metrics.contains("marquee_bus_cutoffs_total 1"), "{metrics}");
 
     // The slow one, reading at last, finds a bounded backlog that ends with the cut-off notice.
-    let mut backlog = 0;
-    let mut last = Value::Null;
-    while let Some(m) = slow.next_within(Duration::from_secs(5)).await {
-        backlog += 1;
-        last = m;
-    }
+    let (backlog, last) = backlog(&mut slow).await;
     assert!(
         backlog < WRITES,
         "the slow subscriber's backlog was bounded ({backlog})"
@@ -331,45 +298,12 @@ async fn a_slow_subscriber_of_large_changes_is_cut_off_by_their_bytes() {
     const WRITES: usize = 400;
     let blob = "x".repeat(200_000);
     let rss_before = rss_kib(server.pid());
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let http = http.clone();
-            let url = url.clone();
-            let blob = blob.clone();
-            tokio::spawn(async move {
-                for i in 0..WRITES / 4 {
-                    let r = put(
-                        &http,
-                        &url,
-                        &format!("/api/mqtt/big{w}"),
-                        &json!({"payload": format!("{i} {blob}")}),
-                    )
-                    .await;
-                    assert!(r.status().is_success());
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    write_blobs(&http, &url, 4, WRITES, &blob).await;
     let rss_after = rss_kib(server.pid());
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&http, &url).await;
     assert!(metrics.contains("marquee_bus_cutoffs_total 1"), "{metrics}");
 
-    let mut backlog = 0;
-    let mut last = Value::Null;
-    while let Some(m) = slow.next_within(Duration::from_secs(5)).await {
-        backlog += 1;
-        last = m;
-    }
+    let (backlog, last) = backlog(&mut slow).await;
     assert!(
         backlog < WRITES / 2,
         "the slow subscriber's backlog was bounded ({backlog} of {WRITES})"
@@ -379,6 +313,45 @@ async fn a_slow_subscriber_of_large_changes_is_cut_off_by_their_bytes() {
         rss_after < rss_before + 48 * 1024,
         "memory stayed bounded: {rss_before} KiB -> {rss_after} KiB"
     );
+}
+
+/// `writers` connections PUT `writes` changes between them to retained MQTT
+/// topics, each a payload of `blob` (and a counter), and all must succeed.
+async fn write_blobs(http: &reqwest::Client, url: &str, writers: usize, writes: usize, blob: &str) {
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let http = http.clone();
+            let url = url.to_owned();
+            let blob = blob.to_owned();
+            tokio::spawn(async move {
+                for i in 0..writes / writers {
+                    let r = put(
+                        &http,
+                        &url,
+                        &format!("/api/mqtt/s{w}"),
+                        &json!({"payload": format!("{i} {blob}")}),
+                    )
+                    .await;
+                    assert!(r.status().is_success());
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// What a WebSocket subscriber finds once it reads at last: how many messages
+/// were waiting, and the last of them.
+async fn backlog(slow: &mut WsClient) -> (usize, Value) {
+    let mut count = 0;
+    let mut last = Value::Null;
+    while let Some(m) = slow.next_within(Duration::from_secs(5)).await {
+        count += 1;
+        last = m;
+    }
+    (count, last)
 }
 
 /// A failed fsync is fatal: the write waiting for it is refused (503 with a

@@ -452,14 +452,7 @@ async fn change_log_health_and_metrics_report_what_happened() {
         "{health}"
     );
 
-    let metrics = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&http, url).await;
     assert!(metrics.contains("marquee_changes_total 3"), "{metrics}");
     assert!(metrics.contains("marquee_write_latency_seconds_count 3"));
     assert!(metrics.contains("marquee_commit_batch_size_bucket"));

@@ -116,10 +116,15 @@ mod tests {
         }
     }
 
+    /// A task's waker, and how often it was woken.
+    fn counting_waker() -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        (counter.clone(), Waker::from(counter))
+    }
+
     #[test]
     fn a_wake_up_during_the_poll_is_a_poll_again_not_a_task_wake_up() {
-        let counter = Arc::new(Counter(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let again = PollAgain::default();
         let mut polls = 0;
@@ -138,8 +143,7 @@ mod tests {
 
     #[test]
     fn a_wake_up_between_polls_reaches_the_task() {
-        let counter = Arc::new(Counter(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let again = PollAgain::default();
         let mut kept = None;
@@ -155,8 +159,7 @@ mod tests {
 
     #[test]
     fn a_future_that_keeps_waking_itself_is_left_to_the_runtime() {
-        let counter = Arc::new(Counter(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let again = PollAgain::default();
         let mut polls = 0;

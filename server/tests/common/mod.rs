@@ -372,6 +372,18 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The server's `/metrics` page, as Prometheus would scrape it.
+pub async fn metrics_text(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics page")
+}
+
 pub async fn put(
     client: &reqwest::Client,
     url: &str,
